@@ -1,0 +1,1 @@
+"""Bundled example experiments (the demo copies examples/digits)."""
