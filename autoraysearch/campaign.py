@@ -1,0 +1,120 @@
+"""Opening a campaign safely: the checks before a run, the lock, the branch, and rollback."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Iterator
+
+from autoraysearch.errors import AutoraysearchError
+from autoraysearch.experiment import (
+    Campaign,
+    ExperimentPaths,
+    read_campaign_branch,
+    write_campaign_branch,
+)
+from autoraysearch.lock import CampaignLock, read_holder
+from autoraysearch.model_source import check_model_source
+from autoraysearch.repository import ExperimentRepo
+from autoraysearch.results_log import ResultsLog, read_results_log
+from autoraysearch.settings import CampaignSettings, load_settings
+
+BRANCH_PREFIX = "autoraysearch/"
+MIN_TRIAL_TIMEOUT = 600.0
+TIMEOUT_FACTOR = 5.0
+
+
+@dataclass(frozen=True)
+class ReadyExperiment:
+    """An experiment folder that passed every check a run needs."""
+
+    paths: ExperimentPaths
+    settings: CampaignSettings
+    log: ResultsLog
+
+
+def check_ready(experiment_dir: Path) -> ReadyExperiment:
+    """Refuse, in one sentence, anything that would make a run unsafe or meaningless."""
+    repo = ExperimentRepo(experiment_dir)
+    paths = ExperimentPaths(repo.experiment_dir)
+    settings = load_settings(paths.root)
+    holder = read_holder(paths.lock)
+    if holder is not None and not holder.is_me() and holder.is_alive():
+        raise AutoraysearchError(
+            f"another autoraysearch run (pid {holder.pid} on {holder.host}, started {holder.started}) "
+            f"holds this campaign; stop it first, or delete {paths.lock} if it is gone."
+        )
+    for name in (settings.model_py, settings.train_py):
+        if not (paths.root / name).exists():
+            raise AutoraysearchError(f"{paths.root / name} does not exist; run `autoraysearch setup` first.")
+    check_model_source((paths.root / settings.model_py).read_text(), settings.model_py)
+    dirty = repo.uncommitted([settings.model_py, settings.train_py])
+    if dirty:
+        raise AutoraysearchError(
+            f"{' and '.join(dirty)} {'has' if len(dirty) == 1 else 'have'} uncommitted changes; "
+            f"commit or stash them (git add {' '.join(dirty)} && git commit), then run again."
+        )
+    log = read_results_log(paths.results, settings.higher_is_better)
+    if log.baseline is None:
+        raise AutoraysearchError(
+            f"{paths.results} has no baseline; run `autoraysearch setup {settings.model_py}` first."
+        )
+    return ReadyExperiment(paths=paths, settings=settings, log=log)
+
+
+def choose_branch(repo: ExperimentRepo, paths: ExperimentPaths, tag: str | None, today: date) -> str:
+    """The campaign branch: the given tag, else the one this folder's campaign used, else a new dated one."""
+    if tag:
+        return BRANCH_PREFIX + tag
+    existing = read_campaign_branch(paths)
+    if existing and repo.branch_exists(existing):
+        return existing
+    base = f"{BRANCH_PREFIX}{today.isoformat()}"
+    name, n = base, 2
+    while repo.branch_exists(name):
+        name, n = f"{base}-{n}", n + 1
+    return name
+
+
+def default_trial_timeout(log: ResultsLog) -> float:
+    """Generous by default: five times the baseline's training time, and never under ten minutes."""
+    baseline = log.baseline
+    seconds = float(baseline.extra.get("seconds", 0) or 0) if baseline else 0.0
+    return max(MIN_TRIAL_TIMEOUT, TIMEOUT_FACTOR * seconds)
+
+
+@contextlib.contextmanager
+def open_campaign(
+    experiment_dir: Path,
+    tag: str | None = None,
+    trial_timeout: float | None = None,
+    repo_node_id: str | None = None,
+) -> Iterator[Campaign]:
+    """Take the lock, check the folder and check out the campaign branch for the run's duration."""
+    repo = ExperimentRepo(experiment_dir)
+    paths = ExperimentPaths(repo.experiment_dir)
+    paths.make_state_dir()
+    with CampaignLock(paths.lock):
+        ready = check_ready(repo.experiment_dir)
+        branch = choose_branch(repo, ready.paths, tag, date.today())
+        repo.switch_to_branch(branch)
+        write_campaign_branch(ready.paths, branch)
+        timeout = trial_timeout or ready.settings.trial_timeout or default_trial_timeout(ready.log)
+        yield Campaign(
+            experiment_dir=str(ready.paths.root),
+            branch=branch,
+            settings=ready.settings,
+            trial_timeout=timeout,
+            repo_node_id=repo_node_id,
+        )
+
+
+def roll_back(campaign: Campaign, best_sha: str) -> None:
+    """Put the campaign branch and model.py back on the best commit after an interrupted iteration."""
+    repo = ExperimentRepo(Path(campaign.experiment_dir))
+    if repo.current_branch() != campaign.branch:
+        return
+    if repo.head_sha() != best_sha or repo.uncommitted([campaign.settings.model_py]):
+        repo.move_branch_back(best_sha, campaign.settings.model_py)

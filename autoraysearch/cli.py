@@ -1,0 +1,236 @@
+"""The autoraysearch command line: the same flows as the Prefect deployments, for a person at a terminal."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+from datetime import datetime
+from importlib import resources
+from pathlib import Path
+
+from autoraysearch.errors import AutoraysearchError
+
+EXIT_INTERRUPTED = 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="autoraysearch",
+        description="Improve a PyTorch model.py overnight: propose, commit, train on Ray, keep or roll back, repeat.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    setup = commands.add_parser("setup", help="generate train.py for a model.py and record the baseline")
+    setup.add_argument("model_py", help="path of the model file (defines class Model)")
+    setup.add_argument("--dataset", default="digits", help="'digits' (bundled) or 'npz:PATH' (default: digits)")
+    budget = setup.add_mutually_exclusive_group()
+    budget.add_argument("--epochs", type=int, help="training epochs per trial (default 5)")
+    budget.add_argument("--time-budget", type=float, metavar="SECONDS", help="train for this many seconds instead")
+    setup.add_argument("--seed", type=int, default=0, help="training and ideator seed (default 0)")
+    setup.add_argument("--metric", default="val_acc", help="metric name train.py prints last (default val_acc)")
+    setup.add_argument("--direction", choices=["higher", "lower"], default="higher", help="which way is better")
+    setup.add_argument("--train-py", help="use your own train.py instead of generating one")
+    setup.add_argument("--goal", default="", help="what you want from the model, in plain words")
+    _add_trial_options(setup)
+    _add_cluster_options(setup)
+
+    run = commands.add_parser("run", help="run the loop until a stop condition holds (none given: forever)")
+    run.add_argument("experiment_dir", nargs="?", default=".", help="experiment folder (default: here)")
+    run.add_argument("--max-iterations", type=int, help="stop after this many iterations")
+    run.add_argument("--deadline", metavar="HH:MM", help="stop at this time on the local clock")
+    run.add_argument("--max-hours", type=float, help="stop after this many hours")
+    run.add_argument("--target", type=float, help="stop once the best metric reaches this value")
+    run.add_argument("--patience", type=int, metavar="K", help="stop after K iterations without a keep")
+    run.add_argument("--tag", help="campaign branch autoraysearch/TAG (default: this folder's campaign, or today's date)")
+    run.add_argument("--trial-timeout", type=float, metavar="SECONDS", help="kill a trial after this long")
+    _add_cluster_options(run)
+
+    status = commands.add_parser("status", help="the results table, the best so far, and whether a run is active")
+    status.add_argument("experiment_dir", nargs="?", default=".", help="experiment folder (default: here)")
+
+    demo = commands.add_parser("demo", help="set up and run the bundled digits example in a new folder")
+    demo.add_argument("directory", nargs="?", help="where to create it (default: ./autoraysearch-demo-TIME)")
+    demo.add_argument("--iterations", type=int, default=5, help="loop iterations to run (default 5)")
+    demo.add_argument("--epochs", type=int, default=3, help="training epochs per trial (default 3)")
+    _add_cluster_options(demo)
+    return parser
+
+
+def _add_trial_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trial-timeout", type=float, metavar="SECONDS", help="kill a trial after this long")
+    parser.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial (default 1)")
+    parser.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial, fractions allowed (default 0)")
+
+
+def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ray-address", help="attach to this Ray cluster ('auto', 'HOST:PORT', 'ray://HOST:10001'); default: a local Ray"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        return COMMANDS[args.command](args)
+    except AutoraysearchError as exc:
+        print(f"autoraysearch: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("autoraysearch: stopped; the campaign branch is on its best commit.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def cmd_setup(args: argparse.Namespace) -> int:
+    model_path = Path(args.model_py).resolve()
+    experiment_dir = model_path.parent
+    _precheck_setup(experiment_dir, model_path.name)
+    summary = _with_services(args.ray_address, lambda: _run_setup(experiment_dir, model_path.name, args))
+    print(f"train.py and autoraysearch.toml committed in {summary.experiment_dir}")
+    print(f"baseline {summary.metric}={summary.baseline} ({summary.seconds:.1f} s)")
+    if summary.archived_results:
+        print(f"the previous campaign's results were kept in {summary.archived_results}")
+    return 0
+
+
+def _precheck_setup(experiment_dir: Path, model_py: str) -> None:
+    """Fail fast, before any service starts, on the mistakes setup can see right away."""
+    from autoraysearch.model_source import check_model_source
+    from autoraysearch.repository import ExperimentRepo
+
+    ExperimentRepo(experiment_dir)
+    path = experiment_dir / model_py
+    if not path.exists():
+        raise AutoraysearchError(f"{path} does not exist; pass the path of your model file.")
+    check_model_source(path.read_text(), model_py)
+
+
+def _run_setup(experiment_dir: Path, model_py: str, args: argparse.Namespace):
+    from autoraysearch.flows.setup_experiment import autoraysearch_setup
+
+    return autoraysearch_setup(
+        experiment_dir=str(experiment_dir), model_py=model_py, dataset=args.dataset, epochs=args.epochs,
+        time_budget=args.time_budget, seed=args.seed, metric=args.metric, direction=args.direction,
+        train_py=args.train_py, goal=args.goal, trial_timeout=args.trial_timeout,
+        cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from autoraysearch.campaign import check_ready
+    from autoraysearch.stopping import parse_deadline
+
+    experiment_dir = Path(args.experiment_dir).resolve()
+    check_ready(experiment_dir)
+    if args.deadline:
+        parse_deadline(args.deadline, datetime.now())
+    try:
+        summary = _with_services(args.ray_address, lambda: _run_loop(experiment_dir, args))
+    finally:
+        _print_results(experiment_dir, last=20)
+    print(f"stopped: {summary.stop_reason}; campaign branch {summary.branch}")
+    return 0
+
+
+def _run_loop(experiment_dir: Path, args: argparse.Namespace, **overrides):
+    from autoraysearch.flows.loop import autoraysearch_loop
+
+    params = dict(
+        experiment_dir=str(experiment_dir), max_iterations=args.max_iterations, deadline=args.deadline,
+        max_hours=args.max_hours, target=args.target, patience=args.patience, tag=args.tag,
+        trial_timeout=args.trial_timeout,
+    )
+    return autoraysearch_loop(**{**params, **overrides})
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from autoraysearch.experiment import ExperimentPaths, read_campaign_branch
+    from autoraysearch.lock import read_holder
+    from autoraysearch.repository import ExperimentRepo
+    from autoraysearch.settings import load_settings
+
+    repo = ExperimentRepo(Path(args.experiment_dir))
+    paths = ExperimentPaths(repo.experiment_dir)
+    settings = load_settings(paths.root)
+    _print_results(paths.root)
+    branch = read_campaign_branch(paths)
+    if branch and repo.branch_exists(branch):
+        print(f"campaign branch {branch} at {repo.short(repo.branch_sha(branch))}")
+    else:
+        print("no campaign branch yet: `autoraysearch run` creates one")
+    holder = read_holder(paths.lock)
+    if holder is not None and holder.is_alive():
+        print(f"a run is active (pid {holder.pid} on {holder.host}, since {holder.started})")
+    else:
+        print("no run is active")
+    print(f"metric {settings.metric} ({settings.direction} is better), ideator {settings.ideator}")
+    return 0
+
+
+def _print_results(experiment_dir: Path, last: int | None = None) -> None:
+    from autoraysearch.report import best_line, format_table
+    from autoraysearch.results_log import read_results_log
+    from autoraysearch.settings import RESULTS_FILE, load_settings
+
+    settings = load_settings(experiment_dir)
+    log = read_results_log(experiment_dir / RESULTS_FILE, settings.higher_is_better)
+    print(format_table(log, last=last))
+    print(best_line(log, settings.metric))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    target = Path(args.directory or f"autoraysearch-demo-{datetime.now():%Y%m%d-%H%M%S}").resolve()
+    if target.exists() and any(target.iterdir()):
+        raise AutoraysearchError(f"{target} already exists and is not empty; pass a new folder for the demo.")
+    create_demo_folder(target)
+    print(f"demo experiment in {target}")
+
+    def setup_and_run():
+        setup_args = build_parser().parse_args(["setup", str(target / "model.py"), "--epochs", str(args.epochs)])
+        _run_setup(target, "model.py", setup_args)
+        run_args = build_parser().parse_args(["run", str(target), "--max-iterations", str(args.iterations)])
+        return _run_loop(target, run_args)
+
+    try:
+        _with_services(args.ray_address, setup_and_run)
+    finally:
+        if (target / "autoraysearch.toml").exists():
+            _print_results(target)
+    print(f"next: cd {target} && autoraysearch run   (Ctrl-C stops it)")
+    return 0
+
+
+def create_demo_folder(target: Path) -> None:
+    """A new git repository holding the bundled digits example's model.py, committed."""
+    target.mkdir(parents=True, exist_ok=True)
+    example = resources.files("autoraysearch.examples") / "digits" / "model.py"
+    (target / "model.py").write_text(example.read_text())
+    git = ["git", "-C", str(target)]
+    subprocess.run(git + ["init", "-q", "-b", "main"], check=True)
+    identity = ["-c", "user.name=autoraysearch demo", "-c", "user.email=demo@autoraysearch.invalid"]
+    subprocess.run(git + ["add", "model.py"], check=True)
+    subprocess.run(git + identity + ["commit", "-q", "-m", "digits example model"], check=True)
+
+
+def _with_services(ray_address: str | None, work):
+    """Run work with a Prefect API (the configured one, or a local server) and one Ray connection."""
+    from autoraysearch.cluster import ray_session
+    from autoraysearch.prefect_api import local_prefect_api
+
+    with local_prefect_api(), ray_session(ray_address):
+        return work()
+
+
+COMMANDS = {"setup": cmd_setup, "run": cmd_run, "status": cmd_status, "demo": cmd_demo}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Which Ray cluster the loop uses and where each kind of step runs on it."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+from prefect_ray import RayTaskRunner
+from prefect_ray.context import remote_options
+
+from autoraysearch.prefect_api import current_api_url
+
+ADDRESS_ENV = "AUTORAYSEARCH_RAY_ADDRESS"
+# Environment a Ray worker needs to report task runs to the same Prefect API as the flow.
+_FORWARDED_ENV = ("PREFECT_API_KEY", "PREFECT_SERVER_ANALYTICS_ENABLED", "PREFECT_LOGGING_LEVEL", "PREFECT_HOME")
+
+
+def resolve_address(address: str | None) -> str:
+    """The Ray address to use: the one given, else the environment's, else a fresh local Ray."""
+    return address or os.environ.get(ADDRESS_ENV) or os.environ.get("RAY_ADDRESS") or "local"
+
+
+def enable_token_auth_if_needed(address: str) -> None:
+    """`ray start --head` (Ray >= 2.5x) requires token auth from drivers that attach to it."""
+    if address == "local" or os.environ.get("RAY_AUTH_MODE"):
+        return
+    if (Path.home() / ".ray" / "auth_token").exists() or os.environ.get("RAY_AUTH_TOKEN"):
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
+def worker_env() -> dict[str, str]:
+    """Environment variables every Ray worker of a campaign gets."""
+    env = {name: os.environ[name] for name in _FORWARDED_ENV if name in os.environ}
+    api_url = current_api_url()
+    if api_url:
+        env["PREFECT_API_URL"] = api_url
+    env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    return env
+
+
+class CampaignTaskRunner(RayTaskRunner):
+    """RayTaskRunner that picks its cluster when the flow starts, not when the module is imported.
+
+    Address: the argument, else $AUTORAYSEARCH_RAY_ADDRESS, else $RAY_ADDRESS, else a new local
+    Ray (`address="local"` never attaches to somebody else's cluster). Workers are pointed at the
+    flow's Prefect API, so they never start temporary servers of their own on one sqlite file.
+    """
+
+    def __init__(self, address: str | None = None, init_kwargs: dict[str, Any] | None = None):
+        super().__init__(address=address, init_kwargs=init_kwargs)
+
+    def __enter__(self):
+        import ray
+
+        if not ray.is_initialized():
+            self.address, self.init_kwargs = ray_init_arguments(self.address, self.init_kwargs)
+        return super().__enter__()
+
+
+def ray_init_arguments(address: str | None, init_kwargs: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+    """The address and `ray.init` keyword arguments a campaign's driver uses."""
+    address = resolve_address(address)
+    enable_token_auth_if_needed(address)
+    kwargs = dict(init_kwargs or {})
+    runtime_env = dict(kwargs.get("runtime_env") or {})
+    runtime_env["env_vars"] = {**worker_env(), **runtime_env.get("env_vars", {})}
+    kwargs["runtime_env"] = runtime_env
+    kwargs.setdefault("namespace", "prefect")
+    kwargs.setdefault("logging_level", logging.WARNING)
+    kwargs.setdefault("log_to_driver", False)
+    if address == "local":
+        # A small local Ray starts faster and lighter without its dashboard.
+        kwargs.setdefault("include_dashboard", False)
+    return address, kwargs
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None = None) -> Iterator[None]:
+    """One Ray connection shared by every flow the CLI runs (setup, then the loop)."""
+    import ray
+
+    address, kwargs = ray_init_arguments(address)
+    ray.init(address if address != "auto" else None, **kwargs)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def driver_node_id() -> str | None:
+    """The Ray node of the process running the flow (None in Ray Client mode, where it has none)."""
+    import ray
+
+    if not ray.is_initialized():
+        return None
+    with contextlib.suppress(Exception):
+        from ray.util.client import ray as client_ray
+
+        if client_ray.is_connected():
+            return None
+    return ray.get_runtime_context().get_node_id()
+
+
+@contextlib.contextmanager
+def on_repo_node(node_id: str | None) -> Iterator[None]:
+    """Steps that read or write the repository run on the node that holds it, using no CPU slot."""
+    options: dict[str, Any] = {"num_cpus": 0}
+    if node_id:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)
+    with remote_options(**options):
+        yield
+
+
+@contextlib.contextmanager
+def with_trial_resources(cpus: float, gpus: float) -> Iterator[None]:
+    """A trial runs wherever Ray finds these resources free."""
+    with remote_options(num_cpus=cpus, num_gpus=gpus):
+        yield

@@ -1,0 +1,140 @@
+"""The experiment folder's layout and the small values the loop steps hand each other."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from autoraysearch.settings import RESULTS_FILE, SETTINGS_FILE, STATE_DIR, CampaignSettings, write_atomically
+
+
+@dataclass(frozen=True)
+class ExperimentPaths:
+    """Where each file of an experiment folder lives."""
+
+    root: Path
+
+    @property
+    def settings(self) -> Path:
+        return self.root / SETTINGS_FILE
+
+    @property
+    def results(self) -> Path:
+        return self.root / RESULTS_FILE
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / STATE_DIR
+
+    @property
+    def logs(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def lock(self) -> Path:
+        return self.state_dir / "run.lock"
+
+    @property
+    def campaign_state(self) -> Path:
+        return self.state_dir / "campaign.json"
+
+    def make_state_dir(self) -> Path:
+        """Create .autoraysearch/, ignored by git from the inside so it never shows as untracked."""
+        self.logs.mkdir(parents=True, exist_ok=True)
+        ignore = self.state_dir / ".gitignore"
+        if not ignore.exists():
+            ignore.write_text("*\n")
+        return self.state_dir
+
+    def trial_log(self, label: str) -> Path:
+        return self.logs / f"{label}.log"
+
+
+@dataclass(frozen=True)
+class Campaign:
+    """Everything a loop step needs to find and judge the experiment; small and picklable."""
+
+    experiment_dir: str
+    branch: str
+    settings: CampaignSettings
+    trial_timeout: float
+    repo_node_id: str | None = None
+
+    @property
+    def paths(self) -> ExperimentPaths:
+        return ExperimentPaths(Path(self.experiment_dir))
+
+
+@dataclass(frozen=True)
+class Review:
+    """What the ideator sees: the current best model, the history, and what was tried."""
+
+    model_source: str
+    train_source: str
+    git_log: tuple[str, ...]
+    best_metric: float | None
+    best_sha: str
+    tried: frozenset[str]
+    recent: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One proposed change: the whole new model.py and a sentence saying what changed."""
+
+    label: str
+    description: str
+    model_source: str
+    fingerprint: str
+    kind: str = ""
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One training run to do: the files it needs as data, and its limits."""
+
+    label: str
+    files: dict[str, str]
+    metric: str
+    timeout: float
+    env: dict[str, str] = field(default_factory=dict)
+    log_path: str | None = None
+    repo_node_id: str | None = None
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """How a trial ended: status ok, crash or timeout; the metric when ok; the error when not."""
+
+    label: str
+    status: str
+    metric: float | None
+    seconds: float
+    error: str = ""
+    output: str = ""
+    node_id: str | None = None
+    log_written: bool = False
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The decision on one candidate and the best metric after it."""
+
+    status: str  # keep, discard, crash, timeout, stopped
+    delta: float | None
+    best_metric: float | None
+    best_sha: str
+
+
+def read_campaign_branch(paths: ExperimentPaths) -> str | None:
+    """The branch of the campaign in this folder, if one was started."""
+    try:
+        return json.loads(paths.campaign_state.read_text())["branch"]
+    except (FileNotFoundError, KeyError, ValueError):
+        return None
+
+
+def write_campaign_branch(paths: ExperimentPaths, branch: str) -> None:
+    paths.state_dir.mkdir(parents=True, exist_ok=True)
+    write_atomically(paths.campaign_state, json.dumps({"branch": branch}) + "\n")

@@ -1,0 +1,152 @@
+"""Every git operation of autoraysearch, in one place (GitPython)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import git
+
+from autoraysearch.errors import AutoraysearchError
+
+# Used only when the user has no git identity configured, so commits still work.
+_FALLBACK_IDENTITY = {"name": "autoraysearch", "email": "autoraysearch@localhost"}
+
+
+class ExperimentRepo:
+    """The git repository that holds an experiment folder (the folder may be a subfolder of it)."""
+
+    def __init__(self, experiment_dir: Path):
+        self.experiment_dir = Path(experiment_dir).resolve()
+        if not self.experiment_dir.is_dir():
+            raise AutoraysearchError(f"{self.experiment_dir} is not a folder; pass the experiment folder.")
+        try:
+            self.repo = git.Repo(self.experiment_dir, search_parent_directories=True)
+        except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+            raise AutoraysearchError(
+                f"{self.experiment_dir} is not in a git repository; run `git init` there and commit model.py."
+            ) from None
+        self.root = Path(self.repo.working_tree_dir).resolve()
+
+    # ---- reading ----
+
+    def relpath(self, name: str) -> str:
+        """A file of the experiment folder as git names it (relative to the repository root)."""
+        return (self.experiment_dir / name).relative_to(self.root).as_posix()
+
+    def has_commits(self) -> bool:
+        try:
+            self.repo.head.commit
+            return True
+        except ValueError:
+            return False
+
+    def head_sha(self) -> str:
+        return self.repo.head.commit.hexsha
+
+    def current_branch(self) -> str | None:
+        """The checked-out branch, or None on a detached HEAD."""
+        return None if self.repo.head.is_detached else self.repo.active_branch.name
+
+    def branch_exists(self, name: str) -> bool:
+        return name in self.repo.heads
+
+    def branch_sha(self, name: str) -> str:
+        return self.repo.heads[name].commit.hexsha
+
+    def uncommitted(self, names: list[str]) -> list[str]:
+        """Which of these experiment files differ from HEAD or are not tracked at all."""
+        paths = [self.relpath(n) for n in names]
+        out = self.repo.git.status("--porcelain", "--untracked-files=all", "--", *paths)
+        dirty = {line[3:].strip().strip('"') for line in out.splitlines() if line.strip()}
+        return [n for n, p in zip(names, paths) if p in dirty]
+
+    def is_tracked(self, name: str) -> bool:
+        return bool(self.repo.git.ls_files("--", self.relpath(name)).strip())
+
+    def file_at(self, sha: str, name: str) -> str:
+        return self.repo.git.show(f"{sha}:{self.relpath(name)}")
+
+    def log_lines(self, ref: str, limit: int = 20) -> list[str]:
+        """`git log --oneline` of a branch, newest first."""
+        return self.repo.git.log("--oneline", f"-n{limit}", ref, "--").splitlines()
+
+    def commits_since(self, base: str, ref: str) -> list[str]:
+        """SHAs on ref that are not on base, oldest first."""
+        return self.repo.git.rev_list("--reverse", f"{base}..{ref}").split()
+
+    def short(self, sha: str) -> str:
+        return self.repo.git.rev_parse("--short=7", sha)
+
+    # ---- writing ----
+
+    def commit_files(self, names: list[str], message: str) -> str:
+        """Commit exactly these files (whatever else the user has staged stays staged); return the SHA."""
+        paths = [self.relpath(n) for n in names]
+        self.repo.git.add("--", *paths)
+        with self._identity():
+            self.repo.git.commit("--no-verify", "--only", "-m", message, "--", *paths)
+        return self.head_sha()
+
+    def switch_to_branch(self, name: str) -> bool:
+        """Check out a campaign branch, creating it at HEAD; uncommitted work is carried along. True if created."""
+        created = not self.branch_exists(name)
+        try:
+            if created:
+                self.repo.git.checkout("-b", name)
+            elif self.current_branch() != name:
+                self.repo.git.checkout(name)
+        except git.GitCommandError as exc:
+            reason = (exc.stderr or "").strip().splitlines()
+            detail = reason[-1] if reason else "git checkout failed"
+            raise AutoraysearchError(
+                f"cannot switch to branch {name} ({detail.removeprefix('stderr: ').strip()}); "
+                "commit or stash the conflicting changes and run again."
+            ) from None
+        return created
+
+    def move_branch_back(self, sha: str, name: str) -> None:
+        """Point the checked-out campaign branch at sha and restore only that file from it.
+
+        Used instead of `git reset --hard`: the index and every other file, with any
+        uncommitted work of the user's, stay exactly as they are.
+        """
+        self.repo.git.reset("--soft", sha)
+        self.repo.git.checkout(sha, "--", self.relpath(name))
+
+    def ensure_ignored(self, entries: list[str]) -> bool:
+        """Add entries to the experiment folder's .gitignore; True if the file changed."""
+        path = self.experiment_dir / ".gitignore"
+        lines = path.read_text().splitlines() if path.exists() else []
+        missing = [e for e in entries if e not in lines]
+        if not missing:
+            return False
+        text = "\n".join(lines + missing) + "\n"
+        path.write_text(text)
+        return True
+
+    def _identity(self):
+        return _GitIdentity(self.repo)
+
+
+class _GitIdentity:
+    """Supplies a committer identity through the environment only when git has none configured."""
+
+    def __init__(self, repo: git.Repo):
+        self.repo = repo
+        self.saved: dict[str, str | None] = {}
+
+    def __enter__(self):
+        reader = self.repo.config_reader()
+        if reader.get_value("user", "email", "") or os.environ.get("GIT_AUTHOR_EMAIL"):
+            return self
+        for role in ("AUTHOR", "COMMITTER"):
+            for key, value in _FALLBACK_IDENTITY.items():
+                var = f"GIT_{role}_{key.upper()}"
+                self.saved[var] = os.environ.get(var)
+                self.repo.git.update_environment(**{var: value})
+        return self
+
+    def __exit__(self, *exc):
+        for var, value in self.saved.items():
+            self.repo.git.update_environment(**{var: value})

@@ -1,0 +1,142 @@
+"""The autoraysearch loop: review, ideate, modify, commit, verify, decide, log, repeat."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+
+from autoraysearch.campaign import open_campaign, roll_back
+from autoraysearch.cluster import CampaignTaskRunner, driver_node_id, on_repo_node, with_trial_resources
+from autoraysearch.experiment import Campaign, Candidate, Review, Trial, TrialResult, Verdict
+from autoraysearch.stopping import Progress, StopConditions, parse_deadline, validate
+from autoraysearch.tasks.commit import commit
+from autoraysearch.tasks.decide import decide
+from autoraysearch.tasks.ideate import IdeasExhausted, ideate
+from autoraysearch.tasks.log import log, log_experiment, result_row
+from autoraysearch.tasks.modify import modify
+from autoraysearch.tasks.review import review
+from autoraysearch.tasks.verify import verify
+from autoraysearch.trial_runs import make_trial, wait_for_trial
+
+
+@dataclass(frozen=True)
+class CampaignSummary:
+    """How a run of the loop ended."""
+
+    branch: str
+    iterations: int
+    kept: int
+    best_metric: float | None
+    best_sha: str
+    stop_reason: str
+
+
+@flow(name="autoraysearch-loop", task_runner=CampaignTaskRunner(), log_prints=True)
+def autoraysearch_loop(
+    experiment_dir: str = ".",
+    max_iterations: int | None = None,
+    deadline: str | None = None,
+    max_hours: float | None = None,
+    target: float | None = None,
+    patience: int | None = None,
+    tag: str | None = None,
+    trial_timeout: float | None = None,
+) -> CampaignSummary:
+    """Improve model.py one candidate at a time until a stop condition holds (none given: forever)."""
+    logger = get_run_logger()
+    started = datetime.now()
+    conditions = validate(
+        StopConditions(
+            max_iterations=max_iterations,
+            deadline=parse_deadline(deadline, started) if deadline else None,
+            max_hours=max_hours,
+            target=target,
+            patience=patience,
+        )
+    )
+    node = driver_node_id()
+    with open_campaign(Path(experiment_dir), tag=tag, trial_timeout=trial_timeout, repo_node_id=node) as campaign:
+        first = review_step(campaign, node, "start")
+        best_metric, best_sha = first.best_metric, first.best_sha
+        progress = Progress(iterations=0, started=started, best=best_metric, iterations_since_keep=0)
+        iteration = next_iteration_number(campaign)
+        kept = 0
+        logger.info("campaign %s: best %s=%s at %s", campaign.branch, campaign.settings.metric, best_metric, best_sha[:7])
+        while (reason := conditions.reason_to_stop(progress, datetime.now(), campaign.settings.higher_is_better)) is None:
+            try:
+                verdict = run_iteration(campaign, node, iteration)
+            except IdeasExhausted as exc:
+                reason = str(exc)
+                break
+            kept += verdict.status == "keep"
+            progress = Progress(
+                iterations=progress.iterations + 1,
+                started=started,
+                best=verdict.best_metric,
+                iterations_since_keep=0 if verdict.status == "keep" else progress.iterations_since_keep + 1,
+            )
+            best_metric, best_sha = verdict.best_metric, verdict.best_sha
+            iteration += 1
+        logger.info("stopping: %s; best %s=%s at %s", reason, campaign.settings.metric, best_metric, best_sha[:7])
+        return CampaignSummary(
+            branch=campaign.branch,
+            iterations=progress.iterations,
+            kept=kept,
+            best_metric=best_metric,
+            best_sha=best_sha,
+            stop_reason=reason,
+        )
+
+
+def review_step(campaign: Campaign, node: str | None, label: str) -> Review:
+    with on_repo_node(node):
+        return review.submit(campaign, label).result()
+
+
+def next_iteration_number(campaign: Campaign) -> int:
+    from autoraysearch.results_log import read_results_log
+
+    return read_results_log(campaign.paths.results, campaign.settings.higher_is_better).next_iteration()
+
+
+def run_iteration(campaign: Campaign, node: str | None, iteration: int) -> Verdict:
+    """One candidate from idea to logged verdict; an interruption leaves the branch on the best commit."""
+    label = str(iteration)
+    current = review_step(campaign, node, label)
+    candidate: Candidate | None = None
+    sha: str | None = None
+    try:
+        with on_repo_node(node):
+            [candidate] = ideate.submit(current, campaign.settings, iteration, [label]).result()
+            modify.submit(campaign, candidate).result()
+            sha = commit.submit(campaign, candidate).result()
+        trial = make_trial(campaign, candidate, current.train_source)
+        with with_trial_resources(campaign.settings.cpus_per_trial, campaign.settings.gpus_per_trial):
+            result = wait_for_trial(verify.submit(trial), label)
+        with on_repo_node(node):
+            verdict = decide.submit(campaign, result, sha, current.best_metric, current.best_sha).result()
+            log.submit(campaign, result_row(candidate, verdict, result, sha[:7]), result).result()
+    except BaseException:
+        # Ctrl-C, SIGTERM, cancellation or a failed step: never leave a candidate on the branch.
+        roll_back(campaign, current.best_sha)
+        if candidate is not None and sha is not None:
+            log_stopped(campaign, candidate, current)
+        raise
+    get_run_logger().info(
+        "%s %s %s=%s: %s", label, verdict.status, campaign.settings.metric, result.metric, candidate.description
+    )
+    return verdict
+
+
+def log_stopped(campaign: Campaign, candidate: Candidate, current: Review) -> None:
+    """Record the interrupted candidate so the results log accounts for every commit made."""
+    stopped = TrialResult(label=candidate.label, status="stopped", metric=None, seconds=0.0, error="run interrupted")
+    verdict = Verdict(status="stopped", delta=None, best_metric=current.best_metric, best_sha=current.best_sha)
+    log_experiment(campaign, result_row(candidate, verdict, stopped, "-"), None)
+
+
+if __name__ == "__main__":
+    autoraysearch_loop()

@@ -1,0 +1,74 @@
+"""The setup flow: generate (or check) train.py, dry-run it on Ray and record the baseline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+
+from autoraysearch.cluster import CampaignTaskRunner, with_trial_resources
+from autoraysearch.experiment import Candidate
+from autoraysearch.experiment_setup import baseline_failure, plan_setup, record_setup, setup_campaign
+from autoraysearch.lock import CampaignLock
+from autoraysearch.model_source import fingerprint
+from autoraysearch.tasks.log import save_trial_output
+from autoraysearch.tasks.verify import verify
+from autoraysearch.trial_runs import make_trial, wait_for_trial
+
+
+@dataclass(frozen=True)
+class SetupSummary:
+    experiment_dir: str
+    metric: str
+    baseline: float | None
+    seconds: float
+    archived_results: str | None
+
+
+@flow(name="autoraysearch-setup", task_runner=CampaignTaskRunner(), log_prints=True)
+def autoraysearch_setup(
+    experiment_dir: str = ".",
+    model_py: str = "model.py",
+    dataset: str = "digits",
+    epochs: int | None = None,
+    time_budget: float | None = None,
+    seed: int = 0,
+    metric: str = "val_acc",
+    direction: str = "higher",
+    train_py: str | None = None,
+    goal: str = "",
+    trial_timeout: float | None = None,
+    cpus_per_trial: float = 1.0,
+    gpus_per_trial: float = 0.0,
+) -> SetupSummary:
+    """Write train.py and autoraysearch.toml, run train.py once and record its metric as iteration 0."""
+    plan = plan_setup(
+        Path(experiment_dir), model_py=model_py, dataset=dataset, epochs=epochs, time_budget=time_budget,
+        seed=seed, metric=metric, direction=direction, train_py=train_py, goal=goal,
+        trial_timeout=trial_timeout, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
+    )
+    plan.paths.make_state_dir()
+    with CampaignLock(plan.paths.lock):
+        campaign = setup_campaign(plan, trial_timeout)
+        current = Candidate(label="0", description="baseline", model_source=plan.model_source,
+                            fingerprint=fingerprint(plan.model_source))
+        trial = make_trial(campaign, current, plan.train_source, label="baseline")
+        with with_trial_resources(plan.settings.cpus_per_trial, plan.settings.gpus_per_trial):
+            result = wait_for_trial(verify.submit(trial), "baseline")
+        save_trial_output(campaign, result)
+        if result.status != "ok":
+            raise baseline_failure(result, campaign.paths.trial_log("baseline"))
+        row, archived = record_setup(plan, result)
+    get_run_logger().info("baseline %s=%s in %.1f s", plan.settings.metric, result.metric, result.seconds)
+    return SetupSummary(
+        experiment_dir=str(plan.paths.root),
+        metric=plan.settings.metric,
+        baseline=row.metric,
+        seconds=result.seconds,
+        archived_results=str(archived) if archived else None,
+    )
+
+
+if __name__ == "__main__":
+    autoraysearch_setup()

@@ -1,0 +1,44 @@
+"""review: read the current best model.py, the campaign's git log and its results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from autoraysearch.experiment import Campaign, Review
+from autoraysearch.repository import ExperimentRepo
+from autoraysearch.results_log import read_results_log
+from autoraysearch.model_source import fingerprint
+
+RECENT_ROWS = 10
+
+
+def review_experiment(campaign: Campaign) -> Review:
+    """What the ideator needs to know, read from the repository and the results log."""
+    settings = campaign.settings
+    repo = ExperimentRepo(Path(campaign.experiment_dir))
+    log = read_results_log(campaign.paths.results, settings.higher_is_better)
+    best = log.best()
+    model_source = (Path(campaign.experiment_dir) / settings.model_py).read_text()
+    train_source = (Path(campaign.experiment_dir) / settings.train_py).read_text()
+    recent = tuple(
+        f"{r.iteration} {r.status} {r.metric if r.metric is not None else '-'} {r.description}"
+        for r in log.rows[-RECENT_ROWS:]
+    )
+    return Review(
+        model_source=model_source,
+        train_source=train_source,
+        git_log=tuple(repo.log_lines(campaign.branch)),
+        best_metric=best.metric if best else None,
+        best_sha=repo.branch_sha(campaign.branch),
+        tried=frozenset(log.tried_candidates() | {fingerprint(model_source)}),
+        recent=recent,
+    )
+
+
+@task(name="review", task_run_name="review-{label}", cache_policy=NO_CACHE)
+def review(campaign: Campaign, label: str) -> Review:
+    """Read model.py, git log and results log."""
+    return review_experiment(campaign)

@@ -1,0 +1,73 @@
+"""Shared fixtures: real git repositories, one real Prefect API and one real local Ray per session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+EXAMPLE_MODEL = Path(__file__).resolve().parents[1] / "examples" / "digits" / "model.py"
+
+
+def git(repo: Path, *args: str) -> str:
+    """Run git in repo as a user would, with a fixed identity."""
+    result = subprocess.run(
+        ["git", "-c", "user.name=Test User", "-c", "user.email=test@example.com", *args],
+        cwd=repo, check=True, capture_output=True, text=True,
+    )
+    return result.stdout.strip()
+
+
+def make_repo(path: Path, files: dict[str, str]) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    git(path, "init", "-q", "-b", "main")
+    for name, text in files.items():
+        (path / name).write_text(text)
+    git(path, "add", *files)
+    git(path, "commit", "-q", "-m", "initial")
+    return path
+
+
+@pytest.fixture
+def example_repo(tmp_path: Path) -> Path:
+    """A git repository holding the bundled digits model.py, committed on main."""
+    return make_repo(tmp_path / "exp", {"model.py": EXAMPLE_MODEL.read_text()})
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    """A real Prefect API server (temporary database) shared by the whole session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+@pytest.fixture(scope="session")
+def ray_local(prefect_api):
+    """One real local Ray for the session; its workers report to the session's Prefect API."""
+    import ray
+
+    from autoraysearch.cluster import ray_init_arguments
+
+    address, kwargs = ray_init_arguments("local", {"num_cpus": 2})
+    ray.init(address, **kwargs)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def services(prefect_api, ray_local):
+    """Prefect and Ray, ready for flows."""
+    yield
+
+
+def has_git() -> bool:
+    return shutil.which("git") is not None
