@@ -82,6 +82,9 @@ def ray_session(address: str | None = None) -> Iterator[None]:
     """One Ray connection shared by every flow the CLI runs (setup, then the loop)."""
     import ray
 
+    if ray.is_initialized():  # already connected (a test session, an embedding program)
+        yield
+        return
     address, kwargs = ray_init_arguments(address)
     ray.init(address if address != "auto" else None, **kwargs)
     try:

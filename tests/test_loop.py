@@ -1,0 +1,160 @@
+"""End to end on the real thing: git repositories, a local Ray, a Prefect API, torch training on digits."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from autoraysearch.results_log import read_results_log
+from conftest import git
+
+pytestmark = pytest.mark.slow
+
+
+def setup(experiment: Path, **options):
+    from autoraysearch.flows.setup_experiment import autoraysearch_setup
+
+    return autoraysearch_setup(experiment_dir=str(experiment), **options)
+
+
+def loop(experiment: Path, **options):
+    from autoraysearch.flows.loop import autoraysearch_loop
+
+    return autoraysearch_loop(experiment_dir=str(experiment), **options)
+
+
+def results(experiment: Path, higher_is_better: bool = True):
+    return read_results_log(experiment / "autoraysearch-results.tsv", higher_is_better)
+
+
+def test_campaign_keeps_only_improvements_and_never_touches_the_users_work(services, example_repo: Path):
+    exp = example_repo
+    (exp / "notes.md").write_text("committed notes\n")
+    git(exp, "add", "notes.md")
+    git(exp, "commit", "-q", "-m", "notes")
+    git(exp, "branch", "my-feature")
+    feature_sha = git(exp, "rev-parse", "my-feature")
+
+    summary = setup(exp, epochs=1)
+    assert 0.3 < summary.baseline <= 1.0
+    setup_sha = git(exp, "rev-parse", "main")
+    assert git(exp, "show", "--name-only", "--format=", "main").split() == [".gitignore", "autoraysearch.toml", "train.py"]
+
+    # Uncommitted work of the user's, staged and unstaged, must survive any keep or discard.
+    (exp / "notes.md").write_text("staged edit\n")
+    git(exp, "add", "notes.md")
+    (exp / "scratch.txt").write_text("untracked\n")
+
+    run = loop(exp, max_iterations=3, tag="t1")
+    log = results(exp)
+    assert [r.iteration for r in log.rows] == ["0", "1", "2", "3"]
+    assert run.iterations == 3 and run.branch == "autoraysearch/t1"
+    assert all(r.status in {"keep", "discard", "crash"} for r in log.rows[1:])
+
+    # The branch holds exactly the baseline and the kept commits, in order.
+    on_branch = git(exp, "rev-list", "--reverse", f"{setup_sha}..autoraysearch/t1").split()
+    kept = [r.commit for r in log.rows if r.status == "keep"]
+    assert [sha[:7] for sha in on_branch] == kept
+    assert run.kept == len(kept)
+    assert git(exp, "rev-parse", "HEAD") == git(exp, "rev-parse", "autoraysearch/t1") == run.best_sha
+    assert (exp / "model.py").read_text() == git(exp, "show", "HEAD:model.py") + "\n"
+    best = log.best()
+    assert run.best_metric == best.metric
+
+    # Nothing of the user's moved.
+    assert git(exp, "rev-parse", "main") == setup_sha
+    assert git(exp, "rev-parse", "my-feature") == feature_sha
+    assert (exp / "notes.md").read_text() == "staged edit\n"
+    assert (exp / "scratch.txt").read_text() == "untracked\n"
+    assert "M  notes.md" in git(exp, "status", "--porcelain")
+    for row in log.rows[1:]:
+        assert "epoch=1" in (exp / ".autoraysearch" / "logs" / f"{row.iteration}.log").read_text()
+    assert not (exp / ".autoraysearch" / "run.lock").exists()
+
+    # A second run resumes: numbering continues on the same branch, the best is read back.
+    git(exp, "checkout", "-q", "main")
+    again = loop(exp, max_iterations=1)
+    assert again.branch == "autoraysearch/t1"
+    assert [r.iteration for r in results(exp).rows][-1] == "4"
+    assert len({r.extra["candidate"] for r in results(exp).rows}) == 5  # never the same model twice
+
+
+FAILING_TRAIN_PY = '''
+import os, subprocess, sys, time
+
+
+def load_model():  # never called: the trial's behaviour comes from the counter, not the model
+    from model import Model
+
+COUNTER = {counter!r}
+PIDS = {pids!r}
+
+calls = int(open(COUNTER).read()) if os.path.exists(COUNTER) else 0
+open(COUNTER, "w").write(str(calls + 1))
+if calls == 0:
+    print("val_loss=0.5")
+elif calls == 1:
+    raise RuntimeError("boom in candidate")
+elif calls == 2:
+    print("training finished without a metric")
+else:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    with open(PIDS, "w") as f:
+        f.write(f"{{os.getpid()}} {{child.pid}}")
+    time.sleep(600)
+'''
+
+
+def test_crashes_missing_metrics_and_hangs_are_results_not_failures(services, example_repo: Path, tmp_path: Path):
+    exp = example_repo
+    pids_file = tmp_path / "pids"
+    (exp / "train.py").write_text(FAILING_TRAIN_PY.format(counter=str(tmp_path / "calls"), pids=str(pids_file)))
+    git(exp, "add", "train.py")
+    git(exp, "commit", "-q", "-m", "my own train.py")
+
+    summary = setup(exp, train_py="train.py", metric="val_loss", direction="lower")
+    assert summary.baseline == 0.5
+    best_before = git(exp, "rev-parse", "HEAD")
+
+    run = loop(exp, max_iterations=3, trial_timeout=3)
+    rows = results(exp, higher_is_better=False).rows
+    assert [r.status for r in rows] == ["baseline", "crash", "crash", "timeout"]
+    assert rows[1].description.endswith("(crash: RuntimeError: boom in candidate)")
+    assert "last line of output is not val_loss=VALUE" in rows[2].description
+    assert rows[3].description.endswith("(timeout: killed after the trial timeout of 3 s)")
+    assert all(r.commit == "-" and r.metric is None for r in rows[1:])
+    assert run.best_sha == best_before == git(exp, "rev-parse", "HEAD")
+    assert git(exp, "status", "--porcelain", "model.py") == ""
+
+    trial_pid, grandchild_pid = map(int, pids_file.read_text().split())
+    assert not is_running(trial_pid) and not is_running(grandchild_pid)
+
+
+def is_running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's zombie may linger where PID 1 does not reap)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+def test_status_and_demo_from_the_command_line(services, tmp_path: Path, capsys):
+    from autoraysearch.cli import main
+
+    target = tmp_path / "demo"
+    assert main(["demo", str(target), "--iterations", "2", "--epochs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "initial state" in out and "best val_acc=" in out
+    log = results(target)
+    assert [r.iteration for r in log.rows] == ["0", "1", "2"]
+    assert git(target, "branch", "--show-current").startswith("autoraysearch/")
+
+    assert main(["status", str(target)]) == 0
+    out = capsys.readouterr().out
+    assert "campaign branch autoraysearch/" in out
+    assert "no run is active" in out
+    assert "best val_acc=" in out
