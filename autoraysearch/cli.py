@@ -134,8 +134,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         parse_deadline(args.deadline, datetime.now())
     try:
         summary = _with_services(args.ray_address, lambda: _run_loop(experiment_dir, args))
-    finally:
+    except KeyboardInterrupt:
         _print_results(experiment_dir, last=20)
+        raise
+    _print_results(experiment_dir, last=20)
     print(f"stopped: {summary.stop_reason}; campaign branch {summary.branch}")
     return 0
 
@@ -222,10 +224,12 @@ def create_demo_folder(target: Path) -> None:
 
 def _with_services(ray_address: str | None, work):
     """Run work with a Prefect API (the configured one, or a local server) and one Ray connection."""
-    from autoraysearch.cluster import ray_session
+    from autoraysearch.cluster import ray_session, refuse_unreachable, resolve_address
     from autoraysearch.prefect_api import local_prefect_api
 
+    refuse_unreachable(resolve_address(ray_address))  # before minutes are spent starting anything
     with local_prefect_api(), ray_session(ray_address):
+        signal.signal(signal.SIGTERM, _raise_interrupt)  # ray.init replaced it with a bare sys.exit
         return work()
 
 

@@ -6,15 +6,18 @@ import contextlib
 import json
 import logging
 import os
+import socket
 from pathlib import Path
 from typing import Any, Iterator
 
 from prefect_ray import RayTaskRunner
 from prefect_ray.context import remote_options
 
+from autoraysearch.errors import AutoraysearchError
 from autoraysearch.prefect_api import current_api_url
 
 ADDRESS_ENV = "AUTORAYSEARCH_RAY_ADDRESS"
+CONNECT_CHECK_S = 5.0
 # Environment a Ray worker needs to report task runs to the same Prefect API as the flow.
 _FORWARDED_ENV = ("PREFECT_API_KEY", "PREFECT_SERVER_ANALYTICS_ENABLED", "PREFECT_LOGGING_LEVEL", "PREFECT_HOME")
 
@@ -25,11 +28,22 @@ def resolve_address(address: str | None) -> str:
 
 
 def enable_token_auth_if_needed(address: str) -> None:
-    """`ray start --head` (Ray >= 2.5x) requires token auth from drivers that attach to it."""
-    if address == "local" or os.environ.get("RAY_AUTH_MODE"):
+    """Clusters from `ray start --head` (Ray >= 2.5x) require token auth of drivers that attach to them.
+
+    Ray turns it on by itself only for `auto`; for an explicit address we do the same when a token
+    is available (~/.ray/auth_token, $RAY_AUTH_TOKEN or $RAY_AUTH_TOKEN_PATH) and the user has not
+    chosen a mode in $RAY_AUTH_MODE.
+    """
+    if address == "local" or "RAY_AUTH_MODE" in os.environ:
         return
-    if (Path.home() / ".ray" / "auth_token").exists() or os.environ.get("RAY_AUTH_TOKEN"):
-        os.environ["RAY_AUTH_MODE"] = "token"
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:  # a Ray without token authentication
+        return
+    # Ray caches its configuration when imported; this refreshes it as well as setting the variable.
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
 def worker_env() -> dict[str, str]:
@@ -64,9 +78,13 @@ class CampaignTaskRunner(RayTaskRunner):
     def __enter__(self):
         import ray
 
-        if not ray.is_initialized():
+        starts_ray = not ray.is_initialized()
+        if starts_ray:
             self.address, self.init_kwargs = ray_init_arguments(self.address, self.init_kwargs)
-        return super().__enter__()
+            connect(self.address, self.init_kwargs)  # so a bad address is one sentence, not a traceback
+        super().__enter__()
+        self._owns_ray = starts_ray  # connected here, so disconnected at exit
+        return self
 
 
 # Per Ray worker process: Prefect settings and an API client, built once and reused by every task
@@ -117,6 +135,36 @@ def ray_init_arguments(address: str | None, init_kwargs: dict[str, Any] | None =
     return address, kwargs
 
 
+def refuse_unreachable(address: str) -> None:
+    """A HOST:PORT nobody listens on fails at once (ray.init would retry it for minutes)."""
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_CHECK_S).close()
+    except OSError as exc:
+        raise AutoraysearchError(
+            f"no Ray cluster answers at {address} ({exc.strerror or exc}); start one with "
+            f"`ray start --head --port={port}` there, or leave --ray-address out to use a local Ray."
+        ) from None
+
+
+def connect(address: str, kwargs: dict[str, Any]) -> None:
+    """ray.init, turning a cluster that cannot be reached into one sentence saying what to check."""
+    import ray
+
+    refuse_unreachable(address)
+    try:
+        ray.init(None if address == "auto" else address, **kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        ray.shutdown()
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise AutoraysearchError(
+            f"could not connect to the Ray cluster at {address} ({detail}); check that `ray start --head` "
+            "runs there and the address is right (a cluster with token auth also needs ~/.ray/auth_token)."
+        ) from None
+
+
 @contextlib.contextmanager
 def ray_session(address: str | None = None) -> Iterator[None]:
     """One Ray connection shared by every flow the CLI runs (setup, then the loop)."""
@@ -126,7 +174,7 @@ def ray_session(address: str | None = None) -> Iterator[None]:
         yield
         return
     address, kwargs = ray_init_arguments(address)
-    ray.init(address if address != "auto" else None, **kwargs)
+    connect(address, kwargs)
     try:
         yield
     finally:

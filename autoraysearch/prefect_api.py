@@ -40,6 +40,18 @@ def local_prefect_api() -> Iterator[str]:
     server.start(timeout=SERVER_START_TIMEOUT_S)
     try:
         with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
-            yield server.api_url
+            try:
+                yield server.api_url
+            finally:
+                drain_to_api()
     finally:
         server.stop()
+
+
+def drain_to_api() -> None:
+    """Send the logs and events still queued in this process before the server goes away."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=5)
+    EventsWorker.drain_all(timeout=5)

@@ -10,7 +10,9 @@ possibly on another machine, so the guarantees below are about that worker's hos
   SIGKILL, and we wait until no live member remains.
 * On Linux, if the launching worker is SIGKILLed, the tree is taken down too: the command is started
   through a tiny supervisor that asks the kernel (``prctl(PR_SET_PDEATHSIG)``) for a signal when its
-  parent dies and then kills its group. The supervisor is used instead of a ``preexec_fn`` because
+  parent dies and then kills its group; since Ray SIGKILLs a dead worker's direct children at once,
+  the supervisor also forks a watchdog that does the same when the supervisor itself dies. The
+  supervisor is used instead of a ``preexec_fn`` because
   ``preexec_fn`` may deadlock in a threaded parent such as a Ray worker, and because a death signal set
   on the direct child alone would orphan the grandchildren. PDEATHSIG is tied to the launching
   THREAD, not the process: the tree is killed when the thread that called ``run_in_directory`` exits.
@@ -63,14 +65,16 @@ import ctypes, os, resource, signal, sys, time
 PR_SET_PDEATHSIG = 1
 launcher, grace, command = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3:]
 
-def on_hangup(signum, frame):
-    # SIGHUP is our parent-death signal; ignore it unless the launcher really is gone.
-    if os.getppid() == launcher:
-        return
+def kill_group():
     group = os.getpgrp()
     os.killpg(group, signal.SIGTERM)
     time.sleep(grace)
     os.killpg(group, signal.SIGKILL)
+
+def on_hangup(signum, frame):
+    # SIGHUP is our parent-death signal; ignore it unless the launcher really is gone.
+    if os.getppid() != launcher:
+        kill_group()
 
 def report(code):
     # Exit like the command did, so the launcher sees the same returncode as without us.
@@ -90,6 +94,18 @@ if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGHUP), 0, 0, 0) != 0:
     os.write(2, b"autoraysearch: prctl(PR_SET_PDEATHSIG) failed; the trial may outlive its launcher\n")
 if os.getppid() != launcher:
     os._exit(1)  # the launcher died before the death signal was armed
+supervisor = os.getpid()
+watchdog = os.fork()
+if watchdog == 0:
+    # Ray SIGKILLs a dead worker's direct children (this supervisor) before they can act. This
+    # grandchild of the worker survives that, notices its parent is gone, and kills the group.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, lambda signum, frame: os.getppid() != supervisor and kill_group())
+    libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGHUP), 0, 0, 0)
+    if os.getppid() != supervisor:
+        kill_group()
+    while True:
+        signal.pause()
 pid = os.fork()
 if pid == 0:
     try:
@@ -97,7 +113,10 @@ if pid == 0:
     except OSError as exc:
         os.write(2, f"autoraysearch: cannot run {command[0]!r}: {exc}\n".encode())
     os._exit(127)
-report(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+os.kill(watchdog, signal.SIGKILL)
+os.waitpid(watchdog, 0)
+report(status)
 """
 
 

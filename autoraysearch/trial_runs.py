@@ -9,7 +9,8 @@ from autoraysearch.experiment import Campaign, Candidate, Trial, TrialResult
 
 # A fractional trial caps its GPU memory a little under its share, so neighbours never collide.
 GPU_MEMORY_HEADROOM = 0.95
-CANCEL_GRACE_S = 10.0
+CANCEL_GRACE_S = 5.0
+SIGNAL_POLL_S = 0.5
 
 
 def trial_env(cpus: float, gpus: float) -> dict[str, str]:
@@ -38,6 +39,7 @@ def make_trial(campaign: Campaign, candidate: Candidate, train_source: str, labe
 def wait_for_trial(future, label: str) -> TrialResult:
     """The trial's result; a lost Ray worker becomes a crash, an interruption cancels the trial."""
     try:
+        wait_interruptibly(future)
         return future.result()
     except Exception as exc:  # infrastructure: the worker died, the node went away
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
@@ -45,6 +47,29 @@ def wait_for_trial(future, label: str) -> TrialResult:
     except BaseException:
         cancel_trial(future)
         raise
+
+
+def wait_interruptibly(future) -> None:
+    """Block until the trial ends, returning to Python often so Ctrl-C and SIGTERM are handled.
+
+    An unbounded ray.get blocks in C++ where SIGTERM's Python handler never gets to run.
+    """
+    import ray
+
+    ref = getattr(future, "wrapped_future", None)
+    if ref is None or not ray.is_initialized():
+        return
+    while True:
+        try:
+            if ray.wait([ref], timeout=SIGNAL_POLL_S)[0]:
+                return
+        except SystemError as exc:
+            # A signal handler that raised inside Ray's C++ wait surfaces as SystemError.
+            # (Ctrl-C, or the SIGTERM that Prefect's flow engine turns into TerminationSignal).
+            original = exc.__cause__ or exc.__context__
+            if isinstance(original, BaseException) and not isinstance(original, Exception):
+                raise original from None
+            raise
 
 
 def cancel_trial(future) -> None:

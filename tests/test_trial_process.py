@@ -329,3 +329,21 @@ def test_bad_file_names_are_rejected(tmp_path, name):
 def test_kill_process_group_refuses_own_group():
     with pytest.raises(ValueError):
         kill_process_group(os.getpgrp())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
+def test_launcher_and_its_direct_children_sigkilled_together_still_take_the_tree_down(tmp_path, leftovers):
+    """What Ray does when a worker dies: it SIGKILLs the worker's direct children (our supervisor) too."""
+    driver, log_path, _ = _start_driver(tmp_path)
+    leftovers.append(driver.pid)
+    child, grandchild, pgid = _pids_from_log(log_path)
+    leftovers += [child, grandchild]
+    supervisor = int(Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[1])  # the child's parent
+    assert supervisor != driver.pid
+
+    os.kill(driver.pid, signal.SIGKILL)
+    os.kill(supervisor, signal.SIGKILL)
+    driver.communicate(timeout=15)
+
+    assert _wait_until(lambda: not _alive(child) and not _alive(grandchild), 8.0)
+    assert _wait_until(lambda: not _group_alive(pgid), 5.0)
