@@ -92,7 +92,7 @@ def _raise_interrupt(signum, frame):
 def cmd_setup(args: argparse.Namespace) -> int:
     model_path = Path(args.model_py).resolve()
     experiment_dir = model_path.parent
-    _precheck_setup(experiment_dir, model_path.name)
+    _precheck_setup(experiment_dir, model_path.name, args)
     summary = _with_services(args.ray_address, lambda: _run_setup(experiment_dir, model_path.name, args))
     print(f"train.py and autoraysearch.toml committed in {summary.experiment_dir}")
     print(f"baseline {summary.metric}={summary.baseline} ({summary.seconds:.1f} s)")
@@ -101,27 +101,25 @@ def cmd_setup(args: argparse.Namespace) -> int:
     return 0
 
 
-def _precheck_setup(experiment_dir: Path, model_py: str) -> None:
-    """Fail fast, before any service starts, on the mistakes setup can see right away."""
-    from autoraysearch.model_source import check_model_source
-    from autoraysearch.repository import ExperimentRepo
+def _precheck_setup(experiment_dir: Path, model_py: str, args: argparse.Namespace) -> None:
+    """Fail fast, before any service starts, on every mistake setup can see without training."""
+    from autoraysearch.experiment_setup import plan_setup
 
-    ExperimentRepo(experiment_dir)
-    path = experiment_dir / model_py
-    if not path.exists():
-        raise AutoraysearchError(f"{path} does not exist; pass the path of your model file.")
-    check_model_source(path.read_text(), model_py)
+    plan_setup(experiment_dir, **_setup_options(model_py, args))
+
+
+def _setup_options(model_py: str, args: argparse.Namespace) -> dict:
+    return dict(
+        model_py=model_py, dataset=args.dataset, epochs=args.epochs, time_budget=args.time_budget,
+        seed=args.seed, metric=args.metric, direction=args.direction, train_py=args.train_py, goal=args.goal,
+        trial_timeout=args.trial_timeout, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
+    )
 
 
 def _run_setup(experiment_dir: Path, model_py: str, args: argparse.Namespace):
     from autoraysearch.flows.setup_experiment import autoraysearch_setup
 
-    return autoraysearch_setup(
-        experiment_dir=str(experiment_dir), model_py=model_py, dataset=args.dataset, epochs=args.epochs,
-        time_budget=args.time_budget, seed=args.seed, metric=args.metric, direction=args.direction,
-        train_py=args.train_py, goal=args.goal, trial_timeout=args.trial_timeout,
-        cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
-    )
+    return autoraysearch_setup(experiment_dir=str(experiment_dir), **_setup_options(model_py, args))
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -158,3 +158,20 @@ def test_status_and_demo_from_the_command_line(services, tmp_path: Path, capsys)
     assert "campaign branch autoraysearch/" in out
     assert "no run is active" in out
     assert "best val_acc=" in out
+
+
+def test_setup_refuses_a_train_py_that_prints_no_metric_and_commits_nothing(services, example_repo: Path):
+    from autoraysearch.errors import AutoraysearchError
+
+    exp = example_repo
+    (exp / "train.py").write_text("from model import Model\nprint('training done')\n")
+    git(exp, "add", "train.py")
+    git(exp, "commit", "-q", "-m", "my train.py")
+    head = git(exp, "rev-parse", "HEAD")
+    with pytest.raises(AutoraysearchError, match=r"the baseline run of train.py failed: the last line of output is "
+                                                 r"not val_acc=VALUE \(it was: training done\); its output is in"):
+        setup(exp, train_py="train.py")
+    assert git(exp, "rev-parse", "HEAD") == head
+    assert not (exp / "autoraysearch-results.tsv").exists()
+    assert not (exp / "autoraysearch.toml").exists()
+    assert "training done" in (exp / ".autoraysearch" / "logs" / "baseline.log").read_text()
