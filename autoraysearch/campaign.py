@@ -91,6 +91,8 @@ def open_campaign(
     tag: str | None = None,
     trial_timeout: float | None = None,
     repo_node_id: str | None = None,
+    cpus_per_trial: float | None = None,
+    gpus_per_trial: float | None = None,
 ) -> Iterator[Campaign]:
     """Take the lock, check the folder and check out the campaign branch for the run's duration."""
     repo = ExperimentRepo(experiment_dir)
@@ -102,10 +104,12 @@ def open_campaign(
         repo.switch_to_branch(branch)
         write_campaign_branch(ready.paths, branch)
         timeout = trial_timeout or ready.settings.trial_timeout or default_trial_timeout(ready.log)
+        overrides = {"cpus_per_trial": cpus_per_trial, "gpus_per_trial": gpus_per_trial}
+        settings = ready.settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
         yield Campaign(
             experiment_dir=str(ready.paths.root),
             branch=branch,
-            settings=ready.settings,
+            settings=settings,
             trial_timeout=timeout,
             repo_node_id=repo_node_id,
         )
@@ -117,4 +121,4 @@ def roll_back(campaign: Campaign, best_sha: str) -> None:
     if repo.current_branch() != campaign.branch:
         return
     if repo.head_sha() != best_sha or repo.uncommitted([campaign.settings.model_py]):
-        repo.move_branch_back(best_sha, campaign.settings.model_py)
+        repo.move_branch_to(best_sha, campaign.settings.model_py)

@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--patience", type=int, metavar="K", help="stop after K iterations without a keep")
     run.add_argument("--tag", help="campaign branch autoraysearch/TAG (default: this folder's campaign, or today's date)")
     run.add_argument("--trial-timeout", type=float, metavar="SECONDS", help="kill a trial after this long")
+    run.add_argument("--parallel", type=int, default=1, metavar="N", help="candidates trained at once per iteration")
+    run.add_argument("--cpus-per-trial", type=float, help="CPUs per trial (default: the campaign's setting)")
+    run.add_argument("--gpus-per-trial", type=float, help="GPUs per trial, fractions allowed (default: the campaign's)")
     _add_cluster_options(run)
 
     status = commands.add_parser("status", help="the results table, the best so far, and whether a run is active")
@@ -140,15 +143,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_loop(experiment_dir: Path, args: argparse.Namespace, **overrides):
+def _run_loop(experiment_dir: Path, args: argparse.Namespace):
     from autoraysearch.flows.loop import autoraysearch_loop
 
-    params = dict(
+    return autoraysearch_loop(
         experiment_dir=str(experiment_dir), max_iterations=args.max_iterations, deadline=args.deadline,
         max_hours=args.max_hours, target=args.target, patience=args.patience, tag=args.tag,
-        trial_timeout=args.trial_timeout,
+        trial_timeout=args.trial_timeout, parallel=args.parallel, cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial,
     )
-    return autoraysearch_loop(**{**params, **overrides})
 
 
 def cmd_status(args: argparse.Namespace) -> int:

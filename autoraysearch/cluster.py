@@ -195,6 +195,13 @@ def driver_node_id() -> str | None:
     return ray.get_runtime_context().get_node_id()
 
 
+def current_node_id() -> str | None:
+    """The Ray node this code runs on (None outside Ray)."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+
+
 @contextlib.contextmanager
 def on_repo_node(node_id: str | None) -> Iterator[None]:
     """Steps that read or write the repository run on the node that holds it, using no CPU slot."""
@@ -209,6 +216,6 @@ def on_repo_node(node_id: str | None) -> Iterator[None]:
 
 @contextlib.contextmanager
 def with_trial_resources(cpus: float, gpus: float) -> Iterator[None]:
-    """A trial runs wherever Ray finds these resources free."""
-    with remote_options(num_cpus=cpus, num_gpus=gpus):
+    """A trial runs wherever Ray finds these resources free; a model that kills its worker is not retried."""
+    with remote_options(num_cpus=cpus, num_gpus=gpus, max_retries=0):
         yield

@@ -77,6 +77,7 @@ class Review:
     best_sha: str
     tried: frozenset[str]
     recent: tuple[str, ...] = ()
+    node_id: str | None = None  # the Ray node that read the repository
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,7 @@ class TrialResult:
     output: str = ""
     node_id: str | None = None
     log_written: bool = False
+    note: str = ""  # something the results log should say about how the trial ran (a retry…)
 
 
 @dataclass(frozen=True)

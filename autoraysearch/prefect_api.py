@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from typing import Iterator
 
 # The first start creates and migrates the database: slow on a small machine.
 SERVER_START_TIMEOUT_S = 180
+# How long a crashed trial's task run may take to show up on the server.
+TASK_RUN_APPEAR_S = 15.0
 
 
 def current_api_url() -> str | None:
@@ -55,3 +58,29 @@ def drain_to_api() -> None:
 
     APILogWorker.drain_all(timeout=5)
     EventsWorker.drain_all(timeout=5)
+
+
+def mark_task_run_crashed(task_run_id, message: str, wait_s: float = TASK_RUN_APPEAR_S) -> None:
+    """Give a task run whose Ray worker died a final state; nobody else will, and it would stay Running.
+
+    Task runs reach the server as events, so a run whose worker died early may appear only after a
+    moment: wait for it, then force the Crashed state.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.states import Crashed
+
+    deadline = time.monotonic() + wait_s
+    try:
+        with get_client(sync_client=True) as client:
+            while True:
+                try:
+                    client.read_task_run(task_run_id)
+                    break
+                except ObjectNotFound:
+                    if time.monotonic() > deadline:
+                        return  # never reached the server: nothing shows as Running
+                    time.sleep(0.5)
+            client.set_task_run_state(task_run_id, Crashed(message=message), force=True)
+    except Exception:  # the API may be unreachable too; the campaign goes on regardless
+        pass

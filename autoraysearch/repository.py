@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import git
@@ -105,14 +106,39 @@ class ExperimentRepo:
             ) from None
         return created
 
-    def move_branch_back(self, sha: str, name: str) -> None:
-        """Point the checked-out campaign branch at sha and restore only that file from it.
+    def move_branch_to(self, sha: str, name: str) -> None:
+        """Point the checked-out campaign branch at sha and take only that file from it.
 
         Used instead of `git reset --hard`: the index and every other file, with any
         uncommitted work of the user's, stay exactly as they are.
         """
         self.repo.git.reset("--soft", sha)
         self.repo.git.checkout(sha, "--", self.relpath(name))
+
+    def commit_file_beside(self, base_sha: str, name: str, text: str, message: str, branch: str) -> str:
+        """Commit a new version of one file on top of base_sha as `branch`, without a checkout.
+
+        Plumbing only (blob, tree, commit, ref): the working tree and the user's index are untouched,
+        so any number of candidates can be committed while the campaign branch stays checked out.
+        """
+        path = self.relpath(name)
+        with tempfile.TemporaryDirectory(prefix="autoraysearch-index-") as tmp:
+            content = Path(tmp, "content")
+            content.write_text(text)
+            blob = self.repo.git.hash_object("-w", "--path", path, str(content))
+            index = {"GIT_INDEX_FILE": os.path.join(tmp, "index")}
+            self.repo.git.read_tree(base_sha, env=index)
+            self.repo.git.update_index("--add", "--cacheinfo", f"100644,{blob},{path}", env=index)
+            tree = self.repo.git.write_tree(env=index)
+        with self._identity():
+            sha = self.repo.git.commit_tree(tree, "-p", base_sha, "-m", message)
+        self.repo.git.branch("-f", branch, sha)
+        return sha
+
+    def delete_branches(self, names: list[str]) -> None:
+        existing = [n for n in names if self.branch_exists(n)]
+        if existing:
+            self.repo.git.branch("-D", *existing)
 
     def ensure_ignored(self, entries: list[str]) -> bool:
         """Add entries to the experiment folder's .gitignore; True if the file changed."""

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import math
+import re
+from dataclasses import replace
 from pathlib import Path
 
+from autoraysearch.errors import AutoraysearchError
 from autoraysearch.experiment import Campaign, Candidate, Trial, TrialResult
+from autoraysearch.prefect_api import mark_task_run_crashed
 
 # A fractional trial caps its GPU memory a little under its share, so neighbours never collide.
 GPU_MEMORY_HEADROOM = 0.95
 CANCEL_GRACE_S = 5.0
 SIGNAL_POLL_S = 0.5
+_OOM = re.compile(r"CUDA out of memory|OutOfMemoryError|CUDA error: out of memory", re.IGNORECASE)
 
 
 def trial_env(cpus: float, gpus: float) -> dict[str, str]:
@@ -38,33 +43,48 @@ def make_trial(campaign: Campaign, candidate: Candidate, train_source: str, labe
 
 def wait_for_trial(future, label: str) -> TrialResult:
     """The trial's result; a lost Ray worker becomes a crash, an interruption cancels the trial."""
+    return wait_for_trials({label: future})[label]
+
+
+def wait_for_trials(futures: dict[str, object]) -> dict[str, TrialResult]:
+    """Every trial's result once all have ended; each one's failure stays its own."""
     try:
-        wait_interruptibly(future)
+        wait_interruptibly(list(futures.values()))
+    except BaseException:
+        cancel_trials(list(futures.values()))
+        raise
+    return {label: result_of(future, label) for label, future in futures.items()}
+
+
+def result_of(future, label: str) -> TrialResult:
+    """A finished trial's result; a lost Ray worker becomes a crash row and a Crashed task run."""
+    try:
         return future.result()
     except Exception as exc:  # infrastructure: the worker died, the node went away
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        return TrialResult(label=label, status="crash", metric=None, seconds=0.0, error=f"the Ray task running the trial failed: {first}")
-    except BaseException:
-        cancel_trial(future)
-        raise
+        message = f"the Ray task running the trial failed: {first}"
+        task_run_id = getattr(future, "task_run_id", None)
+        if task_run_id is not None:
+            mark_task_run_crashed(task_run_id, message)
+        return TrialResult(label=label, status="crash", metric=None, seconds=0.0, error=message)
 
 
-def wait_interruptibly(future) -> None:
-    """Block until the trial ends, returning to Python often so Ctrl-C and SIGTERM are handled.
+def wait_interruptibly(futures: list) -> None:
+    """Block until every trial ends, returning to Python often so Ctrl-C and SIGTERM are handled.
 
     An unbounded ray.get blocks in C++ where SIGTERM's Python handler never gets to run.
     """
     import ray
 
-    ref = getattr(future, "wrapped_future", None)
-    if ref is None or not ray.is_initialized():
+    refs = [f.wrapped_future for f in futures if getattr(f, "wrapped_future", None) is not None]
+    if not refs or not ray.is_initialized():
         return
     while True:
         try:
-            if ray.wait([ref], timeout=SIGNAL_POLL_S)[0]:
+            if len(ray.wait(refs, num_returns=len(refs), timeout=SIGNAL_POLL_S)[0]) == len(refs):
                 return
         except SystemError as exc:
-            # A signal handler that raised inside Ray's C++ wait surfaces as SystemError.
+            # A signal handler that raised inside Ray's C++ wait surfaces as SystemError
             # (Ctrl-C, or the SIGTERM that Prefect's flow engine turns into TerminationSignal).
             original = exc.__cause__ or exc.__context__
             if isinstance(original, BaseException) and not isinstance(original, Exception):
@@ -72,17 +92,49 @@ def wait_interruptibly(future) -> None:
             raise
 
 
-def cancel_trial(future) -> None:
-    """Stop a running trial: an interrupt first (its process tree is killed), then the worker itself."""
+def cancel_trials(futures: list) -> None:
+    """Stop running trials: an interrupt first (their process trees are killed), then the workers."""
     import ray
 
-    ref = getattr(future, "wrapped_future", None)
-    if ref is None or not ray.is_initialized():
+    refs = [f.wrapped_future for f in futures if getattr(f, "wrapped_future", None) is not None]
+    if not refs or not ray.is_initialized():
         return
     try:
-        ray.cancel(ref, force=False)
-        done, _ = ray.wait([ref], timeout=CANCEL_GRACE_S)
-        if not done:
+        for ref in refs:
+            ray.cancel(ref, force=False)
+        _, pending = ray.wait(refs, num_returns=len(refs), timeout=CANCEL_GRACE_S)
+        for ref in pending:
             ray.cancel(ref, force=True)
     except Exception:
-        pass  # the task already finished or Ray is going down; nothing is left to stop
+        pass  # the tasks already finished or Ray is going down; nothing is left to stop
+
+
+def ran_out_of_gpu_memory(result: TrialResult) -> bool:
+    """A crash whose output shows CUDA running out of memory."""
+    return result.status == "crash" and bool(_OOM.search(result.output or "") or _OOM.search(result.error))
+
+
+def whole_gpu_trial(trial: Trial) -> Trial:
+    """The same trial without a GPU memory cap, for a retry on a whole GPU."""
+    env = {k: v for k, v in trial.env.items() if k != "AUTORAYSEARCH_GPU_MEMORY_FRACTION"}
+    return replace(trial, env=env)
+
+
+def fits_on_a_node(nodes: list[dict[str, float]], cpus: float, gpus: float) -> bool:
+    """Whether some node of the cluster could ever place one trial (Ray would queue it forever otherwise)."""
+    return any(n.get("CPU", 0) >= cpus and n.get("GPU", 0) >= gpus for n in nodes)
+
+
+def check_trial_fits(cpus: float, gpus: float) -> None:
+    """Refuse, in one sentence, trial resources that no node of the cluster has."""
+    import ray
+
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    if fits_on_a_node(nodes, cpus, gpus):
+        return
+    most_cpus = max((n.get("CPU", 0) for n in nodes), default=0)
+    most_gpus = max((n.get("GPU", 0) for n in nodes), default=0)
+    raise AutoraysearchError(
+        f"a trial asks for {cpus:g} CPUs and {gpus:g} GPUs but no node of the Ray cluster has that much "
+        f"(the largest has {most_cpus:g} CPUs and {most_gpus:g} GPUs); lower --cpus-per-trial/--gpus-per-trial."
+    )

@@ -2,24 +2,35 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
 from prefect import flow, get_run_logger
 
 from autoraysearch.campaign import open_campaign, roll_back
+from autoraysearch.errors import AutoraysearchError
+from autoraysearch.repository import ExperimentRepo
 from autoraysearch.cluster import CampaignTaskRunner, driver_node_id, on_repo_node, with_trial_resources
 from autoraysearch.experiment import Campaign, Candidate, Review, Trial, TrialResult, Verdict
 from autoraysearch.stopping import Progress, StopConditions, parse_deadline, validate
-from autoraysearch.tasks.commit import commit
-from autoraysearch.tasks.decide import decide
+from autoraysearch.tasks.commit import candidate_branch, commit, commit_parallel
+from autoraysearch.tasks.decide import decide, decide_parallel
 from autoraysearch.tasks.ideate import IdeasExhausted, ideate
 from autoraysearch.tasks.log import log, log_experiment, result_row
 from autoraysearch.tasks.modify import modify
 from autoraysearch.tasks.review import review
 from autoraysearch.tasks.verify import verify
-from autoraysearch.trial_runs import make_trial, wait_for_trial
+from autoraysearch.trial_runs import (
+    check_trial_fits,
+    make_trial,
+    ran_out_of_gpu_memory,
+    wait_for_trial,
+    wait_for_trials,
+    whole_gpu_trial,
+)
+
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 
 @dataclass(frozen=True)
@@ -44,8 +55,11 @@ def autoraysearch_loop(
     patience: int | None = None,
     tag: str | None = None,
     trial_timeout: float | None = None,
+    parallel: int = 1,
+    cpus_per_trial: float | None = None,
+    gpus_per_trial: float | None = None,
 ) -> CampaignSummary:
-    """Improve model.py one candidate at a time until a stop condition holds (none given: forever)."""
+    """Improve model.py, `parallel` candidates per iteration, until a stop condition holds (none given: forever)."""
     logger = get_run_logger()
     started = datetime.now()
     conditions = validate(
@@ -57,8 +71,14 @@ def autoraysearch_loop(
             patience=patience,
         )
     )
+    if parallel < 1 or parallel > len(LETTERS):
+        raise AutoraysearchError(f"--parallel must be between 1 and {len(LETTERS)}.")
     node = driver_node_id()
-    with open_campaign(Path(experiment_dir), tag=tag, trial_timeout=trial_timeout, repo_node_id=node) as campaign:
+    with open_campaign(
+        Path(experiment_dir), tag=tag, trial_timeout=trial_timeout, repo_node_id=node,
+        cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
+    ) as campaign:
+        check_trial_fits(campaign.settings.cpus_per_trial, campaign.settings.gpus_per_trial)
         first = review_step(campaign, node, "start")
         best_metric, best_sha = first.best_metric, first.best_sha
         progress = Progress(iterations=0, started=started, best=best_metric, iterations_since_keep=0)
@@ -67,7 +87,10 @@ def autoraysearch_loop(
         logger.info("campaign %s: best %s=%s at %s", campaign.branch, campaign.settings.metric, best_metric, best_sha[:7])
         while (reason := conditions.reason_to_stop(progress, datetime.now(), campaign.settings.higher_is_better)) is None:
             try:
-                verdict = run_iteration(campaign, node, iteration)
+                if parallel == 1:
+                    verdict = run_iteration(campaign, node, iteration)
+                else:
+                    verdict = run_parallel_iteration(campaign, node, iteration, parallel)
             except IdeasExhausted as exc:
                 reason = str(exc)
                 break
@@ -116,6 +139,7 @@ def run_iteration(campaign: Campaign, node: str | None, iteration: int) -> Verdi
         trial = make_trial(campaign, candidate, current.train_source)
         with with_trial_resources(campaign.settings.cpus_per_trial, campaign.settings.gpus_per_trial):
             result = wait_for_trial(verify.submit(trial), label)
+        result = retry_out_of_memory(campaign, {label: trial}, {label: result}).get(label, result)
         with on_repo_node(node):
             verdict = decide.submit(campaign, result, sha, current.best_metric, current.best_sha).result()
             log.submit(campaign, result_row(candidate, verdict, result, sha[:7]), result).result()
@@ -129,6 +153,64 @@ def run_iteration(campaign: Campaign, node: str | None, iteration: int) -> Verdi
         "%s %s %s=%s: %s", label, verdict.status, campaign.settings.metric, result.metric, candidate.description
     )
     return verdict
+
+
+def run_parallel_iteration(campaign: Campaign, node: str | None, iteration: int, parallel: int) -> Verdict:
+    """N candidates on N slices of the cluster; the best one that beats the best so far is kept."""
+    labels = [f"{iteration}{letter}" for letter in LETTERS[:parallel]]
+    current = review_step(campaign, node, str(iteration))
+    candidates: list[Candidate] = []
+    shas: dict[str, str] = {}
+    settings = campaign.settings
+    try:
+        with on_repo_node(node):
+            candidates = ideate.submit(current, settings, iteration, labels).result()
+            shas = commit_parallel.submit(campaign, candidates, current.best_sha, iteration).result()
+        trials = {c.label: make_trial(campaign, c, current.train_source) for c in candidates}
+        with with_trial_resources(settings.cpus_per_trial, settings.gpus_per_trial):
+            futures = {label: verify.submit(trial) for label, trial in trials.items()}
+        results = wait_for_trials(futures)
+        results.update(retry_out_of_memory(campaign, trials, results))
+        ordered = [results[c.label] for c in candidates]
+        with on_repo_node(node):
+            verdicts = decide_parallel.submit(
+                campaign, ordered, shas, current.best_metric, current.best_sha, iteration
+            ).result()
+            for candidate, result in zip(candidates, ordered):
+                verdict = verdicts[candidate.label]
+                row = result_row(candidate, verdict, result, shas[candidate.label][:7])
+                log.submit(campaign, row, result).result()
+    except BaseException:
+        roll_back(campaign, current.best_sha)
+        discard_candidate_branches(campaign, list(shas))
+        for candidate in candidates if shas else []:
+            log_stopped(campaign, candidate, current)
+        raise
+    for candidate, result in zip(candidates, ordered):
+        get_run_logger().info(
+            "%s %s %s=%s: %s", candidate.label, verdicts[candidate.label].status, settings.metric, result.metric,
+            candidate.description,
+        )
+    kept = [v for v in verdicts.values() if v.status == "keep"]
+    return kept[0] if kept else next(iter(verdicts.values()))
+
+
+def retry_out_of_memory(campaign: Campaign, trials: dict[str, Trial], results: dict[str, TrialResult]) -> dict[str, TrialResult]:
+    """Trials that ran out of GPU memory at a fraction of a GPU, run once more on a whole GPU."""
+    gpus = campaign.settings.gpus_per_trial
+    if not 0 < gpus < 1:
+        return {}
+    again = {label: whole_gpu_trial(trials[label]) for label, r in results.items() if ran_out_of_gpu_memory(r)}
+    if not again:
+        return {}
+    with with_trial_resources(campaign.settings.cpus_per_trial, 1):
+        retried = wait_for_trials({label: verify.submit(trial) for label, trial in again.items()})
+    note = f"retried on a whole GPU after running out of memory at {gpus:g} GPU"
+    return {label: replace(result, note=note) for label, result in retried.items()}
+
+
+def discard_candidate_branches(campaign: Campaign, labels: list[str]) -> None:
+    ExperimentRepo(Path(campaign.experiment_dir)).delete_branches([candidate_branch(campaign, l) for l in labels])
 
 
 def log_stopped(campaign: Campaign, candidate: Candidate, current: Review) -> None:

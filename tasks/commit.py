@@ -28,3 +28,25 @@ def commit_candidate(campaign: Campaign, candidate: Candidate) -> str:
 def commit(campaign: Campaign, candidate: Candidate) -> str:
     """Commit the candidate's model.py."""
     return commit_candidate(campaign, candidate)
+
+
+def candidate_branch(campaign: Campaign, label: str) -> str:
+    """Where a parallel candidate lives until decide: beside the campaign branch, never checked out."""
+    return f"{campaign.branch}-exp/{label}"
+
+
+def commit_candidates_beside(campaign: Campaign, candidates: list[Candidate], base_sha: str) -> dict[str, str]:
+    """Commit each candidate's model.py on its own branch off the best commit; label -> SHA."""
+    repo = ExperimentRepo(Path(campaign.experiment_dir))
+    return {
+        c.label: repo.commit_file_beside(
+            base_sha, campaign.settings.model_py, c.model_source, commit_message(c), candidate_branch(campaign, c.label)
+        )
+        for c in candidates
+    }
+
+
+@task(name="commit", task_run_name="commit-{iteration}", cache_policy=NO_CACHE, retries=0)
+def commit_parallel(campaign: Campaign, candidates: list[Candidate], base_sha: str, iteration: int) -> dict[str, str]:
+    """Commit every candidate of a parallel iteration on its own branch."""
+    return commit_candidates_beside(campaign, candidates, base_sha)

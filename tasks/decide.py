@@ -24,7 +24,7 @@ def apply_verdict(campaign: Campaign, status: str, candidate_sha: str, best_sha:
     """Make the branch match the verdict; return the SHA the branch now points at."""
     if status == "keep":
         return candidate_sha
-    ExperimentRepo(Path(campaign.experiment_dir)).move_branch_back(best_sha, campaign.settings.model_py)
+    ExperimentRepo(Path(campaign.experiment_dir)).move_branch_to(best_sha, campaign.settings.model_py)
     return best_sha
 
 
@@ -46,3 +46,45 @@ def decide_candidate(
 def decide(campaign: Campaign, result: TrialResult, candidate_sha: str, best_metric: float | None, best_sha: str) -> Verdict:
     """Keep a strict improvement; roll anything else back to the previous best."""
     return decide_candidate(campaign, result, candidate_sha, best_metric, best_sha)
+
+
+def choose_winner(results: list[TrialResult], best_metric: float | None, higher_is_better: bool) -> str | None:
+    """The label of the best result that strictly beats the best so far, if any (ties: the first)."""
+    winner: TrialResult | None = None
+    for result in results:
+        if result.status == "ok" and is_improvement(result.metric, best_metric, higher_is_better):
+            if winner is None or is_improvement(result.metric, winner.metric, higher_is_better):
+                winner = result
+    return winner.label if winner else None
+
+
+def decide_parallel_candidates(
+    campaign: Campaign, results: list[TrialResult], shas: dict[str, str], best_metric: float | None, best_sha: str
+) -> dict[str, Verdict]:
+    """Keep at most one candidate (the best improvement), discard the rest, delete every candidate branch."""
+    from autoraysearch.tasks.commit import candidate_branch
+
+    higher = campaign.settings.higher_is_better
+    winner = choose_winner(results, best_metric, higher)
+    repo = ExperimentRepo(Path(campaign.experiment_dir))
+    if winner is not None:
+        repo.move_branch_to(shas[winner], campaign.settings.model_py)
+    repo.delete_branches([candidate_branch(campaign, label) for label in shas])
+    new_best = next((r.metric for r in results if r.label == winner), best_metric)
+    branch_sha = shas[winner] if winner else best_sha
+    verdicts = {}
+    for result in results:
+        status, delta = judge(result, best_metric, higher)
+        if status == "keep" and result.label != winner:
+            status = "discard"  # it improved, but another candidate of this iteration did better
+        verdicts[result.label] = Verdict(status=status, delta=delta, best_metric=new_best, best_sha=branch_sha)
+    return verdicts
+
+
+@task(name="decide", task_run_name="decide-{iteration}", cache_policy=NO_CACHE, retries=0)
+def decide_parallel(
+    campaign: Campaign, results: list[TrialResult], shas: dict[str, str], best_metric: float | None, best_sha: str,
+    iteration: int,
+) -> dict[str, Verdict]:
+    """Keep the best candidate that beat the best so far; discard every other one."""
+    return decide_parallel_candidates(campaign, results, shas, best_metric, best_sha)

@@ -17,6 +17,8 @@ def result_row(candidate: Candidate, verdict: Verdict, result: TrialResult, shor
     description = candidate.description
     if result.error:
         description += f" ({result.status}: {clean_text(result.error)[-ERROR_CHARS:]})"
+    if result.note:
+        description += f" ({result.note})"
     return ResultRow(
         iteration=candidate.label,
         commit=short_sha if verdict.status == "keep" else "-",
@@ -24,7 +26,7 @@ def result_row(candidate: Candidate, verdict: Verdict, result: TrialResult, shor
         delta=verdict.delta,
         status=verdict.status,
         description=description,
-        extra={"candidate": candidate.fingerprint, "seconds": f"{result.seconds:g}"},
+        extra={"candidate": candidate.fingerprint, "seconds": f"{result.seconds:g}", "node": (result.node_id or "")[:8]},
     )
 
 

@@ -11,6 +11,7 @@ from autoraysearch.experiment import Campaign, Review
 from autoraysearch.repository import ExperimentRepo
 from autoraysearch.results_log import read_results_log
 from autoraysearch.model_source import fingerprint
+from autoraysearch.cluster import current_node_id
 
 RECENT_ROWS = 10
 
@@ -35,6 +36,7 @@ def review_experiment(campaign: Campaign) -> Review:
         best_sha=repo.branch_sha(campaign.branch),
         tried=frozenset(log.tried_candidates() | {fingerprint(model_source)}),
         recent=recent,
+        node_id=current_node_id(),
     )
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from autoraysearch.cluster import current_node_id
 from autoraysearch.experiment import Trial, TrialResult
 from autoraysearch.metric import parse_metric
 from autoraysearch.trial_process import ProcessOutcome, run_in_directory
@@ -45,12 +46,6 @@ def run_trial(trial: Trial, node_id: str | None = None) -> TrialResult:
         node_id=node_id,
         log_written=live_log is not None,
     )
-
-
-def current_node_id() -> str | None:
-    import ray
-
-    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
 
 
 @task(name="verify", task_run_name="verify-{trial.label}", cache_policy=NO_CACHE)

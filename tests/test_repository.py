@@ -31,7 +31,7 @@ def test_commit_files_commits_only_model_py_and_leaves_staged_work_staged(repo_d
     assert "M  notes.md" in status and " M other.py" in status
 
 
-def test_move_branch_back_restores_model_py_only(repo_dir: Path):
+def test_move_branch_to_restores_model_py_only(repo_dir: Path):
     repo = ExperimentRepo(repo_dir)
     repo.switch_to_branch("autoraysearch/t")
     best = repo.head_sha()
@@ -40,7 +40,7 @@ def test_move_branch_back_restores_model_py_only(repo_dir: Path):
     (repo_dir / "notes.md").write_text("uncommitted notes\n")
     git(repo_dir, "add", "notes.md")
     (repo_dir / "other.py").write_text("x = 3\n")
-    repo.move_branch_back(best, "model.py")
+    repo.move_branch_to(best, "model.py")
     assert repo.head_sha() == best
     assert (repo_dir / "model.py").read_text() == "class Model: pass\n"
     assert (repo_dir / "notes.md").read_text() == "uncommitted notes\n"
@@ -89,3 +89,26 @@ def test_switching_branch_carries_uncommitted_work(repo_dir: Path):
     assert (repo_dir / "notes.md").read_text() == "work in progress\n"
     git(repo_dir, "checkout", "-q", "main")
     assert repo.switch_to_branch("autoraysearch/x") is False
+
+
+def test_commit_file_beside_leaves_the_working_tree_and_index_alone(repo_dir: Path):
+    repo = ExperimentRepo(repo_dir)
+    repo.switch_to_branch("autoraysearch/p")
+    base = repo.head_sha()
+    (repo_dir / "notes.md").write_text("staged\n")
+    git(repo_dir, "add", "notes.md")
+    before = git(repo_dir, "status", "--porcelain")
+    sha_a = repo.commit_file_beside(base, "model.py", "class Model: width = 2\n", "candidate a", "autoraysearch/p-exp/1a")
+    sha_b = repo.commit_file_beside(base, "model.py", "class Model: width = 3\n", "candidate b", "autoraysearch/p-exp/1b")
+    assert git(repo_dir, "status", "--porcelain") == before
+    assert repo.head_sha() == base and (repo_dir / "model.py").read_text() == "class Model: pass\n"
+    assert git(repo_dir, "rev-parse", f"{sha_a}^") == base == git(repo_dir, "rev-parse", f"{sha_b}^")
+    assert git(repo_dir, "show", "--name-only", "--format=", sha_a) == "model.py"
+    assert repo.file_at(sha_b, "model.py") == "class Model: width = 3"
+    assert repo.file_at(sha_a, "notes.md") == "v1"  # the rest of the tree is the base's
+
+    repo.move_branch_to(sha_b, "model.py")  # keep b
+    assert repo.head_sha() == sha_b and (repo_dir / "model.py").read_text() == "class Model: width = 3\n"
+    assert "M  notes.md" in git(repo_dir, "status", "--porcelain")
+    repo.delete_branches(["autoraysearch/p-exp/1a", "autoraysearch/p-exp/1b", "not-there"])
+    assert "p-exp" not in git(repo_dir, "branch", "--list")
