@@ -1,0 +1,89 @@
+"""How well parallel mode fills the cluster: efficiency = T / iteration wall time for N = 1, 2, 4.
+
+Each trial's train.py sleeps T seconds and prints a metric; N trials get N slots of a local Ray
+(fractional CPUs, so 4 fit on a small machine). An iteration's wall time runs from the start of
+its first trial process to the start of the next iteration's, so it includes ideation, the
+candidate commits, scheduling, decide and log.
+
+    python benchmarks/parallel_efficiency.py [--seconds 20] [--iterations 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TRAIN_PY = '''
+import random, time
+
+def load_model():  # never called: the benchmark measures scheduling, not training
+    from model import Model
+
+with open({stamps!r}, "a") as f:
+    f.write(f"{{time.time()}}\\n")
+time.sleep({seconds})
+print(f"val_acc={{random.random():.4f}}")
+'''
+
+
+def git(folder: Path, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", *args], cwd=folder,
+                   check=True, capture_output=True)
+
+
+def iteration_walls(exp: Path, stamps: Path, parallel: int, iterations: int, seconds: float) -> list[float]:
+    """Run the loop in-process; an iteration lasts from its first trial's start to the next one's."""
+    from autoraysearch.flows.loop import autoraysearch_loop
+
+    stamps.write_text("")
+    autoraysearch_loop(experiment_dir=str(exp), max_iterations=iterations, parallel=parallel,
+                       cpus_per_trial=0.5, trial_timeout=seconds * 10)
+    starts = sorted(float(x) for x in stamps.read_text().split())
+    firsts = starts[::parallel]  # the trials of one iteration start together
+    return [b - a for a, b in zip(firsts, firsts[1:])]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=20.0, help="T: how long each trial sleeps")
+    parser.add_argument("--iterations", type=int, default=3, help="iterations per N (the first is not timed)")
+    args = parser.parse_args()
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+    from autoraysearch.cluster import ray_session
+    from autoraysearch.flows.setup_experiment import autoraysearch_setup
+    from autoraysearch.prefect_api import local_prefect_api
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp, local_prefect_api(), ray_session(None):
+        for parallel in (1, 2, 4):
+            exp, stamps = Path(tmp) / f"exp{parallel}", Path(tmp) / f"stamps{parallel}"
+            exp.mkdir()
+            shutil.copy(ROOT / "examples" / "digits" / "model.py", exp / "model.py")
+            (exp / "train.py").write_text(TRAIN_PY.format(stamps=str(stamps), seconds=args.seconds))
+            git(exp, "init", "-q", "-b", "main")
+            git(exp, "add", ".")
+            git(exp, "commit", "-q", "-m", "benchmark")
+            autoraysearch_setup(experiment_dir=str(exp), train_py="train.py", cpus_per_trial=0.5)
+            walls = iteration_walls(exp, stamps, parallel, args.iterations + 1, args.seconds)
+            wall = statistics.median(walls)
+            rows.append((parallel, wall, args.seconds / wall))
+
+    print(f"T = {args.seconds:g} s per trial, {args.iterations} timed iterations per N, 0.5 CPU per trial")
+    print("N  iteration wall (median, s)  efficiency T/wall")
+    for parallel, wall, efficiency in rows:
+        print(f"{parallel}  {wall:26.2f}  {efficiency:17.3f}")
+    print("target: efficiency >= 0.9 at N = 4")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
