@@ -18,6 +18,7 @@ from autoraysearch.prefect_api import current_api_url
 
 ADDRESS_ENV = "AUTORAYSEARCH_RAY_ADDRESS"
 CONNECT_CHECK_S = 5.0
+LOCAL_WORKERS_KEPT = 16
 # Environment a Ray worker needs to report task runs to the same Prefect API as the flow.
 _FORWARDED_ENV = ("PREFECT_API_KEY", "PREFECT_SERVER_ANALYTICS_ENABLED", "PREFECT_LOGGING_LEVEL", "PREFECT_HOME")
 
@@ -132,6 +133,9 @@ def ray_init_arguments(address: str | None, init_kwargs: dict[str, Any] | None =
     if address == "local":
         # A small local Ray starts faster and lighter without its dashboard.
         kwargs.setdefault("include_dashboard", False)
+        # Fractional trials need more worker processes than CPUs; by default Ray kills the idle
+        # ones beyond the CPU count, and restarting one (importing Prefect) costs seconds.
+        kwargs.setdefault("_system_config", {"num_workers_soft_limit": LOCAL_WORKERS_KEPT})
     return address, kwargs
 
 

@@ -143,6 +143,10 @@ class JSONEndpoint:
                     raise LLMUnavailable(
                         f"{self.where} answered {status} {self.retry.attempts} times in a row; try again later."
                     )
+                if 300 <= status < 400:
+                    # Not followed: a redirect elsewhere would carry the key to a host nobody named.
+                    target = one_line(outcome.headers.get("location", "another address"), 120)
+                    raise LLMError(f"{self.where} redirects to {target}; use that address as the base URL.")
                 if status >= 400:
                     detail = redact(error_detail(outcome), secrets)
                     raise LLMError(
@@ -301,7 +305,7 @@ class CommandChat:
         env = {k: v for k, v in os.environ.items() if k not in self.hidden_env}
         shown = redact(self.command, self._secrets)
         # An empty scratch folder as cwd: an agent that edits files it finds cannot touch the experiment.
-        with tempfile.TemporaryDirectory(prefix="autoraysearch-ideator-") as cwd:
+        with tempfile.TemporaryDirectory(prefix="autoraysearch-ideator-", ignore_cleanup_errors=True) as cwd:
             started = time.monotonic()
             try:
                 proc = subprocess.Popen(

@@ -193,7 +193,7 @@ def ideate(
         if missing <= 0 or turn == config.max_repairs:
             break
         if not dropped:
-            dropped = [("answer", f"it held {len(passed)} usable candidate(s); {missing} more were asked for")]
+            dropped = [("answer", f"it proposed too few candidates; {missing} more are needed")]
         log.info("asking the LLM again (repair %d of %d): %d candidate(s) missing", turn + 1, config.max_repairs, missing)
         messages += [
             {"role": "assistant", "content": reply.text},
@@ -247,6 +247,7 @@ def judge_reply(
             seen[proposal.fingerprint] = "a change you proposed earlier in this conversation"
             passed.append(proposal)
         else:
+            log.info("pre-flight failed in %.1f s: %s", result.seconds, proposal.description)
             seen[proposal.fingerprint] = "a change that failed pre-flight earlier in this conversation"
             rejected.append((proposal.description, f"pre-flight: {result.describe()}"))
     rejected = [(redact(d, secrets), redact(r, secrets)) for d, r in rejected]

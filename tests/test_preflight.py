@@ -1,0 +1,81 @@
+"""CPU pre-flight of candidate model.py files, in a real subprocess with real torch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from autoraysearch.preflight import preflight
+
+EXAMPLE = (Path(__file__).resolve().parents[1] / "examples" / "digits" / "model.py").read_text()
+KWARGS = {"num_classes": 10}
+SHAPE = [1, 8, 8]
+EXAMPLE_PARAMETERS = 38_378  # counted by hand from the layers: conv 160+4640, bn 32+64, linear 32832+650
+
+
+def check(source: str, **overrides):
+    arguments = {"model_kwargs": KWARGS, "input_shape": SHAPE, "num_outputs": 10, **overrides}
+    result = preflight(source, **arguments)
+    print(f"\npre-flight: {result.seconds:.2f} s, ok={result.ok}, {result.describe() or 'passed'}")
+    return result
+
+
+def test_the_example_passes_with_its_parameter_count():
+    result = check(EXAMPLE)
+    assert (result.ok, result.reason, result.parameters, result.stage) == (True, "", EXAMPLE_PARAMETERS, "done")
+    assert result.seconds < 15
+
+
+def test_a_shape_error_is_caught_in_seconds_with_its_last_line():
+    result = check(EXAMPLE.replace("nn.Linear(32 * 4 * 4, 64)", "nn.Linear(256, 64)"))
+    assert not result.ok and result.stage == "forward"
+    assert result.reason == "RuntimeError: mat1 and mat2 shapes cannot be multiplied (2x512 and 256x64)"
+    assert result.seconds < 15
+
+
+def test_a_wrong_number_of_outputs_is_caught():
+    result = check(EXAMPLE.replace("nn.Linear(64, num_classes)", "nn.Linear(64, 5)"))
+    assert not result.ok and result.stage == "output"
+    assert result.reason == "output shape is (2, 5) for a batch of shape (2, 1, 8, 8), expected (2, 10)"
+
+
+@pytest.mark.parametrize(
+    "source, kwargs, stage, reason",
+    [
+        ("import not_a_module\n", KWARGS, "import", "ModuleNotFoundError: No module named 'not_a_module'"),
+        ("x = 1\n", KWARGS, "import", "model.py defines no `Model`"),
+        ("import sys\nsys.exit(4)\n", KWARGS, "import", "SystemExit: 4"),
+        (EXAMPLE, {"num_classes": 10, "depth": 3}, "build", "TypeError: Model.__init__() got an unexpected keyword argument 'depth'"),
+    ],
+    ids=["import-error", "no-Model", "exit-at-import", "bad-kwargs"],
+)
+def test_failures_before_the_forward_pass(source, kwargs, stage, reason):
+    result = check(source, model_kwargs=kwargs)
+    assert (result.ok, result.stage, result.reason) == (False, stage, reason)
+
+
+def test_without_input_shape_only_import_build_and_count():
+    broken_forward = EXAMPLE.replace("return self.classifier(self.features(x))", "raise RuntimeError('never called')")
+    result = check(broken_forward, input_shape=None)
+    assert result.ok and result.parameters == EXAMPLE_PARAMETERS
+
+
+def test_parameter_cap():
+    result = check(EXAMPLE, param_cap=10_000)
+    assert (result.ok, result.stage, result.parameters) == (False, "parameters", EXAMPLE_PARAMETERS)
+    assert result.reason == "38,378 parameters, more than the cap of 10,000"
+
+
+def test_a_hang_is_killed_at_the_timeout():
+    result = check("import time\ntime.sleep(600)\n", timeout_s=2)
+    assert (result.ok, result.stage, result.reason) == (False, "timeout", "did not finish within 2 s")
+    assert result.seconds < 10
+
+
+def test_model_code_cannot_read_api_keys(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-SENTINEL-preflight")
+    monkeypatch.setenv("MY_KEY", "sk-SENTINEL-preflight")
+    source = "import os\nraise RuntimeError(repr([os.environ.get('OPENAI_API_KEY'), os.environ.get('MY_KEY')]))\n"
+    result = check(source, hidden_env=("MY_KEY",))
+    assert result.reason == "RuntimeError: ['', '']"
