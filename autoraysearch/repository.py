@@ -35,13 +35,6 @@ class ExperimentRepo:
         """A file of the experiment folder as git names it (relative to the repository root)."""
         return (self.experiment_dir / name).relative_to(self.root).as_posix()
 
-    def has_commits(self) -> bool:
-        try:
-            self.repo.head.commit
-            return True
-        except ValueError:
-            return False
-
     def head_sha(self) -> str:
         return self.repo.head.commit.hexsha
 
@@ -71,10 +64,6 @@ class ExperimentRepo:
     def log_lines(self, ref: str, limit: int = 20) -> list[str]:
         """`git log --oneline` of a branch, newest first."""
         return self.repo.git.log("--oneline", f"-n{limit}", ref, "--").splitlines()
-
-    def commits_since(self, base: str, ref: str) -> list[str]:
-        """SHAs on ref that are not on base, oldest first."""
-        return self.repo.git.rev_list("--reverse", f"{base}..{ref}").split()
 
     def short(self, sha: str) -> str:
         return self.repo.git.rev_parse("--short=7", sha)
