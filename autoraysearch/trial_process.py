@@ -50,6 +50,8 @@ from autoraysearch.errors import AutoraysearchError
 log = logging.getLogger(__name__)
 
 SCRATCH_PREFIX = "autoraysearch-trial-"
+# Keys the campaign may hold (LLM ideators, Prefect Cloud) that model code never gets to see.
+SECRET_ENV = frozenset({"OPENAI_API_KEY", "ANTHROPIC_API_KEY", "PREFECT_API_KEY"})
 TERM_GRACE_SECONDS = 3.0  # time a trial gets between SIGTERM and SIGKILL
 KILL_WAIT_SECONDS = 30.0  # after SIGKILL; dying CUDA processes can take a while to release the GPU
 POLL_SECONDS = 0.05  # short sleeps keep async exceptions (Ray cancellation) responsive
@@ -252,8 +254,8 @@ def _launch_argv(command: list[str]) -> list[str]:
 
 
 def _child_env(extra: dict[str, str] | None) -> dict[str, str]:
-    """The caller's environment plus `extra`; unbuffered Python so lines reach the log as they are printed."""
-    env = dict(os.environ)
+    """The caller's environment, less API keys, plus `extra`; unbuffered so lines reach the log as printed."""
+    env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra or {})
     return env

@@ -347,3 +347,13 @@ def test_launcher_and_its_direct_children_sigkilled_together_still_take_the_tree
 
     assert _wait_until(lambda: not _alive(child) and not _alive(grandchild), 8.0)
     assert _wait_until(lambda: not _group_alive(pgid), 5.0)
+
+
+def test_api_keys_never_reach_the_trial(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-SENTINEL-openai")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-SENTINEL-anthropic")
+    script = "import os\nprint(sorted(k for k, v in os.environ.items() if 'SENTINEL' in v))\n"
+
+    outcome = run_in_directory({"train.py": script}, PYTHON, timeout=30, scratch_root=tmp_path, env={"X": "1"})
+
+    assert outcome.stdout_tail == ["[]"]
