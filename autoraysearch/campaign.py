@@ -42,10 +42,7 @@ def check_ready(experiment_dir: Path) -> ReadyExperiment:
     settings = load_settings(paths.root)
     holder = read_holder(paths.lock)
     if holder is not None and not holder.is_me() and holder.is_alive():
-        raise AutoraysearchError(
-            f"another autoraysearch run (pid {holder.pid} on {holder.host}, started {holder.started}) "
-            f"holds this campaign; stop it first, or delete {paths.lock} if it is gone."
-        )
+        raise holder.refusal(paths.lock)
     for name in (settings.model_py, settings.train_py):
         if not (paths.root / name).exists():
             raise AutoraysearchError(f"{paths.root / name} does not exist; run `autoraysearch setup` first.")

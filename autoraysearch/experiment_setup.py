@@ -121,7 +121,7 @@ def record_setup(plan: SetupPlan, result: TrialResult) -> tuple[ResultRow, Path 
     """
     paths, settings = plan.paths, plan.settings
     repo = ExperimentRepo(paths.root)
-    gitignore_was_clean = not repo.uncommitted([".gitignore"]) or not (paths.root / ".gitignore").exists()
+    gitignore_was_clean = not repo.uncommitted([".gitignore"])  # a missing file counts as clean
     write_atomically(paths.root / settings.train_py, plan.train_source)
     write_atomically(paths.settings, dump_settings(settings))
     files = [settings.train_py, paths.settings.name]

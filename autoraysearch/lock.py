@@ -18,6 +18,13 @@ class LockHolder:
     host: str
     started: str
 
+    def refusal(self, lock_path: Path) -> AutoraysearchError:
+        """The one sentence telling a second run who holds the campaign."""
+        return AutoraysearchError(
+            f"another autoraysearch run (pid {self.pid} on {self.host}, started {self.started}) "
+            f"holds this campaign; stop it first, or delete {lock_path} if it is gone."
+        )
+
     def is_me(self) -> bool:
         return self.pid == os.getpid() and self.host == socket.gethostname()
 
@@ -62,10 +69,7 @@ class CampaignLock:
             except FileExistsError:
                 holder = read_holder(self.path)
                 if holder is not None and holder.is_alive():
-                    raise AutoraysearchError(
-                        f"another autoraysearch run (pid {holder.pid} on {holder.host}, started {holder.started}) "
-                        f"holds this campaign; stop it first, or delete {self.path} if it is gone."
-                    ) from None
+                    raise holder.refusal(self.path) from None
                 self.path.unlink(missing_ok=True)  # stale: its process is gone
                 continue
             with os.fdopen(fd, "w") as handle:
