@@ -34,7 +34,20 @@ class CampaignSettings(BaseModel):
     seed: int = Field(0, description="Seed for training and for the offline ideator.")
     model_kwargs: dict[str, Any] = Field(default_factory=dict, description="Arguments train.py passes to Model(...).")
     input_shape: list[int] | None = Field(None, description="Shape of one input sample, when known.")
-    ideator: Literal["mutate"] = Field("mutate", description="Who proposes changes: 'mutate' is the offline rule-based ideator.")
+    ideator: Literal["mutate", "openai", "anthropic", "command"] = Field(
+        "mutate",
+        description="Who proposes changes: 'mutate' (offline, rule-based), 'openai' (any OpenAI-compatible "
+        "endpoint), 'anthropic', or 'command' (a CLI that reads the prompt on stdin).",
+    )
+    llm_model: str = Field("", description="The LLM's model name for the openai and anthropic ideators, e.g. gpt-4.1.")
+    llm_base_url: str | None = Field(
+        None, description="An OpenAI-compatible server (Ollama, vLLM, LM Studio) or an Anthropic proxy; None: the vendor's."
+    )
+    llm_command: str | None = Field(None, description="For the command ideator: the command line, e.g. 'claude -p'.")
+    api_key_block: str | None = Field(
+        None, description="Name of a Prefect Secret block holding the API key; None: OPENAI_API_KEY / ANTHROPIC_API_KEY."
+    )
+    llm_timeout: float = Field(120.0, description="Seconds an LLM answer may take before the call is retried.")
     trial_timeout: float | None = Field(
         None, description="Seconds before a trial is killed; None = max(600, 5 x the baseline's time)."
     )

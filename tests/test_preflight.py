@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
 
 from autoraysearch.preflight import preflight
+from autoraysearch.warm_check import WarmChecker
 
 EXAMPLE = (Path(__file__).resolve().parents[1] / "examples" / "digits" / "model.py").read_text()
 KWARGS = {"num_classes": 10}
@@ -78,4 +81,46 @@ def test_model_code_cannot_read_api_keys(monkeypatch):
     monkeypatch.setenv("MY_KEY", "sk-SENTINEL-preflight")
     source = "import os\nraise RuntimeError(repr([os.environ.get('OPENAI_API_KEY'), os.environ.get('MY_KEY')]))\n"
     result = check(source, hidden_env=("MY_KEY",))
-    assert result.reason == "RuntimeError: ['', '']"
+    assert result.reason in ("RuntimeError: ['', '']", "RuntimeError: [None, None]")
+    cold = check(source, hidden_env=("MY_KEY",), warm=False)
+    assert cold.reason in ("RuntimeError: ['', '']", "RuntimeError: [None, None]")
+
+
+def test_the_warm_helper_hides_named_variables_kills_overruns_and_restarts(tmp_path):
+    env = {**os.environ, "MY_KEY": "sk-SENTINEL-warm"}
+    checker = WarmChecker(env)
+    try:
+        (tmp_path / "show.py").write_text("import os\nprint(os.environ.get('MY_KEY'), os.environ.get('OTHER'))\n")
+        shown = checker.run(tmp_path, "show.py", timeout=30, hide=("MY_KEY",))
+        assert (shown.returncode, shown.timed_out, shown.output.strip()) == (0, False, "None None")
+
+        # A check that starts a grandchild and hangs: both are killed with the check's process group.
+        (tmp_path / "hang.py").write_text(
+            "import subprocess, sys, time\n"
+            "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+            "print(child.pid, flush=True)\n"
+            "time.sleep(600)\n"
+        )
+        hung = checker.run(tmp_path, "hang.py", timeout=1.0)
+        assert hung.timed_out
+        grandchild = int(hung.output.split()[0])
+        deadline = time.monotonic() + 5
+        while _alive(grandchild) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(grandchild)
+
+        # The helper itself died: the next check starts a new one.
+        checker._proc.kill()
+        checker._proc.wait()
+        after = checker.run(tmp_path, "show.py", timeout=30)
+        assert after.returncode == 0 and after.output.strip() == "sk-SENTINEL-warm None"
+    finally:
+        checker.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"  # PID 1 here may not reap zombies
+    except FileNotFoundError:
+        return False
