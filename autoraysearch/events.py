@@ -1,0 +1,86 @@
+"""Prefect events a campaign emits, for automations (a message when the model gets better, or when it ends)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from autoraysearch.experiment import Campaign
+from autoraysearch.results_log import ResultsLog, read_results_log
+
+NEW_BEST = "autoraysearch.new-best"
+CAMPAIGN_FINISHED = "autoraysearch.campaign-finished"
+
+
+def campaign_resource(campaign: Campaign) -> dict[str, str]:
+    """The campaign as an event resource: one id per campaign branch, to match automations on."""
+    return {
+        "prefect.resource.id": f"autoraysearch.campaign.{campaign.branch}",
+        "prefect.resource.name": campaign.branch,
+        "autoraysearch.experiment-dir": campaign.experiment_dir,
+    }
+
+
+def new_best_payload(log: ResultsLog, metric: str) -> dict[str, Any] | None:
+    """The best row and the best before it; None when the best is still the baseline."""
+    best = log.best()
+    if best is None or best.status == "baseline":
+        return None
+    index = log.rows.index(best)
+    earlier = ResultsLog(log.higher_is_better, log.rows[:index]).best()
+    return {
+        "metric": metric,
+        "value": best.metric,
+        "previous": earlier.metric if earlier else None,
+        "delta": best.delta,
+        "iteration": best.iteration,
+        "commit": best.commit,
+        "description": best.description,
+    }
+
+
+def finished_payload(log: ResultsLog, metric: str, stop_reason: str) -> dict[str, Any]:
+    best = log.best()
+    experiments = [r for r in log.rows if r.status != "baseline"]
+    return {
+        "metric": metric,
+        "best": best.metric if best else None,
+        "best_commit": best.commit if best and best.status != "baseline" else None,
+        "baseline": log.baseline.metric if log.baseline else None,
+        "experiments": len(experiments),
+        "kept": sum(r.status == "keep" for r in experiments),
+        "stop_reason": stop_reason,
+    }
+
+
+def announce_new_best(campaign: Campaign) -> None:
+    """Emit autoraysearch.new-best for the campaign's current best (call it after a keep)."""
+    log = _read(campaign)
+    payload = new_best_payload(log, campaign.settings.metric) if log else None
+    if payload is not None:
+        _emit(NEW_BEST, campaign, payload)
+
+
+def announce_campaign_finished(campaign: Campaign, stop_reason: str) -> None:
+    """Emit autoraysearch.campaign-finished with the best result and why the campaign stopped."""
+    log = _read(campaign)
+    if log is not None:
+        _emit(CAMPAIGN_FINISHED, campaign, finished_payload(log, campaign.settings.metric, stop_reason))
+
+
+def _read(campaign: Campaign) -> ResultsLog | None:
+    try:
+        return read_results_log(campaign.paths.results, campaign.settings.higher_is_better)
+    except Exception as exc:
+        logging.getLogger("autoraysearch").warning("no event: cannot read the results log (%s)", exc)
+        return None
+
+
+def _emit(event: str, campaign: Campaign, payload: dict[str, Any]) -> None:
+    from prefect.events import emit_event
+
+    try:
+        emit_event(event=event, resource=campaign_resource(campaign),
+                   payload={**payload, "branch": campaign.branch, "experiment_dir": campaign.experiment_dir})
+    except Exception as exc:  # an automation's trigger must never stop the campaign
+        logging.getLogger("autoraysearch").warning("could not emit %s: %s", event, exc)

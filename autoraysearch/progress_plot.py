@@ -1,0 +1,96 @@
+"""The campaign's progress plot: every experiment a dot, the running best a line, kept changes labelled."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+from autoraysearch.results_log import BEST_STATUSES, ResultsLog, format_number
+
+LABEL_CHARS = 40
+STATUS_COLOURS = {"baseline": "black", "keep": "tab:green", "discard": "tab:gray"}
+OTHER_COLOUR = "tab:orange"
+
+
+@dataclass(frozen=True)
+class ProgressPoints:
+    """What the plot shows, computed from the results log alone."""
+
+    scored: tuple[tuple[int, float, str], ...]  # (x, metric, status) of every experiment with a metric
+    failed: tuple[int, ...]  # x of experiments without a metric (crash, timeout, stopped)
+    best: tuple[tuple[int, float], ...]  # (x, best so far) from the baseline on
+    kept: tuple[tuple[int, float, str], ...]  # (x, metric, label) of every kept change
+
+
+def progress_points(log: ResultsLog) -> ProgressPoints:
+    """Experiments in results-log order; the best so far moves only on the baseline and kept rows."""
+    scored, failed, best, kept = [], [], [], []
+    current: float | None = None
+    better = max if log.higher_is_better else min
+    for x, row in enumerate(log.rows):
+        if row.metric is None:
+            failed.append(x)
+        else:
+            scored.append((x, row.metric, row.status))
+            if row.status in BEST_STATUSES:
+                current = row.metric if current is None else better(current, row.metric)
+            if row.status == "keep":
+                kept.append((x, row.metric, f"{row.iteration}: {_shorten(row.description)}"))
+        if current is not None:
+            best.append((x, current))
+    return ProgressPoints(tuple(scored), tuple(failed), tuple(best), tuple(kept))
+
+
+def _shorten(text: str) -> str:
+    return text if len(text) <= LABEL_CHARS else text[: LABEL_CHARS - 1] + "…"
+
+
+def progress_figure(log: ResultsLog, metric: str):
+    """A matplotlib Figure of the campaign (no pyplot: safe in any thread, never opens a window)."""
+    from matplotlib.figure import Figure
+
+    points = progress_points(log)
+    figure = Figure(figsize=(8, 4.5), dpi=90, layout="constrained")
+    ax = figure.add_subplot()
+    if points.scored:
+        xs, ys, statuses = zip(*points.scored)
+        colours = [STATUS_COLOURS.get(s, OTHER_COLOUR) for s in statuses]
+        ax.scatter(xs, ys, c=colours, s=28, zorder=3, label="experiment")
+    if points.failed:
+        # No metric to place them by: crosses along the bottom edge, so every experiment shows.
+        ax.scatter(points.failed, [0.0] * len(points.failed), transform=ax.get_xaxis_transform(),
+                   marker="x", c="tab:red", s=28, clip_on=False, zorder=3, label="no metric (crash, timeout)")
+    if points.best:
+        bx, by = zip(*points.best)
+        ax.step(bx, by, where="post", color="tab:green", linewidth=1.5, label="best so far")
+    for x, y, label in points.kept:
+        ax.annotate(label, (x, y), xytext=(4, 6), textcoords="offset points", fontsize=7)
+    best = log.best()
+    ax.set_title(f"{metric}: best {format_number(best.metric) if best else '-'} after "
+                 f"{sum(r.status != 'baseline' for r in log.rows)} experiments")
+    ax.set_xlabel("experiment (results log order)")
+    ax.set_ylabel(metric)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.margins(x=0.08, y=0.15)  # room for the labels of kept changes
+    ax.grid(alpha=0.3)
+    if points.scored or points.failed:
+        ax.legend(loc="best", fontsize=7)
+    return figure
+
+
+def progress_png(log: ResultsLog, metric: str) -> bytes:
+    """The plot as PNG bytes."""
+    buffer = io.BytesIO()
+    progress_figure(log, metric).savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def save_progress_plot(log: ResultsLog, metric: str, path: Path) -> bytes:
+    """Write the plot to path (atomically) and return its PNG bytes."""
+    png = progress_png(log, metric)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(png)
+    tmp.replace(path)
+    return png
