@@ -8,8 +8,10 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
+from autoraysearch.artifacts import publish_campaign_artifacts
 from autoraysearch.campaign import open_campaign, roll_back
 from autoraysearch.errors import AutoraysearchError
+from autoraysearch.events import announce_campaign_finished, announce_new_best
 from autoraysearch.repository import ExperimentRepo
 from autoraysearch.cluster import CampaignTaskRunner, driver_node_id, on_repo_node, with_trial_resources
 from autoraysearch.experiment import Campaign, Candidate, Review, Trial, TrialResult, Verdict
@@ -85,6 +87,7 @@ def autoraysearch_loop(
         iteration = next_iteration_number(campaign)
         kept = 0
         logger.info("campaign %s: best %s=%s at %s", campaign.branch, campaign.settings.metric, best_metric, best_sha[:7])
+        publish_campaign_artifacts(campaign, progress, conditions)
         while (reason := conditions.reason_to_stop(progress, datetime.now(), campaign.settings.higher_is_better)) is None:
             try:
                 if parallel == 1:
@@ -103,7 +106,12 @@ def autoraysearch_loop(
             )
             best_metric, best_sha = verdict.best_metric, verdict.best_sha
             iteration += 1
+            if verdict.status == "keep":
+                announce_new_best(campaign)
+            publish_campaign_artifacts(campaign, progress, conditions)
         logger.info("stopping: %s; best %s=%s at %s", reason, campaign.settings.metric, best_metric, best_sha[:7])
+        publish_campaign_artifacts(campaign, progress, conditions, stop_reason=reason)
+        announce_campaign_finished(campaign, reason)
         return CampaignSummary(
             branch=campaign.branch,
             iterations=progress.iterations,
