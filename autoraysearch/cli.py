@@ -54,6 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="the results table, the best so far, and whether a run is active")
     status.add_argument("experiment_dir", nargs="?", default=".", help="experiment folder (default: here)")
 
+    report = commands.add_parser("report", help="the results table and the progress plot (PNG)")
+    report.add_argument("experiment_dir", nargs="?", default=".", help="experiment folder (default: here)")
+    report.add_argument("--plot", metavar="PATH", help="where to write the PNG (default: .autoraysearch/progress.png)")
+
+    plan = commands.add_parser("plan", help="guided set-up: goal, model, train.py, baseline, then launch the loop")
+    plan.add_argument("experiment_dir", nargs="?", default=".", help="experiment folder, a git repository (default: here)")
+    _add_cluster_options(plan)
+
     demo = commands.add_parser("demo", help="set up and run the bundled digits example in a new folder")
     demo.add_argument("directory", nargs="?", help="where to create it (default: ./autoraysearch-demo-TIME)")
     demo.add_argument("--iterations", type=int, default=5, help="loop iterations to run (default 5)")
@@ -189,6 +197,72 @@ def _print_results(experiment_dir: Path, last: int | None = None) -> None:
     print(best_line(log, settings.metric))
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from autoraysearch.artifacts import plot_path
+    from autoraysearch.experiment import ExperimentPaths
+    from autoraysearch.progress_plot import save_progress_plot
+    from autoraysearch.repository import ExperimentRepo
+    from autoraysearch.results_log import read_results_log
+    from autoraysearch.settings import load_settings
+
+    paths = ExperimentPaths(ExperimentRepo(Path(args.experiment_dir)).experiment_dir)
+    settings = load_settings(paths.root)
+    log = read_results_log(paths.results, settings.higher_is_better)
+    if not log.rows:
+        raise AutoraysearchError(f"{paths.results} holds no results yet; run `autoraysearch setup {settings.model_py}` first.")
+    _print_results(paths.root)
+    target = Path(args.plot).resolve() if args.plot else plot_path(paths)
+    save_progress_plot(log, settings.metric, target)
+    print(f"progress plot written to {target}")
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from autoraysearch.experiment_setup import plan_setup
+    from autoraysearch.plan import ask_all, launch_steps, loop_options, prepare_model, run_command, setup_options, setup_steps
+    from autoraysearch.repository import ExperimentRepo
+
+    root = ExperimentRepo(Path(args.experiment_dir)).experiment_dir
+    print(f"Planning a campaign in {root}. Press Enter to take the answer in [brackets].")
+    answers = ask_all(setup_steps(root), _ask_at_terminal)
+    prepare_model(root, answers)
+    options = setup_options(answers)
+    plan_setup(root, **options)  # everything checkable without training, before services start
+
+    def baseline_then_launch():
+        from autoraysearch.flows.loop import autoraysearch_loop
+        from autoraysearch.flows.setup_experiment import autoraysearch_setup
+
+        setup = autoraysearch_setup(experiment_dir=str(root), **options)
+        print(f"baseline {setup.metric}={setup.baseline} ({setup.seconds:.1f} s)")
+        launch = ask_all(launch_steps(), _ask_at_terminal)
+        if not launch["launch"]:
+            print(f"not launched; start it later with: {run_command(root, launch)}")
+            return None
+        return autoraysearch_loop(experiment_dir=str(root), **loop_options(launch))
+
+    try:
+        summary = _with_services(args.ray_address, baseline_then_launch)
+    except KeyboardInterrupt:
+        if (root / "autoraysearch.toml").exists():
+            _print_results(root, last=20)
+        raise
+    if summary is not None:
+        _print_results(root, last=20)
+        print(f"stopped: {summary.stop_reason}; campaign branch {summary.branch}")
+    return 0
+
+
+def _ask_at_terminal(question, reason: str | None) -> str:
+    if reason:
+        print(f"  not accepted: {reason}")
+    default = f" [{question.default}]" if question.default else ""
+    try:
+        return input(f"{question.text}{default} ")
+    except EOFError:
+        raise AutoraysearchError("the input ended before every question was answered; run `autoraysearch plan` again.") from None
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     target = Path(args.directory or f"autoraysearch-demo-{datetime.now():%Y%m%d-%H%M%S}").resolve()
     if target.exists() and any(target.iterdir()):
@@ -234,7 +308,9 @@ def _with_services(ray_address: str | None, work):
         return work()
 
 
-COMMANDS = {"setup": cmd_setup, "run": cmd_run, "status": cmd_status, "demo": cmd_demo}
+COMMANDS = {
+    "setup": cmd_setup, "run": cmd_run, "status": cmd_status, "demo": cmd_demo, "report": cmd_report, "plan": cmd_plan,
+}
 
 
 if __name__ == "__main__":
