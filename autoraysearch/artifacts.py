@@ -26,8 +26,8 @@ PLOT_FILE = "progress.png"
 
 
 def plot_path(paths: ExperimentPaths) -> Path:
-    """Where the progress plot is saved: inside .autoraysearch/, which git ignores."""
-    return paths.state_dir / PLOT_FILE
+    """Where the progress plot is saved: in .autoraysearch/, created ignored by git if it is missing."""
+    return paths.make_state_dir() / PLOT_FILE
 
 
 def results_table(log: ResultsLog) -> list[dict[str, str]]:
@@ -103,14 +103,18 @@ def best_diff_markdown(repo: ExperimentRepo, log: ResultsLog, model_py: str, met
     baseline_source = repo.file_at(f"{kept[0].commit}^", model_py)
     best_source = repo.file_at(best.commit, model_py)
     diff = "".join(difflib.unified_diff(
-        baseline_source.splitlines(keepends=True) + ["\n"], best_source.splitlines(keepends=True) + ["\n"],
-        fromfile=f"{model_py} (baseline)", tofile=f"{model_py} ({best.commit})",
+        _lines(baseline_source), _lines(best_source), fromfile=f"{model_py} (baseline)",
+        tofile=f"{model_py} ({best.commit})",
     ))
     changes = "\n".join(
         f"- `{r.iteration}` {r.commit} {metric}={format_number(r.metric)} "
         f"({format_number(r.delta, signed=True)}): {r.description}" for r in kept
     )
     return f"{header}\nKept changes:\n\n{changes}\n\n```diff\n{diff}```\n"
+
+
+def _lines(text: str) -> list[str]:
+    return (text.rstrip("\n") + "\n").splitlines(keepends=True)  # git show drops the last newline
 
 
 def plot_markdown(png: bytes, path: Path) -> str:
