@@ -8,8 +8,9 @@ from prefect.flows import load_flow_from_entrypoint
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOYMENTS = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
-FLOW_NAMES = {"flows/loop.py:autoraysearch_loop": "autoraysearch-loop",
-              "flows/setup_experiment.py:autoraysearch_setup": "autoraysearch-setup"}
+FLOW_NAMES = {"autoraysearch.flows.loop:autoraysearch_loop": "autoraysearch-loop",
+              "autoraysearch.flows.setup_experiment:autoraysearch_setup": "autoraysearch-setup",
+              "autoraysearch.flows.plan:autoraysearch_plan": "autoraysearch-plan"}
 
 
 @pytest.mark.parametrize("deployment", DEPLOYMENTS, ids=[d["name"] for d in DEPLOYMENTS])
@@ -25,6 +26,21 @@ def test_every_deployment_loads_and_its_parameters_validate(deployment, monkeypa
 
 def test_every_flow_has_a_deployment():
     assert {d["entrypoint"] for d in DEPLOYMENTS} == set(FLOW_NAMES)
+    flow_files = {p.stem for p in (ROOT / "flows").glob("*.py") if p.stem != "__init__"}
+    assert {e.split(":")[0].rsplit(".", 1)[1] for e in FLOW_NAMES} == flow_files
+
+
+def test_entrypoints_name_modules_of_the_package_ray_workers_can_import():
+    """A flow loaded from a file path lives in a module Ray workers cannot import, so its tasks fail there."""
+    for deployment in DEPLOYMENTS:
+        module = deployment["entrypoint"].split(":")[0]
+        assert module.startswith("autoraysearch.flows.") and not module.endswith(".py"), deployment["name"]
+
+
+def test_the_overnight_deployment_stops_at_its_deadline():
+    [overnight] = [d for d in DEPLOYMENTS if d["name"] == "overnight"]
+    assert overnight["parameters"]["deadline"] == "07:00"
+    assert overnight["schedules"][0]["cron"] == "0 22 * * *"
 
 
 def test_flow_steps_import_from_the_installed_package():
