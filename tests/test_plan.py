@@ -1,0 +1,175 @@
+"""The plan wizard: its questions and checks, at a terminal, and as a Prefect flow answered through the API."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from autoraysearch.errors import AutoraysearchError
+from autoraysearch.plan import (
+    ask_all,
+    check_budget,
+    check_gpus,
+    check_stop,
+    launch_steps,
+    prepare_model,
+    run_command,
+    setup_options,
+    setup_steps,
+)
+from autoraysearch.results_log import read_results_log
+from conftest import EXAMPLE_MODEL, git, make_repo
+
+NET_MODEL = EXAMPLE_MODEL.read_text().replace("class Model(nn.Module)", "class Net(nn.Module)")
+
+
+class Script:
+    """Answers questions in order, remembering what was asked and why it was asked again."""
+
+    def __init__(self, answers: list[str]):
+        self.answers = list(answers)
+        self.asked: list[tuple[str, str | None]] = []
+
+    def __call__(self, question, reason):
+        self.asked.append((question.key, reason))
+        return self.answers.pop(0)
+
+
+def test_a_wrong_answer_is_asked_again_with_the_reason(tmp_path: Path):
+    exp = make_repo(tmp_path / "exp", {"model.py": NET_MODEL, "notes.py": "x = 1\n"})
+    (exp / "draft.py").write_text("class Model:\n    pass\n")  # never committed
+    script = Script(["", "missing.py", "notes.py", "draft.py", "model.py", "Model", "", "", "", "ten", "2", ""])
+    answers = ask_all(setup_steps(exp), script)
+    assert [key for key, _ in script.asked] == [
+        "goal", "model_py", "model_py", "model_py", "model_py", "alias", "alias", "train_py", "dataset",
+        "budget", "budget", "gpus_per_trial",
+    ]
+    reasons = [reason for _, reason in script.asked if reason]
+    assert f"{exp / 'missing.py'} does not exist; give the path of your model file." in reasons
+    assert "notes.py defines no class; give the file that holds your nn.Module." in reasons
+    assert any(r.startswith("draft.py has uncommitted changes; commit it") for r in reasons)
+    assert any("autoraysearch trains the class named `Model` and model.py has none; answer one of Net" in r for r in reasons)
+    assert any(r.startswith("'ten' is not a training budget") for r in reasons)
+    assert answers == {"goal": "better validation accuracy", "model_py": "model.py", "alias": "Net", "train_py": None,
+                       "dataset": "digits", "budget": {"epochs": 2}, "gpus_per_trial": 0.0}
+
+    prepare_model(exp, answers)
+    assert (exp / "model.py").read_text().endswith("\nModel = Net\n")
+    assert git(exp, "log", "-1", "--format=%s") == "autoraysearch plan: Model = Net in model.py"
+    assert git(exp, "status", "--porcelain") == "?? draft.py"  # only model.py was committed
+    assert setup_options(answers) == {"model_py": "model.py", "goal": "better validation accuracy",
+                                      "gpus_per_trial": 0.0, "dataset": "digits", "epochs": 2}
+
+
+def test_own_train_py_asks_for_its_metric_instead_of_a_dataset(tmp_path: Path):
+    exp = make_repo(tmp_path / "exp", {"model.py": EXAMPLE_MODEL.read_text(),
+                                       "fit.py": "from model import Model\nprint('val_loss=1')\n"})
+    script = Script(["faster convergence", "", "fit.py", "val_loss", "", "1"])
+    answers = ask_all(setup_steps(exp), script)
+    assert [key for key, _ in script.asked] == ["goal", "model_py", "train_py", "metric", "direction", "gpus_per_trial"]
+    assert (answers["metric"], answers["direction"]) == ("val_loss", "lower")  # a loss defaults to lower
+    assert setup_options(answers)["train_py"] == "fit.py"
+
+
+def test_answer_checks():
+    assert check_budget("5") == {"epochs": 5} and check_budget("300s") == {"time_budget": 300.0}
+    assert check_budget("10m") == {"time_budget": 600.0}
+    assert check_stop("") == {} and check_stop("20") == {"max_iterations": 20} and check_stop("8h") == {"max_hours": 8.0}
+    assert check_stop("07:00") == {"deadline": "07:00"}
+    assert check_gpus("0.5") == 0.5 and check_gpus("2") == 2.0
+    for check, text in [(check_budget, "0"), (check_budget, "1.5"), (check_stop, "25:00"), (check_stop, "0"),
+                        (check_gpus, "1.5"), (check_gpus, "-1"), (check_gpus, "many")]:
+        with pytest.raises(AutoraysearchError):
+            check(text)
+    answers = ask_all(launch_steps(), Script(["4", "07:00", "no"]))
+    assert run_command(Path("/exp"), answers) == "autoraysearch run /exp --parallel 4 --deadline 07:00"
+
+
+@pytest.mark.slow
+def test_plan_at_a_terminal_sets_up_and_launches(services, tmp_path: Path, monkeypatch, capsys):
+    from autoraysearch.cli import main
+
+    exp = make_repo(tmp_path / "exp", {"model.py": NET_MODEL})
+    typed = ["digits, but better", "nope.py", "", "", "", "", "1", "", "", "1", ""]
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(typed) + "\n"))
+    assert main(["plan", str(exp)]) == 0
+    out = capsys.readouterr().out
+    assert f"not accepted: {exp / 'nope.py'} does not exist; give the path of your model file." in out
+    assert "model.py has no `Model`. Which class is your model?" in out and "[Net]" in out
+    assert "baseline val_acc=" in out and "stopped: reached 1 iterations" in out
+
+    settings = tomllib.loads((exp / "autoraysearch.toml").read_text())
+    assert settings["goal"] == "digits, but better" and settings["epochs"] == 1
+    rows = read_results_log(exp / "autoraysearch-results.tsv", True).rows
+    assert [r.iteration for r in rows] == ["0", "1"]
+    assert git(exp, "branch", "--show-current").startswith("autoraysearch/")
+    assert "Model = Net" in git(exp, "show", "main:model.py")
+
+
+def answer_plan_run(answers: list[str], worker: threading.Thread, timeout: float = 300.0) -> list[str]:
+    """Answer each pause of the running plan flow through the resume API; return what each pause asked."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+    from prefect.flow_runs import resume_flow_run
+    from prefect.input.actions import read_flow_run_input
+
+    asked, last_pause = [], None
+    with get_client(sync_client=True) as client:
+        for answer in answers:
+            deadline = time.monotonic() + timeout
+            while True:
+                assert worker.is_alive(), f"the plan flow ended early, after {asked}"
+                runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["autoraysearch-plan"])))
+                paused = [r for r in runs if r.state and r.state.is_paused()
+                          and r.state.state_details.pause_key != last_pause]
+                if paused:
+                    break
+                assert time.monotonic() < deadline, f"no question after {asked}"
+                time.sleep(0.5)
+            [run] = paused
+            last_pause = run.state.state_details.pause_key
+            keyset = run.state.state_details.run_input_keyset
+            asked.append(read_flow_run_input(keyset["description"], flow_run_id=run.id))
+            resume_flow_run(run.id, run_input={"answer": answer})
+    return asked
+
+
+@pytest.mark.slow
+def test_plan_flow_asks_through_paused_runs_and_launches(services, example_repo: Path):
+    from autoraysearch.flows.plan import autoraysearch_plan
+
+    outcome: dict = {}
+
+    def run():
+        try:
+            outcome["summary"] = autoraysearch_plan(experiment_dir=str(example_repo), answer_timeout=600)
+        except BaseException as exc:  # surfaced by the assertions below
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    answers = ["fewer errors on digits", "nope.py", "model.py", "", "digits", "1", "0", "1", "1", "yes"]
+    try:
+        asked = answer_plan_run(answers, worker)
+    finally:
+        worker.join(timeout=600)
+    assert "error" not in outcome, outcome.get("error")
+
+    assert asked[0].startswith("### What do you want from the model")
+    assert asked[1].startswith("### Which file holds your model")
+    assert asked[2].startswith(f"**Not accepted:** {example_repo / 'nope.py'} does not exist; give the path")
+    assert "### Which file holds your model" in asked[2]
+    assert asked[-1].startswith("### Start the campaign now")
+
+    summary = outcome["summary"]
+    assert summary.launched and summary.campaign.iterations == 1
+    assert summary.run_command == f"autoraysearch run {example_repo} --max-iterations 1"
+    rows = read_results_log(example_repo / "autoraysearch-results.tsv", True).rows
+    assert [r.iteration for r in rows] == ["0", "1"] and rows[0].metric == summary.baseline
+    settings = tomllib.loads((example_repo / "autoraysearch.toml").read_text())
+    assert settings["goal"] == "fewer errors on digits" and settings["epochs"] == 1
