@@ -7,6 +7,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
+from autoraysearch.artifacts import publish_campaign_artifacts
 from autoraysearch.cluster import CampaignTaskRunner, with_trial_resources
 from autoraysearch.experiment import Candidate
 from autoraysearch.experiment_setup import baseline_failure, plan_setup, record_setup, setup_campaign
@@ -60,6 +61,7 @@ def autoraysearch_setup(
         if result.status != "ok":
             raise baseline_failure(result, campaign.paths.trial_log("baseline"))
         row, archived = record_setup(plan, result)
+    publish_campaign_artifacts(campaign)  # the baseline, as the loop's artifacts will show it
     get_run_logger().info("baseline %s=%s in %.1f s", plan.settings.metric, result.metric, result.seconds)
     return SetupSummary(
         experiment_dir=str(plan.paths.root),
