@@ -142,7 +142,8 @@ def _publish(campaign: Campaign, progress: Progress | None, conditions: StopCond
 
     settings = campaign.settings
     log = read_results_log(campaign.paths.results, settings.higher_is_better)
-    summary = f"Campaign {campaign.branch or '(setup)'} in {campaign.experiment_dir}: {best_summary(log, settings.metric)}"
+    where = f"Campaign {campaign.branch}" if campaign.branch else "Set-up"
+    summary = f"{where} in {campaign.experiment_dir}: {best_summary(log, settings.metric)}"
     create_table_artifact(results_table(log), key=RESULTS_KEY, description=summary)
     percent, line = campaign_progress(progress, conditions, datetime.now(), stop_reason)
     create_progress_artifact(percent, key=PROGRESS_KEY, description=f"{line}; {best_summary(log, settings.metric)}")
