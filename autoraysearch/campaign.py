@@ -6,7 +6,9 @@ import contextlib
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
+
+from pydantic import ValidationError
 
 from autoraysearch.errors import AutoraysearchError
 from autoraysearch.experiment import (
@@ -88,10 +90,12 @@ def open_campaign(
     tag: str | None = None,
     trial_timeout: float | None = None,
     repo_node_id: str | None = None,
-    cpus_per_trial: float | None = None,
-    gpus_per_trial: float | None = None,
+    **overrides: Any,
 ) -> Iterator[Campaign]:
-    """Take the lock, check the folder and check out the campaign branch for the run's duration."""
+    """Take the lock, check the folder and check out the campaign branch for the run's duration.
+
+    `overrides` are settings given for this run only (None: keep autoraysearch.toml's value).
+    """
     repo = ExperimentRepo(experiment_dir)
     paths = ExperimentPaths(repo.experiment_dir)
     paths.make_state_dir()
@@ -101,8 +105,7 @@ def open_campaign(
         repo.switch_to_branch(branch)
         write_campaign_branch(ready.paths, branch)
         timeout = trial_timeout or ready.settings.trial_timeout or default_trial_timeout(ready.log)
-        overrides = {"cpus_per_trial": cpus_per_trial, "gpus_per_trial": gpus_per_trial}
-        settings = ready.settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+        settings = with_overrides(ready.settings, overrides)
         yield Campaign(
             experiment_dir=str(ready.paths.root),
             branch=branch,
@@ -110,6 +113,19 @@ def open_campaign(
             trial_timeout=timeout,
             repo_node_id=repo_node_id,
         )
+
+
+def with_overrides(settings: CampaignSettings, overrides: dict[str, Any]) -> CampaignSettings:
+    """The settings with this run's choices applied, validated like autoraysearch.toml itself."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if not given:
+        return settings
+    try:
+        return CampaignSettings(**{**settings.model_dump(), **given})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = ".".join(str(part) for part in error["loc"])
+        raise AutoraysearchError(f"the run option {name}={given.get(name)!r} is not valid: {error['msg']}.") from None
 
 
 def roll_back(campaign: Campaign, best_sha: str) -> None:

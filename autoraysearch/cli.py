@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -25,7 +26,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     setup = commands.add_parser("setup", help="generate train.py for a model.py and record the baseline")
     setup.add_argument("model_py", help="path of the model file (defines class Model)")
-    setup.add_argument("--dataset", default="digits", help="'digits' (bundled) or 'npz:PATH' (default: digits)")
+    setup.add_argument(
+        "--dataset", default="digits",
+        help="digits (bundled), mnist, fashionmnist, cifar10, cifar100 (from --data-dir), npz:PATH, or custom "
+        "(--data-module) (default: digits)",
+    )
+    setup.add_argument("--data-dir", help="the folder holding mnist/fashionmnist/cifar10/cifar100's files")
+    setup.add_argument("--download", action="store_true", help="let train.py fetch missing files with torchvision")
+    setup.add_argument("--data-module", metavar="DATA_PY", help="for --dataset custom: your data.py (see README)")
+    setup.add_argument("--model-kwargs", metavar="JSON", help="Model's arguments, e.g. '{\"num_classes\": 10}'")
+    setup.add_argument("--batch-size", type=int, default=64, help="training samples per step (default 64)")
+    setup.add_argument("--learning-rate", type=float, default=1e-3, help="AdamW learning rate (default 0.001)")
+    setup.add_argument("--compile", action="store_true", help="torch.compile the model in train.py")
     budget = setup.add_mutually_exclusive_group()
     budget.add_argument("--epochs", type=int, help="training epochs per trial (default 5)")
     budget.add_argument("--time-budget", type=float, metavar="SECONDS", help="train for this many seconds instead")
@@ -49,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--parallel", type=int, default=1, metavar="N", help="candidates trained at once per iteration")
     run.add_argument("--cpus-per-trial", type=float, help="CPUs per trial (default: the campaign's setting)")
     run.add_argument("--gpus-per-trial", type=float, help="GPUs per trial, fractions allowed (default: the campaign's)")
+    _add_ideator_options(run)
     _add_cluster_options(run)
 
     status = commands.add_parser("status", help="the results table, the best so far, and whether a run is active")
@@ -74,6 +87,19 @@ def _add_trial_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trial-timeout", type=float, metavar="SECONDS", help="kill a trial after this long")
     parser.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial (default 1)")
     parser.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial, fractions allowed (default 0)")
+
+
+def _add_ideator_options(parser: argparse.ArgumentParser) -> None:
+    """Who proposes the changes; each option overrides autoraysearch.toml for this run."""
+    parser.add_argument(
+        "--ideator", choices=["mutate", "openai", "anthropic", "command"],
+        help="mutate (offline, rule-based), openai (any OpenAI-compatible endpoint), anthropic, or command",
+    )
+    parser.add_argument("--model", dest="llm_model", help="the LLM's model name, e.g. gpt-4.1 or claude-sonnet-4-5")
+    parser.add_argument("--base-url", dest="llm_base_url", help="an OpenAI-compatible server, e.g. http://localhost:11434/v1")
+    parser.add_argument("--command", dest="llm_command", help="for --ideator command: a CLI that reads the prompt on stdin")
+    parser.add_argument("--api-key-block", help="a Prefect Secret block holding the API key (default: the environment)")
+    parser.add_argument("--goal", help="what you want from the model, in plain words (the LLM ideators read it)")
 
 
 def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
@@ -124,7 +150,23 @@ def _setup_options(model_py: str, args: argparse.Namespace) -> dict:
         model_py=model_py, dataset=args.dataset, epochs=args.epochs, time_budget=args.time_budget,
         seed=args.seed, metric=args.metric, direction=args.direction, train_py=args.train_py, goal=args.goal,
         trial_timeout=args.trial_timeout, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
+        data_dir=args.data_dir, data_module=args.data_module, download=args.download,
+        model_kwargs=_model_kwargs(args.model_kwargs), batch_size=args.batch_size, learning_rate=args.learning_rate,
+        compile=args.compile,
     )
+
+
+def _model_kwargs(text: str | None) -> dict | None:
+    """--model-kwargs as a dict, or None to let setup choose (num_classes when Model takes it)."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise AutoraysearchError(f"--model-kwargs is not valid JSON ({exc}): pass an object such as '{{\"width\": 64}}'.") from None
+    if not isinstance(value, dict):
+        raise AutoraysearchError("--model-kwargs must be a JSON object such as '{\"num_classes\": 10}'.")
+    return value
 
 
 def _run_setup(experiment_dir: Path, model_py: str, args: argparse.Namespace):
@@ -134,11 +176,12 @@ def _run_setup(experiment_dir: Path, model_py: str, args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from autoraysearch.campaign import check_ready
+    from autoraysearch.campaign import check_ready, with_overrides
     from autoraysearch.stopping import parse_deadline
 
     experiment_dir = Path(args.experiment_dir).resolve()
-    check_ready(experiment_dir)
+    ready = check_ready(experiment_dir)
+    _precheck_ideator(with_overrides(ready.settings, _ideator_overrides(args)))
     if args.deadline:
         parse_deadline(args.deadline, datetime.now())
     try:
@@ -151,6 +194,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ideator_overrides(args: argparse.Namespace) -> dict:
+    names = ("ideator", "llm_model", "llm_base_url", "llm_command", "api_key_block", "goal")
+    return {name: getattr(args, name) for name in names}
+
+
+def _precheck_ideator(settings) -> None:
+    """A missing model name, command or API key is refused before Ray and Prefect start."""
+    if settings.ideator == "mutate":
+        return
+    from autoraysearch.llm_ideator import campaign_api_key, config_from_settings
+
+    config = config_from_settings(settings)
+    if settings.api_key_block:
+        config.validate()  # the block itself is read once the Prefect API is up
+    else:
+        campaign_api_key(config)
+
+
 def _run_loop(experiment_dir: Path, args: argparse.Namespace):
     from autoraysearch.flows.loop import autoraysearch_loop
 
@@ -158,7 +219,7 @@ def _run_loop(experiment_dir: Path, args: argparse.Namespace):
         experiment_dir=str(experiment_dir), max_iterations=args.max_iterations, deadline=args.deadline,
         max_hours=args.max_hours, target=args.target, patience=args.patience, tag=args.tag,
         trial_timeout=args.trial_timeout, parallel=args.parallel, cpus_per_trial=args.cpus_per_trial,
-        gpus_per_trial=args.gpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial, **_ideator_overrides(args),
     )
 
 

@@ -92,6 +92,26 @@ class Candidate:
 
 
 @dataclass(frozen=True)
+class Dropped:
+    """A proposal that never took a trial slot: it failed pre-flight (crash) or the answer checks (rejected)."""
+
+    description: str
+    reason: str
+    status: str  # "crash" or "rejected"
+    fingerprint: str = ""  # of the model.py it would have been, when there was one
+
+
+@dataclass(frozen=True)
+class Ideas:
+    """One iteration's proposals: the candidates to train, what was dropped before training, tokens spent."""
+
+    candidates: list[Candidate]
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # (what, reason) for every answer turned down
+    crashed: list[Dropped] = field(default_factory=list)  # candidates that failed pre-flight
+    usage: dict[str, int] = field(default_factory=lambda: {"input_tokens": 0, "output_tokens": 0})
+
+
+@dataclass(frozen=True)
 class Trial:
     """One training run to do: the files it needs as data, and its limits."""
 

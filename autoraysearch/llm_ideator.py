@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 from autoraysearch.errors import AutoraysearchError
-from autoraysearch.experiment import Candidate, Review
+from autoraysearch.experiment import Candidate, Dropped, Ideas, Review
 from autoraysearch.llm_answers import Accepted, review_answer
 from autoraysearch.llm_clients import (
     AnthropicChat,
@@ -28,7 +27,7 @@ from autoraysearch.llm_clients import (
     redact,
 )
 from autoraysearch.llm_prompt import build_prompt, build_repair
-from autoraysearch.preflight import PreflightResult, preflight
+from autoraysearch.preflight import preflight_sources
 from autoraysearch.settings import CampaignSettings
 
 log = logging.getLogger(__name__)
@@ -87,13 +86,20 @@ class LLMConfig:
             raise AutoraysearchError("max_repairs must be 0 or more, retry_attempts and max_tokens 1 or more.")
 
 
-@dataclass(frozen=True)
-class Ideas:
-    """One iteration's proposals: the candidates to train and why the others were dropped."""
+def config_from_settings(settings: CampaignSettings) -> LLMConfig:
+    """The LLM ideator a campaign's settings ask for."""
+    return LLMConfig(
+        kind=settings.ideator, model=settings.llm_model, base_url=settings.llm_base_url,
+        command=settings.llm_command, timeout_s=settings.llm_timeout,
+    )
 
-    candidates: list[Candidate]  # validated, pre-flighted candidates (may be fewer than asked)
-    rejected: list[tuple[str, str]]  # (short description or "answer", reason); pre-flight failures start "pre-flight: "
-    usage: dict[str, int] = field(default_factory=lambda: {"input_tokens": 0, "output_tokens": 0})
+
+def campaign_api_key(config: LLMConfig, block_name: str | None = None) -> str | None:
+    """The key a campaign will use, checked once before the first iteration; one sentence if it is missing."""
+    config.validate()
+    if block_name:
+        return _load_secret_block(block_name)
+    return _key_from_environment(config)
 
 
 def resolve_api_key(config: LLMConfig, block_name: str | None = None) -> str | None:
@@ -175,10 +181,11 @@ def ideate(
     wanted = len(labels)
     usage = {"input_tokens": 0, "output_tokens": 0}
     if wanted == 0:
-        return Ideas([], [], usage)
+        return Ideas([], [], [], usage)
     messages: Messages = [{"role": "user", "content": build_prompt(review, settings, wanted)}]
     accepted: list[Accepted] = []
     rejected: list[tuple[str, str]] = []
+    crashed: list[Dropped] = []
     seen: dict[str, str] = {}  # fingerprint -> what it was, across the whole conversation
     for turn in range(config.max_repairs + 1):
         reply = _ask(client, messages, repairing=turn > 0 and bool(accepted), rejected=rejected)
@@ -186,9 +193,10 @@ def ideate(
             break
         usage["input_tokens"] += reply.input_tokens
         usage["output_tokens"] += reply.output_tokens
-        passed, dropped = judge_reply(reply, review, settings, config, seen, wanted - len(accepted), secrets)
+        passed, dropped, failed = judge_reply(reply, review, settings, config, seen, wanted - len(accepted), secrets)
         accepted += passed
         rejected += dropped
+        crashed += failed
         missing = wanted - len(accepted)
         if missing <= 0 or turn == config.max_repairs:
             break
@@ -208,7 +216,7 @@ def ideate(
         "LLM ideator: %d of %d candidate(s), %d rejected, %d input + %d output tokens",
         len(candidates), wanted, len(rejected), usage["input_tokens"], usage["output_tokens"],
     )
-    return Ideas(candidates, rejected, usage)
+    return Ideas(candidates, rejected, crashed, usage)
 
 
 def _ask(client: ChatClient, messages: Messages, repairing: bool, rejected: list[tuple[str, str]]) -> Reply | None:
@@ -231,8 +239,11 @@ def judge_reply(
     seen: dict[str, str],
     missing: int,
     secrets: Sequence[str],
-) -> tuple[list[Accepted], list[tuple[str, str]]]:
-    """Static checks on the answer, then pre-flight of up to `missing` survivors; updates `seen`."""
+) -> tuple[list[Accepted], list[tuple[str, str]], list[Dropped]]:
+    """Static checks on the answer, then pre-flight of up to `missing` survivors; updates `seen`.
+
+    Returns the candidates that passed, every rejection with its reason, and the pre-flight failures.
+    """
     answer = review_answer(reply.text, review.model_source, review.tried, seen)
     rejected = list(answer.rejected)
     if reply.truncated and not answer.accepted:
@@ -241,7 +252,10 @@ def judge_reply(
     if len(answer.accepted) > missing:
         log.debug("the LLM proposed %d usable candidates; %d were needed", len(answer.accepted), missing)
     passed: list[Accepted] = []
-    for proposal, result in zip(taken, preflight_all(taken, settings, config)):
+    failed: list[Dropped] = []
+    hidden = (config.api_key_env,) if config.api_key_env else ()
+    results = preflight_sources([p.source for p in taken], settings, config.param_cap, config.preflight_timeout_s, hidden)
+    for proposal, result in zip(taken, results):
         if result.ok:
             log.info("pre-flight passed in %.1f s (%s parameters): %s", result.seconds, result.parameters, proposal.description)
             seen[proposal.fingerprint] = "a change you proposed earlier in this conversation"
@@ -250,25 +264,9 @@ def judge_reply(
             log.info("pre-flight failed in %.1f s: %s", result.seconds, proposal.description)
             seen[proposal.fingerprint] = "a change that failed pre-flight earlier in this conversation"
             rejected.append((proposal.description, f"pre-flight: {result.describe()}"))
+            failed.append(Dropped(redact(proposal.description, secrets), redact(f"pre-flight: {result.describe()}", secrets),
+                                  "crash", proposal.fingerprint))
     rejected = [(redact(d, secrets), redact(r, secrets)) for d, r in rejected]
     for description, reason in rejected:
         log.info("rejected %s: %s", description, reason)
-    return passed, rejected
-
-
-def preflight_all(proposals: list[Accepted], settings: CampaignSettings, config: LLMConfig) -> list[PreflightResult]:
-    """Pre-flight each proposal in its own subprocess, a few at a time."""
-    if not proposals:
-        return []
-    num_outputs = settings.model_kwargs.get("num_classes")
-    hidden = (config.api_key_env,) if config.api_key_env else ()
-
-    def check(proposal: Accepted) -> PreflightResult:
-        return preflight(
-            proposal.source, settings.model_kwargs, settings.input_shape,
-            num_outputs if isinstance(num_outputs, int) else None,
-            param_cap=config.param_cap, timeout_s=config.preflight_timeout_s, hidden_env=hidden,
-        )
-
-    with ThreadPoolExecutor(max_workers=min(len(proposals), os.cpu_count() or 1)) as pool:
-        return list(pool.map(check, proposals))
+    return passed, rejected, failed

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from autoraysearch.settings import CampaignSettings
 from autoraysearch.trial_process import SECRET_ENV, run_in_directory
 from autoraysearch.warm_check import CheckOutcome, shared_checker
 
@@ -28,6 +29,8 @@ RESULT_MARKER = "AUTORAYSEARCH_PREFLIGHT "
 CHECK_SCRIPT = "autoraysearch_preflight.py"
 ARGUMENTS_FILE = "autoraysearch_preflight.json"
 MAX_REASON_CHARS = 300
+DEFAULT_PARAM_CAP = 200_000_000
+DEFAULT_TIMEOUT_S = 60.0
 # Credentials the untrusted model code must not be able to read (and print into a reason).
 HIDDEN_ENV = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")
 CHECK_ENV = {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}  # a CPU check; leave the GPUs alone
@@ -121,8 +124,8 @@ def preflight(
     model_kwargs: dict,
     input_shape: list[int] | None,
     num_outputs: int | None,
-    param_cap: int = 200_000_000,
-    timeout_s: float = 60,
+    param_cap: int = DEFAULT_PARAM_CAP,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
     *,
     hidden_env: tuple[str, ...] = (),
     warm: bool = True,
@@ -166,6 +169,24 @@ def preflight(
         parameters=result.get("parameters"),
         stage=str(result.get("stage", "")),
     )
+
+
+def preflight_sources(
+    sources: list[str],
+    settings: CampaignSettings,
+    param_cap: int = DEFAULT_PARAM_CAP,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    hidden_env: tuple[str, ...] = (),
+) -> list[PreflightResult]:
+    """Pre-flight candidate model.py texts with the arguments and input shape the campaign's train.py uses."""
+    num_outputs = settings.model_kwargs.get("num_classes")
+    return [
+        preflight(
+            source, settings.model_kwargs, settings.input_shape, num_outputs if isinstance(num_outputs, int) else None,
+            param_cap=param_cap, timeout_s=timeout_s, hidden_env=hidden_env,
+        )
+        for source in sources  # one at a time: a warm check takes a few hundredths of a second
+    ]
 
 
 def _run_warm(files: dict[str, str], timeout_s: float, hidden: tuple[str, ...]) -> CheckOutcome | None:

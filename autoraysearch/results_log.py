@@ -10,7 +10,7 @@ from autoraysearch.errors import AutoraysearchError
 from autoraysearch.settings import write_atomically
 
 COLUMNS = ("iteration", "commit", "metric", "delta", "status", "description")
-EXTRA_COLUMNS = ("candidate", "seconds", "node")
+EXTRA_COLUMNS = ("candidate", "seconds", "node", "tokens")
 # Statuses whose metric counts towards the best so far.
 BEST_STATUSES = ("baseline", "keep")
 

@@ -7,19 +7,23 @@ from datetime import datetime
 from pathlib import Path
 
 from prefect import flow, get_run_logger
+from pydantic import SecretStr
 
 from autoraysearch.artifacts import publish_campaign_artifacts
 from autoraysearch.campaign import open_campaign, roll_back
+from autoraysearch.campaign_end import close_stopped_campaign, publish_final_artifact
 from autoraysearch.errors import AutoraysearchError
 from autoraysearch.events import announce_campaign_finished, announce_new_best
 from autoraysearch.repository import ExperimentRepo
 from autoraysearch.cluster import CampaignTaskRunner, driver_node_id, on_repo_node, with_trial_resources
-from autoraysearch.experiment import Campaign, Candidate, Review, Trial, TrialResult, Verdict
+from autoraysearch.experiment import Campaign, Candidate, Ideas, Review, Trial, TrialResult, Verdict
+from autoraysearch.llm_ideator import campaign_api_key, config_from_settings
+from autoraysearch.settings import CampaignSettings
 from autoraysearch.stopping import Progress, StopConditions, parse_deadline, validate
 from autoraysearch.tasks.commit import candidate_branch, commit, commit_parallel
 from autoraysearch.tasks.decide import decide, decide_parallel
 from autoraysearch.tasks.ideate import IdeasExhausted, ideate
-from autoraysearch.tasks.log import log, log_experiment, result_row
+from autoraysearch.tasks.log import dropped_rows, log, log_experiment, result_row, usage_cell, with_tokens
 from autoraysearch.tasks.modify import modify
 from autoraysearch.tasks.review import review
 from autoraysearch.tasks.verify import verify
@@ -60,8 +64,18 @@ def autoraysearch_loop(
     parallel: int = 1,
     cpus_per_trial: float | None = None,
     gpus_per_trial: float | None = None,
+    ideator: str | None = None,
+    llm_model: str | None = None,
+    llm_base_url: str | None = None,
+    llm_command: str | None = None,
+    api_key_block: str | None = None,
+    goal: str | None = None,
 ) -> CampaignSummary:
-    """Improve model.py, `parallel` candidates per iteration, until a stop condition holds (none given: forever)."""
+    """Improve model.py, `parallel` candidates per iteration, until a stop condition holds (none given: forever).
+
+    ideator, llm_model, llm_base_url, llm_command, api_key_block and goal override autoraysearch.toml
+    for this run; API keys come from OPENAI_API_KEY / ANTHROPIC_API_KEY or the named Prefect Secret block.
+    """
     logger = get_run_logger()
     started = datetime.now()
     conditions = validate(
@@ -76,11 +90,13 @@ def autoraysearch_loop(
     if parallel < 1 or parallel > len(LETTERS):
         raise AutoraysearchError(f"--parallel must be between 1 and {len(LETTERS)}.")
     node = driver_node_id()
-    with open_campaign(
-        Path(experiment_dir), tag=tag, trial_timeout=trial_timeout, repo_node_id=node,
-        cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
-    ) as campaign:
+    overrides = dict(
+        cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, ideator=ideator, llm_model=llm_model,
+        llm_base_url=llm_base_url, llm_command=llm_command, api_key_block=api_key_block, goal=goal,
+    )
+    with open_campaign(Path(experiment_dir), tag=tag, trial_timeout=trial_timeout, repo_node_id=node, **overrides) as campaign:
         check_trial_fits(campaign.settings.cpus_per_trial, campaign.settings.gpus_per_trial)
+        api_key = ideator_key(campaign.settings)
         first = review_step(campaign, node, "start")
         best_metric, best_sha = first.best_metric, first.best_sha
         progress = Progress(iterations=0, started=started, best=best_metric, iterations_since_keep=0)
@@ -88,29 +104,35 @@ def autoraysearch_loop(
         kept = 0
         logger.info("campaign %s: best %s=%s at %s", campaign.branch, campaign.settings.metric, best_metric, best_sha[:7])
         publish_campaign_artifacts(campaign, progress, conditions)
-        while (reason := conditions.reason_to_stop(progress, datetime.now(), campaign.settings.higher_is_better)) is None:
-            try:
-                if parallel == 1:
-                    verdict = run_iteration(campaign, node, iteration)
-                else:
-                    verdict = run_parallel_iteration(campaign, node, iteration, parallel)
-            except IdeasExhausted as exc:
-                reason = str(exc)
-                break
-            kept += verdict.status == "keep"
-            progress = Progress(
-                iterations=progress.iterations + 1,
-                started=started,
-                best=verdict.best_metric,
-                iterations_since_keep=0 if verdict.status == "keep" else progress.iterations_since_keep + 1,
-            )
-            best_metric, best_sha = verdict.best_metric, verdict.best_sha
-            iteration += 1
-            if verdict.status == "keep":
-                announce_new_best(campaign)
-            publish_campaign_artifacts(campaign, progress, conditions)
+        try:
+            while (reason := conditions.reason_to_stop(progress, datetime.now(), campaign.settings.higher_is_better)) is None:
+                try:
+                    if parallel == 1:
+                        verdict = run_iteration(campaign, node, iteration, api_key)
+                    else:
+                        verdict = run_parallel_iteration(campaign, node, iteration, parallel, api_key)
+                except IdeasExhausted as exc:
+                    reason = str(exc)
+                    break
+                kept += verdict.status == "keep"
+                progress = Progress(
+                    iterations=progress.iterations + 1,
+                    started=started,
+                    best=verdict.best_metric,
+                    iterations_since_keep=0 if verdict.status == "keep" else progress.iterations_since_keep + 1,
+                )
+                best_metric, best_sha = verdict.best_metric, verdict.best_sha
+                iteration += 1
+                if verdict.status == "keep":
+                    announce_new_best(campaign)
+                publish_campaign_artifacts(campaign, progress, conditions)
+        except BaseException as exc:
+            # Cancelled, interrupted or failed: the iteration already put the branch back on its best.
+            close_stopped_campaign(campaign, progress, conditions, exc)
+            raise
         logger.info("stopping: %s; best %s=%s at %s", reason, campaign.settings.metric, best_metric, best_sha[:7])
         publish_campaign_artifacts(campaign, progress, conditions, stop_reason=reason)
+        publish_final_artifact(campaign, reason)
         announce_campaign_finished(campaign, reason)
         return CampaignSummary(
             branch=campaign.branch,
@@ -133,15 +155,47 @@ def next_iteration_number(campaign: Campaign) -> int:
     return read_results_log(campaign.paths.results, campaign.settings.higher_is_better).next_iteration()
 
 
-def run_iteration(campaign: Campaign, node: str | None, iteration: int) -> Verdict:
+def ideator_key(settings: CampaignSettings) -> SecretStr | None:
+    """The LLM ideator's API key, checked before the first iteration; masked wherever Prefect shows it."""
+    if settings.ideator == "mutate":
+        return None
+    key = campaign_api_key(config_from_settings(settings), settings.api_key_block)
+    return SecretStr(key) if key else None
+
+
+def ideate_step(campaign: Campaign, node: str | None, current: Review, iteration: int, labels: list[str],
+                api_key: SecretStr | None) -> tuple[Ideas, dict[str, str]]:
+    """Ask the ideator, log what it dropped before training; the tokens it spent go on the first row logged."""
+    with on_repo_node(node):
+        ideas = ideate.submit(current, campaign.settings, iteration, labels, api_key).result()
+        dropped = dropped_rows(ideas, iteration, len(labels))
+        tokens = usage_cell(ideas.usage)
+        for row in dropped:
+            log.submit(campaign, with_tokens(row, tokens), None).result()
+            tokens = {}
+    for row in dropped:
+        get_run_logger().info("%s %s: %s", row.iteration, row.status, row.description)
+    return ideas, tokens
+
+
+def nothing_to_train(current: Review, ideas: Ideas) -> Verdict:
+    """The verdict of an iteration whose every proposal was dropped before training."""
+    status = "crash" if ideas.crashed else "rejected"
+    return Verdict(status=status, delta=None, best_metric=current.best_metric, best_sha=current.best_sha)
+
+
+def run_iteration(campaign: Campaign, node: str | None, iteration: int, api_key: SecretStr | None = None) -> Verdict:
     """One candidate from idea to logged verdict; an interruption leaves the branch on the best commit."""
     label = str(iteration)
     current = review_step(campaign, node, label)
     candidate: Candidate | None = None
     sha: str | None = None
     try:
+        ideas, tokens = ideate_step(campaign, node, current, iteration, [label], api_key)
+        if not ideas.candidates:
+            return nothing_to_train(current, ideas)
+        [candidate] = ideas.candidates
         with on_repo_node(node):
-            [candidate] = ideate.submit(current, campaign.settings, iteration, [label]).result()
             modify.submit(campaign, candidate).result()
             sha = commit.submit(campaign, candidate).result()
         trial = make_trial(campaign, candidate, current.train_source)
@@ -150,7 +204,7 @@ def run_iteration(campaign: Campaign, node: str | None, iteration: int) -> Verdi
         result = retry_out_of_memory(campaign, {label: trial}, {label: result}).get(label, result)
         with on_repo_node(node):
             verdict = decide.submit(campaign, result, sha, current.best_metric, current.best_sha).result()
-            log.submit(campaign, result_row(candidate, verdict, result, sha[:7]), result).result()
+            log.submit(campaign, with_tokens(result_row(candidate, verdict, result, sha[:7]), tokens), result).result()
     except BaseException:
         # Ctrl-C, SIGTERM, cancellation or a failed step: never leave a candidate on the branch.
         roll_back(campaign, current.best_sha)
@@ -163,7 +217,9 @@ def run_iteration(campaign: Campaign, node: str | None, iteration: int) -> Verdi
     return verdict
 
 
-def run_parallel_iteration(campaign: Campaign, node: str | None, iteration: int, parallel: int) -> Verdict:
+def run_parallel_iteration(
+    campaign: Campaign, node: str | None, iteration: int, parallel: int, api_key: SecretStr | None = None
+) -> Verdict:
     """N candidates on N slices of the cluster; the best one that beats the best so far is kept."""
     labels = [f"{iteration}{letter}" for letter in LETTERS[:parallel]]
     current = review_step(campaign, node, str(iteration))
@@ -171,8 +227,11 @@ def run_parallel_iteration(campaign: Campaign, node: str | None, iteration: int,
     shas: dict[str, str] = {}
     settings = campaign.settings
     try:
+        ideas, tokens = ideate_step(campaign, node, current, iteration, labels, api_key)
+        if not ideas.candidates:
+            return nothing_to_train(current, ideas)
+        candidates = ideas.candidates
         with on_repo_node(node):
-            candidates = ideate.submit(current, settings, iteration, labels).result()
             shas = commit_parallel.submit(campaign, candidates, current.best_sha, iteration).result()
         trials = {c.label: make_trial(campaign, c, current.train_source) for c in candidates}
         with with_trial_resources(settings.cpus_per_trial, settings.gpus_per_trial):
@@ -186,8 +245,9 @@ def run_parallel_iteration(campaign: Campaign, node: str | None, iteration: int,
             ).result()
             for candidate, result in zip(candidates, ordered):
                 verdict = verdicts[candidate.label]
-                row = result_row(candidate, verdict, result, shas[candidate.label][:7])
+                row = with_tokens(result_row(candidate, verdict, result, shas[candidate.label][:7]), tokens)
                 log.submit(campaign, row, result).result()
+                tokens = {}
     except BaseException:
         roll_back(campaign, current.best_sha)
         discard_candidate_branches(campaign, list(shas))

@@ -1,39 +1,95 @@
-"""ideate: propose changes to model.py (the offline `mutate` ideator by default)."""
+"""ideate: propose changes to model.py, each pre-flighted on CPU before it may take a trial slot.
+
+The offline `mutate` ideator is the default; `openai`, `anthropic` and `command` ask an LLM (see
+llm_ideator). Whatever the ideator, a candidate that cannot import, build or map a tiny batch to the
+right output shape is dropped here, logged as a crash, and never reaches the cluster.
+"""
 
 from __future__ import annotations
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from pydantic import SecretStr
 
 from autoraysearch.errors import AutoraysearchError
-from autoraysearch.experiment import Candidate, Review
+from autoraysearch.experiment import Candidate, Dropped, Ideas, Review
+from autoraysearch.llm_clients import LLMUnavailable
+from autoraysearch.llm_ideator import config_from_settings, propose_with_llm
 from autoraysearch.model_source import fingerprint
 from autoraysearch.mutate import choose_mutations
+from autoraysearch.preflight import preflight_sources
 from autoraysearch.settings import CampaignSettings
+
+SPARES = 3  # mutations drawn per slot, so that a pre-flight failure has a replacement at hand
+# An LLM endpoint that is down or rate-limited past the client's own retries: wait, then ask again.
+LLM_RETRY_DELAYS = [10, 60, 300]
 
 
 class IdeasExhausted(AutoraysearchError):
     """The ideator has nothing left that was not tried already."""
 
 
-def propose_candidates(review: Review, settings: CampaignSettings, iteration: int, labels: list[str]) -> list[Candidate]:
-    """One candidate per label, each a different untried change to the current best model.py."""
+def propose_candidates(
+    review: Review, settings: CampaignSettings, iteration: int, labels: list[str], api_key: str | None = None
+) -> Ideas:
+    """One candidate per label (fewer if the ideator could not produce them), each different and pre-flighted."""
+    if settings.ideator == "mutate":
+        return propose_mutations(review, settings, iteration, labels)
+    return propose_with_llm(review, settings, labels, config_from_settings(settings), api_key)
+
+
+def propose_mutations(review: Review, settings: CampaignSettings, iteration: int, labels: list[str]) -> Ideas:
+    """The offline ideator: untried rule-based edits, the first ones that pass pre-flight."""
     # Seed per iteration: a resumed campaign does not replay the choices of the last run.
     mutations = choose_mutations(
-        review.model_source, tried=set(review.tried), seed=settings.seed * 1_000_003 + iteration, count=len(labels)
+        review.model_source, tried=set(review.tried), seed=settings.seed * 1_000_003 + iteration,
+        count=len(labels) * SPARES,
     )
     if not mutations:
         raise IdeasExhausted(
             "the mutate ideator has tried every change it knows for this model.py; "
             "edit model.py by hand or use another ideator to go on."
         )
-    return [
-        Candidate(label=label, description=m.description, model_source=m.source, fingerprint=fingerprint(m.source), kind=m.kind)
-        for label, m in zip(labels, mutations)
-    ]
+    candidates: list[Candidate] = []
+    crashed: list[Dropped] = []
+    # Pre-flight in slot-sized batches, so that spares are only checked when needed.
+    for start in range(0, len(mutations), len(labels)):
+        missing = len(labels) - len(candidates)
+        batch = mutations[start : start + missing]
+        if not batch:
+            break
+        for mutation, result in zip(batch, preflight_sources([m.source for m in batch], settings)):
+            if result.ok:
+                candidates.append(Candidate(
+                    label=labels[len(candidates)], description=mutation.description, model_source=mutation.source,
+                    fingerprint=fingerprint(mutation.source), kind=mutation.kind,
+                ))
+            else:
+                crashed.append(Dropped(mutation.description, f"pre-flight: {result.describe()}", "crash",
+                                       fingerprint(mutation.source)))
+        if len(candidates) == len(labels):
+            break
+    return Ideas(candidates=candidates, crashed=crashed)
 
 
-@task(name="ideate", task_run_name="ideate-{iteration}", cache_policy=NO_CACHE)
-def ideate(review: Review, settings: CampaignSettings, iteration: int, labels: list[str]) -> list[Candidate]:
-    """Propose one atomic change to model.py per label."""
-    return propose_candidates(review, settings, iteration, labels)
+def is_llm_outage(task, task_run, state) -> bool:
+    """Retry the ideate step only for an unreachable or overloaded LLM, never for a bad key or a bad answer."""
+    try:
+        state.result()
+    except LLMUnavailable:
+        return True
+    except BaseException:
+        return False
+    return False
+
+
+@task(
+    name="ideate", task_run_name="ideate-{iteration}", cache_policy=NO_CACHE,
+    retries=len(LLM_RETRY_DELAYS), retry_delay_seconds=LLM_RETRY_DELAYS, retry_condition_fn=is_llm_outage,
+)
+def ideate(
+    review: Review, settings: CampaignSettings, iteration: int, labels: list[str], api_key: SecretStr | None = None
+) -> Ideas:
+    """Propose one atomic change to model.py per label and pre-flight each on CPU."""
+    key = api_key.get_secret_value() if api_key is not None else None
+    return propose_candidates(review, settings, iteration, labels, key)

@@ -5,7 +5,9 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from autoraysearch.experiment import Campaign, Candidate, TrialResult, Verdict
+from dataclasses import replace
+
+from autoraysearch.experiment import Campaign, Candidate, Ideas, TrialResult, Verdict
 from autoraysearch.results_log import ResultRow, append_result, clean_text
 from autoraysearch.settings import write_atomically
 
@@ -28,6 +30,39 @@ def result_row(candidate: Candidate, verdict: Verdict, result: TrialResult, shor
         description=description,
         extra={"candidate": candidate.fingerprint, "seconds": f"{result.seconds:g}", "node": (result.node_id or "")[:8]},
     )
+
+
+def dropped_rows(ideas: Ideas, iteration: int, wanted: int) -> list[ResultRow]:
+    """Rows for what never reached a trial: each pre-flight failure, then each slot the ideator left empty.
+
+    They are labelled 5.1, 5.2 … so that iteration 5's trained candidates keep their usual labels.
+    """
+    rows = [
+        ResultRow(
+            iteration="", commit="-", metric=None, delta=None, status="crash",
+            description=f"{d.description} ({clean_text(d.reason)[-ERROR_CHARS:]})", extra={"candidate": d.fingerprint},
+        )
+        for d in ideas.crashed
+    ]
+    empty_slots = max(0, wanted - len(ideas.candidates) - len(ideas.crashed))
+    reasons = [r for r in reversed(ideas.rejected) if not r[1].startswith("pre-flight:")]
+    for n in range(empty_slots):
+        what, reason = reasons[n] if n < len(reasons) else ("answer", "the ideator proposed too few changes")
+        rows.append(ResultRow(
+            iteration="", commit="-", metric=None, delta=None, status="rejected",
+            description=f"{what} (rejected: {clean_text(reason)[-ERROR_CHARS:]})",
+        ))
+    return [replace(row, iteration=f"{iteration}.{n}") for n, row in enumerate(rows, start=1)]
+
+
+def usage_cell(usage: dict[str, int]) -> dict[str, str]:
+    """The tokens an LLM ideator spent in one iteration, as the `tokens` column (input+output); none for mutate."""
+    spent = usage.get("input_tokens", 0), usage.get("output_tokens", 0)
+    return {"tokens": f"{spent[0]}+{spent[1]}"} if any(spent) else {}
+
+
+def with_tokens(row: ResultRow, tokens: dict[str, str]) -> ResultRow:
+    return replace(row, extra={**row.extra, **tokens}) if tokens else row
 
 
 def save_trial_output(campaign: Campaign, result: TrialResult) -> None:
