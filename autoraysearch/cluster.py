@@ -6,7 +6,10 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import socket
+import sys
+import threading
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -82,7 +85,8 @@ class CampaignTaskRunner(RayTaskRunner):
         starts_ray = not ray.is_initialized()
         if starts_ray:
             self.address, self.init_kwargs = ray_init_arguments(self.address, self.init_kwargs)
-            connect(self.address, self.init_kwargs)  # so a bad address is one sentence, not a traceback
+            with keeping_sigterm_handler():
+                connect(self.address, self.init_kwargs)  # so a bad address is one sentence, not a traceback
         super().__enter__()
         self._owns_ray = starts_ray  # connected here, so disconnected at exit
         return self
@@ -139,6 +143,24 @@ def ray_init_arguments(address: str | None, init_kwargs: dict[str, Any] | None =
     return address, kwargs
 
 
+@contextlib.contextmanager
+def keeping_sigterm_handler() -> Iterator[None]:
+    """Keep the SIGTERM handler in charge across ray.init, which installs a bare sys.exit of its own.
+
+    In a deployment run that handler is Prefect's cancellation bridge: a cancelled run then ends as
+    Cancelled after the loop's clean-up, not as a crash.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if handler is not None:
+            signal.signal(signal.SIGTERM, handler)
+
+
 def refuse_unreachable(address: str) -> None:
     """A HOST:PORT nobody listens on fails at once (ray.init would retry it for minutes)."""
     host, _, port = address.rpartition(":")
@@ -153,13 +175,41 @@ def refuse_unreachable(address: str) -> None:
         ) from None
 
 
+@contextlib.contextmanager
+def local_ray_in_own_session(local: bool) -> Iterator[None]:
+    """Start a local Ray's processes in a session of their own, as Ray itself does on Windows.
+
+    A Prefect worker cancels a flow run by signalling the flow's whole process group. A local Ray in
+    that group would die at once, before the loop has cancelled its trials through it and shut it
+    down; outside it, Ray's kernel fate-sharing (PR_SET_PDEATHSIG) still ends it with the flow.
+    """
+    from ray._private import services
+    from ray._private.utils import detect_fate_sharing_support
+
+    if not local or not sys.platform.startswith("linux") or not detect_fate_sharing_support():
+        yield  # without fate-sharing, Ray's reaper relies on its processes sharing our group
+        return
+    popen = services.ConsolePopen
+
+    class SessionPopen(popen):
+        def __init__(self, *args: Any, **kwargs: Any):
+            super().__init__(*args, start_new_session=True, **kwargs)
+
+    services.ConsolePopen = SessionPopen
+    try:
+        yield
+    finally:
+        services.ConsolePopen = popen
+
+
 def connect(address: str, kwargs: dict[str, Any]) -> None:
     """ray.init, turning a cluster that cannot be reached into one sentence saying what to check."""
     import ray
 
     refuse_unreachable(address)
     try:
-        ray.init(None if address == "auto" else address, **kwargs)
+        with local_ray_in_own_session(address == "local"):
+            ray.init(None if address == "auto" else address, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         ray.shutdown()
         detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
