@@ -124,3 +124,45 @@ def _alive(pid: int) -> bool:
             return handle.read().rsplit(")", 1)[1].split()[0] != "Z"  # PID 1 here may not reap zombies
     except FileNotFoundError:
         return False
+
+
+FRAGILE_MODEL = '''import torch
+from torch import nn
+
+
+class Model(nn.Module):
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 8, kernel_size=3, padding=1)
+        self.act = nn.ReLU()
+        self.head = nn.Linear(8 * 8 * 8, num_classes)
+
+    def forward(self, x):
+        if self.conv.kernel_size != (3, 3) or type(self.act) is not nn.ReLU:
+            raise ValueError("this model only works with 3x3 kernels and ReLU")
+        return self.head(self.act(self.conv(x)).flatten(1))
+'''
+
+
+@pytest.mark.slow
+def test_mutations_that_fail_preflight_are_logged_as_crashes_and_never_train(services, tmp_path):
+    from autoraysearch.flows.loop import autoraysearch_loop
+    from autoraysearch.flows.setup_experiment import autoraysearch_setup
+    from autoraysearch.results_log import read_results_log
+    from conftest import git, make_repo
+
+    exp = make_repo(tmp_path / "exp", {"model.py": FRAGILE_MODEL})
+    autoraysearch_setup(experiment_dir=str(exp), epochs=1)
+    baseline_head = git(exp, "rev-parse", "HEAD")
+    started = time.monotonic()
+    summary = autoraysearch_loop(experiment_dir=str(exp), max_iterations=1)
+    print(f"\none iteration of three pre-flight failures: {time.monotonic() - started:.1f} s")
+    rows = read_results_log(exp / "autoraysearch-results.tsv", True).rows
+    assert [r.iteration for r in rows] == ["0", "1.1", "1.2", "1.3"]
+    for row in rows[1:]:
+        assert row.status == "crash" and row.metric is None and row.extra["candidate"]
+        assert row.description.endswith("(pre-flight: ValueError: this model only works with 3x3 kernels and ReLU "
+                                        "(in the forward pass on a batch of 2))")
+    assert len({r.extra["candidate"] for r in rows[1:]}) == 3  # three different changes, each now 'tried'
+    assert not list((exp / ".autoraysearch" / "logs").glob("1*.log"))  # no trial ever started
+    assert summary.iterations == 1 and git(exp, "rev-parse", summary.branch) == baseline_head
