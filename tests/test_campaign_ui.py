@@ -84,7 +84,7 @@ def test_steps_artifacts_and_events_of_a_campaign(services, example_repo: Path, 
     (exp / "train.py").write_text(IMPROVING_TRAIN_PY.format(counter=str(tmp_path / "calls")))
     git(exp, "add", "train.py")
     git(exp, "commit", "-q", "-m", "my own train.py")
-    autoraysearch_setup(experiment_dir=str(exp), train_py="train.py", metric="score")
+    setup_run = autoraysearch_setup(experiment_dir=str(exp), train_py="train.py", metric="score", return_state=True)
 
     first, sequential_run = run_loop(exp, max_iterations=1, tag="ui")
     second, parallel_run = run_loop(exp, max_iterations=1, parallel=2)
@@ -99,8 +99,11 @@ def test_steps_artifacts_and_events_of_a_campaign(services, example_repo: Path, 
         names = poll(lambda: task_run_names(client, parallel_run), lambda n: expected <= n)
         assert expected <= names, names
 
+        baseline, _ = latest_artifacts(client, setup_run.state_details.flow_run_id)
+        assert baseline[RESULTS_KEY].description == f"Set-up in {exp}: best score=0.5 from the baseline"
+
         latest, every = latest_artifacts(client, parallel_run)
-        assert set(latest) == {RESULTS_KEY, PROGRESS_KEY, DIFF_KEY, PLOT_KEY}
+        assert {RESULTS_KEY, PROGRESS_KEY, DIFF_KEY, PLOT_KEY} <= set(latest)
         assert sum(a.key == RESULTS_KEY for a in every) == 3  # at the start, after the iteration, at the end
 
         table = latest[RESULTS_KEY].data
