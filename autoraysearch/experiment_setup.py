@@ -45,6 +45,13 @@ def plan_setup(
     trial_timeout: float | None = None,
     cpus_per_trial: float = 1.0,
     gpus_per_trial: float = 0.0,
+    data_dir: str | None = None,
+    data_module: str | None = None,
+    download: bool = False,
+    model_kwargs: dict | None = None,
+    batch_size: int = 64,
+    learning_rate: float = 1e-3,
+    compile: bool = False,
 ) -> SetupPlan:
     """Check the folder and model.py, and produce the train.py text and settings to write."""
     repo = ExperimentRepo(experiment_dir)
@@ -70,17 +77,41 @@ def plan_setup(
         return SetupPlan(paths=paths, settings=settings, model_source=model_source, train_source=source)
 
     refuse_foreign_train_py(repo, paths.root / "train.py")
-    info = describe_dataset(dataset, paths.root)
-    accepted = init_parameters(tree)
-    model_kwargs = {"num_classes": info.num_classes} if accepted is None or "num_classes" in accepted else {}
+    processes = processes_for(gpus_per_trial)
+    info = describe_dataset(dataset, paths.root, data_dir=data_dir, data_module=data_module, download=download)
+    if info.data_module and repo.uncommitted([info.data_module]):
+        # Every trial is judged with this file: it must be one that git can give back.
+        raise AutoraysearchError(
+            f"{info.data_module} has uncommitted changes; commit it first (git add {info.data_module} && git commit)."
+        )
+    if model_kwargs is None:
+        accepted = init_parameters(tree)
+        takes_classes = info.num_classes is not None and (accepted is None or "num_classes" in accepted)
+        model_kwargs = {"num_classes": info.num_classes} if takes_classes else {}
     settings = CampaignSettings(
-        **common, train_py="train.py", generated=True, dataset=info.name, epochs=epochs,
-        time_budget=time_budget, model_kwargs=model_kwargs, input_shape=list(info.input_shape),
+        **common, train_py="train.py", generated=True, dataset=info.name, data_dir=info.data_dir,
+        data_module=info.data_module, epochs=epochs, time_budget=time_budget, model_kwargs=model_kwargs,
+        input_shape=list(info.input_shape), num_classes=info.num_classes,
     )
     spec = TrainSpec(
-        dataset=info.name, epochs=epochs, time_budget=time_budget, seed=seed, metric=metric, model_kwargs=model_kwargs,
+        dataset=info.name, epochs=epochs, time_budget=time_budget, seed=seed, batch_size=batch_size,
+        learning_rate=learning_rate, metric=metric, model_kwargs=model_kwargs, data_dir=info.data_dir,
+        download=download, data_module=info.data_module, input_shape=info.input_shape,
+        num_classes=info.num_classes, processes=processes, compile=compile,
     )
     return SetupPlan(paths=paths, settings=settings, model_source=model_source, train_source=render_train_py(spec))
+
+
+def processes_for(gpus_per_trial: float) -> int:
+    """Training processes of a generated train.py: one per GPU of a multi-GPU trial, else one."""
+    if gpus_per_trial <= 1:
+        return 1
+    if gpus_per_trial != int(gpus_per_trial):
+        raise AutoraysearchError(
+            f"--gpus-per-trial {gpus_per_trial:g} cannot be split into whole GPUs for DDP: use a fraction up to 1 "
+            "or a whole number."
+        )
+    return int(gpus_per_trial)
 
 
 def refuse_foreign_train_py(repo: ExperimentRepo, path: Path) -> None:

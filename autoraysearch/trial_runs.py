@@ -30,9 +30,13 @@ def make_trial(campaign: Campaign, candidate: Candidate, train_source: str, labe
     """The candidate's model.py and the campaign's train.py, as data the trial's node writes itself."""
     settings = campaign.settings
     label = label or candidate.label
+    files = {Path(settings.model_py).name: candidate.model_source, Path(settings.train_py).name: train_source}
+    if settings.generated and settings.data_module:
+        # A custom dataset's module travels with the candidate like model.py: trials never read the repo.
+        files[settings.data_module] = (campaign.paths.root / settings.data_module).read_text()
     return Trial(
         label=label,
-        files={Path(settings.model_py).name: candidate.model_source, Path(settings.train_py).name: train_source},
+        files=files,
         metric=settings.metric,
         timeout=campaign.trial_timeout,
         env=trial_env(settings.cpus_per_trial, settings.gpus_per_trial),

@@ -42,12 +42,21 @@ def autoraysearch_setup(
     trial_timeout: float | None = None,
     cpus_per_trial: float = 1.0,
     gpus_per_trial: float = 0.0,
+    data_dir: str | None = None,
+    data_module: str | None = None,
+    download: bool = False,
+    model_kwargs: dict | None = None,
+    batch_size: int = 64,
+    learning_rate: float = 1e-3,
+    compile: bool = False,
 ) -> SetupSummary:
     """Write train.py and autoraysearch.toml, run train.py once and record its metric as iteration 0."""
     plan = plan_setup(
         Path(experiment_dir), model_py=model_py, dataset=dataset, epochs=epochs, time_budget=time_budget,
         seed=seed, metric=metric, direction=direction, train_py=train_py, goal=goal,
         trial_timeout=trial_timeout, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
+        data_dir=data_dir, data_module=data_module, download=download, model_kwargs=model_kwargs,
+        batch_size=batch_size, learning_rate=learning_rate, compile=compile,
     )
     plan.paths.make_state_dir()
     with CampaignLock(plan.paths.lock):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import ast
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,13 +18,27 @@ import pytest
 from autoraysearch.datasets import DatasetInfo, describe_dataset
 from autoraysearch.errors import AutoraysearchError
 from autoraysearch.rendering import TrainSpec, render_train_py
+from small_datasets import (
+    CUSTOM_DATA_PY,
+    FASHION_MNIST_DIR,
+    IMAGE_MODEL,
+    MLP_MODEL,
+    REGRESSION_MODEL,
+    write_cifar10_folder,
+    write_cifar100_archive,
+    write_mnist_like,
+)
 
 EXAMPLE_MODEL = Path(__file__).resolve().parents[1] / "examples" / "digits" / "model.py"
 METRIC_LINE = re.compile(r"^val_acc=(\d\.\d{4})$")
 PROGRESS_LINE = re.compile(
     r"^epoch=(\d+)(?:/(\d+))? train_loss=(\d+\.\d{4}) val_acc=(\d\.\d{4}) elapsed_s=(\d+\.\d)$"
 )
+MSE_LINE = re.compile(r"^val_mse=(\d+\.\d{4})$")
 TIME_BUDGET = 1.5
+HAS_FASHION_MNIST = (FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").is_file()
+# Only where apt-get could not install it (.ci/run installs it wherever apt-get works).
+NO_FASHION_MNIST = "Debian's dataset-fashion-mnist is not installed: apt-get install dataset-fashion-mnist"
 
 # A model whose Model() takes no arguments, for a 4-feature, 3-class problem.
 NO_ARG_MODEL = '''
@@ -68,8 +84,13 @@ def scenarios(root: Path) -> dict[str, tuple[TrainSpec, str | None, dict[str, st
     """Each run: its spec, its model.py source (None: the bundled example), extra environment."""
     npz = root / "data.npz"
     write_learnable_npz(npz)
+    data = root / "data"
+    write_mnist_like(data / "mnist")
+    write_cifar10_folder(data / "cifar10")
+    write_cifar100_archive(data / "cifar100")
     digits = TrainSpec("digits", epochs=2, model_kwargs={"num_classes": 10})
-    return {
+    custom = TrainSpec("custom", epochs=4, batch_size=32, learning_rate=0.01, metric="val_mse", data_module="data.py")
+    runs = {
         "digits": (digits, None, {}),
         "digits_again": (digits, None, {}),
         "digits_seed1": (TrainSpec("digits", epochs=2, seed=1, model_kwargs={"num_classes": 10}), None, {}),
@@ -82,7 +103,37 @@ def scenarios(root: Path) -> dict[str, tuple[TrainSpec, str | None, dict[str, st
         ),
         # On the npz data: it fails before the data matters, and skips importing scikit-learn.
         "nan": (TrainSpec(f"npz:{npz}", epochs=1), NAN_MODEL, {}),
+        "mnist": (
+            TrainSpec("mnist", epochs=2, batch_size=32, data_dir=str(data / "mnist"), model_kwargs={"num_classes": 10}),
+            MLP_MODEL, {},
+        ),
+        "cifar10": (
+            TrainSpec("cifar10", epochs=2, batch_size=32, data_dir=str(data / "cifar10"),
+                      model_kwargs={"num_classes": 10, "channels": 3}),
+            IMAGE_MODEL, {},
+        ),
+        "cifar100_archive": (
+            TrainSpec("cifar100", epochs=1, batch_size=32, data_dir=str(data / "cifar100"),
+                      model_kwargs={"num_classes": 100, "channels": 3}),
+            IMAGE_MODEL, {},
+        ),
+        "missing_files": (TrainSpec("fashionmnist", epochs=1, data_dir=str(data)), IMAGE_MODEL, {}),
+        "custom": (custom, REGRESSION_MODEL, {}),
+        # Two gloo processes on the CPU, forked from train.py.
+        "ddp_digits": (TrainSpec("digits", epochs=2, model_kwargs={"num_classes": 10}, processes=2), None, {}),
+        "ddp_budget": (
+            TrainSpec(f"npz:{npz}", epochs=None, time_budget=TIME_BUDGET, batch_size=32, processes=2), NO_ARG_MODEL, {},
+        ),
+        "ddp_custom": (replace(custom, processes=2), REGRESSION_MODEL, {}),
+        "ddp_nan": (TrainSpec(f"npz:{npz}", epochs=1, processes=2), NAN_MODEL, {}),
     }
+    if HAS_FASHION_MNIST:
+        runs["fashionmnist"] = (
+            TrainSpec("fashionmnist", epochs=None, time_budget=1.0, batch_size=256, data_dir=str(FASHION_MNIST_DIR),
+                      model_kwargs={"num_classes": 10}),
+            MLP_MODEL, {},
+        )
+    return runs
 
 
 @pytest.fixture(scope="module")
@@ -98,8 +149,11 @@ def runs(tmp_path_factory):
             shutil.copy(EXAMPLE_MODEL, workdir / "model.py")
         else:
             (workdir / "model.py").write_text(model_source)
-        # One thread each so the parallel runs do not fight over the cores.
-        env = {**os.environ, "AUTORAYSEARCH_NUM_THREADS": "1", **extra_env}
+        if spec.data_module:
+            (workdir / spec.data_module).write_text(CUSTOM_DATA_PY)
+        # One thread per process so the parallel runs do not fight over the cores.
+        threads = str(spec.processes)
+        env = {**os.environ, "AUTORAYSEARCH_NUM_THREADS": threads, **extra_env}
         process = subprocess.Popen(
             [sys.executable, "train.py"],
             cwd=workdir,
@@ -111,14 +165,15 @@ def runs(tmp_path_factory):
         started[name] = process
     results = {}
     for name, process in started.items():
-        stdout, stderr = process.communicate(timeout=300)
-        results[name] = (process.returncode, stdout, stderr)
+        stdout, stderr = process.communicate(timeout=600)
+        summary = root / name / "train_summary.json"
+        results[name] = (process.returncode, stdout, stderr, json.loads(summary.read_text()) if summary.exists() else None)
     return results
 
 
 def successful_lines(result) -> list[str]:
     """The stdout lines of a run that must have exited 0."""
-    returncode, stdout, stderr = result
+    returncode, stdout, stderr, _ = result
     assert returncode == 0, stderr
     return stdout.splitlines()
 
@@ -192,6 +247,52 @@ def test_render_has_header_and_imports_model_only_inside_a_function():
         assert f"# ---- {section} ----" in source
 
 
+VARIANTS = [
+    TrainSpec("digits"),
+    TrainSpec("mnist", data_dir="/data/mnist"),
+    TrainSpec("fashionmnist", data_dir="/usr/share/datasets/fashion-mnist", download=True),
+    TrainSpec("cifar10", data_dir="/data/cifar", compile=True),
+    TrainSpec("cifar100", data_dir="/data/cifar", augment=False, channels_last=False, bf16=False),
+    TrainSpec("npz:/data/arrays.npz", epochs=None, time_budget=60.0),
+    TrainSpec("custom", data_module="data.py", metric="val_mse"),
+]
+
+
+@pytest.mark.parametrize("processes", [1, 4])
+@pytest.mark.parametrize("spec", VARIANTS, ids=lambda spec: spec.dataset.split(":")[0])
+def test_every_variant_renders_to_readable_python(spec, processes):
+    source = render_train_py(replace(spec, processes=processes))
+    tree = ast.parse(source)
+    settings = module_settings(source)
+    assert source.splitlines()[0] == "# train.py: generated by autoraysearch. DO NOT MODIFY."
+    # The settings block comes first, every setting with a comment saying what it means.
+    body = source.split("# ---- settings ----", 1)[1].split("# ---- runtime ----", 1)[0]
+    for line in body.splitlines():
+        if re.match(r"^[A-Z_]+ = ", line):
+            assert "  # " in line, line
+    for name in ("INPUT_SHAPE", "NUM_CLASSES", "AUGMENT", "CHANNELS_LAST", "BF16", "COMPILE", "RESIDENT_MAX_BYTES"):
+        assert name in settings
+    assert settings["COMPILE"] == spec.compile and settings["CHANNELS_LAST"] == spec.channels_last
+    assert settings["AUGMENT"] == (spec.dataset.startswith("cifar") if spec.augment is None else spec.augment)
+    # Only the chosen dataset's loader is in the file.
+    functions = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+    assert ("read_idx" in functions) == spec.dataset.endswith("mnist")
+    assert ("read_batches" in functions) == spec.dataset.startswith("cifar")
+    assert ("data_module" in functions) == (spec.dataset == "custom")
+    # The DDP template is the single-device one plus its process handling, nothing copied twice.
+    assert ("PROCESSES" in settings) == (processes > 1)
+    assert ("run_rank" in functions) == (processes > 1) == ("import torch.distributed as dist" in source)
+    assert len(functions) == len([n for n in tree.body if isinstance(n, ast.FunctionDef)])
+
+
+def test_known_datasets_write_their_input_shape_and_classes():
+    assert module_settings(render_train_py(TrainSpec("cifar100", data_dir="/d")))["INPUT_SHAPE"] == (3, 32, 32)
+    assert module_settings(render_train_py(TrainSpec("cifar100", data_dir="/d")))["NUM_CLASSES"] == 100
+    assert module_settings(render_train_py(TrainSpec("digits")))["INPUT_SHAPE"] == (1, 8, 8)
+    npz = module_settings(render_train_py(TrainSpec("npz:/a.npz", input_shape=(4,), num_classes=3)))
+    assert (npz["INPUT_SHAPE"], npz["NUM_CLASSES"]) == ((4,), 3)
+
+
 def digits_split(seed: int):
     """Run the rendered train.py's digits loader alone, without importing torch, for a given SEED."""
     tree = ast.parse(render_train_py(TrainSpec("digits", seed=seed)))
@@ -232,7 +333,13 @@ def test_digits_split_is_fixed_stratified_and_independent_of_seed():
         ({"model_kwargs": {"num classes": 10}}, "model argument name"),
         ({"model_kwargs": {"layer": object()}}, "cannot be written"),
         ({"dataset": "npz:relative.npz"}, "absolute path"),
-        ({"dataset": "mnist"}, "dataset"),
+        ({"dataset": "imagenet"}, "dataset"),
+        ({"dataset": "mnist"}, "absolute"),
+        ({"dataset": "cifar10", "data_dir": "relative/dir"}, "absolute"),
+        ({"dataset": "custom"}, "data module"),
+        ({"dataset": "custom", "data_module": "my data.py"}, "data module"),
+        ({"processes": 0}, "processes"),
+        ({"processes": 4, "batch_size": 2}, "smaller than the 4 training processes"),
     ],
 )
 def test_render_refuses_a_bad_spec_with_one_sentence(changes, words):
@@ -286,12 +393,105 @@ def test_npz_run_with_a_no_argument_model(runs):
 
 
 def test_nan_loss_stops_with_one_error_line(runs):
-    returncode, stdout, stderr = runs["nan"]
+    returncode, stdout, stderr, _ = runs["nan"]
     assert returncode == 1
     assert stderr.strip().splitlines()[-1] == (
         "error: training loss is nan at epoch 1 step 1; lower LEARNING_RATE or fix the model"
     )
     assert not any(METRIC_LINE.match(line) for line in stdout.splitlines())
+
+
+def test_the_summary_file_holds_the_runs_figures(runs):
+    lines = successful_lines(runs["digits"])
+    summary = runs["digits"][3]
+    assert summary["metric"] == "val_acc" and f"val_acc={summary['value']:.4f}" == lines[-1]
+    assert summary["epochs"] == 2 and summary["processes"] == 1 and summary["device"] == "cpu"
+    assert summary["parameters"] == 38378  # the bundled example's parameter count
+    assert summary["samples_per_s"] > 0 and summary["peak_memory_bytes"] > 10_000_000
+    assert 0 < summary["train_seconds"] < summary["total_seconds"]
+
+
+def test_mnist_from_torchvisions_layout_of_gzipped_idx_files(runs):
+    lines = successful_lines(runs["mnist"])
+    assert len(progress(lines)) == 2
+    assert metric_value(lines) > 0.5  # chance is 0.1
+
+
+def test_cifar10_from_its_folder_with_augmentation(runs):
+    lines = successful_lines(runs["cifar10"])
+    assert len(progress(lines)) == 2
+    assert metric_value(lines) > 0.2  # chance is 0.1; the bands survive 4-pixel shifts and flips
+
+
+def test_cifar100_straight_from_its_archive(runs):
+    lines = successful_lines(runs["cifar100_archive"])
+    assert len(progress(lines)) == 1
+    metric_value(lines)
+
+
+@pytest.mark.skipif(not HAS_FASHION_MNIST, reason=NO_FASHION_MNIST)
+def test_fashion_mnist_from_the_debian_package_folder(runs):
+    lines = successful_lines(runs["fashionmnist"])
+    assert metric_value(lines) > 0.6  # 60000 real images, 10000 validated; chance is 0.1
+    assert runs["fashionmnist"][3]["samples_per_s"] > 0
+
+
+def test_missing_image_files_say_where_to_put_them(runs):
+    returncode, stdout, stderr, _ = runs["missing_files"]
+    assert returncode == 1
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("error: Fashion-MNIST files are not in ")
+    assert "train-images-idx3-ubyte.gz" in last and "--download" in last
+    assert not stdout.strip()
+
+
+def mse_values(lines: list[str]) -> list[float]:
+    return [float(re.search(r"val_mse=(\d+\.\d{4})", line).group(1)) for line in lines]
+
+
+def test_custom_data_module_with_its_own_loss_and_lower_is_better_metric(runs):
+    lines = successful_lines(runs["custom"])
+    assert MSE_LINE.match(lines[-1]), lines[-1]
+    values = mse_values(lines)
+    assert len(values) == 5 and values[-2] == values[-1]  # four epochs, then the metric line
+    assert values[-1] < values[0] / 2  # the regression really trains (targets have variance ~7.5)
+
+
+def test_ddp_on_two_cpu_processes_keeps_ranks_equal_and_prints_the_metric_last(runs):
+    lines = successful_lines(runs["ddp_digits"])
+    matches = progress(lines)
+    assert [(m.group(1), m.group(2)) for m in matches] == [("1", "2"), ("2", "2")]  # rank 0 alone reports
+    assert metric_value(lines) > 0.3
+    summary = runs["ddp_digits"][3]
+    assert summary["processes"] == 2
+    checksums = summary["parameter_checksums"]
+    assert len(checksums) == 2 and checksums[0] == checksums[1]
+
+
+def test_ddp_time_budget_stops_every_rank_together(runs):
+    lines = successful_lines(runs["ddp_budget"])
+    metric_value(lines)
+    trained = float(progress(lines)[-1].group(5))
+    assert TIME_BUDGET - 0.1 <= trained <= TIME_BUDGET + 1.0
+    assert len(set(runs["ddp_budget"][3]["parameter_checksums"])) == 1
+
+
+def test_ddp_with_a_dataloader_and_a_custom_metric(runs):
+    lines = successful_lines(runs["ddp_custom"])
+    assert MSE_LINE.match(lines[-1])
+    values = mse_values(lines)
+    assert values[-1] < values[0]
+    assert len(set(runs["ddp_custom"][3]["parameter_checksums"])) == 1
+
+
+def test_ddp_nan_loss_stops_every_rank_with_the_failure_line(runs):
+    returncode, stdout, stderr, summary = runs["ddp_nan"]
+    assert returncode == 1
+    assert stderr.strip().splitlines()[-1] == (
+        "error: training loss is nan at epoch 1 step 1; lower LEARNING_RATE or fix the model"
+    )
+    assert not any(METRIC_LINE.match(line) for line in stdout.splitlines())
+    assert summary is None
 
 
 # ---- describe_dataset ----
@@ -315,8 +515,8 @@ def test_describe_npz_resolves_a_relative_path(tmp_path):
 
 
 def test_describe_unknown_dataset():
-    with pytest.raises(AutoraysearchError, match=r"dataset 'mnist' is unknown: use 'digits' or 'npz:PATH'"):
-        describe_dataset("mnist", Path("."))
+    with pytest.raises(AutoraysearchError, match=r"dataset 'imagenet' is unknown: use 'digits', 'mnist'"):
+        describe_dataset("imagenet", Path("."))
 
 
 def test_describe_missing_file(tmp_path):
@@ -335,3 +535,66 @@ def test_describe_refuses_float_labels(tmp_path):
     np.savez(tmp_path / "floats.npz", X_train=x, y_train=np.array([0.5, 1.0]), X_val=x, y_val=np.array([0, 1]))
     with pytest.raises(AutoraysearchError, match="non-negative integers"):
         describe_dataset("npz:floats.npz", tmp_path)
+
+
+def test_describe_an_image_set_in_torchvision_layout(tmp_path):
+    write_mnist_like(tmp_path / "data", train=20, val=10)
+    info = describe_dataset("mnist", tmp_path, data_dir="data")
+    assert info == DatasetInfo("mnist", (1, 28, 28), 10, data_dir=str((tmp_path / "data").resolve()))
+
+
+@pytest.mark.skipif(not HAS_FASHION_MNIST, reason=NO_FASHION_MNIST)
+def test_describe_fashion_mnist_from_the_debian_package():
+    info = describe_dataset("fashionmnist", Path("/"), data_dir=str(FASHION_MNIST_DIR))
+    assert (info.input_shape, info.num_classes, info.data_dir) == ((1, 28, 28), 10, str(FASHION_MNIST_DIR))
+
+
+def test_describe_cifar_folder_and_archive(tmp_path):
+    write_cifar10_folder(tmp_path / "c10", per_batch=2, val=2)
+    write_cifar100_archive(tmp_path / "c100", train=2, val=2)
+    assert describe_dataset("cifar10", tmp_path, data_dir="c10").input_shape == (3, 32, 32)
+    assert describe_dataset("cifar100", tmp_path, data_dir="c100").num_classes == 100
+
+
+def test_describe_an_image_set_without_its_files(tmp_path):
+    with pytest.raises(AutoraysearchError, match=r"needs --data-dir"):
+        describe_dataset("cifar10", tmp_path)
+    with pytest.raises(AutoraysearchError, match=r"CIFAR-10 files are not in .*: put the folder cifar-10-batches-py/"):
+        describe_dataset("cifar10", tmp_path, data_dir=".")
+    # With --download train.py fetches them; setup only needs the folder.
+    assert describe_dataset("cifar10", tmp_path, data_dir=".", download=True).data_dir == str(tmp_path.resolve())
+
+
+def test_describe_refuses_idx_files_of_the_wrong_size(tmp_path):
+    from small_datasets import write_idx
+
+    write_mnist_like(tmp_path, train=4, val=4)
+    write_idx(tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte.gz", np.zeros((4, 8, 8), dtype=np.uint8))
+    with pytest.raises(AutoraysearchError, match=r"holds 8x8 images, not the 28x28 of MNIST"):
+        describe_dataset("mnist", tmp_path, data_dir=".")
+
+
+def test_describe_a_custom_data_module(tmp_path):
+    (tmp_path / "data.py").write_text(CUSTOM_DATA_PY)
+    info = describe_dataset("custom", tmp_path, data_module="data.py")
+    assert info == DatasetInfo("custom", (4,), None, data_module="data.py")
+
+
+def test_describe_a_custom_classification_module_counts_its_classes(tmp_path):
+    (tmp_path / "cls.py").write_text(
+        "import torch\nfrom torch.utils.data import TensorDataset\n"
+        "def load_data():\n"
+        "    x = torch.zeros(6, 2, 3)\n"
+        "    return TensorDataset(x, torch.tensor([0, 1, 4, 0, 1, 2])), TensorDataset(x[:2], torch.tensor([0, 1]))\n"
+    )
+    assert describe_dataset("custom", tmp_path, data_module="cls.py") == DatasetInfo(
+        "custom", (2, 3), 5, data_module="cls.py"
+    )
+
+
+def test_describe_a_custom_module_that_breaks_the_contract(tmp_path):
+    (tmp_path / "data.py").write_text("def load_data():\n    return [1, 2, 3]\n")
+    with pytest.raises(AutoraysearchError, match=r"data.py cannot be used: load_data\(\) returned list"):
+        describe_dataset("custom", tmp_path, data_module="data.py")
+    with pytest.raises(AutoraysearchError, match=r"needs --data-module data.py"):
+        describe_dataset("custom", tmp_path)
