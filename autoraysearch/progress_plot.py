@@ -51,7 +51,7 @@ def progress_figure(log: ResultsLog, metric: str):
     from matplotlib.figure import Figure
 
     points = progress_points(log)
-    figure = Figure(figsize=(8, 4.5), dpi=90, layout="constrained")
+    figure = Figure(figsize=(8, 4.5), dpi=80, layout="constrained")
     ax = figure.add_subplot()
     if points.scored:
         xs, ys, statuses = zip(*points.scored)

@@ -115,7 +115,6 @@ def answer_plan_run(answers: list[str], worker: threading.Thread, timeout: float
     """Answer each pause of the running plan flow through the resume API; return what each pause asked."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName
-    from prefect.flow_runs import resume_flow_run
     from prefect.input.actions import read_flow_run_input
 
     asked, last_pause = [], None
@@ -135,14 +134,48 @@ def answer_plan_run(answers: list[str], worker: threading.Thread, timeout: float
             last_pause = run.state.state_details.pause_key
             keyset = run.state.state_details.run_input_keyset
             asked.append(read_flow_run_input(keyset["description"], flow_run_id=run.id))
-            resume_flow_run(run.id, run_input={"answer": answer})
+            resume(client, run.id, answer)
     return asked
 
 
+# The user's own training script: no torch training, so the flow's questions are what this test times.
+OWN_TRAIN_PY = """
+import os
+
+
+def load_model():
+    from model import Model
+
+COUNTER = {counter!r}
+calls = int(open(COUNTER).read()) if os.path.exists(COUNTER) else 0
+open(COUNTER, "w").write(str(calls + 1))
+print(f"score={{0.5 + 0.1 * calls:.1f}}")
+"""
+
+
+def resume(client, flow_run_id, answer: str, tries: int = 5) -> None:
+    """Resume with the answer; the test server's sqlite may be briefly locked on a loaded machine."""
+    from prefect.exceptions import PrefectHTTPStatusError
+    from prefect.flow_runs import resume_flow_run
+
+    for attempt in range(tries):
+        try:
+            return resume_flow_run(flow_run_id, run_input={"answer": answer})
+        except PrefectHTTPStatusError:
+            if attempt == tries - 1 or not client.read_flow_run(flow_run_id).state.is_paused():
+                raise
+            time.sleep(1)
+
+
 @pytest.mark.slow
-def test_plan_flow_asks_through_paused_runs_and_launches(services, example_repo: Path):
+def test_plan_flow_asks_through_paused_runs_and_launches(services, example_repo: Path, tmp_path: Path, monkeypatch):
     from autoraysearch.flows.plan import autoraysearch_plan
 
+    monkeypatch.setattr("autoraysearch.flows.plan.ANSWER_POLL_S", 1)  # answers come at once here
+
+    (example_repo / "train.py").write_text(OWN_TRAIN_PY.format(counter=str(tmp_path / "calls")))
+    git(example_repo, "add", "train.py")
+    git(example_repo, "commit", "-q", "-m", "my own train.py")
     outcome: dict = {}
 
     def run():
@@ -153,7 +186,7 @@ def test_plan_flow_asks_through_paused_runs_and_launches(services, example_repo:
 
     worker = threading.Thread(target=run)
     worker.start()
-    answers = ["fewer errors on digits", "nope.py", "model.py", "", "digits", "1", "0", "1", "1", "yes"]
+    answers = ["a higher score", "nope.py", "model.py", "train.py", "score", "", "0", "1", "1", "yes"]
     try:
         asked = answer_plan_run(answers, worker)
     finally:
@@ -164,12 +197,15 @@ def test_plan_flow_asks_through_paused_runs_and_launches(services, example_repo:
     assert asked[1].startswith("### Which file holds your model")
     assert asked[2].startswith(f"**Not accepted:** {example_repo / 'nope.py'} does not exist; give the path")
     assert "### Which file holds your model" in asked[2]
+    assert asked[5].startswith("### Is a higher or a lower score better") and asked[5].endswith("Default: `higher`")
     assert asked[-1].startswith("### Start the campaign now")
 
     summary = outcome["summary"]
     assert summary.launched and summary.campaign.iterations == 1
     assert summary.run_command == f"autoraysearch run {example_repo} --max-iterations 1"
     rows = read_results_log(example_repo / "autoraysearch-results.tsv", True).rows
-    assert [r.iteration for r in rows] == ["0", "1"] and rows[0].metric == summary.baseline
+    assert [(r.iteration, r.metric, r.status) for r in rows] == [("0", 0.5, "baseline"), ("1", 0.6, "keep")]
+    assert summary.baseline == 0.5 and summary.campaign.best_metric == 0.6
     settings = tomllib.loads((example_repo / "autoraysearch.toml").read_text())
-    assert settings["goal"] == "fewer errors on digits" and settings["epochs"] == 1
+    assert (settings["goal"], settings["metric"], settings["direction"]) == ("a higher score", "score", "higher")
+    assert settings["generated"] is False
