@@ -148,3 +148,37 @@ def test_setup_with_a_train_py_that_does_not_import_model(tmp_path: Path, capsys
 def test_setup_with_an_unknown_dataset(tmp_path: Path, capsys):
     exp = make_repo(tmp_path / "exp", {"model.py": EXAMPLE_MODEL.read_text()})
     assert "dataset 'imagenet' is unknown" in refusal(capsys, "setup", str(exp / "model.py"), "--dataset", "imagenet")
+
+
+def test_setup_of_an_image_dataset_without_its_folder_or_files(tmp_path: Path, capsys):
+    exp = make_repo(tmp_path / "exp", {"model.py": EXAMPLE_MODEL.read_text()})
+    message = refusal(capsys, "setup", str(exp / "model.py"), "--dataset", "fashionmnist")
+    assert "dataset fashionmnist needs --data-dir" in message
+    (tmp_path / "empty").mkdir()
+    message = refusal(capsys, "setup", str(exp / "model.py"), "--dataset", "fashionmnist", "--data-dir", str(tmp_path / "empty"))
+    assert f"Fashion-MNIST files are not in {tmp_path / 'empty'}: put train-images-idx3-ubyte.gz" in message
+    assert "--download" in message
+    assert git(exp, "status", "--porcelain") == ""  # nothing written
+
+
+def test_setup_with_model_kwargs_that_are_not_a_json_object(tmp_path: Path, capsys):
+    exp = make_repo(tmp_path / "exp", {"model.py": EXAMPLE_MODEL.read_text()})
+    assert "--model-kwargs is not valid JSON" in refusal(capsys, "setup", str(exp / "model.py"), "--model-kwargs", "{width: 3")
+    assert "must be a JSON object" in refusal(capsys, "setup", str(exp / "model.py"), "--model-kwargs", "[1, 2]")
+
+
+def test_setup_with_gpus_that_are_not_whole_for_ddp(tmp_path: Path, capsys):
+    exp = make_repo(tmp_path / "exp", {"model.py": EXAMPLE_MODEL.read_text()})
+    message = refusal(capsys, "setup", str(exp / "model.py"), "--gpus-per-trial", "1.5")
+    assert "--gpus-per-trial 1.5 cannot be split into whole GPUs for DDP" in message
+
+
+def test_setup_with_a_custom_data_module_that_is_not_committed(tmp_path: Path, capsys):
+    exp = make_repo(tmp_path / "exp", {"model.py": EXAMPLE_MODEL.read_text()})
+    (exp / "data.py").write_text(
+        "import torch\nfrom torch.utils.data import TensorDataset\n"
+        "def load_data():\n    x = torch.zeros(4, 1, 8, 8)\n"
+        "    return TensorDataset(x, torch.tensor([0, 1, 2, 3])), TensorDataset(x, torch.tensor([0, 1, 2, 3]))\n"
+    )
+    message = refusal(capsys, "setup", str(exp / "model.py"), "--dataset", "custom", "--data-module", "data.py")
+    assert "data.py has uncommitted changes; commit it first" in message

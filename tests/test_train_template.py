@@ -598,3 +598,26 @@ def test_describe_a_custom_module_that_breaks_the_contract(tmp_path):
         describe_dataset("custom", tmp_path, data_module="data.py")
     with pytest.raises(AutoraysearchError, match=r"needs --data-module data.py"):
         describe_dataset("custom", tmp_path)
+
+
+# ---- setup's plan ----
+
+def test_setup_plan_writes_the_input_shape_and_picks_the_template(tmp_path):
+    from autoraysearch.experiment_setup import plan_setup
+    from conftest import make_repo
+
+    exp = make_repo(tmp_path / "exp", {"model.py": EXAMPLE_MODEL.read_text()})
+    write_cifar10_folder(tmp_path / "cifar", per_batch=2, val=2)
+    plan = plan_setup(exp, dataset="cifar10", data_dir=str(tmp_path / "cifar"), gpus_per_trial=4, epochs=20)
+    assert plan.settings.input_shape == [3, 32, 32] and plan.settings.num_classes == 10
+    assert plan.settings.model_kwargs == {"num_classes": 10}  # the example's Model takes num_classes
+    assert plan.settings.data_dir == str((tmp_path / "cifar").resolve())
+    settings = module_settings(plan.train_source)
+    assert settings["PROCESSES"] == 4 and settings["DATA_DIR"] == plan.settings.data_dir
+    assert settings["INPUT_SHAPE"] == (3, 32, 32)
+
+    single = plan_setup(exp, model_kwargs={"num_classes": 10, "width": 2}, batch_size=16, learning_rate=0.01)
+    settings = module_settings(single.train_source)
+    assert "PROCESSES" not in settings and settings["MODEL_KWARGS"] == {"num_classes": 10, "width": 2}
+    assert (settings["BATCH_SIZE"], settings["LEARNING_RATE"]) == (16, 0.01)
+    assert single.settings.input_shape == [1, 8, 8]
