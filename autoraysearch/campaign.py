@@ -17,6 +17,7 @@ from autoraysearch.experiment import (
     read_campaign_branch,
     write_campaign_branch,
 )
+from autoraysearch.experiment_setup import processes_for
 from autoraysearch.lock import CampaignLock, read_holder
 from autoraysearch.model_source import check_model_source
 from autoraysearch.repository import ExperimentRepo
@@ -121,11 +122,23 @@ def with_overrides(settings: CampaignSettings, overrides: dict[str, Any]) -> Cam
     if not given:
         return settings
     try:
-        return CampaignSettings(**{**settings.model_dump(), **given})
+        overridden = CampaignSettings(**{**settings.model_dump(), **given})
     except ValidationError as exc:
         error = exc.errors()[0]
         name = ".".join(str(part) for part in error["loc"])
         raise AutoraysearchError(f"the run option {name}={given.get(name)!r} is not valid: {error['msg']}.") from None
+    refuse_gpus_train_py_would_leave_idle(settings, overridden)
+    return overridden
+
+
+def refuse_gpus_train_py_would_leave_idle(settings: CampaignSettings, overridden: CampaignSettings) -> None:
+    """A generated single-device train.py would use one of several GPUs: the DDP one must be generated."""
+    if settings.generated and processes_for(settings.gpus_per_trial) == 1 < processes_for(overridden.gpus_per_trial):
+        raise AutoraysearchError(
+            f"train.py was generated for one device per trial and would leave {overridden.gpus_per_trial - 1:g} of "
+            f"{overridden.gpus_per_trial:g} GPUs idle: run `autoraysearch setup` again with --gpus-per-trial "
+            f"{overridden.gpus_per_trial:g} for its DDP version."
+        )
 
 
 def roll_back(campaign: Campaign, best_sha: str) -> None:

@@ -621,3 +621,16 @@ def test_setup_plan_writes_the_input_shape_and_picks_the_template(tmp_path):
     assert "PROCESSES" not in settings and settings["MODEL_KWARGS"] == {"num_classes": 10, "width": 2}
     assert (settings["BATCH_SIZE"], settings["LEARNING_RATE"]) == (16, 0.01)
     assert single.settings.input_shape == [1, 8, 8]
+
+
+def test_a_run_on_more_gpus_than_the_generated_train_py_uses_is_refused():
+    from autoraysearch.campaign import with_overrides
+    from autoraysearch.settings import CampaignSettings
+
+    single = CampaignSettings(gpus_per_trial=1.0)
+    with pytest.raises(AutoraysearchError, match=r"again with --gpus-per-trial 4 for its DDP version"):
+        with_overrides(single, {"gpus_per_trial": 4.0})
+    assert with_overrides(single, {"gpus_per_trial": 0.5}).gpus_per_trial == 0.5
+    # The DDP train.py uses however many GPUs it is given; the user's own train.py is the user's business.
+    assert with_overrides(CampaignSettings(gpus_per_trial=4.0), {"gpus_per_trial": 2.0}).gpus_per_trial == 2.0
+    assert with_overrides(CampaignSettings(generated=False), {"gpus_per_trial": 2.0}).gpus_per_trial == 2.0
