@@ -1,0 +1,278 @@
+"""The deployments of prefect.yaml, for real: a Prefect server, the process work pool, a worker, Ray, training.
+
+Everything runs as a user would run it, as subprocesses pointed at a server of this module's own
+(`prefect server start` on a free port of 127.0.0.1, a Prefect home in a temporary folder).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import httpx
+import pytest
+
+from autoraysearch.results_log import read_results_log
+from conftest import git
+from test_loop import is_running, setup
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVER_START_S = 180
+RUN_TIMEOUT_S = 300
+
+# First call: the baseline's metric; every later call hangs with a child, recording both pids.
+HANGING_TRAIN_PY = '''
+import os, subprocess, sys, time
+
+
+def load_model():  # never called: the trial's behaviour comes from the counter
+    from model import Model
+
+
+calls = int(open({counter!r}).read()) if os.path.exists({counter!r}) else 0
+open({counter!r}, "w").write(str(calls + 1))
+if calls == 0:
+    print("val_acc=0.5")
+else:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    with open(os.path.join({pids!r}, str(os.getpid())), "w") as f:
+        f.write(f"{{os.getpid()}} {{child.pid}}")
+    time.sleep(600)
+'''
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Services:
+    """The module's Prefect server and worker, and how to run the prefect CLI against them."""
+
+    def __init__(self, home: Path, logs: Path):
+        self.api_url = f"http://127.0.0.1:{free_port()}/api"
+        self.logs = logs
+        self.env = {
+            **os.environ,
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PREFECT_HOME": str(home),
+            "PREFECT_API_URL": self.api_url,
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_SERVER_UI_ENABLED": "false",
+            "PREFECT_WORKER_QUERY_SECONDS": "1",  # pick scheduled runs up at once
+            "PREFECT_LOGGING_LEVEL": "INFO",
+            "RAY_USAGE_STATS_ENABLED": "0",
+        }
+        self.env.pop("AUTORAYSEARCH_RAY_ADDRESS", None)
+        self.env.pop("RAY_ADDRESS", None)
+        self.daemons: list[subprocess.Popen] = []
+        self.timings: dict[str, float] = {}
+
+    def start(self, name: str, *args: str) -> subprocess.Popen:
+        """A long-running prefect command in a session of its own, its output in logs/NAME.log."""
+        out = open(self.logs / f"{name}.log", "w")
+        proc = subprocess.Popen(["prefect", *args], env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        self.daemons.append(proc)
+        return proc
+
+    def prefect(self, name: str, *args: str, cwd: Path = ROOT, timeout: float = RUN_TIMEOUT_S) -> str:
+        """Run a prefect command to its end; its output, which must report success."""
+        started = time.monotonic()
+        result = subprocess.run(["prefect", *args], env=self.env, cwd=cwd, capture_output=True, text=True,
+                                timeout=timeout)
+        self.timings[name] = round(time.monotonic() - started, 1)
+        output = result.stdout + result.stderr
+        (self.logs / f"{name}.log").write_text(output)
+        assert result.returncode == 0, output[-3000:]
+        return output
+
+    def api(self, method: str, path: str, **kwargs) -> object:
+        response = httpx.request(method, self.api_url + path, timeout=30, **kwargs)
+        response.raise_for_status()
+        return response.json()
+
+    def wait_healthy(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                if httpx.get(self.api_url + "/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the Prefect server did not start: " + self.log_tail("server")
+            time.sleep(0.5)
+
+    def log_tail(self, name: str) -> str:
+        path = self.logs / f"{name}.log"
+        return path.read_text()[-3000:] if path.exists() else ""
+
+    def flow_run_state(self, flow_run_id: str) -> str:
+        return self.api("GET", f"/flow_runs/{flow_run_id}")["state"]["type"]
+
+    def task_runs(self, flow_run_id: str) -> list[dict]:
+        return self.api("POST", "/task_runs/filter", json={"flow_runs": {"id": {"any_": [flow_run_id]}}})
+
+    def artifact(self, flow_run_id: str, key: str) -> str:
+        """The newest version of the artifact KEY that the flow run wrote."""
+        found = self.api("POST", "/artifacts/filter", json={
+            "artifacts": {"flow_run_id": {"any_": [flow_run_id]}, "key": {"any_": [key]}}, "sort": "CREATED_DESC",
+        })
+        assert found, f"flow run {flow_run_id} wrote no artifact {key}"
+        return found[0]["data"]
+
+    def processes(self) -> list[int]:
+        """Live processes started for this module's server, besides the server and worker themselves."""
+        mine = {p.pid for p in self.daemons}
+        marker = f"PREFECT_API_URL={self.api_url}".encode()
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) in mine or int(entry) == os.getpid():
+                continue
+            try:
+                if marker in Path(f"/proc/{entry}/environ").read_bytes().split(b"\0") and is_running(int(entry)):
+                    found.append(int(entry))
+            except OSError:
+                continue
+        return found
+
+    def stop(self) -> None:
+        """Kill everything started here, daemons last, whatever state a failed test left."""
+        for pid in self.processes() + [p.pid for p in self.daemons]:
+            try:
+                group = os.getpgid(pid)
+                if group != os.getpgrp():
+                    os.killpg(group, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for proc in self.daemons:
+            proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory):
+    """A Prefect server, the work pool and every deployment of prefect.yaml, and a process worker."""
+    logs = tmp_path_factory.mktemp("logs")
+    services = Services(tmp_path_factory.mktemp("prefect-home"), logs)
+    try:
+        started = time.monotonic()
+        services.start("server", "server", "start", "--host", "127.0.0.1", "--port",
+                       services.api_url.split(":")[-1].split("/")[0])
+        services.wait_healthy(SERVER_START_S)
+        services.timings["server start"] = round(time.monotonic() - started, 1)
+        started = time.monotonic()
+        result = subprocess.run([str(ROOT / "deployments" / "deploy.sh")], env=services.env, capture_output=True,
+                                text=True, timeout=RUN_TIMEOUT_S)
+        services.timings["deployments/deploy.sh"] = round(time.monotonic() - started, 1)
+        assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+        deployments = services.api("POST", "/deployments/filter", json={})
+        assert {d["name"] for d in deployments} == {"loop", "overnight", "setup", "plan"}
+        services.start("worker", "worker", "start", "--pool", "autoraysearch", "--type", "process")
+        yield services
+    finally:
+        services.stop()
+        print("\nstep times (s):", json.dumps(services.timings))
+
+
+def flow_run_id(output: str) -> str:
+    return re.search(r"UUID: ([0-9a-f-]{36})", output).group(1)
+
+
+def test_setup_and_loop_deployments_run_a_campaign(deployed: Services, example_repo: Path):
+    exp = example_repo
+    out = deployed.prefect("setup run", "deployment", "run", "autoraysearch-setup/setup", "-p", f"experiment_dir={exp}",
+                           "-p", "epochs=1", "--watch")
+    assert "Completed" in out
+    setup_sha = git(exp, "rev-parse", "HEAD")
+
+    out = deployed.prefect("loop run", "deployment", "run", "autoraysearch-loop/loop", "-p", f"experiment_dir={exp}",
+                           "-p", "max_iterations=2", "--watch")
+    assert "Completed" in out, out[-3000:]
+
+    log = read_results_log(exp / "autoraysearch-results.tsv", True)
+    assert [r.iteration for r in log.rows] == ["0", "1", "2"]
+    assert all(r.status in {"keep", "discard", "crash"} for r in log.rows[1:])
+    branch = f"autoraysearch/{date.today().isoformat()}"
+    assert git(exp, "branch", "--show-current") == branch
+    kept = [r.commit for r in log.rows if r.status == "keep"]
+    on_branch = git(exp, "rev-list", "--reverse", f"{setup_sha}..{branch}").split()
+    assert [sha[:7] for sha in on_branch] == kept
+    assert git(exp, "status", "--porcelain", "model.py") == ""
+    started = time.monotonic()
+    while deployed.processes() and time.monotonic() - started < 30:
+        time.sleep(0.5)
+    assert not deployed.processes(), "the finished run left processes behind"
+
+    run_id = flow_run_id(out)
+    names = {t["name"] for t in deployed.task_runs(run_id)}
+    assert {"review-1", "ideate-1", "verify-1", "decide-1", "log-1", "verify-2"} <= names
+    final = deployed.artifact(run_id, "autoraysearch-final")
+    assert f"# Campaign {branch}: reached 2 iterations" in final
+    assert "| 2 |" in final
+
+
+def test_cancelling_a_deployment_run_stops_the_campaign_cleanly(
+    deployed: Services, services, example_repo: Path, tmp_path: Path
+):
+    exp = example_repo
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    (exp / "train.py").write_text(HANGING_TRAIN_PY.format(counter=str(tmp_path / "calls"), pids=str(pids)))
+    git(exp, "add", "train.py")
+    git(exp, "commit", "-q", "-m", "train.py that hangs for every candidate")
+    setup(exp, train_py="train.py")  # the setup deployment has its own test above; this one is about the loop
+    best = git(exp, "rev-parse", "HEAD")
+
+    out = deployed.prefect("loop start", "deployment", "run", "autoraysearch-loop/loop", "-p", f"experiment_dir={exp}",
+                           "-p", "parallel=2")
+    run_id = flow_run_id(out)
+    started = time.monotonic()
+    while len(list(pids.iterdir())) < 2:
+        assert time.monotonic() - started < RUN_TIMEOUT_S, "the trials never started: " + deployed.log_tail("worker")
+        assert deployed.flow_run_state(run_id) in {"SCHEDULED", "PENDING", "RUNNING"}, deployed.log_tail("worker")
+        time.sleep(0.5)
+    deployed.timings["loop start until both trials run"] = round(time.monotonic() - started, 1)
+    time.sleep(1)  # both pid files complete
+
+    started = time.monotonic()
+    deployed.prefect("flow-run cancel", "flow-run", "cancel", run_id)
+    while (state := deployed.flow_run_state(run_id)) != "CANCELLED":
+        assert state in {"RUNNING", "CANCELLING"}, f"the cancelled run ended as {state}"
+        assert time.monotonic() - started < 90, "the run is still cancelling after 90 s"
+        time.sleep(0.5)
+    deployed.timings["cancel until Cancelled"] = round(time.monotonic() - started, 1)
+
+    # Every process of the run is gone: the flow, its local Ray, the trials and their children.
+    trial_pids = [int(p) for f in pids.iterdir() for p in f.read_text().split()]
+    while (left := deployed.processes()) and time.monotonic() - started < 120:
+        time.sleep(0.5)
+    deployed.timings["cancel until no process left"] = round(time.monotonic() - started, 1)
+    assert not left, [Path(f"/proc/{p}/cmdline").read_bytes()[:100] for p in left if Path(f"/proc/{p}").exists()]
+    assert not any(is_running(pid) for pid in trial_pids)
+
+    # The repository is on the best commit, no candidate branch is left, the log accounts for both candidates.
+    assert git(exp, "rev-parse", "HEAD") == best
+    assert git(exp, "branch", "--show-current").startswith("autoraysearch/")
+    assert git(exp, "branch", "--list", "*-exp/*") == ""
+    assert git(exp, "status", "--porcelain", "model.py") == ""
+    rows = read_results_log(exp / "autoraysearch-results.tsv", True).rows
+    assert [(r.iteration, r.status) for r in rows] == [("0", "baseline"), ("1a", "stopped"), ("1b", "stopped")]
+    assert not (exp / ".autoraysearch" / "run.lock").exists()
+
+    # No task run is left Running, and the UI's last word says what happened.
+    states = {t["name"]: t["state"]["type"] for t in deployed.task_runs(run_id)}
+    assert states["verify-1a"] in {"CRASHED", "CANCELLED", "FAILED"} and states["verify-1b"] in {"CRASHED", "CANCELLED", "FAILED"}
+    assert not [name for name, state in states.items() if state in {"RUNNING", "PENDING"}]
+    final = deployed.artifact(run_id, "autoraysearch-final")
+    assert ": cancelled" in final and "logged as `stopped`: 1a, 1b" in final
