@@ -1,4 +1,3 @@
-# BRIEF FOR THE ENGINEER WORKING ON TRAIN.PY GENERATION: your prompt had two placeholders (EOF_PLACEHOLDER, COMMON_PLACEHOLDER); their full text is in /work/briefs/issue5-full.md - read it now, then delete this comment line.
 """Render the package's Jinja2 templates; render_train_py writes the fixed train.py every candidate is judged by."""
 
 from __future__ import annotations
