@@ -48,6 +48,12 @@ def test_plot_has_a_dot_per_experiment_a_monotone_best_line_and_labelled_keeps()
     assert ax.get_title() == "val_acc: best 0.9 after 5 experiments"
 
 
+def test_many_kept_changes_are_labelled_by_iteration_only():
+    keeps = [row(str(i), 0.8 + i / 100, "keep", f"change {i}", "c") for i in range(1, 14)]
+    points = progress_points(ResultsLog(True, (row("0", 0.8, "baseline"), *keeps)))
+    assert [label for _, _, label in points.kept] == [str(i) for i in range(1, 14)]
+
+
 def test_plot_of_a_lower_is_better_campaign_has_a_falling_best_line():
     log = ResultsLog(False, (row("0", 2.0, "baseline"), row("1", 1.5, "keep", "x"), row("2", 1.8, "discard")))
     ys = list(progress_figure(log, "val_loss").axes[0].lines[0].get_ydata())
