@@ -14,7 +14,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
-from autoraysearch.datasets import describe_dataset
+from autoraysearch.datasets import (
+    CUSTOM,
+    CUSTOM_CONTRACT,
+    IMAGE_SETS,
+    KNOWN,
+    describe_dataset,
+    find_image_files,
+    resolve_path,
+    where_to_put,
+)
 from autoraysearch.errors import AutoraysearchError
 from autoraysearch.experiment_setup import GENERATED_MARKER, user_train_source
 from autoraysearch.model_source import defines_model, parse_model_source
@@ -103,9 +112,31 @@ def setup_steps(experiment_dir: Path) -> list[Step]:
     def dataset(answers: Answers) -> Question | None:
         if answers["train_py"]:
             return None
-        return Question("dataset", "Which dataset should train.py load? 'digits' (bundled, offline) or "
-                        "'npz:PATH' (arrays X_train, y_train, X_val, y_val).", "digits",
-                        lambda text: check_dataset(text, root))
+        return Question("dataset", f"Which dataset should train.py load? One of {KNOWN} ('digits' is bundled "
+                        "and offline; npz: an .npz file holding X_train, y_train, X_val and y_val).", "digits",
+                        lambda text: check_dataset_name(text, root))
+
+    def data_dir(answers: Answers) -> Question | None:
+        name = answers.get("dataset")
+        if name not in IMAGE_SETS:
+            return None
+        return Question("data_dir", f"Which folder holds the {IMAGE_SETS[name].title} files ({where_to_put(name)})? "
+                        "If they are not there yet, it is where they will be downloaded.", "data",
+                        lambda text: check_data_dir(name, root, text))
+
+    def download(answers: Answers) -> Question | None:
+        name = answers.get("dataset")
+        if name not in IMAGE_SETS or find_image_files(name, Path(answers["data_dir"])) is not None:
+            return None
+        return Question("download", f"The {IMAGE_SETS[name].title} files are not in {answers['data_dir']}. "
+                        "Should train.py download them there with torchvision (it needs network access), yes/no?",
+                        "yes", lambda text: check_download(name, answers["data_dir"], text))
+
+    def data_module(answers: Answers) -> Question | None:
+        if answers.get("dataset") != CUSTOM:
+            return None
+        return Question("data_module", f"Which file next to model.py is your data module? It must {CUSTOM_CONTRACT}.",
+                        "data.py", lambda text: check_data_module(root, text))
 
     def budget(answers: Answers) -> Question | None:
         if answers["train_py"]:
@@ -117,7 +148,7 @@ def setup_steps(experiment_dir: Path) -> list[Step]:
         return Question("gpus_per_trial", "How many GPUs per trial? 0 for CPU only, 0.5 to share a GPU "
                         "between two trials, 2 or more for DDP on one node.", "0", check_gpus)
 
-    return [goal, model_py, alias, train_py, metric, direction, dataset, budget, gpus]
+    return [goal, model_py, alias, train_py, metric, direction, dataset, data_dir, download, data_module, budget, gpus]
 
 
 def check_model_file(repo: ExperimentRepo, text: str) -> str:
@@ -198,8 +229,37 @@ def check_direction(text: str) -> str:
     return text.lower()
 
 
-def check_dataset(text: str, root: Path) -> str:
-    describe_dataset(text, root)  # a user error for an unknown dataset or an unreadable file
+def check_dataset_name(text: str, root: Path) -> str:
+    """A known dataset (an image set's folder and a custom data module are asked next), or a readable npz."""
+    if text in IMAGE_SETS or text == CUSTOM:
+        return text
+    describe_dataset(text, root)  # a user error for an unknown name or an unusable .npz
+    return text
+
+
+def check_data_dir(name: str, root: Path, text: str) -> str:
+    folder = resolve_path(text, root)
+    if folder.exists() and not folder.is_dir():
+        raise AutoraysearchError(f"{folder} is a file; give the folder that holds (or will hold) the dataset.")
+    if folder.is_dir() and find_image_files(name, folder) is not None:
+        describe_dataset(name, root, data_dir=str(folder))  # the files found must be readable
+    return str(folder)
+
+
+def check_download(name: str, data_dir: str, text: str) -> bool:
+    if check_yes_no(text):
+        return True
+    if find_image_files(name, Path(data_dir)) is None:
+        raise AutoraysearchError(
+            f"train.py cannot train without the {IMAGE_SETS[name].title} files; put {where_to_put(name)} "
+            f"in {data_dir} and answer no again, or answer yes to download them."
+        )
+    describe_dataset(name, Path(data_dir), data_dir=data_dir)  # the files put there must be readable
+    return False
+
+
+def check_data_module(root: Path, text: str) -> str:
+    describe_dataset(CUSTOM, root, data_module=text)  # runs it once, as train.py will
     return text
 
 
@@ -233,6 +293,7 @@ def setup_options(answers: Answers) -> dict[str, Any]:
         options.update(train_py=answers["train_py"], metric=answers["metric"], direction=answers["direction"])
     else:
         options.update(dataset=answers["dataset"], **answers["budget"])
+        options.update({k: answers[k] for k in ("data_dir", "download", "data_module") if answers.get(k) is not None})
     return options
 
 

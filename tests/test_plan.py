@@ -76,6 +76,26 @@ def test_own_train_py_asks_for_its_metric_instead_of_a_dataset(tmp_path: Path):
     assert setup_options(answers)["train_py"] == "fit.py"
 
 
+def test_image_sets_ask_for_their_folder_and_custom_data_for_its_module(tmp_path: Path):
+    exp = make_repo(tmp_path / "exp", {"model.py": EXAMPLE_MODEL.read_text()})
+    script = Script(["", "", "", "imagenet", "mnist", "", "no", "yes", "", ""])
+    answers = ask_all(setup_steps(exp), script)
+    assert [key for key, _ in script.asked][3:] == ["dataset", "dataset", "data_dir", "download", "download", "budget",
+                                                    "gpus_per_trial"]
+    reasons = [reason for _, reason in script.asked if reason]
+    assert reasons[0].startswith("dataset 'imagenet' is unknown: use 'digits', 'mnist'")
+    assert reasons[1].startswith(f"train.py cannot train without the MNIST files; put train-images-idx3-ubyte.gz")
+    options = setup_options(answers)
+    assert (options["dataset"], options["data_dir"], options["download"]) == ("mnist", str(exp / "data"), True)
+
+    script = Script(["", "", "", "custom", "", "loader.py"])
+    with pytest.raises(IndexError):  # the script runs out while the module is still being asked for
+        ask_all(setup_steps(exp), script)
+    assert [key for key, _ in script.asked][-3:] == ["data_module"] * 3
+    assert script.asked[-2][1].startswith(f"data module {exp / 'data.py'} is not an existing .py file")
+    assert script.asked[-1][1].startswith(f"data module {exp / 'loader.py'} is not an existing .py file")
+
+
 def test_answer_checks():
     assert check_budget("5") == {"epochs": 5} and check_budget("300s") == {"time_budget": 300.0}
     assert check_budget("10m") == {"time_budget": 600.0}
