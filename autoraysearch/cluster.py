@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from prefect_ray import RayTaskRunner
-from prefect_ray.context import remote_options
+from prefect_ray.context import RemoteOptionsContext, remote_options
+from prefect_ray.task_runners import PrefectRayFuture
 
 from autoraysearch.errors import AutoraysearchError
-from autoraysearch.prefect_api import current_api_url
+from autoraysearch.prefect_api import current_api_url, mark_task_run_crashed
 
 ADDRESS_ENV = "AUTORAYSEARCH_RAY_ADDRESS"
 CONNECT_CHECK_S = 5.0
@@ -71,6 +72,14 @@ class CampaignTaskRunner(RayTaskRunner):
     def __init__(self, address: str | None = None, init_kwargs: dict[str, Any] | None = None):
         super().__init__(address=address, init_kwargs=init_kwargs)
 
+    def submit(self, task: Any, parameters: dict[str, Any], wait_for: Any = None, dependencies: Any = None) -> Any:
+        """Submit to Ray with the step's lost-worker policy; its future gives a lost task run a final state."""
+        options = RemoteOptionsContext.get().current_remote_options
+        policy = {} if "max_retries" in options else {"max_retries": lost_worker_retries(task.retries)}
+        with remote_options(**policy):
+            future = super().submit(task, parameters, wait_for=wait_for, dependencies=dependencies)
+        return CampaignFuture(task_run_id=future.task_run_id, wrapped_future=future.wrapped_future)
+
     @staticmethod
     def _run_prefect_task(*upstream_refs: Any, context: dict[str, Any], **kwargs: Any) -> Any:
         """Run the task in the Ray worker, reusing the Prefect settings hydrated for earlier tasks."""
@@ -90,6 +99,45 @@ class CampaignTaskRunner(RayTaskRunner):
         super().__enter__()
         self._owns_ray = starts_ray  # connected here, so disconnected at exit
         return self
+
+
+def lost_worker_retries(task_retries: int | None) -> int:
+    """How often Ray re-runs a step whose worker was lost: as often as the step allows retries at all.
+
+    Ray's own default re-runs every task three times. Steps declared safe to repeat (review, ideate,
+    modify) are re-run; a commit, a branch move or a log append is never repeated blindly.
+    """
+    return max(0, task_retries or 0)
+
+
+# Steps that only read the repository or rewrite model.py whole may be repeated after a fault.
+REPEATABLE_STEP_RETRIES = 2
+
+
+def infrastructure_fault(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect retry condition: an infrastructure error (a file system, a connection) is retried, a user mistake is not."""
+    try:
+        state.result()
+    except AutoraysearchError:
+        return False
+    except Exception:
+        return True
+    return False
+
+
+class CampaignFuture(PrefectRayFuture):
+    """A step's future; when Ray lost the step, its task run is given a final state before the error."""
+
+    def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> Any:
+        try:
+            return super().result(timeout=timeout, raise_on_failure=raise_on_failure)
+        except TimeoutError:
+            raise
+        except Exception as exc:
+            if self._final_state is None:  # no state came back from Ray: the worker or its node was lost
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                mark_task_run_crashed(self.task_run_id, f"the Ray worker running it was lost: {first}")
+            raise
 
 
 # Per Ray worker process: Prefect settings and an API client, built once and reused by every task

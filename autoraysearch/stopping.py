@@ -27,6 +27,11 @@ class StopConditions:
     target: float | None = None
     patience: int | None = None
 
+    def stop_time(self, started: datetime) -> datetime | None:
+        """When a time-based condition (the deadline, the hours) holds: running trials are stopped then."""
+        times = [t for t in (self.deadline, started + timedelta(hours=self.max_hours) if self.max_hours else None) if t]
+        return min(times, default=None)
+
     def reason_to_stop(self, progress: Progress, now: datetime, higher_is_better: bool) -> str | None:
         """Why the campaign should stop now, or None to go on."""
         if self.max_iterations is not None and progress.iterations >= self.max_iterations:

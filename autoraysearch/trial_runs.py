@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 
 from autoraysearch.errors import AutoraysearchError
 from autoraysearch.experiment import Campaign, Candidate, Trial, TrialResult
-from autoraysearch.prefect_api import mark_task_run_crashed
 
 # A fractional trial caps its GPU memory a little under its share, so neighbours never collide.
 GPU_MEMORY_HEADROOM = 0.95
@@ -45,15 +45,19 @@ def make_trial(campaign: Campaign, candidate: Candidate, train_source: str, labe
     )
 
 
-def wait_for_trial(future, label: str) -> TrialResult:
-    """The trial's result; a lost Ray worker becomes a crash, an interruption cancels the trial."""
-    return wait_for_trials({label: future})[label]
+class StopTimeReached(Exception):
+    """The campaign's deadline (or its hours) came while trials were running; they were cancelled."""
 
 
-def wait_for_trials(futures: dict[str, object]) -> dict[str, TrialResult]:
+def wait_for_trial(future, label: str, until: datetime | None = None) -> TrialResult:
+    """The trial's result; a lost Ray worker becomes a crash, an interruption or `until` cancels the trial."""
+    return wait_for_trials({label: future}, until)[label]
+
+
+def wait_for_trials(futures: dict[str, object], until: datetime | None = None) -> dict[str, TrialResult]:
     """Every trial's result once all have ended; each one's failure stays its own."""
     try:
-        wait_interruptibly(list(futures.values()))
+        wait_interruptibly(list(futures.values()), until)
     except BaseException:
         cancel_trials(list(futures.values()))
         raise
@@ -61,19 +65,16 @@ def wait_for_trials(futures: dict[str, object]) -> dict[str, TrialResult]:
 
 
 def result_of(future, label: str) -> TrialResult:
-    """A finished trial's result; a lost Ray worker becomes a crash row and a Crashed task run."""
+    """A finished trial's result; a lost Ray worker becomes a crash row (its future made the task run Crashed)."""
     try:
         return future.result()
     except Exception as exc:  # infrastructure: the worker died, the node went away
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         message = f"the Ray task running the trial failed: {first}"
-        task_run_id = getattr(future, "task_run_id", None)
-        if task_run_id is not None:
-            mark_task_run_crashed(task_run_id, message)
         return TrialResult(label=label, status="crash", metric=None, seconds=0.0, error=message)
 
 
-def wait_interruptibly(futures: list) -> None:
+def wait_interruptibly(futures: list, until: datetime | None = None) -> None:
     """Block until every trial ends, returning to Python often so Ctrl-C and SIGTERM are handled.
 
     An unbounded ray.get blocks in C++ where SIGTERM's Python handler never gets to run.
@@ -84,6 +85,8 @@ def wait_interruptibly(futures: list) -> None:
     if not refs or not ray.is_initialized():
         return
     while True:
+        if until is not None and datetime.now() >= until:
+            raise StopTimeReached(f"stopped at {until:%H:%M}, the campaign's time limit")
         try:
             if len(ray.wait(refs, num_returns=len(refs), timeout=SIGNAL_POLL_S)[0]) == len(refs):
                 return

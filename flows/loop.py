@@ -33,6 +33,7 @@ from autoraysearch.trial_runs import (
     ran_out_of_gpu_memory,
     wait_for_trial,
     wait_for_trials,
+    StopTimeReached,
     whole_gpu_trial,
 )
 
@@ -104,15 +105,20 @@ def autoraysearch_loop(
         kept = 0
         logger.info("campaign %s: best %s=%s at %s", campaign.branch, campaign.settings.metric, best_metric, best_sha[:7])
         publish_campaign_artifacts(campaign, progress, conditions)
+        stop_time = conditions.stop_time(started)  # an overnight run ends by its deadline, mid-iteration if need be
         try:
             while (reason := conditions.reason_to_stop(progress, datetime.now(), campaign.settings.higher_is_better)) is None:
                 try:
                     if parallel == 1:
-                        verdict = run_iteration(campaign, node, iteration, api_key)
+                        verdict = run_iteration(campaign, node, iteration, api_key, stop_time)
                     else:
-                        verdict = run_parallel_iteration(campaign, node, iteration, parallel, api_key)
+                        verdict = run_parallel_iteration(campaign, node, iteration, parallel, api_key, stop_time)
                 except IdeasExhausted as exc:
                     reason = str(exc)
+                    break
+                except StopTimeReached as exc:  # the running candidates were stopped and logged as such
+                    now = datetime.now()
+                    reason = conditions.reason_to_stop(progress, now, campaign.settings.higher_is_better) or str(exc)
                     break
                 kept += verdict.status == "keep"
                 progress = Progress(
@@ -184,7 +190,10 @@ def nothing_to_train(current: Review, ideas: Ideas) -> Verdict:
     return Verdict(status=status, delta=None, best_metric=current.best_metric, best_sha=current.best_sha)
 
 
-def run_iteration(campaign: Campaign, node: str | None, iteration: int, api_key: SecretStr | None = None) -> Verdict:
+def run_iteration(
+    campaign: Campaign, node: str | None, iteration: int, api_key: SecretStr | None = None,
+    stop_time: datetime | None = None,
+) -> Verdict:
     """One candidate from idea to logged verdict; an interruption leaves the branch on the best commit."""
     label = str(iteration)
     current = review_step(campaign, node, label)
@@ -200,16 +209,16 @@ def run_iteration(campaign: Campaign, node: str | None, iteration: int, api_key:
             sha = commit.submit(campaign, candidate).result()
         trial = make_trial(campaign, candidate, current.train_source)
         with with_trial_resources(campaign.settings.cpus_per_trial, campaign.settings.gpus_per_trial):
-            result = wait_for_trial(verify.submit(trial), label)
-        result = retry_out_of_memory(campaign, {label: trial}, {label: result}).get(label, result)
+            result = wait_for_trial(verify.submit(trial), label, stop_time)
+        result = retry_out_of_memory(campaign, {label: trial}, {label: result}, stop_time).get(label, result)
         with on_repo_node(node):
             verdict = decide.submit(campaign, result, sha, current.best_metric, current.best_sha).result()
             log.submit(campaign, with_tokens(result_row(candidate, verdict, result, sha[:7]), tokens), result).result()
-    except BaseException:
-        # Ctrl-C, SIGTERM, cancellation or a failed step: never leave a candidate on the branch.
+    except BaseException as exc:
+        # Ctrl-C, SIGTERM, cancellation, the stop time or a failed step: never leave a candidate on the branch.
         roll_back(campaign, current.best_sha)
         if candidate is not None and sha is not None:
-            log_stopped(campaign, candidate, current)
+            log_stopped(campaign, candidate, current, why_stopped(exc))
         raise
     get_run_logger().info(
         "%s %s %s=%s: %s", label, verdict.status, campaign.settings.metric, result.metric, candidate.description
@@ -218,7 +227,8 @@ def run_iteration(campaign: Campaign, node: str | None, iteration: int, api_key:
 
 
 def run_parallel_iteration(
-    campaign: Campaign, node: str | None, iteration: int, parallel: int, api_key: SecretStr | None = None
+    campaign: Campaign, node: str | None, iteration: int, parallel: int, api_key: SecretStr | None = None,
+    stop_time: datetime | None = None,
 ) -> Verdict:
     """N candidates on N slices of the cluster; the best one that beats the best so far is kept."""
     labels = [f"{iteration}{letter}" for letter in LETTERS[:parallel]]
@@ -236,8 +246,8 @@ def run_parallel_iteration(
         trials = {c.label: make_trial(campaign, c, current.train_source) for c in candidates}
         with with_trial_resources(settings.cpus_per_trial, settings.gpus_per_trial):
             futures = {label: verify.submit(trial) for label, trial in trials.items()}
-        results = wait_for_trials(futures)
-        results.update(retry_out_of_memory(campaign, trials, results))
+        results = wait_for_trials(futures, stop_time)
+        results.update(retry_out_of_memory(campaign, trials, results, stop_time))
         ordered = [results[c.label] for c in candidates]
         with on_repo_node(node):
             verdicts = decide_parallel.submit(
@@ -248,11 +258,11 @@ def run_parallel_iteration(
                 row = with_tokens(result_row(candidate, verdict, result, shas[candidate.label][:7]), tokens)
                 log.submit(campaign, row, result).result()
                 tokens = {}
-    except BaseException:
+    except BaseException as exc:
         roll_back(campaign, current.best_sha)
         discard_candidate_branches(campaign, list(shas))
         for candidate in candidates if shas else []:
-            log_stopped(campaign, candidate, current)
+            log_stopped(campaign, candidate, current, why_stopped(exc))
         raise
     for candidate, result in zip(candidates, ordered):
         get_run_logger().info(
@@ -263,7 +273,9 @@ def run_parallel_iteration(
     return kept[0] if kept else next(iter(verdicts.values()))
 
 
-def retry_out_of_memory(campaign: Campaign, trials: dict[str, Trial], results: dict[str, TrialResult]) -> dict[str, TrialResult]:
+def retry_out_of_memory(
+    campaign: Campaign, trials: dict[str, Trial], results: dict[str, TrialResult], stop_time: datetime | None = None
+) -> dict[str, TrialResult]:
     """Trials that ran out of GPU memory at a fraction of a GPU, run once more on a whole GPU."""
     gpus = campaign.settings.gpus_per_trial
     if not 0 < gpus < 1:
@@ -272,7 +284,7 @@ def retry_out_of_memory(campaign: Campaign, trials: dict[str, Trial], results: d
     if not again:
         return {}
     with with_trial_resources(campaign.settings.cpus_per_trial, 1):
-        retried = wait_for_trials({label: verify.submit(trial) for label, trial in again.items()})
+        retried = wait_for_trials({label: verify.submit(trial) for label, trial in again.items()}, stop_time)
     note = f"retried on a whole GPU after running out of memory at {gpus:g} GPU"
     return {label: replace(result, note=note) for label, result in retried.items()}
 
@@ -281,9 +293,13 @@ def discard_candidate_branches(campaign: Campaign, labels: list[str]) -> None:
     ExperimentRepo(Path(campaign.experiment_dir)).delete_branches([candidate_branch(campaign, l) for l in labels])
 
 
-def log_stopped(campaign: Campaign, candidate: Candidate, current: Review) -> None:
+def why_stopped(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, StopTimeReached) else "run interrupted"
+
+
+def log_stopped(campaign: Campaign, candidate: Candidate, current: Review, why: str = "run interrupted") -> None:
     """Record the interrupted candidate so the results log accounts for every commit made."""
-    stopped = TrialResult(label=candidate.label, status="stopped", metric=None, seconds=0.0, error="run interrupted")
+    stopped = TrialResult(label=candidate.label, status="stopped", metric=None, seconds=0.0, error=why)
     verdict = Verdict(status="stopped", delta=None, best_metric=current.best_metric, best_sha=current.best_sha)
     log_experiment(campaign, result_row(candidate, verdict, stopped, "-"), None)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from autoraysearch.cluster import REPEATABLE_STEP_RETRIES, infrastructure_fault
 from autoraysearch.experiment import Campaign, Candidate
 from autoraysearch.model_source import check_model_source
 from autoraysearch.settings import write_atomically
@@ -20,7 +21,9 @@ def write_candidate(campaign: Campaign, candidate: Candidate) -> Path:
     return path
 
 
-@task(name="modify", task_run_name="modify-{candidate.label}", cache_policy=NO_CACHE)
+# Rewrites model.py whole: repeated after an infrastructure fault or a lost Ray worker.
+@task(name="modify", task_run_name="modify-{candidate.label}", cache_policy=NO_CACHE,
+      retries=REPEATABLE_STEP_RETRIES, retry_condition_fn=infrastructure_fault)
 def modify(campaign: Campaign, candidate: Candidate) -> str:
     """Write the candidate's model.py."""
     return str(write_candidate(campaign, candidate))

@@ -11,7 +11,7 @@ from autoraysearch.experiment import Campaign, Review
 from autoraysearch.repository import ExperimentRepo
 from autoraysearch.results_log import read_results_log
 from autoraysearch.model_source import fingerprint
-from autoraysearch.cluster import current_node_id
+from autoraysearch.cluster import REPEATABLE_STEP_RETRIES, current_node_id, infrastructure_fault
 
 RECENT_ROWS = 10
 
@@ -40,7 +40,9 @@ def review_experiment(campaign: Campaign) -> Review:
     )
 
 
-@task(name="review", task_run_name="review-{label}", cache_policy=NO_CACHE)
+# Only reads: repeated after an infrastructure fault or a lost Ray worker.
+@task(name="review", task_run_name="review-{label}", cache_policy=NO_CACHE,
+      retries=REPEATABLE_STEP_RETRIES, retry_condition_fn=infrastructure_fault)
 def review(campaign: Campaign, label: str) -> Review:
     """Read model.py, git log and results log."""
     return review_experiment(campaign)
