@@ -409,6 +409,7 @@ def test_the_summary_file_holds_the_runs_figures(runs):
     assert summary["parameters"] == 38378  # the bundled example's parameter count
     assert summary["samples_per_s"] > 0 and summary["peak_memory_bytes"] > 10_000_000
     assert 0 < summary["train_seconds"] < summary["total_seconds"]
+    assert 0 < summary["train_cpu_seconds"]
 
 
 def test_mnist_from_torchvisions_layout_of_gzipped_idx_files(runs):
