@@ -132,6 +132,15 @@ class Services:
         assert found, f"flow run {flow_run_id} wrote no artifact {key}"
         return found[0]["data"]
 
+    def finished_event(self, experiment_dir: str) -> dict:
+        """The payload of the campaign-finished event of the campaign in experiment_dir."""
+        events = self.api("POST", "/events/filter", json={
+            "filter": {"event": {"name": ["autoraysearch.campaign-finished"]}}, "limit": 50,
+        })["events"]
+        mine = [e for e in events if e["resource"].get("autoraysearch.experiment-dir") == experiment_dir]
+        assert mine, "no autoraysearch.campaign-finished event for " + experiment_dir
+        return mine[0]["payload"]
+
     def processes(self) -> list[int]:
         """Live processes started for this module's server, besides the server and worker themselves."""
         mine = {p.pid for p in self.daemons}
@@ -192,12 +201,12 @@ def flow_run_id(output: str) -> str:
 def test_setup_and_loop_deployments_run_a_campaign(deployed: Services, example_repo: Path):
     exp = example_repo
     out = deployed.prefect("setup run", "deployment", "run", "autoraysearch-setup/setup", "-p", f"experiment_dir={exp}",
-                           "-p", "epochs=1", "--watch")
+                           "-p", "epochs=1", "--watch", "--watch-interval", "1")
     assert "Completed" in out
     setup_sha = git(exp, "rev-parse", "HEAD")
 
     out = deployed.prefect("loop run", "deployment", "run", "autoraysearch-loop/loop", "-p", f"experiment_dir={exp}",
-                           "-p", "max_iterations=2", "--watch")
+                           "-p", "max_iterations=2", "--watch", "--watch-interval", "1")
     assert "Completed" in out, out[-3000:]
 
     log = read_results_log(exp / "autoraysearch-results.tsv", True)
@@ -220,6 +229,8 @@ def test_setup_and_loop_deployments_run_a_campaign(deployed: Services, example_r
     final = deployed.artifact(run_id, "autoraysearch-final")
     assert f"# Campaign {branch}: reached 2 iterations" in final
     assert "| 2 |" in final
+    for key in ("autoraysearch-results", "autoraysearch-progress", "autoraysearch-best-diff", "autoraysearch-plot"):
+        assert deployed.artifact(run_id, key) is not None
 
 
 def test_cancelling_a_deployment_run_stops_the_campaign_cleanly(
@@ -276,3 +287,4 @@ def test_cancelling_a_deployment_run_stops_the_campaign_cleanly(
     assert not [name for name, state in states.items() if state in {"RUNNING", "PENDING"}]
     final = deployed.artifact(run_id, "autoraysearch-final")
     assert ": cancelled" in final and "logged as `stopped`: 1a, 1b" in final
+    assert deployed.finished_event(str(exp))["stop_reason"] == "cancelled"
