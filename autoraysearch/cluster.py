@@ -94,8 +94,7 @@ class CampaignTaskRunner(RayTaskRunner):
         starts_ray = not ray.is_initialized()
         if starts_ray:
             self.address, self.init_kwargs = ray_init_arguments(self.address, self.init_kwargs)
-            with keeping_sigterm_handler():
-                connect(self.address, self.init_kwargs)  # so a bad address is one sentence, not a traceback
+            connect(self.address, self.init_kwargs)  # so a bad address is one sentence, not a traceback
         super().__enter__()
         self._owns_ray = starts_ray  # connected here, so disconnected at exit
         return self
@@ -256,7 +255,7 @@ def connect(address: str, kwargs: dict[str, Any]) -> None:
 
     refuse_unreachable(address)
     try:
-        with local_ray_in_own_session(address == "local"):
+        with local_ray_in_own_session(address == "local"), keeping_sigterm_handler():
             ray.init(None if address == "auto" else address, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         ray.shutdown()
