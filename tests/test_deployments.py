@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import date
 from pathlib import Path
@@ -194,6 +195,13 @@ def deployed(tmp_path_factory):
         print("\nstep times (s):", json.dumps(services.timings))
 
 
+def read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
 def flow_run_id(output: str) -> str:
     return re.search(r"UUID: ([0-9a-f-]{36})", output).group(1)
 
@@ -271,6 +279,8 @@ def test_cancelling_a_deployment_run_stops_the_campaign_cleanly(
     deployed.timings["cancel until no process left"] = round(time.monotonic() - started, 1)
     assert not left, [Path(f"/proc/{p}/cmdline").read_bytes()[:100] for p in left if Path(f"/proc/{p}").exists()]
     assert not any(is_running(pid) for pid in trial_pids)
+    scratch = [d for d in Path(tempfile.gettempdir()).glob("autoraysearch-trial-*") if str(pids) in read(d / "train.py")]
+    assert not scratch, "the cancelled trials' scratch folders were left behind"
 
     # The repository is on the best commit, no candidate branch is left, the log accounts for both candidates.
     assert git(exp, "rev-parse", "HEAD") == best
