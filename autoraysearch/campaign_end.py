@@ -13,6 +13,7 @@ from pathlib import Path
 
 from autoraysearch.experiment import Campaign
 from autoraysearch.results_log import ResultsLog, format_number, read_results_log
+from autoraysearch.stopping import Progress, StopConditions
 
 FINAL_KEY = "autoraysearch-final"
 TABLE_COLUMNS = ("iteration", "commit", "metric", "delta", "status", "description")
@@ -90,7 +91,9 @@ def publish_final_artifact(campaign: Campaign, reason: str) -> None:
         logging.getLogger("autoraysearch").warning("could not publish the final artifact: %s", exc)
 
 
-def close_stopped_campaign(campaign: Campaign, progress, conditions, exc: BaseException) -> None:
+def close_stopped_campaign(
+    campaign: Campaign, progress: Progress | None, conditions: StopConditions | None, exc: BaseException
+) -> None:
     """Publish the closing artifacts and event of a run that ended early."""
     from autoraysearch.artifacts import publish_campaign_artifacts
     from autoraysearch.events import announce_campaign_finished
