@@ -272,7 +272,9 @@ def test_every_variant_renders_to_readable_python(spec, processes):
             assert "  # " in line, line
     for name in ("INPUT_SHAPE", "NUM_CLASSES", "AUGMENT", "CHANNELS_LAST", "BF16", "COMPILE", "RESIDENT_MAX_BYTES"):
         assert name in settings
-    assert settings["COMPILE"] == spec.compile and settings["CHANNELS_LAST"] == spec.channels_last
+    assert settings["COMPILE"] == spec.compile
+    # Measured: faster for 3-channel images, slower for 1-channel ones (unless the spec says otherwise).
+    assert settings["CHANNELS_LAST"] == (spec.dataset.startswith("cifar") if spec.channels_last is None else spec.channels_last)
     assert settings["AUGMENT"] == (spec.dataset.startswith("cifar") if spec.augment is None else spec.augment)
     # Only the chosen dataset's loader is in the file.
     functions = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
