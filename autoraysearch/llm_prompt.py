@@ -81,10 +81,8 @@ def training_summary(settings: CampaignSettings) -> tuple[str, ...]:
     """A few read-only facts about how train.py judges a candidate, from the campaign settings."""
     if not settings.generated:
         lines = ["train.py is the user's own training script; only its metric line is read"]
-    elif settings.dataset == "digits":
-        lines = ["dataset: scikit-learn's digits (8x8 grey-scale images of handwritten digits, 10 classes)"]
     else:
-        lines = [f"dataset: arrays X_train, y_train, X_val, y_val from {settings.dataset.removeprefix('npz:')}"]
+        lines = [f"dataset: {describe_dataset(settings)}"]
     if settings.time_budget is not None:
         lines.append(f"a fixed time budget of {settings.time_budget:g} s of training per candidate")
     elif settings.epochs is not None:
@@ -94,6 +92,25 @@ def training_summary(settings: CampaignSettings) -> tuple[str, ...]:
     lines.append(f"the model is built as {model_call(settings.model_kwargs)}")
     lines.append(f"seed {settings.seed}, fixed for every candidate")
     return tuple(lines)
+
+
+IMAGE_SETS = {
+    "digits": "scikit-learn's digits (8x8 grey-scale images of handwritten digits, 10 classes)",
+    "mnist": "MNIST (28x28 grey-scale images of handwritten digits, 10 classes)",
+    "fashionmnist": "Fashion-MNIST (28x28 grey-scale images of clothing, 10 classes)",
+    "cifar10": "CIFAR-10 (32x32 colour images, 10 classes), training batches randomly shifted and flipped",
+    "cifar100": "CIFAR-100 (32x32 colour images, 100 classes), training batches randomly shifted and flipped",
+}
+
+
+def describe_dataset(settings: CampaignSettings) -> str:
+    """The generated train.py's data in a phrase an ideator can reason about."""
+    if settings.dataset in IMAGE_SETS:
+        return IMAGE_SETS[settings.dataset]
+    if settings.dataset == "custom":
+        classes = f", {settings.num_classes} classes" if settings.num_classes else ""
+        return f"the user's own data module {settings.data_module or 'data.py'} (read-only{classes})"
+    return f"arrays X_train, y_train, X_val, y_val from {settings.dataset.removeprefix('npz:')}"
 
 
 def model_call(model_kwargs: dict) -> str:

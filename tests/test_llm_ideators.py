@@ -465,3 +465,15 @@ def test_the_ideate_step_is_retried_for_an_llm_outage_only():
     assert not is_llm_outage(None, None, Failed(data=LLMAuthError("the key was rejected (401)")))
     assert not is_llm_outage(None, None, Failed(data=AutoraysearchError("model.py defines no Model")))
     assert not is_llm_outage(None, None, Completed(data=None))
+
+
+@pytest.mark.parametrize("dataset, phrase", [
+    ("digits", "scikit-learn's digits"),
+    ("fashionmnist", "Fashion-MNIST (28x28 grey-scale images of clothing, 10 classes)"),
+    ("cifar100", "CIFAR-100 (32x32 colour images, 100 classes)"),
+    ("npz:data/arrays.npz", "arrays X_train, y_train, X_val, y_val from data/arrays.npz"),
+    ("custom", "the user's own data module data.py (read-only)"),
+])
+def test_the_prompt_names_the_dataset_train_py_uses(dataset, phrase):
+    settings = SETTINGS.model_copy(update={"dataset": dataset, "data_module": "data.py" if dataset == "custom" else None})
+    assert f"dataset: {phrase}" in build_prompt(make_review(), settings, 1)
