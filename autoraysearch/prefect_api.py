@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import signal
+import subprocess
 import time
 from typing import Iterator
 
@@ -11,6 +14,7 @@ from typing import Iterator
 SERVER_START_TIMEOUT_S = 180
 # How long a crashed trial's task run may take to show up on the server.
 TASK_RUN_APPEAR_S = 15.0
+PR_SET_PDEATHSIG = 1
 
 
 def current_api_url() -> str | None:
@@ -40,7 +44,8 @@ def local_prefect_api() -> Iterator[str]:
     from prefect.server.api.server import SubprocessASGIServer
 
     server = SubprocessASGIServer()
-    server.start(timeout=SERVER_START_TIMEOUT_S)
+    with server_in_own_session():
+        server.start(timeout=SERVER_START_TIMEOUT_S)
     try:
         with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
             try:
@@ -49,6 +54,34 @@ def local_prefect_api() -> Iterator[str]:
                 drain_to_api()
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def server_in_own_session() -> Iterator[None]:
+    """Processes started meanwhile get a session of their own and die with this process.
+
+    Ctrl-C at a terminal signals the whole foreground process group; the campaign's clean-up after it
+    (stopped rows, artifacts, the final event) still needs the API, so the local server must not be
+    in that group. It is stopped by us at the end, or by the kernel if we die first.
+    """
+    real_popen = subprocess.Popen
+
+    class OwnSessionPopen(real_popen):
+        def __init__(self, *args, **kwargs):
+            kwargs.setdefault("start_new_session", True)
+            kwargs.setdefault("preexec_fn", _die_with_parent)
+            super().__init__(*args, **kwargs)
+
+    subprocess.Popen = OwnSessionPopen
+    try:
+        yield
+    finally:
+        subprocess.Popen = real_popen
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
 
 
 def drain_to_api() -> None:
