@@ -112,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    # A job started in the background by a script inherits SIGINT ignored; `kill -INT` must still stop it cleanly.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return COMMANDS[args.command](args)
     except AutoraysearchError as exc:
