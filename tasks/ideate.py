@@ -52,23 +52,19 @@ def propose_mutations(review: Review, settings: CampaignSettings, iteration: int
         )
     candidates: list[Candidate] = []
     crashed: list[Dropped] = []
-    # Pre-flight in slot-sized batches, so that spares are only checked when needed.
-    for start in range(0, len(mutations), len(labels)):
-        missing = len(labels) - len(candidates)
-        batch = mutations[start : start + missing]
-        if not batch:
-            break
-        for mutation, result in zip(batch, preflight_sources([m.source for m in batch], settings)):
-            if result.ok:
-                candidates.append(Candidate(
-                    label=labels[len(candidates)], description=mutation.description, model_source=mutation.source,
-                    fingerprint=fingerprint(mutation.source), kind=mutation.kind,
-                ))
-            else:
-                crashed.append(Dropped(mutation.description, f"pre-flight: {result.describe()}", "crash",
-                                       fingerprint(mutation.source)))
+    # One at a time, in the ideator's order: spares are only checked while a slot is still empty.
+    for mutation in mutations:
         if len(candidates) == len(labels):
             break
+        [result] = preflight_sources([mutation.source], settings)
+        if result.ok:
+            candidates.append(Candidate(
+                label=labels[len(candidates)], description=mutation.description, model_source=mutation.source,
+                fingerprint=fingerprint(mutation.source), kind=mutation.kind,
+            ))
+        else:
+            crashed.append(Dropped(mutation.description, f"pre-flight: {result.describe()}", "crash",
+                                   fingerprint(mutation.source)))
     return Ideas(candidates=candidates, crashed=crashed)
 
 
