@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from pydantic import ValidationError
 
@@ -22,6 +22,7 @@ from autoraysearch.lock import CampaignLock, read_holder
 from autoraysearch.model_source import check_model_source
 from autoraysearch.repository import ExperimentRepo
 from autoraysearch.results_log import ResultsLog, read_results_log
+from autoraysearch.resume import recover_campaign, restore_unlogged_model
 from autoraysearch.settings import CampaignSettings, load_settings
 
 BRANCH_PREFIX = "autoraysearch/"
@@ -48,6 +49,11 @@ def check_ready(experiment_dir: Path) -> ReadyExperiment:
         raise holder.refusal(paths.lock)
     for name in (settings.model_py, settings.train_py):
         if not (paths.root / name).exists():
+            if repo.is_tracked(name):  # deleted by accident: git still has it, and setup would start over
+                raise AutoraysearchError(
+                    f"{paths.root / name} is missing but git still has it; bring it back with "
+                    f"`git restore {name}` in {paths.root}, then run again."
+                )
             raise AutoraysearchError(f"{paths.root / name} does not exist; run `autoraysearch setup` first.")
     check_model_source((paths.root / settings.model_py).read_text(), settings.model_py)
     dirty = repo.uncommitted([settings.model_py, settings.train_py])
@@ -91,20 +97,29 @@ def open_campaign(
     tag: str | None = None,
     trial_timeout: float | None = None,
     repo_node_id: str | None = None,
+    say: Callable[[str], None] = print,
     **overrides: Any,
 ) -> Iterator[Campaign]:
-    """Take the lock, check the folder and check out the campaign branch for the run's duration.
+    """Take the lock, check the folder, check out the campaign branch and make it agree with the results log.
 
-    `overrides` are settings given for this run only (None: keep autoraysearch.toml's value).
+    `overrides` are settings given for this run only (None: keep autoraysearch.toml's value); `say`
+    reports, one line each, what an earlier crash left behind and was put right.
     """
     repo = ExperimentRepo(experiment_dir)
     paths = ExperimentPaths(repo.experiment_dir)
     paths.make_state_dir()
-    with CampaignLock(paths.lock):
+    with CampaignLock(paths.lock) as lock:
+        if lock.stale_holder is not None:
+            say(f"removed the lock of an earlier run that is gone (pid {lock.stale_holder.pid})")
+        for line in restore_unlogged_model(repo, paths):
+            say(line)
         ready = check_ready(repo.experiment_dir)
         branch = choose_branch(repo, ready.paths, tag, date.today())
         repo.switch_to_branch(branch)
         write_campaign_branch(ready.paths, branch)
+        for line in recover_campaign(repo, ready.paths, branch, ready.settings.model_py, ready.settings.higher_is_better):
+            say(line)
+        ready = replace(ready, log=read_results_log(ready.paths.results, ready.settings.higher_is_better))
         timeout = trial_timeout or ready.settings.trial_timeout or default_trial_timeout(ready.log)
         settings = with_overrides(ready.settings, overrides)
         yield Campaign(

@@ -59,6 +59,7 @@ class CampaignLock:
 
     def __init__(self, path: Path):
         self.path = path
+        self.stale_holder: LockHolder | None = None  # the gone run whose lock was removed, if any
 
     def acquire(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -70,6 +71,7 @@ class CampaignLock:
                 holder = read_holder(self.path)
                 if holder is not None and holder.is_alive():
                     raise holder.refusal(self.path) from None
+                self.stale_holder = holder
                 self.path.unlink(missing_ok=True)  # stale: its process is gone
                 continue
             with os.fdopen(fd, "w") as handle:

@@ -59,7 +59,7 @@ class ExperimentRepo:
         return bool(self.repo.git.ls_files("--", self.relpath(name)).strip())
 
     def file_at(self, sha: str, name: str) -> str:
-        return self.repo.git.show(f"{sha}:{self.relpath(name)}")
+        return self.repo.git.show(f"{sha}:{self.relpath(name)}", strip_newline_in_stdout=False)
 
     def log_lines(self, ref: str, limit: int = 20) -> list[str]:
         """`git log --oneline` of a branch, newest first."""
@@ -67,6 +67,24 @@ class ExperimentRepo:
 
     def short(self, sha: str) -> str:
         return self.repo.git.rev_parse("--short=7", sha)
+
+    def resolve(self, ref: str) -> str | None:
+        """The full SHA of a commit named by a (short) SHA or ref, or None when there is no such commit."""
+        try:
+            return self.repo.git.rev_parse("--verify", "--quiet", f"{ref}^{{commit}}")
+        except git.GitCommandError:
+            return None
+
+    def first_parent_history(self, ref: str, limit: int = 10_000):
+        """(sha, subject) of each commit of a branch, newest first, following first parents only."""
+        out = self.repo.git.log("--first-parent", f"-n{limit}", "--format=%H %s", ref, "--")
+        for line in out.splitlines():
+            sha, _, subject = line.partition(" ")
+            yield sha, subject
+
+    def branches_under(self, prefix: str) -> list[str]:
+        """The local branches whose names start with prefix."""
+        return [head.name for head in self.repo.heads if head.name.startswith(prefix)]
 
     # ---- writing ----
 
@@ -123,6 +141,14 @@ class ExperimentRepo:
             sha = self.repo.git.commit_tree(tree, "-p", base_sha, "-m", message)
         self.repo.git.branch("-f", branch, sha)
         return sha
+
+    def set_branch(self, name: str, sha: str) -> None:
+        """Point a branch at sha without touching the index or the working tree."""
+        self.repo.git.update_ref(f"refs/heads/{name}", sha)
+
+    def restore_file(self, name: str) -> None:
+        """Put one file back as HEAD has it (the index entry too); nothing else is touched."""
+        self.repo.git.checkout("HEAD", "--", self.relpath(name))
 
     def delete_branches(self, names: list[str]) -> None:
         existing = [n for n in names if self.branch_exists(n)]

@@ -14,6 +14,7 @@ from autoraysearch.experiment import Campaign, Candidate, Trial, TrialResult
 # A fractional trial caps its GPU memory a little under its share, so neighbours never collide.
 GPU_MEMORY_HEADROOM = 0.95
 CANCEL_GRACE_S = 5.0
+REPO_STEP_GRACE_S = 10.0  # a repository step interrupted mid-way gets this long to finish before the rollback
 SIGNAL_POLL_S = 0.5
 _OOM = re.compile(r"CUDA out of memory|OutOfMemoryError|CUDA error: out of memory", re.IGNORECASE)
 
@@ -97,6 +98,35 @@ def wait_interruptibly(futures: list, until: datetime | None = None) -> None:
             if isinstance(original, BaseException) and not isinstance(original, Exception):
                 raise original from None
             raise
+
+
+def step_result(future, cancel: bool = False):
+    """A loop step's result, waited for so that Ctrl-C, SIGTERM and a cancel are handled within a second.
+
+    On an interruption a step that may be abandoned (ideate: an LLM call, a command, a pre-flight) is
+    cancelled; a step that writes the repository (commit, decide, log) is given a moment to finish,
+    so the rollback that follows never races a half-done git operation.
+    """
+    try:
+        wait_interruptibly([future])
+    except BaseException:
+        if cancel:
+            cancel_trials([future])
+        else:
+            let_finish([future])
+        raise
+    return future.result()
+
+
+def let_finish(futures: list) -> None:
+    import ray
+
+    refs = [f.wrapped_future for f in futures if getattr(f, "wrapped_future", None) is not None]
+    if refs and ray.is_initialized():
+        try:
+            ray.wait(refs, num_returns=len(refs), timeout=REPO_STEP_GRACE_S)
+        except Exception:
+            pass  # Ray is going down; the rollback still runs
 
 
 def cancel_trials(futures: list) -> None:

@@ -27,11 +27,13 @@ from autoraysearch.tasks.log import dropped_rows, log, log_experiment, result_ro
 from autoraysearch.tasks.modify import modify
 from autoraysearch.tasks.review import review
 from autoraysearch.tasks.verify import verify
+from autoraysearch.integrity import checked_results, take_snapshot, undo_tampering
+from autoraysearch.resume import clear_pending, write_pending
 from autoraysearch.trial_runs import (
     check_trial_fits,
     make_trial,
     ran_out_of_gpu_memory,
-    wait_for_trial,
+    step_result,
     wait_for_trials,
     StopTimeReached,
     whole_gpu_trial,
@@ -95,7 +97,9 @@ def autoraysearch_loop(
         cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, ideator=ideator, llm_model=llm_model,
         llm_base_url=llm_base_url, llm_command=llm_command, api_key_block=api_key_block, goal=goal,
     )
-    with open_campaign(Path(experiment_dir), tag=tag, trial_timeout=trial_timeout, repo_node_id=node, **overrides) as campaign:
+    with open_campaign(
+        Path(experiment_dir), tag=tag, trial_timeout=trial_timeout, repo_node_id=node, say=logger.info, **overrides
+    ) as campaign:
         check_trial_fits(campaign.settings.cpus_per_trial, campaign.settings.gpus_per_trial)
         api_key = ideator_key(campaign.settings)
         first = review_step(campaign, node, "start")
@@ -152,7 +156,7 @@ def autoraysearch_loop(
 
 def review_step(campaign: Campaign, node: str | None, label: str) -> Review:
     with on_repo_node(node):
-        return review.submit(campaign, label).result()
+        return step_result(review.submit(campaign, label), cancel=True)
 
 
 def next_iteration_number(campaign: Campaign) -> int:
@@ -173,11 +177,11 @@ def ideate_step(campaign: Campaign, node: str | None, current: Review, iteration
                 api_key: SecretStr | None) -> tuple[Ideas, dict[str, str]]:
     """Ask the ideator, log what it dropped before training; the tokens it spent go on the first row logged."""
     with on_repo_node(node):
-        ideas = ideate.submit(current, campaign.settings, iteration, labels, api_key).result()
+        ideas = step_result(ideate.submit(current, campaign.settings, iteration, labels, api_key), cancel=True)
         dropped = dropped_rows(ideas, iteration, len(labels))
         tokens = usage_cell(ideas.usage)
         for row in dropped:
-            log.submit(campaign, with_tokens(row, tokens), None).result()
+            step_result(log.submit(campaign, with_tokens(row, tokens), None))
             tokens = {}
     for row in dropped:
         get_run_logger().info("%s %s: %s", row.iteration, row.status, row.description)
@@ -198,32 +202,47 @@ def run_iteration(
     label = str(iteration)
     current = review_step(campaign, node, label)
     candidate: Candidate | None = None
-    sha: str | None = None
     try:
         ideas, tokens = ideate_step(campaign, node, current, iteration, [label], api_key)
         if not ideas.candidates:
             return nothing_to_train(current, ideas)
         [candidate] = ideas.candidates
+        write_pending(campaign.paths, [candidate])  # a crash from here on still gets the candidate its row
         with on_repo_node(node):
-            modify.submit(campaign, candidate).result()
-            sha = commit.submit(campaign, candidate).result()
+            step_result(modify.submit(campaign, candidate))
+            sha = step_result(commit.submit(campaign, candidate))
         trial = make_trial(campaign, candidate, current.train_source)
-        with with_trial_resources(campaign.settings.cpus_per_trial, campaign.settings.gpus_per_trial):
-            result = wait_for_trial(verify.submit(trial), label, stop_time)
-        result = retry_out_of_memory(campaign, {label: trial}, {label: result}, stop_time).get(label, result)
+        result = train_all(campaign, {label: trial}, stop_time)[label]
         with on_repo_node(node):
-            verdict = decide.submit(campaign, result, sha, current.best_metric, current.best_sha).result()
-            log.submit(campaign, with_tokens(result_row(candidate, verdict, result, sha[:7]), tokens), result).result()
+            verdict = step_result(decide.submit(campaign, result, sha, current.best_metric, current.best_sha))
+            row = with_tokens(result_row(candidate, verdict, result, sha[:7]), tokens)
+            step_result(log.submit(campaign, row, result))
+        clear_pending(campaign.paths)
     except BaseException as exc:
         # Ctrl-C, SIGTERM, cancellation, the stop time or a failed step: never leave a candidate on the branch.
         roll_back(campaign, current.best_sha)
-        if candidate is not None and sha is not None:
-            log_stopped(campaign, candidate, current, why_stopped(exc))
+        if candidate is not None:
+            log_stopped(campaign, [candidate], current, why_stopped(exc))
         raise
     get_run_logger().info(
         "%s %s %s=%s: %s", label, verdict.status, campaign.settings.metric, result.metric, candidate.description
     )
     return verdict
+
+
+def train_all(campaign: Campaign, trials: dict[str, Trial], stop_time: datetime | None) -> dict[str, TrialResult]:
+    """Train every trial at once on Ray; what they changed in the experiment folder is undone and blamed."""
+    settings = campaign.settings
+    guard = take_snapshot(campaign)
+    try:
+        with with_trial_resources(settings.cpus_per_trial, settings.gpus_per_trial):
+            futures = {label: verify.submit(trial) for label, trial in trials.items()}
+        results = wait_for_trials(futures, stop_time)
+        results.update(retry_out_of_memory(campaign, trials, results, stop_time))
+    except BaseException:
+        undo_tampering(guard)  # even a stopped trial's changes are undone
+        raise
+    return checked_results(guard, results, campaign.repo_node_id)
 
 
 def run_parallel_iteration(
@@ -234,35 +253,32 @@ def run_parallel_iteration(
     labels = [f"{iteration}{letter}" for letter in LETTERS[:parallel]]
     current = review_step(campaign, node, str(iteration))
     candidates: list[Candidate] = []
-    shas: dict[str, str] = {}
     settings = campaign.settings
     try:
         ideas, tokens = ideate_step(campaign, node, current, iteration, labels, api_key)
         if not ideas.candidates:
             return nothing_to_train(current, ideas)
         candidates = ideas.candidates
+        write_pending(campaign.paths, candidates)
         with on_repo_node(node):
-            shas = commit_parallel.submit(campaign, candidates, current.best_sha, iteration).result()
+            shas = step_result(commit_parallel.submit(campaign, candidates, current.best_sha, iteration))
         trials = {c.label: make_trial(campaign, c, current.train_source) for c in candidates}
-        with with_trial_resources(settings.cpus_per_trial, settings.gpus_per_trial):
-            futures = {label: verify.submit(trial) for label, trial in trials.items()}
-        results = wait_for_trials(futures, stop_time)
-        results.update(retry_out_of_memory(campaign, trials, results, stop_time))
+        results = train_all(campaign, trials, stop_time)
         ordered = [results[c.label] for c in candidates]
         with on_repo_node(node):
-            verdicts = decide_parallel.submit(
+            verdicts = step_result(decide_parallel.submit(
                 campaign, ordered, shas, current.best_metric, current.best_sha, iteration
-            ).result()
+            ))
             for candidate, result in zip(candidates, ordered):
                 verdict = verdicts[candidate.label]
                 row = with_tokens(result_row(candidate, verdict, result, shas[candidate.label][:7]), tokens)
-                log.submit(campaign, row, result).result()
+                step_result(log.submit(campaign, row, result))
                 tokens = {}
+        clear_pending(campaign.paths)
     except BaseException as exc:
         roll_back(campaign, current.best_sha)
-        discard_candidate_branches(campaign, list(shas))
-        for candidate in candidates if shas else []:
-            log_stopped(campaign, candidate, current, why_stopped(exc))
+        discard_candidate_branches(campaign, [c.label for c in candidates])
+        log_stopped(campaign, candidates, current, why_stopped(exc))
         raise
     for candidate, result in zip(candidates, ordered):
         get_run_logger().info(
@@ -297,11 +313,18 @@ def why_stopped(exc: BaseException) -> str:
     return str(exc) if isinstance(exc, StopTimeReached) else "run interrupted"
 
 
-def log_stopped(campaign: Campaign, candidate: Candidate, current: Review, why: str = "run interrupted") -> None:
-    """Record the interrupted candidate so the results log accounts for every commit made."""
-    stopped = TrialResult(label=candidate.label, status="stopped", metric=None, seconds=0.0, error=why)
-    verdict = Verdict(status="stopped", delta=None, best_metric=current.best_metric, best_sha=current.best_sha)
-    log_experiment(campaign, result_row(candidate, verdict, stopped, "-"), None)
+def log_stopped(campaign: Campaign, candidates: list[Candidate], current: Review, why: str = "run interrupted") -> None:
+    """Record the interrupted candidates that have no row yet, so the results log accounts for every one."""
+    from autoraysearch.results_log import read_results_log
+
+    logged = {r.iteration for r in read_results_log(campaign.paths.results, campaign.settings.higher_is_better).rows}
+    for candidate in candidates:
+        if candidate.label in logged:
+            continue
+        stopped = TrialResult(label=candidate.label, status="stopped", metric=None, seconds=0.0, error=why)
+        verdict = Verdict(status="stopped", delta=None, best_metric=current.best_metric, best_sha=current.best_sha)
+        log_experiment(campaign, result_row(candidate, verdict, stopped, "-"), None)
+    clear_pending(campaign.paths)
 
 
 if __name__ == "__main__":

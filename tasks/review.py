@@ -10,6 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from autoraysearch.experiment import Campaign, Review
 from autoraysearch.repository import ExperimentRepo
 from autoraysearch.results_log import read_results_log
+from autoraysearch.resume import commits_above, logged_best_commit
 from autoraysearch.model_source import fingerprint
 from autoraysearch.cluster import REPEATABLE_STEP_RETRIES, current_node_id, infrastructure_fault
 
@@ -22,8 +23,10 @@ def review_experiment(campaign: Campaign) -> Review:
     repo = ExperimentRepo(Path(campaign.experiment_dir))
     log = read_results_log(campaign.paths.results, settings.higher_is_better)
     best = log.best()
+    # The log decides where the campaign stands; train.py is read as committed, never from the working tree.
+    best_sha = commits_above(repo, campaign.branch, logged_best_commit(repo, log, campaign.branch))[0]
     model_source = (Path(campaign.experiment_dir) / settings.model_py).read_text()
-    train_source = (Path(campaign.experiment_dir) / settings.train_py).read_text()
+    train_source = repo.file_at(best_sha, settings.train_py)
     recent = tuple(
         f"{r.iteration} {r.status} {r.metric if r.metric is not None else '-'} {r.description}"
         for r in log.rows[-RECENT_ROWS:]
@@ -33,7 +36,7 @@ def review_experiment(campaign: Campaign) -> Review:
         train_source=train_source,
         git_log=tuple(repo.log_lines(campaign.branch)),
         best_metric=best.metric if best else None,
-        best_sha=repo.branch_sha(campaign.branch),
+        best_sha=best_sha,
         tried=frozenset(log.tried_candidates() | {fingerprint(model_source)}),
         recent=recent,
         node_id=current_node_id(),
