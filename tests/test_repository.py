@@ -67,7 +67,7 @@ def test_experiment_in_a_subfolder_of_the_repository(tmp_path: Path):
     repo.switch_to_branch("autoraysearch/sub")
     sha = repo.commit_files(["model.py"], "add model")
     assert git(root, "show", "--name-only", "--format=", sha) == "experiments/digits/model.py"
-    assert repo.file_at(sha, "model.py") == "class Model: pass"
+    assert repo.file_at(sha, "model.py") == "class Model: pass\n"  # byte-exact, as committed
 
 
 def test_commits_work_without_a_configured_identity(repo_dir: Path, monkeypatch):
@@ -104,7 +104,7 @@ def test_commit_file_beside_leaves_the_working_tree_and_index_alone(repo_dir: Pa
     assert repo.head_sha() == base and (repo_dir / "model.py").read_text() == "class Model: pass\n"
     assert git(repo_dir, "rev-parse", f"{sha_a}^") == base == git(repo_dir, "rev-parse", f"{sha_b}^")
     assert git(repo_dir, "show", "--name-only", "--format=", sha_a) == "model.py"
-    assert repo.file_at(sha_b, "model.py") == "class Model: width = 3"
+    assert repo.file_at(sha_b, "model.py") == "class Model: width = 3\n"
     assert repo.file_at(sha_a, "notes.md") == "v1"  # the rest of the tree is the base's
 
     repo.move_branch_to(sha_b, "model.py")  # keep b
