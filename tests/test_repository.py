@@ -105,7 +105,7 @@ def test_commit_file_beside_leaves_the_working_tree_and_index_alone(repo_dir: Pa
     assert git(repo_dir, "rev-parse", f"{sha_a}^") == base == git(repo_dir, "rev-parse", f"{sha_b}^")
     assert git(repo_dir, "show", "--name-only", "--format=", sha_a) == "model.py"
     assert repo.file_at(sha_b, "model.py") == "class Model: width = 3\n"
-    assert repo.file_at(sha_a, "notes.md") == "v1"  # the rest of the tree is the base's
+    assert repo.file_at(sha_a, "notes.md") == "v1\n"  # the rest of the tree is the base's
 
     repo.move_branch_to(sha_b, "model.py")  # keep b
     assert repo.head_sha() == sha_b and (repo_dir / "model.py").read_text() == "class Model: width = 3\n"
