@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,6 +79,13 @@ class Review:
     tried: frozenset[str]
     recent: tuple[str, ...] = ()
     node_id: str | None = None  # the Ray node that read the repository
+    # (iteration label, candidate fingerprint) of every experiment since the last keep: how stuck the search is.
+    since_keep: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def iterations_without_keep(self) -> int:
+        """Iterations run since the last keep; parallel rows 5a, 5b and dropped ones 5.1 count once."""
+        return len({m.group() for label, _ in self.since_keep if (m := re.match(r"\d+", label))})
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from autoraysearch.preflight import preflight_sources
 from autoraysearch.settings import CampaignSettings
 
 SPARES = 3  # mutations drawn per slot, so that a pre-flight failure has a replacement at hand
+STUCK_AFTER = 3  # iterations without a keep after which the mutate ideator proposes bold changes first
 # An LLM endpoint that is down or rate-limited past the client's own retries: wait, then ask again.
 LLM_RETRY_DELAYS = [10, 60, 300]
 
@@ -39,16 +40,18 @@ def propose_candidates(
 
 
 def propose_mutations(review: Review, settings: CampaignSettings, iteration: int, labels: list[str]) -> Ideas:
-    """The offline ideator: untried rule-based edits, the first ones that pass pre-flight."""
+    """The offline ideator: untried rule-based edits, bolder when stuck, the first ones that pass pre-flight."""
+    stuck_after = getattr(settings, "stuck_after", STUCK_AFTER)
     # Seed per iteration: a resumed campaign does not replay the choices of the last run.
     mutations = choose_mutations(
         review.model_source, tried=set(review.tried), seed=settings.seed * 1_000_003 + iteration,
-        count=len(labels) * SPARES,
+        count=len(labels) * SPARES, failed=[key for _, key in review.since_keep],
+        stuck=review.iterations_without_keep >= stuck_after,
     )
     if not mutations:
         raise IdeasExhausted(
-            "the mutate ideator has tried every change it knows for this model.py; "
-            "edit model.py by hand or use another ideator to go on."
+            "the mutate ideator has tried every single, bolder and combined change it can build for this "
+            "model.py; edit model.py by hand or use another ideator to go on."
         )
     candidates: list[Candidate] = []
     crashed: list[Dropped] = []

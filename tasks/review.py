@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from prefect import task
@@ -9,7 +10,7 @@ from prefect.cache_policies import NO_CACHE
 
 from autoraysearch.experiment import Campaign, Review
 from autoraysearch.repository import ExperimentRepo
-from autoraysearch.results_log import read_results_log
+from autoraysearch.results_log import BEST_STATUSES, read_results_log
 from autoraysearch.resume import commits_above, logged_best_commit
 from autoraysearch.model_source import fingerprint
 from autoraysearch.cluster import REPEATABLE_STEP_RETRIES, current_node_id, infrastructure_fault
@@ -40,7 +41,20 @@ def review_experiment(campaign: Campaign) -> Review:
         tried=frozenset(log.tried_candidates() | {fingerprint(model_source)}),
         recent=recent,
         node_id=current_node_id(),
+        since_keep=since_last_keep(log.rows),
     )
+
+
+def since_last_keep(rows) -> tuple[tuple[str, str], ...]:
+    """(iteration, candidate fingerprint) of the experiments after the last keep, all tried on today's best."""
+    last = max((_iteration_number(r.iteration) for r in rows if r.status in BEST_STATUSES), default=-1)
+    return tuple((r.iteration, r.extra.get("candidate", "")) for r in rows if _iteration_number(r.iteration) > last)
+
+
+def _iteration_number(label: str) -> int:
+    """5 for "5", "5a" (parallel) and "5.1" (dropped before training); -1 for a label without one."""
+    match = re.match(r"\d+", label)
+    return int(match.group()) if match else -1
 
 
 # Only reads: repeated after an infrastructure fault or a lost Ray worker.

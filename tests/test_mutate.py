@@ -608,17 +608,19 @@ def test_tried_versions_are_never_chosen_again() -> None:
     everything = propose_mutations(EXAMPLE)
     tried = {fingerprint(m.source) for m in everything[:10]}
     chosen = choose_mutations(EXAMPLE, tried=tried, seed=1, count=100)
-    assert sorted(m.description for m in chosen) == sorted(m.description for m in everything[10:])
+    # The untried small edits come first; bolder ones fill the rest.
+    assert sorted(m.description for m in chosen[:5]) == sorted(m.description for m in everything[10:])
+    assert not tried & {fingerprint(m.source) for m in chosen}
+    assert all(m.description.startswith(("bold: ", "combined: ")) for m in chosen[5:])
     # Reformatting a tried version does not make it new.
     reformatted = everything[0].source.replace("    def forward", "    # reformatted\n    def forward")
     assert fingerprint(reformatted) in tried
 
 
 def test_exhaustion_returns_fewer_and_never_duplicates() -> None:
-    everything = propose_mutations(MLP)
-    chosen = choose_mutations(MLP, tried=set(), seed=3, count=len(everything) + 5)
-    assert len(chosen) == len(everything)
-    assert len({fingerprint(m.source) for m in chosen}) == len(chosen)
-    assert fingerprint(MLP) not in {fingerprint(m.source) for m in chosen}
+    everything = choose_mutations(MLP, tried=set(), seed=3, count=100_000)
+    assert len(everything) > 2 * len(propose_mutations(MLP))  # bold and combined edits after the small ones
+    assert len({fingerprint(m.source) for m in everything}) == len(everything)
+    assert fingerprint(MLP) not in {fingerprint(m.source) for m in everything}
     assert choose_mutations(MLP, tried={fingerprint(m.source) for m in everything}, seed=3, count=4) == []
     assert choose_mutations(MLP, tried=set(), seed=3, count=0) == []
