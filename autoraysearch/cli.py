@@ -129,6 +129,7 @@ def _raise_interrupt(signum, frame):
 
 
 def cmd_setup(args: argparse.Namespace) -> int:
+    _check_setup_options(args)
     model_path = Path(args.model_py).resolve()
     experiment_dir = model_path.parent
     _precheck_setup(experiment_dir, model_path.name, args)
@@ -145,6 +146,29 @@ def _precheck_setup(experiment_dir: Path, model_py: str, args: argparse.Namespac
     from autoraysearch.experiment_setup import plan_setup
 
     plan_setup(experiment_dir, **_setup_options(model_py, args))
+
+
+def _check_setup_options(args: argparse.Namespace) -> None:
+    """setup's numbers, each against the range it allows."""
+    from autoraysearch.prechecks import check_option, positive_finite
+
+    check_option("--epochs", args.epochs, setting="epochs")
+    check_option("--time-budget", args.time_budget, setting="time_budget")
+    check_option("--seed", args.seed, setting="seed")
+    check_option("--batch-size", args.batch_size, rule=lambda v: v >= 1, allowed="1 or more")
+    check_option("--learning-rate", args.learning_rate, rule=positive_finite, allowed="a positive, finite number")
+    _check_trial_options(args)
+
+
+def _check_trial_options(args: argparse.Namespace) -> None:
+    from autoraysearch.experiment_setup import processes_for
+    from autoraysearch.prechecks import check_option
+
+    if args.gpus_per_trial is not None:
+        processes_for(args.gpus_per_trial)  # says why 1.5 GPUs cannot work: DDP needs whole GPUs
+    check_option("--trial-timeout", args.trial_timeout, setting="trial_timeout")
+    check_option("--cpus-per-trial", args.cpus_per_trial, setting="cpus_per_trial")
+    check_option("--gpus-per-trial", args.gpus_per_trial, setting="gpus_per_trial")
 
 
 def _setup_options(model_py: str, args: argparse.Namespace) -> dict:
@@ -179,13 +203,11 @@ def _run_setup(experiment_dir: Path, model_py: str, args: argparse.Namespace):
 
 def cmd_run(args: argparse.Namespace) -> int:
     from autoraysearch.campaign import check_ready, with_overrides
-    from autoraysearch.stopping import parse_deadline
 
     experiment_dir = Path(args.experiment_dir).resolve()
+    _check_run_options(args, experiment_dir)
     ready = check_ready(experiment_dir)
     _precheck_ideator(with_overrides(ready.settings, _ideator_overrides(args)))
-    if args.deadline:
-        parse_deadline(args.deadline, datetime.now())
     try:
         summary = _with_services(args.ray_address, lambda: _run_loop(experiment_dir, args))
     except KeyboardInterrupt:
@@ -194,6 +216,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     _print_results(experiment_dir, last=20)
     print(f"stopped: {summary.stop_reason}; campaign branch {summary.branch}")
     return 0
+
+
+def _check_run_options(args: argparse.Namespace, experiment_dir: Path) -> None:
+    """run's options, each against what it allows; the loop would otherwise refuse them after start-up."""
+    from autoraysearch.campaign import BRANCH_PREFIX
+    from autoraysearch.prechecks import MAX_PARALLEL, check_option, check_tag
+    from autoraysearch.stopping import StopConditions, parse_deadline, validate
+
+    check_option("--parallel", args.parallel, rule=lambda v: 1 <= v <= MAX_PARALLEL, allowed=f"between 1 and {MAX_PARALLEL}")
+    validate(StopConditions(max_iterations=args.max_iterations, max_hours=args.max_hours, target=args.target,
+                            patience=args.patience))
+    if args.deadline:
+        parse_deadline(args.deadline, datetime.now())
+    _check_trial_options(args)
+    check_tag(args.tag, BRANCH_PREFIX, experiment_dir)
 
 
 def _ideator_overrides(args: argparse.Namespace) -> dict:
@@ -205,9 +242,11 @@ def _precheck_ideator(settings) -> None:
     """A missing model name, command or API key is refused before Ray and Prefect start."""
     if settings.ideator == "mutate":
         return
-    from autoraysearch.llm_ideator import campaign_api_key, config_from_settings
+    from autoraysearch.llm_ideator import campaign_api_key, config_from_settings, refuse_missing_command
 
     config = config_from_settings(settings)
+    if settings.ideator == "command":
+        refuse_missing_command(config)
     if settings.api_key_block:
         config.validate()  # the block itself is read once the Prefect API is up
     else:
@@ -327,6 +366,10 @@ def _ask_at_terminal(question, reason: str | None) -> str:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from autoraysearch.prechecks import check_option
+
+    check_option("--iterations", args.iterations, rule=lambda v: v >= 1, allowed="1 or more")
+    check_option("--epochs", args.epochs, setting="epochs")
     target = Path(args.directory or f"autoraysearch-demo-{datetime.now():%Y%m%d-%H%M%S}").resolve()
     if target.exists() and any(target.iterdir()):
         raise AutoraysearchError(f"{target} already exists and is not empty; pass a new folder for the demo.")
@@ -363,10 +406,13 @@ def create_demo_folder(target: Path) -> None:
 def _with_services(ray_address: str | None, work):
     """Run work with a Prefect API (the configured one, or a local server) and one Ray connection."""
     from autoraysearch.cluster import ray_session, refuse_unreachable, resolve_address
-    from autoraysearch.prefect_api import local_prefect_api
+    from autoraysearch.prechecks import refuse_long_ray_temp_dir
+    from autoraysearch.prefect_api import hide_refusal_tracebacks, local_prefect_api
 
-    refuse_unreachable(resolve_address(ray_address))  # before minutes are spent starting anything
-    with local_prefect_api(), ray_session(ray_address):
+    address = resolve_address(ray_address)
+    refuse_unreachable(address)  # before minutes are spent starting anything
+    refuse_long_ray_temp_dir(address)
+    with local_prefect_api(), ray_session(ray_address), hide_refusal_tracebacks():
         signal.signal(signal.SIGTERM, _raise_interrupt)  # ray.init replaced it with a bare sys.exit
         return work()
 

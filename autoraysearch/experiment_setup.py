@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from autoraysearch.datasets import describe_dataset
+from autoraysearch.datasets import CUSTOM, describe_dataset
 from autoraysearch.errors import AutoraysearchError
 from autoraysearch.experiment import Campaign, ExperimentPaths, TrialResult
 from autoraysearch.model_source import check_model_source, fingerprint, init_parameters
@@ -93,6 +93,9 @@ def plan_setup(
         data_module=info.data_module, epochs=epochs, time_budget=time_budget, model_kwargs=model_kwargs,
         input_shape=list(info.input_shape), num_classes=info.num_classes,
     )
+    # Only a class count the loss depends on is checked: a custom dataset may bring a loss of its own.
+    num_outputs = model_kwargs.get("num_classes") if info.name == CUSTOM else info.num_classes
+    refuse_model_failing_preflight(model_source, model_py, settings, num_outputs)
     spec = TrainSpec(
         dataset=info.name, epochs=epochs, time_budget=time_budget, seed=seed, batch_size=batch_size,
         learning_rate=learning_rate, metric=metric, model_kwargs=model_kwargs, data_dir=info.data_dir,
@@ -100,6 +103,22 @@ def plan_setup(
         num_classes=info.num_classes, processes=processes, compile=compile,
     )
     return SetupPlan(paths=paths, settings=settings, model_source=model_source, train_source=render_train_py(spec))
+
+
+def refuse_model_failing_preflight(
+    model_source: str, model_py: str, settings: CampaignSettings, num_outputs: int | None
+) -> None:
+    """The user's model gets the candidates' CPU pre-flight: a wrong output shape is named in a second,
+    not by an IndexError after the baseline trained."""
+    from autoraysearch.preflight import preflight  # imports the warm checker: only when setting up
+
+    outputs = num_outputs if isinstance(num_outputs, int) else None
+    result = preflight(model_source, settings.model_kwargs, settings.input_shape, outputs)
+    if not result.ok:
+        raise AutoraysearchError(
+            f"{model_py} fails the pre-flight check on {settings.dataset} inputs: {result.describe()}; "
+            f"fix Model (or pass --model-kwargs), commit it and run setup again."
+        )
 
 
 def processes_for(gpus_per_trial: float) -> int:

@@ -18,6 +18,7 @@ from typing import Any, Iterable
 
 from autoraysearch.errors import AutoraysearchError
 from autoraysearch.model_source import check_model_source, fingerprint
+from autoraysearch.results_log import clean_text
 
 MODEL_FILE = "model.py"
 MAX_BYTES = 200_000
@@ -157,14 +158,15 @@ def _looks_like_answer(value: Any) -> bool:
 def describe_item(item: dict, number: int) -> str:
     """A short name for a proposal in logs and rejection lists: its description, else its number."""
     description = item.get("description")
-    if isinstance(description, str) and description.strip():
+    if isinstance(description, str) and clean_text(description):
         return clean_description(description)
     return f"candidate {number}"
 
 
 def clean_description(text: str) -> str:
-    """One line, no tabs, bounded length: it ends up in commit messages and the results log."""
-    text = " ".join(text.split())
+    """One line, no tabs, escape sequences or control characters, bounded length: it ends up in commit
+    messages, the terminal and the results log."""
+    text = clean_text(text)
     return text if len(text) <= MAX_DESCRIPTION_CHARS else text[: MAX_DESCRIPTION_CHARS - 3] + "..."
 
 
@@ -172,7 +174,7 @@ def read_proposal(item: dict) -> Proposal:
     """Check the shape of one proposal and that it writes model.py and nothing else."""
     check_scope(item)
     description = item.get("description")
-    if not isinstance(description, str) or not description.strip():
+    if not isinstance(description, str) or not clean_text(description):
         raise Rejected('each candidate needs a "description": one sentence saying what changes')
     kind = item.get("kind")
     kind = clean_kind(kind) if isinstance(kind, str) else ""

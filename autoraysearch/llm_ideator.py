@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
+import shutil
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -19,6 +21,8 @@ from autoraysearch.llm_clients import (
     AnthropicChat,
     ChatClient,
     CommandChat,
+    LLMAuthError,
+    LLMError,
     LLMUnavailable,
     Messages,
     OpenAIChat,
@@ -92,6 +96,19 @@ def config_from_settings(settings: CampaignSettings) -> LLMConfig:
         kind=settings.ideator, model=settings.llm_model, base_url=settings.llm_base_url,
         command=settings.llm_command, timeout_s=settings.llm_timeout,
     )
+
+
+def refuse_missing_command(config: LLMConfig) -> None:
+    """A command ideator whose program is not installed is refused before the campaign starts."""
+    config.validate()
+    try:
+        program = shlex.split(config.command or "")[0]
+    except ValueError as exc:  # unbalanced quotes
+        raise AutoraysearchError(f"the ideator command {config.command!r} cannot be read ({exc}); fix its quoting.") from None
+    if shutil.which(program) is None:
+        raise AutoraysearchError(
+            f"the ideator command's program {program!r} is not installed or not on PATH; install it or fix --command."
+        )
 
 
 def campaign_api_key(config: LLMConfig, block_name: str | None = None) -> str | None:
@@ -220,14 +237,26 @@ def ideate(
 
 
 def _ask(client: ChatClient, messages: Messages, repairing: bool, rejected: list[tuple[str, str]]) -> Reply | None:
-    """One call; on a repair turn a transient failure keeps the candidates already in hand instead of losing them."""
-    if not repairing:
-        return client.complete(messages)
+    """One call, or None (with the reason in `rejected`) when this iteration must go on without an answer.
+
+    On a repair turn a transient failure keeps the candidates already in hand instead of losing them.
+    A command ideator that fails (exits non-zero) costs one iteration, not the campaign: agents fail
+    now and then overnight. A refused API key and an outage on the first turn still raise: the first
+    cannot mend itself, the second is waited out and retried by the ideate step.
+    """
     try:
         return client.complete(messages)
     except LLMUnavailable as exc:
+        if not repairing:
+            raise
         rejected.append(("answer", f"the repair turn failed: {exc}"))
         log.warning("the LLM's repair turn failed; going on with the candidates in hand: %s", exc)
+        return None
+    except LLMError as exc:
+        if isinstance(exc, LLMAuthError) or not isinstance(client, CommandChat):
+            raise
+        rejected.append(("no answer", str(exc)))
+        log.warning("%s", exc)
         return None
 
 

@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import os
 import signal
 import subprocess
 import time
 from typing import Iterator
 
+from autoraysearch.errors import AutoraysearchError
+
 # The first start creates and migrates the database: slow on a small machine.
 SERVER_START_TIMEOUT_S = 180
 # How long a crashed trial's task run may take to show up on the server.
 TASK_RUN_APPEAR_S = 15.0
 PR_SET_PDEATHSIG = 1
+# A configured API that does not answer this fast is down (or the URL is wrong), not slow.
+API_CHECK_TIMEOUT_S = 5.0
+# Where Prefect's engine logs a flow or task run's exception, with its traceback.
+RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
 
 
 def current_api_url() -> str | None:
@@ -38,6 +45,7 @@ def local_prefect_api() -> Iterator[str]:
 
     url = get_current_settings().api.url
     if url:
+        refuse_unreachable_api(str(url))
         yield str(url)
         return
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -54,6 +62,49 @@ def local_prefect_api() -> Iterator[str]:
                 drain_to_api()
     finally:
         server.stop()
+
+
+def refuse_unreachable_api(url: str) -> None:
+    """A configured Prefect API nobody answers at fails at once, not after Ray started and three tracebacks."""
+    import httpx
+
+    try:
+        # Any HTTP answer, even 401 or 404, means a server is there; only no answer at all is refused.
+        httpx.get(url.rstrip("/") + "/health", timeout=API_CHECK_TIMEOUT_S)
+    except httpx.HTTPError as exc:
+        problem = " ".join(str(exc).split()) or type(exc).__name__
+        raise AutoraysearchError(
+            f"no Prefect server answers at PREFECT_API_URL={url} ({problem}); start that server "
+            "(`prefect server start`), or unset PREFECT_API_URL to let autoraysearch start a local one."
+        ) from None
+
+
+class HideRefusalTracebacks(logging.Filter):
+    """Drop Prefect's "Encountered exception" record, traceback and all, when the exception is our own refusal.
+
+    The CLI prints such a refusal as one sentence; the traceback above it would only bury it. Other
+    exceptions (bugs, crashes) keep their tracebacks.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (record.name.startswith(RUN_LOGGERS) and isinstance(exc, AutoraysearchError))
+
+
+@contextlib.contextmanager
+def hide_refusal_tracebacks() -> Iterator[None]:
+    """Install HideRefusalTracebacks on the terminal's log handlers (the API handlers still get the record)."""
+    import prefect.main  # noqa: F401  configures Prefect's logging, which would drop a filter added before it
+
+    hiding = HideRefusalTracebacks()
+    handlers = [h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler)]
+    for handler in handlers:
+        handler.addFilter(hiding)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(hiding)
 
 
 @contextlib.contextmanager

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import re
+import unicodedata
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -13,6 +15,10 @@ COLUMNS = ("iteration", "commit", "metric", "delta", "status", "description")
 EXTRA_COLUMNS = ("candidate", "seconds", "node", "tokens")
 # Statuses whose metric counts towards the best so far.
 BEST_STATUSES = ("baseline", "keep")
+# Terminal escape sequences: CSI (colours, cursor moves), OSC (titles, links) and two-character escapes.
+# Bidirectional overrides make a terminal show text in another order than it is stored.
+_BIDI_CONTROLS = set("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
 
 
 @dataclass(frozen=True)
@@ -26,6 +32,13 @@ class ResultRow:
     status: str
     description: str
     extra: dict[str, str] = field(default_factory=dict)
+    # The line as read, for a hand-edited row whose metric or delta cannot be read: it is written back
+    # exactly as it was (never "corrected" to '-') and takes no part in decisions.
+    raw: str | None = None
+
+    @property
+    def readable(self) -> bool:
+        return self.raw is None
 
 
 @dataclass(frozen=True)
@@ -40,11 +53,11 @@ class ResultsLog:
 
     @property
     def baseline(self) -> ResultRow | None:
-        return next((r for r in self.rows if r.status == "baseline"), None)
+        return next((r for r in self.rows if r.status == "baseline" and r.readable), None)
 
     def best(self) -> ResultRow | None:
         """The baseline or kept row with the best metric."""
-        scored = [r for r in self.rows if r.status in BEST_STATUSES and r.metric is not None]
+        scored = [r for r in self.rows if r.status in BEST_STATUSES and r.metric is not None and r.readable]
         if not scored:
             return None
         pick = max if self.higher_is_better else min
@@ -60,7 +73,13 @@ class ResultsLog:
 
 
 def clean_text(text: str) -> str:
-    """A description that cannot break the format: no tabs or line breaks, no runs of spaces."""
+    """Text that cannot break the format or the terminal: no escape sequences, control characters or runs of spaces.
+
+    Descriptions come from LLMs and from model code's errors; an escape sequence in one would recolour
+    or rewrite the reader's terminal each time the log is shown.
+    """
+    text = _ANSI_ESCAPE.sub("", text)
+    text = "".join(" " if unicodedata.category(ch) == "Cc" or ch in _BIDI_CONTROLS else ch for ch in text)
     return " ".join(text.split())
 
 
@@ -76,6 +95,9 @@ def format_log(log: ResultsLog) -> str:
     direction = "higher_is_better" if log.higher_is_better else "lower_is_better"
     lines = [f"# metric_direction: {direction}", "\t".join(COLUMNS + EXTRA_COLUMNS)]
     for row in log.rows:
+        if row.raw is not None:
+            lines.append(row.raw)
+            continue
         cells = [
             clean_text(row.iteration),
             clean_text(row.commit) or "-",
@@ -107,25 +129,35 @@ def parse_log(text: str, source: str = "results log") -> ResultsLog:
         if len(cells) < len(COLUMNS):
             raise AutoraysearchError(f"{source} line {number} has {len(cells)} columns, expected at least 6.")
         values = dict(zip(header, cells))
+        metric, delta = _parse_number(values["metric"]), _parse_number(values["delta"])
+        unreadable = metric is _UNREADABLE or delta is _UNREADABLE
         rows.append(
             ResultRow(
                 iteration=values["iteration"],
                 commit=values["commit"],
-                metric=_parse_number(values["metric"]),
-                delta=_parse_number(values["delta"]),
+                metric=None if unreadable else metric,
+                delta=None if unreadable else delta,
                 status=values["status"],
                 description=values["description"],
                 extra={k: v for k, v in values.items() if k not in COLUMNS and v},
+                raw=line if unreadable else None,
             )
         )
     return ResultsLog(higher_is_better=direction == "higher_is_better", rows=tuple(rows))
 
 
-def _parse_number(cell: str) -> float | None:
-    try:
-        return float(cell)
-    except ValueError:
+_UNREADABLE = object()
+
+
+def _parse_number(cell: str) -> float | None | object:
+    """A finite number, None for an empty cell ('-'), or _UNREADABLE for anything else."""
+    if cell.strip() in ("", "-"):
         return None
+    try:
+        value = float(cell)
+    except ValueError:
+        return _UNREADABLE
+    return value if math.isfinite(value) else _UNREADABLE
 
 
 def read_results_log(path: Path, higher_is_better: bool) -> ResultsLog:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import difflib
 import json
+import math
 import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from autoraysearch.errors import AutoraysearchError
 
@@ -37,12 +39,14 @@ class CampaignSettings(BaseModel):
     data_module: str | None = Field(
         None, description="For the custom dataset: the data module next to model.py (load_data, evaluate, loss)."
     )
-    epochs: int | None = Field(5, description="Training epochs per trial (None when time_budget is used).")
-    time_budget: float | None = Field(None, description="Seconds of training per trial instead of epochs.")
-    seed: int = Field(0, description="Seed for training and for the offline ideator.")
+    epochs: int | None = Field(5, ge=1, description="Training epochs per trial (None when time_budget is used).")
+    time_budget: float | None = Field(
+        None, gt=0, allow_inf_nan=False, description="Seconds of training per trial instead of epochs."
+    )
+    seed: int = Field(0, ge=0, description="Seed for training and for the offline ideator.")
     model_kwargs: dict[str, Any] = Field(default_factory=dict, description="Arguments train.py passes to Model(...).")
     input_shape: list[int] | None = Field(None, description="Shape of one input sample, when known.")
-    num_classes: int | None = Field(None, description="Classes of the labels; None when the metric is not accuracy.")
+    num_classes: int | None = Field(None, ge=1, description="Classes of the labels; None when the metric is not accuracy.")
     ideator: Literal["mutate", "openai", "anthropic", "command"] = Field(
         "mutate",
         description="Who proposes changes: 'mutate' (offline, rule-based), 'openai' (any OpenAI-compatible "
@@ -56,12 +60,24 @@ class CampaignSettings(BaseModel):
     api_key_block: str | None = Field(
         None, description="Name of a Prefect Secret block holding the API key; None: OPENAI_API_KEY / ANTHROPIC_API_KEY."
     )
-    llm_timeout: float = Field(120.0, description="Seconds an LLM answer may take before the call is retried.")
+    llm_timeout: float = Field(120.0, gt=0, allow_inf_nan=False, description="Seconds an LLM answer may take before the call is retried.")
     trial_timeout: float | None = Field(
-        None, description="Seconds before a trial is killed; None = max(600, 5 x the baseline's time)."
+        None, gt=0, allow_inf_nan=False, description="Seconds before a trial is killed; None = max(600, 5 x the baseline's time)."
     )
-    cpus_per_trial: float = Field(1.0, description="CPUs Ray reserves for each trial.")
-    gpus_per_trial: float = Field(0.0, description="GPUs Ray reserves for each trial (fractions allowed).")
+    # A trial always needs some CPU to run train.py; Ray refuses negative resources only once a task is submitted.
+    cpus_per_trial: float = Field(1.0, gt=0, allow_inf_nan=False, description="CPUs Ray reserves for each trial.")
+    gpus_per_trial: float = Field(
+        0.0, ge=0, allow_inf_nan=False,
+        description="GPUs Ray reserves for each trial: a fraction up to 1, or a whole number for DDP.",
+    )
+
+    @field_validator("gpus_per_trial")
+    @classmethod
+    def _whole_gpus_above_one(cls, value: float) -> float:
+        # A DDP trial runs one process per GPU: 1.5 GPUs cannot be split between processes.
+        if value > 1 and value != int(value):
+            raise ValueError("a fraction up to 1, or a whole number of GPUs")
+        return value
 
     @property
     def higher_is_better(self) -> bool:
@@ -77,10 +93,51 @@ def load_settings(experiment_dir: Path) -> CampaignSettings:
         )
     try:
         data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise AutoraysearchError(f"{path} is not valid TOML ({exc}); fix it or run setup again.") from None
+    try:
         return CampaignSettings(**data)
-    except (tomllib.TOMLDecodeError, ValidationError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise AutoraysearchError(f"{path} is not valid ({first}); fix it or run setup again.") from None
+    except ValidationError as exc:
+        raise AutoraysearchError(f"{path}: {describe_invalid(exc)}; fix it or run setup again.") from None
+
+
+def describe_invalid(exc: ValidationError, names: dict[str, str] | None = None) -> str:
+    """The first problem of a ValidationError as a phrase naming the key, its value and what is allowed.
+
+    `names` maps a setting to what the user typed for it (e.g. a CLI flag); default: the setting's own name.
+    """
+    error = exc.errors()[0]
+    key = ".".join(str(part) for part in error["loc"])
+    shown = (names or {}).get(key, key)
+    if error["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(key, list(CampaignSettings.model_fields), n=3)
+        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+        return f"{shown} is not a setting autoraysearch knows{hint}"
+    return f"{shown} = {_shown_value(error.get('input'))} is not valid (must be {_allowed(error)})"
+
+
+def _shown_value(value: Any) -> str:
+    if isinstance(value, float) and math.isfinite(value) and value == int(value):
+        return f"{value:g}"
+    return _toml_value(value) if isinstance(value, (bool, int, float, str, list, dict)) else repr(value)
+
+
+def _allowed(error: dict) -> str:
+    """What pydantic's message says the value should be, phrased as a rule ("greater than 0")."""
+    message = str(error["msg"])
+    for prefix in ("Input should be ", "Value error, "):
+        if message.startswith(prefix):
+            message = message[len(prefix):]
+    return message.rstrip(".")
+
+
+def setting_problem(name: str, value: Any) -> str | None:
+    """Why one setting's value is refused (e.g. "must be greater than 0"), or None when it is allowed."""
+    try:
+        CampaignSettings(**{name: value})
+    except ValidationError as exc:
+        return f"must be {_allowed(exc.errors()[0])}"
+    return None
 
 
 def dump_settings(settings: CampaignSettings) -> str:

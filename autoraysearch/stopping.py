@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -59,11 +60,15 @@ def parse_deadline(text: str, now: datetime) -> datetime:
 
 
 def validate(conditions: StopConditions) -> StopConditions:
-    """Reject values that could never make sense, in one sentence each."""
+    """Reject values that could never make sense, in one sentence each naming the flag and what it allows."""
     if conditions.max_iterations is not None and conditions.max_iterations < 1:
-        raise AutoraysearchError("--max-iterations must be 1 or more.")
-    if conditions.max_hours is not None and conditions.max_hours <= 0:
-        raise AutoraysearchError("--max-hours must be a positive number of hours.")
+        raise AutoraysearchError(f"--max-iterations {conditions.max_iterations} is not valid: it must be 1 or more.")
+    if conditions.max_hours is not None and not (math.isfinite(conditions.max_hours) and conditions.max_hours > 0):
+        raise AutoraysearchError(
+            f"--max-hours {conditions.max_hours:g} is not valid: it must be a positive, finite number of hours."
+        )
+    if conditions.target is not None and not math.isfinite(conditions.target):
+        raise AutoraysearchError(f"--target {conditions.target:g} is not valid: it must be a finite number.")
     if conditions.patience is not None and conditions.patience < 1:
-        raise AutoraysearchError("--patience must be 1 or more iterations.")
+        raise AutoraysearchError(f"--patience {conditions.patience} is not valid: it must be 1 or more iterations.")
     return conditions

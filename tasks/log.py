@@ -12,6 +12,8 @@ from autoraysearch.results_log import ResultRow, append_result, clean_text
 from autoraysearch.settings import write_atomically
 
 ERROR_CHARS = 200
+# A row that sums up many rejections stays readable in a table.
+REJECTED_CHARS = 600
 
 
 def result_row(candidate: Candidate, verdict: Verdict, result: TrialResult, short_sha: str) -> ResultRow:
@@ -36,23 +38,53 @@ def dropped_rows(ideas: Ideas, iteration: int, wanted: int) -> list[ResultRow]:
     """Rows for what never reached a trial: each pre-flight failure, then each slot the ideator left empty.
 
     They are labelled 5.1, 5.2 … so that iteration 5's trained candidates keep their usual labels.
+    Every reason an answer was rejected for appears on one of the empty slots' rows.
     """
     rows = [
         ResultRow(
             iteration="", commit="-", metric=None, delta=None, status="crash",
-            description=f"{d.description} ({clean_text(d.reason)[-ERROR_CHARS:]})", extra={"candidate": d.fingerprint},
+            description=clean_text(f"{d.description} ({clean_text(d.reason)[-ERROR_CHARS:]})"),
+            extra={"candidate": d.fingerprint},
         )
         for d in ideas.crashed
     ]
     empty_slots = max(0, wanted - len(ideas.candidates) - len(ideas.crashed))
-    reasons = [r for r in reversed(ideas.rejected) if not r[1].startswith("pre-flight:")]
-    for n in range(empty_slots):
-        what, reason = reasons[n] if n < len(reasons) else ("answer", "the ideator proposed too few changes")
+    reasons = [r for r in ideas.rejected if not r[1].startswith("pre-flight:")]
+    for share in _shares(reasons, empty_slots):
         rows.append(ResultRow(
-            iteration="", commit="-", metric=None, delta=None, status="rejected",
-            description=f"{what} (rejected: {clean_text(reason)[-ERROR_CHARS:]})",
+            iteration="", commit="-", metric=None, delta=None, status="rejected", description=rejected_description(share),
         ))
     return [replace(row, iteration=f"{iteration}.{n}") for n, row in enumerate(rows, start=1)]
+
+
+def _shares(reasons: list[tuple[str, str]], slots: int) -> list[list[tuple[str, str]]]:
+    """The rejections split over the empty slots in order, as evenly as they go (a slot may get none)."""
+    if slots == 0:
+        return []
+    size, extra = divmod(len(reasons), slots)
+    shares, start = [], 0
+    for n in range(slots):
+        end = start + size + (n < extra)
+        shares.append(reasons[start:end])
+        start = end
+    return shares
+
+
+def rejected_description(rejections: list[tuple[str, str]]) -> str:
+    """One row's description: its single rejection as before, or every distinct reason with its count."""
+    if not rejections:
+        return "answer (rejected: the ideator proposed too few changes)"
+    if len(rejections) == 1:
+        [(what, reason)] = rejections
+        return clean_text(f"{what} (rejected: {clean_text(reason)[-ERROR_CHARS:]})")
+    counts: dict[str, int] = {}
+    for what, reason in rejections:
+        shown = clean_text(reason) if what in ("answer", "no answer") else clean_text(f"{what}: {reason}")
+        shown = shown[:ERROR_CHARS]
+        counts[shown] = counts.get(shown, 0) + 1
+    parts = [reason if n == 1 else f"{reason} (x{n})" for reason, n in counts.items()]
+    text = f"{len(rejections)} answers rejected: " + "; ".join(parts)
+    return text if len(text) <= REJECTED_CHARS else text[: REJECTED_CHARS - 1] + "…"
 
 
 def usage_cell(usage: dict[str, int]) -> dict[str, str]:

@@ -359,16 +359,18 @@ def test_command_ideator_reads_stdin_and_gets_no_secrets(tmp_path, monkeypatch):
     assert ideas.usage == {"input_tokens": 0, "output_tokens": 0}
 
 
-def test_command_ideator_failure_is_one_sentence(tmp_path):
+def test_command_ideator_failure_is_one_rejection_not_an_error(tmp_path):
     script = tmp_path / "agent.py"
     script.write_text("import sys\nsys.stderr.write('starting\\nError: not logged in\\n')\nsys.exit(3)\n")
     config = LLMConfig(kind="command", command=f"{sys.executable} {script}")
-    with pytest.raises(AutoraysearchError) as caught:
-        propose_with_llm(make_review(), SETTINGS, ["4"], config)
-    assert str(caught.value) == f"the ideator command `{config.command}` failed with exit code 3 (Error: not logged in)."
+    ideas = propose_with_llm(make_review(), SETTINGS, ["4"], config)
+    assert ideas.candidates == []
+    assert ideas.rejected == [
+        ("no answer", f"the ideator command `{config.command}` failed with exit code 3 (Error: not logged in).")
+    ]
     missing = LLMConfig(kind="command", command="no-such-agent-xyz -p")
-    with pytest.raises(AutoraysearchError, match="cannot be started .*install it or fix the command"):
-        propose_with_llm(make_review(), SETTINGS, ["4"], missing)
+    [(_, reason)] = propose_with_llm(make_review(), SETTINGS, ["4"], missing).rejected
+    assert "cannot be started" in reason and "install it or fix the command" in reason
 
 
 def test_command_ideator_timeout_kills_its_whole_process_group(tmp_path):
