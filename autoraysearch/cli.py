@@ -143,9 +143,9 @@ def cmd_setup(args: argparse.Namespace) -> int:
 
 def _precheck_setup(experiment_dir: Path, model_py: str, args: argparse.Namespace) -> None:
     """Fail fast, before any service starts, on every mistake setup can see without training."""
-    from autoraysearch.experiment_setup import plan_setup
+    from autoraysearch.experiment_setup import plan_setup, refuse_model_failing_preflight
 
-    plan_setup(experiment_dir, **_setup_options(model_py, args))
+    refuse_model_failing_preflight(plan_setup(experiment_dir, **_setup_options(model_py, args)))
 
 
 def _check_setup_options(args: argparse.Namespace) -> None:
@@ -320,7 +320,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from autoraysearch.experiment_setup import plan_setup
+    from autoraysearch.experiment_setup import plan_setup, refuse_model_failing_preflight
     from autoraysearch.plan import ask_all, launch_steps, loop_options, prepare_model, run_command, setup_options, setup_steps
     from autoraysearch.repository import ExperimentRepo
 
@@ -329,7 +329,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     answers = ask_all(setup_steps(root), _ask_at_terminal)
     prepare_model(root, answers)
     options = setup_options(answers)
-    plan_setup(root, **options)  # everything checkable without training, before services start
+    # Everything checkable without training, before services start.
+    refuse_model_failing_preflight(plan_setup(root, **options))
 
     def baseline_then_launch():
         from autoraysearch.flows.loop import autoraysearch_loop

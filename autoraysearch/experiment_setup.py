@@ -93,9 +93,6 @@ def plan_setup(
         data_module=info.data_module, epochs=epochs, time_budget=time_budget, model_kwargs=model_kwargs,
         input_shape=list(info.input_shape), num_classes=info.num_classes,
     )
-    # Only a class count the loss depends on is checked: a custom dataset may bring a loss of its own.
-    num_outputs = model_kwargs.get("num_classes") if info.name == CUSTOM else info.num_classes
-    refuse_model_failing_preflight(model_source, model_py, settings, num_outputs)
     spec = TrainSpec(
         dataset=info.name, epochs=epochs, time_budget=time_budget, seed=seed, batch_size=batch_size,
         learning_rate=learning_rate, metric=metric, model_kwargs=model_kwargs, data_dir=info.data_dir,
@@ -105,18 +102,21 @@ def plan_setup(
     return SetupPlan(paths=paths, settings=settings, model_source=model_source, train_source=render_train_py(spec))
 
 
-def refuse_model_failing_preflight(
-    model_source: str, model_py: str, settings: CampaignSettings, num_outputs: int | None
-) -> None:
-    """The user's model gets the candidates' CPU pre-flight: a wrong output shape is named in a second,
-    not by an IndexError after the baseline trained."""
+def refuse_model_failing_preflight(plan: SetupPlan) -> None:
+    """The user's model gets the candidates' CPU pre-flight before its baseline trains: a wrong output
+    shape is named in a second, not by an IndexError after training. A user's own train.py: no known shape, no check."""
     from autoraysearch.preflight import preflight  # imports the warm checker: only when setting up
 
-    outputs = num_outputs if isinstance(num_outputs, int) else None
-    result = preflight(model_source, settings.model_kwargs, settings.input_shape, outputs)
+    settings = plan.settings
+    if not settings.generated or settings.input_shape is None:
+        return
+    # Only a class count the loss depends on is checked: a custom dataset may bring a loss of its own.
+    classes = settings.model_kwargs.get("num_classes") if settings.dataset == CUSTOM else settings.num_classes
+    outputs = classes if isinstance(classes, int) else None
+    result = preflight(plan.model_source, settings.model_kwargs, settings.input_shape, outputs)
     if not result.ok:
         raise AutoraysearchError(
-            f"{model_py} fails the pre-flight check on {settings.dataset} inputs: {result.describe()}; "
+            f"{settings.model_py} fails the pre-flight check on {settings.dataset} inputs: {result.describe()}; "
             f"fix Model (or pass --model-kwargs), commit it and run setup again."
         )
 
