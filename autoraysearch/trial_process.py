@@ -31,6 +31,7 @@ is beyond our reach.
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import os
 import shutil
@@ -45,81 +46,153 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 
+from autoraysearch import sandbox
 from autoraysearch.errors import AutoraysearchError
 
 log = logging.getLogger(__name__)
 
 SCRATCH_PREFIX = "autoraysearch-trial-"
-# Keys the campaign may hold (LLM ideators, Prefect Cloud) that model code never gets to see.
-SECRET_ENV = frozenset({"OPENAI_API_KEY", "ANTHROPIC_API_KEY", "PREFECT_API_KEY"})
+SECRET_ENV = sandbox.SECRET_ENV  # re-exported: the one list of keys model code never gets to see
+METRIC_FD_ENV = "AUTORAYSEARCH_METRIC_FD"  # names the pipe a train.py may write METRIC=value to, once
+MAX_METRIC_BYTES = 4096  # what is kept of the metric channel; more is drained and dropped
+DEFAULT_MAX_LOG_BYTES = 10_000_000  # a log file over this keeps its first half and its latest lines
 TERM_GRACE_SECONDS = 3.0  # time a trial gets between SIGTERM and SIGKILL
 KILL_WAIT_SECONDS = 30.0  # after SIGKILL; dying CUDA processes can take a while to release the GPU
+# How long the launcher lets the supervisor stop the command and sweep before killing the group itself.
+SUPERVISOR_STOP_SECONDS = 2 * TERM_GRACE_SECONDS + 5.0
 POLL_SECONDS = 0.05  # short sleeps keep async exceptions (Ray cancellation) responsive
 READER_JOIN_SECONDS = 5.0  # only a process that escaped the group can hold the pipes longer
 STDOUT_TAIL_LINES = 50
 MAX_LINE_BYTES = 64 * 1024  # bounds memory for output without newlines (progress bars)
 
-# Runs as `python -I -S -c SUPERVISOR <launcher pid> <grace> <command...>` in the trial's cwd.
-# -I keeps the trial's own files (e.g. a user `signal.py`) from shadowing the stdlib here.
-_SUPERVISOR = r"""
-import ctypes, os, resource, signal, sys, time
+# The supervisor's own part; it runs after sandbox.py's source as
+# `python -I -S -c SOURCE CONFIG_JSON <command...>` in the trial's cwd. -I keeps the trial's own files
+# (e.g. a user `signal.py`) from shadowing the stdlib here. Two processes: the outer one is the
+# launcher's direct child, which Ray SIGKILLs at once when a worker dies; the keeper, its child,
+# survives that, and is the one that runs the command, sweeps what it leaves and removes the scratch.
+_SUPERVISOR_MAIN = r"""
+import json, shutil, stat, sys
 
-PR_SET_PDEATHSIG = 1
-launcher, grace, command = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3:]
+config, command = json.loads(sys.argv[1]), sys.argv[2:]
+launcher, grace, kill_wait = config["launcher"], config["grace"], config["kill_wait"]
 
-def kill_group():
-    group = os.getpgrp()
-    os.killpg(group, signal.SIGTERM)
-    time.sleep(grace)
-    os.killpg(group, signal.SIGKILL)
-
-def on_hangup(signum, frame):
-    # SIGHUP is our parent-death signal; ignore it unless the launcher really is gone.
-    if os.getppid() != launcher:
-        kill_group()
-
-def report(code):
+def exit_like(code):
     # Exit like the command did, so the launcher sees the same returncode as without us.
     if code >= 0:
         os._exit(code)
     if -code not in (signal.SIGKILL, signal.SIGSTOP):  # those two cannot (and need not) be reset
         signal.signal(-code, signal.SIG_DFL)
+    import resource
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     os.kill(os.getpid(), -code)
     os._exit(128 - code)
 
-signal.signal(signal.SIGHUP, on_hangup)
-# The launcher's SIGTERM to the group is meant for the command; stay to report its exit status.
-signal.signal(signal.SIGTERM, lambda signum, frame: None)
-libc = ctypes.CDLL(None, use_errno=True)
-if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGHUP), 0, 0, 0) != 0:
-    os.write(2, b"autoraysearch: prctl(PR_SET_PDEATHSIG) failed; the trial may outlive its launcher\n")
-if os.getppid() != launcher:
-    os._exit(1)  # the launcher died before the death signal was armed
-supervisor = os.getpid()
-watchdog = os.fork()
-if watchdog == 0:
-    # Ray SIGKILLs a dead worker's direct children (this supervisor) before they can act. This
-    # grandchild of the worker survives that, notices its parent is gone, and kills the group.
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGHUP, lambda signum, frame: os.getppid() != supervisor and kill_group())
-    libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGHUP), 0, 0, 0)
-    if os.getppid() != supervisor:
-        kill_group()
-    while True:
-        signal.pause()
-pid = os.fork()
-if pid == 0:
+def close_command_fds():
+    for fd in config["fds"]:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+def remove_scratch():
+    # The launcher died before its own clean-up; the folder must not pile up night after night.
+    def retry(func, path, _):
+        os.chmod(os.path.dirname(path), stat.S_IRWXU)
+        func(path)
+    if os.path.basename(config["scratch"]).startswith(config["prefix"]):
+        shutil.rmtree(config["scratch"], onerror=retry)
+
+def run_command():
+    # In the forked child: contain it, tell the launcher how, and become the command.
+    note = contain(config["writable"])
+    os.write(config["report_fd"], note.encode())
+    os.close(config["report_fd"])
     try:
         os.execvp(command[0], command)
     except OSError as exc:
         os.write(2, f"autoraysearch: cannot run {command[0]!r}: {exc}\n".encode())
     os._exit(127)
-status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-os.kill(watchdog, signal.SIGKILL)
-os.waitpid(watchdog, 0)
-report(status)
+
+def keeper(supervisor):
+    stop = {"at": None, "orphaned": False}
+    def on_term(signum, frame):
+        stop["at"] = stop["at"] or time.monotonic()
+    def on_hangup(signum, frame):
+        stop["orphaned"] = True  # the outer supervisor died or says the launcher did
+        on_term(signum, frame)
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGHUP, on_hangup)
+    set_parent_death_signal(signal.SIGHUP)
+    if os.getppid() != supervisor:
+        on_hangup(None, None)
+    become_subreaper()
+    make_undumpable()
+    child = os.fork()
+    if child == 0:
+        run_command()
+    close_command_fds()
+    termed = killed = False
+    while True:
+        done, status = os.waitpid(child, os.WNOHANG)
+        if done:
+            break
+        if stop["at"] is not None and not termed:
+            signal_descendants(signal.SIGTERM)  # also those that left the process group
+            termed = True
+        elif termed and not killed and time.monotonic() - stop["at"] >= grace:
+            signal_descendants(signal.SIGKILL)
+            killed = True
+        time.sleep(0.05)
+    sweep_descendants(0 if killed else grace, kill_wait)
+    if stop["orphaned"] or os.getppid() != supervisor:
+        remove_scratch()
+    exit_like(os.waitstatus_to_exitcode(status))
+
+def supervise():
+    state = {"launcher_gone": False, "keeper": None}
+    def on_hangup(signum, frame):
+        # SIGHUP is our parent-death signal; ignore it unless the launcher really is gone.
+        if os.getppid() != launcher:
+            state["launcher_gone"] = True
+            tell_keeper()
+    def tell_keeper():
+        try:
+            if state["keeper"]:
+                os.kill(state["keeper"], signal.SIGHUP)
+        except ProcessLookupError:
+            pass  # already reaped
+    signal.signal(signal.SIGHUP, on_hangup)
+    # The launcher's SIGTERM to the group is meant for the command; the keeper acts on it.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    if not set_parent_death_signal(signal.SIGHUP):
+        os.write(2, b"autoraysearch: prctl(PR_SET_PDEATHSIG) failed; the trial may outlive its launcher\n")
+    if os.getppid() != launcher:
+        os._exit(1)  # the launcher died before the death signal was armed
+    become_subreaper()  # if the keeper is killed, what it ran comes to us
+    make_undumpable()
+    supervisor = os.getpid()
+    child = os.fork()
+    if child == 0:
+        keeper(supervisor)
+    state["keeper"] = child
+    if state["launcher_gone"]:
+        tell_keeper()
+    close_command_fds()
+    os.close(config["report_fd"])
+    status = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
+    state["keeper"] = None
+    sweep_descendants(0, kill_wait)  # only when the keeper itself was killed
+    if state["launcher_gone"] or os.getppid() != launcher:
+        remove_scratch()
+    exit_like(status)
+
+supervise()
 """
+
+
+def _supervisor_source() -> str:
+    """sandbox.py's code followed by the supervisor's: one program that imports nothing of ours."""
+    return Path(sandbox.__file__).read_text(encoding="utf-8") + _SUPERVISOR_MAIN
 
 
 @dataclass(frozen=True)
@@ -132,6 +205,8 @@ class ProcessOutcome:
     stdout_tail: list[str]  # last non-empty stdout lines, without newlines
     output: str  # combined stdout+stderr as logged, the last max_output_bytes with a cut note
     last_error_line: str  # last non-empty stderr line, else of output; "" if none
+    metric_lines: tuple[str, ...] = ()  # what the command wrote to the metric channel (AUTORAYSEARCH_METRIC_FD)
+    sandbox: str = "none"  # which containment was in force, e.g. "landlock ABI 7"; "none: why" without one
 
 
 def run_in_directory(
@@ -143,16 +218,25 @@ def run_in_directory(
     log_path: Path | None = None,
     max_output_bytes: int = 1_000_000,
     scratch_root: Path | None = None,
+    writable: list[Path] | tuple[Path, ...] = (),
+    max_log_bytes: int = DEFAULT_MAX_LOG_BYTES,
 ) -> ProcessOutcome:
-    """Write `files` (relative name -> text) into a fresh scratch directory, run `command` there, clean up."""
+    """Write `files` (relative name -> text) into a fresh scratch directory, run `command` there, clean up.
+
+    On Linux the command may write only inside the scratch directory, the `writable` folders and
+    /dev/shm (see sandbox.py); the outcome says which sandbox was in force.
+    """
     if not command:
         raise ValueError("command must not be empty")
     for name in files:
         _check_relative_name(name)
+    # Blank our own keys in /proc/self/environ: code that gets past the sandbox reads its ancestors'.
+    sandbox.scrub_secrets_from_environ_block()
     scratch = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=scratch_root))
     try:
         _write_files(scratch, files)
-        return _run(command, scratch, timeout, env, log_path, max_output_bytes)
+        writable = [str(Path(path).resolve()) for path in writable]
+        return _run(command, scratch, timeout, env, log_path, max_output_bytes, writable, max_log_bytes)
     finally:
         _remove_tree(scratch)
 
@@ -210,30 +294,42 @@ def _run(
     env: dict[str, str] | None,
     log_path: Path | None,
     max_output_bytes: int,
+    writable: list[str],
+    max_log_bytes: int,
 ) -> ProcessOutcome:
-    """Start the command in its own session, stream its output, and end it and its whole group."""
-    collector = _OutputCollector(log_path, max_output_bytes)
+    """Start the command in its own session, stream its output and metric channel, and end its whole tree."""
+    collector = _OutputCollector(log_path, max_output_bytes, max_log_bytes)
+    metric_read, metric_write = os.pipe()
+    report_read, report_write = os.pipe()
     try:
         started = time.monotonic()
+        supervised = _supervised()
+        argv = _launch_argv(command, scratch, writable, [metric_write], report_write) if supervised else command
         proc = subprocess.Popen(
-            _launch_argv(command),
+            argv,
             cwd=scratch,
-            env=_child_env(env),
+            env=_child_env(env, scratch, metric_write),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            pass_fds=(metric_write, report_write) if supervised else (metric_write,),
             start_new_session=True,  # its own process group: killpg reaches every descendant
         )
+        os.close(metric_write)
+        os.close(report_write)
+        metric_write = report_write = -1
         deadline = None if timeout is None else started + timeout
         readers: list[threading.Thread] = []
         try:
-            readers = _start_readers(proc, collector)
+            readers = _start_readers(proc, collector, metric_read)
             exited = _wait_for_exit(proc, deadline)
         except BaseException:
-            _kill_after_interrupt(proc)
+            _kill_after_interrupt(proc, supervised)
             _join_readers(readers)
             raise
-        # After a normal exit this only removes strays; after a timeout it is the actual kill.
+        if not exited:
+            _stop(proc, supervised)
+        # After a normal exit this only removes strays the supervisor could not; after a timeout too.
         kill_process_group(proc.pid)
         returncode = proc.wait()
         _join_readers(readers)
@@ -241,24 +337,54 @@ def _run(
             returncode=returncode if exited else None,
             timed_out=not exited,
             seconds=time.monotonic() - started,
+            sandbox=_read_report(report_read) if supervised else "none: no supervisor on this platform",
         )
     finally:
         collector.close()
+        for fd in (metric_write, report_write, report_read):
+            if fd >= 0:
+                os.close(fd)
 
 
-def _launch_argv(command: list[str]) -> list[str]:
-    """The argv to start: the command itself, behind the parent-death supervisor where Linux has one."""
-    if not sys.platform.startswith("linux") or not sys.executable:
-        return list(command)
-    return [sys.executable, "-I", "-S", "-c", _SUPERVISOR, str(os.getpid()), str(TERM_GRACE_SECONDS), *command]
+def _supervised() -> bool:
+    """Whether the command runs behind the Linux supervisor (sandbox, sweep, parent-death handling)."""
+    return sys.platform.startswith("linux") and bool(sys.executable)
 
 
-def _child_env(extra: dict[str, str] | None) -> dict[str, str]:
-    """The caller's environment, less API keys, plus `extra`; unbuffered so lines reach the log as printed."""
+def _launch_argv(command: list[str], scratch: Path, writable: list[str], fds: list[int], report_fd: int) -> list[str]:
+    """The argv that starts the command behind the supervisor."""
+    config = {
+        "launcher": os.getpid(),
+        "grace": TERM_GRACE_SECONDS,
+        "kill_wait": KILL_WAIT_SECONDS,
+        "scratch": str(scratch),
+        "prefix": SCRATCH_PREFIX,
+        "writable": [str(scratch), *writable],
+        "fds": fds,
+        "report_fd": report_fd,
+    }
+    return [sys.executable, "-I", "-S", "-c", _supervisor_source(), json.dumps(config), *command]
+
+
+def _child_env(extra: dict[str, str] | None, scratch: Path, metric_fd: int) -> dict[str, str]:
+    """The caller's environment, less API keys, caches in the scratch, plus `extra`; unbuffered output."""
     env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
     env["PYTHONUNBUFFERED"] = "1"
+    for name, relative in sandbox.CACHE_ENV.items():
+        folder = scratch / relative
+        folder.mkdir(parents=True, exist_ok=True)
+        env[name] = str(folder)
+    env[METRIC_FD_ENV] = str(metric_fd)
     env.update(extra or {})
     return env
+
+
+def _read_report(fd: int) -> str:
+    """What the supervisor's forked child said about the sandbox before it became the command."""
+    chunks = []
+    while chunk := os.read(fd, 4096):
+        chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace").strip() or "none: the command did not start"
 
 
 def _wait_for_exit(proc: subprocess.Popen, deadline: float | None) -> bool:
@@ -281,9 +407,18 @@ def _has_exited(proc: subprocess.Popen) -> bool:
         return True  # already reaped elsewhere (e.g. SIGCHLD ignored in this process)
 
 
-def _kill_after_interrupt(proc: subprocess.Popen) -> None:
-    """Kill the group after the caller was interrupted; a second interruption skips straight to SIGKILL."""
+def _stop(proc: subprocess.Popen, supervised: bool) -> None:
+    """SIGTERM the group and let the supervisor end the command and sweep what it started, for a while."""
+    if supervised and _signal_group(proc.pid, signal.SIGTERM):
+        deadline = time.monotonic() + SUPERVISOR_STOP_SECONDS
+        while not _has_exited(proc) and time.monotonic() < deadline:
+            time.sleep(POLL_SECONDS)
+
+
+def _kill_after_interrupt(proc: subprocess.Popen, supervised: bool) -> None:
+    """Stop the tree after the caller was interrupted; a second interruption skips straight to SIGKILL."""
     try:
+        _stop(proc, supervised)
         kill_process_group(proc.pid)
         proc.wait()
     except BaseException:
@@ -349,9 +484,14 @@ def _group_member_states(pgid: int) -> list[bytes]:
 class _OutputCollector:
     """Takes lines from both pipes: writes them to the log file and keeps what the outcome needs."""
 
-    def __init__(self, log_path: Path | None, max_output_bytes: int):
+    def __init__(self, log_path: Path | None, max_output_bytes: int, max_log_bytes: int = DEFAULT_MAX_LOG_BYTES):
         """Open the log file (parents created) and set up bounded in-memory buffers."""
         self._lock = threading.Lock()
+        self._log_cap = max(2, max_log_bytes)
+        self._log_head = 0  # bytes of the log's first part, kept whatever follows
+        self._log_tail = bytearray()  # what the log holds after its first part (and a cut note)
+        self._log_cut = 0
+        self._metric = bytearray()
         self._max_bytes = max(0, max_output_bytes)
         self._tail = bytearray()
         self._total_bytes = 0
@@ -386,12 +526,34 @@ class _OutputCollector:
         if self._log is None:
             return
         try:
+            if self._log_head < self._log_cap // 2:
+                self._log_head += len(line)
+            else:
+                self._log_tail += line
             self._log.write(line)
+            if self._log_head + len(self._log_tail) > self._log_cap:
+                self._cut_log()
             self._log.flush()
         except OSError:
             # Keep draining the pipes regardless: a child blocked on a full pipe would hang the trial.
             log.warning("could not write trial log; continuing without it", exc_info=True)
             self._log = None
+
+    def _cut_log(self) -> None:
+        """Rewrite the log after its first part as a cut note and the latest lines: errors and the metric come last."""
+        keep = self._log_tail[-(self._log_cap // 4) :]
+        keep = keep[keep.find(b"\n") + 1 :] if b"\n" in keep[:-1] else keep  # start at a whole line
+        self._log_cut += len(self._log_tail) - len(keep)
+        self._log_tail = bytearray(keep)
+        self._log.seek(self._log_head)
+        self._log.truncate()
+        self._log.write(f"[... {self._log_cut} bytes of output cut from this log ...]\n".encode())
+        self._log.write(keep)
+
+    def add_metric(self, data: bytes) -> None:
+        """Keep what arrived on the metric channel, up to MAX_METRIC_BYTES."""
+        with self._lock:
+            self._metric += data[: max(0, MAX_METRIC_BYTES - len(self._metric))]
 
     def _keep_tail(self, line: bytes) -> None:
         """Keep at least the last max_output_bytes, trimming in batches to stay cheap."""
@@ -400,7 +562,7 @@ class _OutputCollector:
         if len(self._tail) > 2 * self._max_bytes + MAX_LINE_BYTES:
             del self._tail[: len(self._tail) - self._max_bytes]
 
-    def outcome(self, returncode: int | None, timed_out: bool, seconds: float) -> ProcessOutcome:
+    def outcome(self, returncode: int | None, timed_out: bool, seconds: float, sandbox: str = "none") -> ProcessOutcome:
         """Build the outcome from what was collected so far."""
         with self._lock:
             kept = bytes(self._tail[len(self._tail) - min(len(self._tail), self._max_bytes) :])
@@ -415,6 +577,8 @@ class _OutputCollector:
                 stdout_tail=list(self._stdout_tail),
                 output=output,
                 last_error_line=self._last_stderr_line or self._last_output_line,
+                metric_lines=tuple(line.strip() for line in self._metric.decode(errors="replace").splitlines()),
+                sandbox=sandbox,
             )
 
     def close(self) -> None:
@@ -426,11 +590,12 @@ class _OutputCollector:
                 self._log = None
 
 
-def _start_readers(proc: subprocess.Popen, collector: _OutputCollector) -> list[threading.Thread]:
-    """One daemon thread per pipe, so neither pipe can fill up and block the child."""
+def _start_readers(proc: subprocess.Popen, collector: _OutputCollector, metric_fd: int) -> list[threading.Thread]:
+    """One daemon thread per pipe, so no pipe can fill up and block the child."""
     readers = [
         threading.Thread(target=_pump, args=(proc.stdout, collector, False), daemon=True, name="trial-stdout"),
         threading.Thread(target=_pump, args=(proc.stderr, collector, True), daemon=True, name="trial-stderr"),
+        threading.Thread(target=_pump_metric, args=(metric_fd, collector), daemon=True, name="trial-metric"),
     ]
     for reader in readers:
         reader.start()
@@ -446,6 +611,16 @@ def _pump(stream: IO[bytes], collector: _OutputCollector, from_stderr: bool) -> 
         pass  # the pipe was closed under us
     finally:
         stream.close()
+
+
+def _pump_metric(fd: int, collector: _OutputCollector) -> None:
+    """Read the metric channel until EOF; it owns (and closes) the read end."""
+    with open(fd, "rb", buffering=0) as stream:
+        try:
+            while data := stream.read(4096):
+                collector.add_metric(data)
+        except OSError:
+            pass
 
 
 def _join_readers(readers: list[threading.Thread]) -> None:

@@ -1,0 +1,257 @@
+"""Containment of untrusted candidate code on Linux: a Landlock domain and a sweep of leftover processes.
+
+Standard library only and no package imports, because this file's source is also the first part of
+the `python -I -S` supervisor that trial_process starts and of warm_check's helper: neither can
+import autoraysearch (the trial's folder could shadow it, and the helper must not pay for it).
+
+What `contain` gives a process and everything it starts afterwards:
+
+* Landlock write rules: files may be created, changed or removed only under the given folders (the
+  trial's scratch folder, a data folder it may download into) and /dev/shm, and only these device
+  files may be opened for writing: /dev/null and friends, the NVIDIA/AMD GPU devices. Reading,
+  executing and the network are left alone (DDP meets over TCP on localhost).
+* Landlock's ptrace scoping, which holds even for root: the code cannot read /proc/PID/environ or
+  /proc/PID/mem of any process outside its domain (the Ray worker, the raylet, the campaign), where
+  the campaign's API keys live.
+* With Landlock ABI 6 or newer, signal scoping: it cannot kill or stop processes outside its domain.
+
+Where Landlock is missing (old kernel, a seccomp filter), `contain` says so and changes nothing;
+callers report that in their outcome.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import time
+
+# Keys the campaign may hold (LLM ideators, Prefect Cloud, a Ray cluster) that model code never sees.
+SECRET_ENV = frozenset({"OPENAI_API_KEY", "ANTHROPIC_API_KEY", "PREFECT_API_KEY", "RAY_AUTH_TOKEN"})
+# Tools that cache into $HOME or /tmp by default; a contained trial can only write to its scratch.
+CACHE_ENV = {
+    "TMPDIR": "tmp",
+    "TORCHINDUCTOR_CACHE_DIR": "cache/torchinductor",
+    "TRITON_CACHE_DIR": "cache/triton",
+    "XDG_CACHE_HOME": "cache",
+    "MPLCONFIGDIR": "cache/matplotlib",
+    "CUDA_CACHE_PATH": "cache/nv",
+}
+# Opened for writing by ordinary programs and by the CUDA/ROCm runtimes; every other device stays read-only.
+WRITABLE_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty", "/dev/kfd")
+WRITABLE_DEVICE_PREFIXES = ("/dev/nvidia", "/dev/dri/")
+WRITABLE_DEVICE_FOLDERS = ("/dev/shm",)
+
+_SYS_LANDLOCK_CREATE_RULESET = 444  # the same numbers on x86_64 and aarch64
+_SYS_LANDLOCK_ADD_RULE = 445
+_SYS_LANDLOCK_RESTRICT_SELF = 446
+_LANDLOCK_CREATE_RULESET_VERSION = 1
+_LANDLOCK_RULE_PATH_BENEATH = 1
+_PR_SET_NO_NEW_PRIVS = 38
+_PR_SET_CHILD_SUBREAPER = 36
+_PR_SET_PDEATHSIG = 1
+_PR_SET_DUMPABLE = 4
+_LANDLOCK_SCOPE_SIGNAL = 1 << 1
+
+# Landlock's filesystem rights that change something; reading and executing are never restricted.
+_WRITE_FILE, _TRUNCATE = 1 << 1, 1 << 14
+_DIRECTORY_WRITES = sum(1 << bit for bit in range(4, 13))  # REMOVE_DIR ... MAKE_SYM
+_REFER = 1 << 13
+
+
+class _RulesetAttr(ctypes.Structure):
+    _fields_ = [("handled_access_fs", ctypes.c_uint64), ("handled_access_net", ctypes.c_uint64),
+                ("scoped", ctypes.c_uint64)]
+
+
+class _PathBeneathAttr(ctypes.Structure):
+    _pack_ = 1  # the kernel's struct is packed: 12 bytes
+    _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
+
+
+def _libc():
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def landlock_abi() -> int:
+    """The kernel's Landlock ABI version, 0 where Landlock is unavailable."""
+    try:
+        version = _libc().syscall(_SYS_LANDLOCK_CREATE_RULESET, None, 0, _LANDLOCK_CREATE_RULESET_VERSION)
+    except (OSError, AttributeError):
+        return 0
+    return max(0, version)
+
+
+def _write_rights(abi: int) -> tuple[int, int]:
+    """(rights for folders, rights for single files) that this ABI knows about."""
+    file_rights = _WRITE_FILE | (_TRUNCATE if abi >= 3 else 0)
+    return file_rights | _DIRECTORY_WRITES | (_REFER if abi >= 2 else 0), file_rights
+
+
+def writable_devices() -> list[str]:
+    """The device files and folders a contained process may write to, those that exist here."""
+    found = [path for path in (*WRITABLE_DEVICES, *WRITABLE_DEVICE_FOLDERS) if os.path.exists(path)]
+    for prefix in WRITABLE_DEVICE_PREFIXES:
+        folder, start = os.path.split(prefix)
+        try:
+            names = sorted(os.listdir(folder))
+        except OSError:
+            continue
+        found += [os.path.join(folder, name) for name in names if name.startswith(start)]
+    return found
+
+
+def contain(writable: list[str]) -> str:
+    """Put this process (and what it starts later) in a Landlock domain; say which sandbox is in force.
+
+    Call it in a single-threaded process (a fresh fork): Landlock restricts the calling thread only.
+    """
+    abi = landlock_abi()
+    if abi < 1:
+        return "none: this kernel offers no Landlock"
+    libc = _libc()
+    folder_rights, file_rights = _write_rights(abi)
+    attr = _RulesetAttr(folder_rights, 0, _LANDLOCK_SCOPE_SIGNAL if abi >= 6 else 0)
+    size = 24 if abi >= 6 else 16 if abi >= 4 else 8  # the fields this kernel knows
+    ruleset = libc.syscall(_SYS_LANDLOCK_CREATE_RULESET, ctypes.byref(attr), size, 0)
+    if ruleset < 0:
+        return f"none: landlock_create_ruleset failed ({os.strerror(ctypes.get_errno())})"
+    try:
+        for path in [*writable, *writable_devices()]:
+            _allow_writes(libc, ruleset, path, folder_rights, file_rights)
+        if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+            return f"none: prctl(PR_SET_NO_NEW_PRIVS) failed ({os.strerror(ctypes.get_errno())})"
+        if libc.syscall(_SYS_LANDLOCK_RESTRICT_SELF, ruleset, 0) != 0:
+            return f"none: landlock_restrict_self failed ({os.strerror(ctypes.get_errno())})"
+    finally:
+        os.close(ruleset)
+    return f"landlock ABI {abi}"
+
+
+def _allow_writes(libc, ruleset: int, path: str, folder_rights: int, file_rights: int) -> None:
+    """Let the domain write beneath `path` (a folder) or to it (a file); a missing path is skipped."""
+    try:
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        rights = folder_rights if os.path.isdir(path) else file_rights
+        rule = _PathBeneathAttr(rights, fd)
+        if libc.syscall(_SYS_LANDLOCK_ADD_RULE, ruleset, _LANDLOCK_RULE_PATH_BENEATH, ctypes.byref(rule), 0) != 0:
+            os.write(2, f"autoraysearch: cannot allow writes to {path}: {os.strerror(ctypes.get_errno())}\n".encode())
+    finally:
+        os.close(fd)
+
+
+def set_parent_death_signal(signum: int) -> bool:
+    """Ask the kernel for `signum` when this process's parent dies; False where that failed."""
+    return _libc().prctl(_PR_SET_PDEATHSIG, int(signum), 0, 0, 0) == 0
+
+
+def become_subreaper() -> bool:
+    """Orphaned descendants become our children (not PID 1's), so `sweep_descendants` can find them."""
+    return _libc().prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+
+
+def live_descendants(root: int) -> list[int]:
+    """Pids of the live (not zombie) processes below `root`, found through the parent links in /proc."""
+    children: dict[int, list[int]] = {}
+    live = set()
+    with os.scandir("/proc") as entries:
+        for entry in entries:
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/stat", "rb") as handle:
+                    data = handle.read()
+            except OSError:
+                continue  # exited meanwhile
+            # The command name may contain spaces and ')', so parse from the last ')': state ppid ...
+            fields = data[data.rfind(b")") + 2 :].split()
+            pid = int(entry.name)
+            children.setdefault(int(fields[1]), []).append(pid)
+            if fields[0] not in (b"Z", b"X"):
+                live.add(pid)
+    found, todo = [], list(children.get(root, []))
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo += children.get(pid, [])
+    return [pid for pid in found if pid in live]
+
+
+def signal_descendants(signum: int) -> int:
+    """Send `signum` to every live descendant of this process; how many there were."""
+    pids = live_descendants(os.getpid())
+    for pid in pids:
+        try:
+            os.kill(pid, signum)
+        except (ProcessLookupError, PermissionError):
+            pass
+    return len(pids)
+
+
+def reap_children() -> None:
+    """Collect every exited child, so that zombies do not pile up in a subreaper."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def sweep_descendants(grace: float, kill_wait: float) -> bool:
+    """SIGTERM every descendant, SIGKILL what is left after `grace`, reap, repeat until none; False if some survive.
+
+    Works fully only in a subreaper with no other children it wants to keep: a process whose parent
+    is killed is re-parented to us and found on the next round.
+    """
+    if signal_descendants(signal.SIGTERM) and grace > 0:
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            reap_children()
+            if not live_descendants(os.getpid()):
+                break
+            time.sleep(0.02)
+    deadline = time.monotonic() + kill_wait
+    while True:
+        reap_children()
+        if not signal_descendants(signal.SIGKILL):
+            return True
+        if time.monotonic() >= deadline:
+            os.write(2, b"autoraysearch: processes of the trial survive SIGKILL\n")
+            return False
+        time.sleep(0.02)
+
+
+def scrub_secrets_from_environ_block(names=SECRET_ENV) -> int:
+    """Blank the values of `names` in this process's initial environment block; how many were blanked.
+
+    /proc/PID/environ shows that block, as it was at exec, to any process allowed to read it, however
+    os.environ changes afterwards. Python's os.environ is a copy, so the campaign keeps its keys.
+    """
+    try:
+        with open("/proc/self/stat", "rb") as handle:
+            data = handle.read()
+        fields = data[data.rfind(b")") + 2 :].split()
+        start, end = int(fields[47]), int(fields[48])  # env_start and env_end (fields 50 and 51 of stat)
+    except (OSError, IndexError, ValueError):
+        return 0
+    if not 0 < start < end:
+        return 0
+    block = ctypes.string_at(start, end - start)
+    blanked, offset = 0, 0
+    for entry in block.split(b"\0"):
+        name, sep, value = entry.partition(b"=")
+        if sep and value and name.decode(errors="replace") in names:
+            ctypes.memset(start + offset + len(name) + 1, ord("x"), len(value))
+            blanked += 1
+        offset += len(entry) + 1
+    return blanked
+
+
+def make_undumpable() -> None:
+    """Only a process with CAP_SYS_PTRACE may read this one's /proc/PID/environ or mem from now on."""
+    _libc().prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
