@@ -8,7 +8,8 @@ scratch folder, and is killed with its whole group when it overruns. The helper 
 model code and never starts torch's thread pool, so forking it is safe.
 
 Protocol (one JSON object per line): the client writes {"dir": SCRATCH, "timeout": SECONDS, "script":
-NAME, "hide": [ENV NAMES]}; the helper answers {"returncode": N, "timed_out": BOOL} once the check's group is gone. The
+NAME, "hide": [ENV NAMES]}; the helper answers {"returncode": N, "timed_out": BOOL, "sandbox": TEXT} once every
+process the check started is gone. Each check runs contained (sandbox.contain: writes only to SCRATCH). The
 check's stdout and stderr land in SCRATCH/output.txt.
 """
 
@@ -23,34 +24,37 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from autoraysearch import sandbox
+
 OUTPUT_FILE = "output.txt"
 ANSWER_SLACK_SECONDS = 30.0  # beyond the check's own timeout, before the helper counts as stuck
 
-_HELPER = r"""
-import ctypes, json, os, signal, sys, time
+# Runs after sandbox.py's source, which gives it contain(), become_subreaper() and sweep_descendants().
+_HELPER_MAIN = r"""
+import json, sys
 import torch  # the point of this process: every check forks with torch already imported
 
-libc = ctypes.CDLL(None, use_errno=True)
-PR_SET_PDEATHSIG = 1
-libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)  # the helper dies with its client
-
-def group_alive(pgid):
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+set_parent_death_signal(signal.SIGKILL)  # the helper dies with its client
+become_subreaper()  # what a check starts in a session of its own still comes back to us
+make_undumpable()  # a check that gets past its sandbox still cannot read our /proc/PID/environ
 
 def run_check(request):
+    report_read, report_write = os.pipe()
     pid = os.fork()
     if pid == 0:
         try:
-            libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+            os.close(report_read)
+            set_parent_death_signal(signal.SIGKILL)
             os.setsid()
             for name in request["hide"]:
                 os.environ.pop(name, None)
             os.chdir(request["dir"])
+            for name, relative in CACHE_ENV.items():
+                os.makedirs(relative, exist_ok=True)
+                os.environ[name] = os.path.join(request["dir"], relative)
             out = os.open("output.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.write(report_write, contain([request["dir"]]).encode())
+            os.close(report_write)
             os.dup2(out, 1)
             os.dup2(out, 2)
             sys.stdout = os.fdopen(1, "w", buffering=1)
@@ -66,6 +70,7 @@ def run_check(request):
                 print(f"{type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
             finally:
                 os._exit(1)
+    os.close(report_write)
     deadline = time.monotonic() + request["timeout"]
     timed_out, status = False, None
     while status is None:
@@ -78,12 +83,10 @@ def run_check(request):
             _, status = os.waitpid(pid, 0)
         else:
             time.sleep(0.005)
-    if group_alive(pid):  # whatever the model code started outlives nothing
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    return {"returncode": os.waitstatus_to_exitcode(status), "timed_out": timed_out}
+    sweep_descendants(0, 30.0)  # whatever the model code started outlives nothing, even outside its group
+    with os.fdopen(report_read, "rb") as report:
+        note = report.read().decode(errors="replace") or "none: the check did not start"
+    return {"returncode": os.waitstatus_to_exitcode(status), "timed_out": timed_out, "sandbox": note}
 
 for line in sys.stdin:
     answer = run_check(json.loads(line))
@@ -99,6 +102,7 @@ class CheckOutcome:
     returncode: int
     timed_out: bool
     output: str
+    sandbox: str = "none"  # which containment was in force, as sandbox.contain says
 
 
 class WarmChecker:
@@ -126,7 +130,7 @@ class WarmChecker:
             answer = json.loads(line)
         output_path = scratch / OUTPUT_FILE
         output = output_path.read_text(errors="replace") if output_path.exists() else ""
-        return CheckOutcome(answer["returncode"], answer["timed_out"], output)
+        return CheckOutcome(answer["returncode"], answer["timed_out"], output, answer.get("sandbox", "none"))
 
     def close(self) -> None:
         with self._lock:
@@ -135,7 +139,7 @@ class WarmChecker:
     def _helper(self) -> subprocess.Popen:
         if self._proc is None or self._proc.poll() is not None:
             self._proc = subprocess.Popen(
-                [sys.executable, "-c", _HELPER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                [sys.executable, "-c", _helper_source()], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL, env=self._env, text=True, start_new_session=True,
             )
         return self._proc
@@ -145,6 +149,11 @@ class WarmChecker:
             self._proc.kill()
             self._proc.wait()
             self._proc = None
+
+
+def _helper_source() -> str:
+    """sandbox.py's code followed by the helper's loop."""
+    return Path(sandbox.__file__).read_text(encoding="utf-8") + _HELPER_MAIN
 
 
 def _read_line(proc: subprocess.Popen, timeout: float) -> str:
