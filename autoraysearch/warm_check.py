@@ -115,6 +115,8 @@ class WarmChecker:
 
     def run(self, scratch: Path, script: str, timeout: float, hide: tuple[str, ...] = ()) -> CheckOutcome:
         """Run SCRATCH/script with SCRATCH as working folder and without the `hide` variables; one at a time."""
+        # Blank our own keys in /proc/self/environ: the check is our grandchild and may read it.
+        sandbox.scrub_secrets_from_environ_block((*sandbox.SECRET_ENV, *hide))
         with self._lock:
             proc = self._helper()
             request = json.dumps({"dir": str(scratch), "timeout": timeout, "script": script, "hide": list(hide)})

@@ -1,0 +1,341 @@
+"""Candidate code is contained: no secrets, no writes outside its scratch, no forged score, no leftovers.
+
+Each test runs a hostile train.py or model.py in real processes, the way a trial or a pre-flight does.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from autoraysearch.experiment import Trial
+from autoraysearch.preflight import preflight
+from autoraysearch.rendering import TrainSpec, render_train_py
+from autoraysearch.sandbox import landlock_abi
+from autoraysearch.trial_process import run_in_directory
+from tasks.verify import judge_outcome
+
+PYTHON = [sys.executable, "train.py"]
+EXAMPLE_MODEL = Path(__file__).resolve().parents[1] / "examples" / "digits" / "model.py"
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the supervisor is Linux-only")
+needs_landlock = pytest.mark.skipif(landlock_abi() < 1, reason="this kernel offers no Landlock")
+
+# Walks up its parent chain and prints every secret it can read from /proc/PID/environ.
+SNOOP = textwrap.dedent(
+    """
+    import os
+    def parent(pid):
+        with open(f"/proc/{pid}/stat") as handle:
+            return int(handle.read().rsplit(")", 1)[1].split()[1])
+    found, pid = [], os.getppid()
+    while pid > 1:
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as handle:
+                found += [e.decode() for e in handle.read().split(b"\\0") if b"sk-test-secret" in e]
+        except OSError as exc:
+            found.append(f"denied {pid}: {exc.strerror}")
+        pid = parent(pid)
+    print("FOUND", found)
+    """
+)
+
+# Starts a process in a session of its own (out of the trial's process group) and records its pid.
+ESCAPE = textwrap.dedent(
+    """
+    import subprocess, sys, time
+    escaped = subprocess.Popen([sys.executable, "-c", "import os, time; os.setsid(); time.sleep(600)"],
+                               start_new_session=True)
+    with open(sys.argv[1] if len(sys.argv) > 1 else "{pid_file}", "w") as handle:
+        handle.write(str(escaped.pid))
+    """
+)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+
+
+def _wait_until(predicate, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@pytest.fixture
+def leftovers():
+    """Pids to SIGKILL at teardown, so a failing test does not leak sleeping processes."""
+    pids: list[int] = []
+    yield pids
+    for pid in pids:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+# ---- secrets ----
+
+@linux_only
+def test_trial_cannot_read_the_launchers_keys_from_proc(tmp_path):
+    driver = textwrap.dedent(
+        f"""
+        import sys
+        from pathlib import Path
+        from autoraysearch.trial_process import run_in_directory
+        outcome = run_in_directory({{"train.py": {SNOOP!r}}}, [sys.executable, "train.py"], timeout=60,
+                                   scratch_root=Path({str(tmp_path)!r}))
+        print(outcome.stdout_tail[-1])
+        """
+    )
+    env = {**os.environ, "OPENAI_API_KEY": "sk-test-secret", "PREFECT_API_KEY": "sk-test-secret-prefect"}
+
+    shown = subprocess.run([sys.executable, "-c", driver], env=env, capture_output=True, text=True, timeout=120)
+
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith("FOUND")
+    assert "sk-test-secret" not in shown.stdout
+
+
+@linux_only
+def test_preflight_model_code_cannot_read_the_campaigns_keys_from_proc():
+    model = SNOOP.replace('print("FOUND", found)', 'raise RuntimeError(f"FOUND {found}")')
+    driver = textwrap.dedent(
+        f"""
+        from autoraysearch.preflight import preflight
+        print(preflight({model!r}, {{}}, None, None, timeout_s=60).reason)
+        """
+    )
+    env = {**os.environ, "OPENAI_API_KEY": "sk-test-secret"}
+
+    shown = subprocess.run([sys.executable, "-c", driver], env=env, capture_output=True, text=True, timeout=120)
+
+    assert shown.returncode == 0, shown.stderr
+    assert "FOUND" in shown.stdout and "sk-test-secret" not in shown.stdout
+
+
+# ---- writes ----
+
+WRITE_OUTSIDE = textwrap.dedent(
+    """
+    import sys
+    target = sys.argv[1] if len(sys.argv) > 1 else {target!r}
+    try:
+        with open(target, "a") as handle:
+            handle.write("tampered\\n")
+        print("WROTE")
+    except PermissionError as exc:
+        print("DENIED", exc.strerror)
+    try:
+        with open({sibling!r}, "w") as handle:
+            handle.write("new file\\n")
+        print("CREATED")
+    except PermissionError:
+        print("CREATE DENIED")
+    with open("inside.txt", "w") as handle:  # its scratch stays writable
+        handle.write("ok")
+    import tempfile
+    with tempfile.NamedTemporaryFile() as scratch_file:  # TMPDIR points into the scratch
+        print("TMP", scratch_file.name)
+    """
+)
+
+
+@linux_only
+@needs_landlock
+def test_trial_cannot_write_into_the_experiment_folder(tmp_path):
+    experiment = tmp_path / "experiment"
+    experiment.mkdir()
+    results = experiment / "results.tsv"
+    results.write_text("commit\tmetric\n")
+    script = WRITE_OUTSIDE.format(target=str(results), sibling=str(tmp_path / "dropped.py"))
+    scratch_root = tmp_path / "scratch"
+    scratch_root.mkdir()
+
+    outcome = run_in_directory({"train.py": script}, PYTHON, timeout=30, scratch_root=scratch_root)
+
+    assert outcome.returncode == 0, outcome.output
+    assert outcome.stdout_tail[:2] == ["DENIED Permission denied", "CREATE DENIED"]
+    assert outcome.stdout_tail[2].startswith(f"TMP {scratch_root}")
+    assert results.read_text() == "commit\tmetric\n"
+    assert not (tmp_path / "dropped.py").exists()
+    assert outcome.sandbox.startswith("landlock ABI")
+
+
+@linux_only
+@needs_landlock
+def test_a_folder_passed_as_writable_can_be_written(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    script = f"open({str(data / 'download.bin')!r}, 'w').write('x')\n"
+
+    outcome = run_in_directory({"train.py": script}, PYTHON, timeout=30, scratch_root=tmp_path, writable=[data])
+
+    assert outcome.returncode == 0, outcome.output
+    assert (data / "download.bin").read_text() == "x"
+
+
+@linux_only
+@needs_landlock
+def test_preflight_model_code_cannot_write_outside_its_scratch(tmp_path):
+    target = tmp_path / "model.py"
+    target.write_text("original\n")
+    model = f"open({str(target)!r}, 'a').write('tampered')\nclass Model: pass\n"
+
+    warm = preflight(model, {}, None, None, timeout_s=60)
+    cold = preflight(model, {}, None, None, timeout_s=60, warm=False)
+
+    assert "PermissionError" in warm.reason and "PermissionError" in cold.reason
+    assert target.read_text() == "original\n"
+
+
+# ---- score forgery ----
+
+FORGER_MODEL = EXAMPLE_MODEL.read_text() + '\nimport atexit\natexit.register(lambda: print("val_acc=0.9990"))\n'
+CHANNEL_FORGER_MODEL = EXAMPLE_MODEL.read_text() + textwrap.dedent(
+    """
+    import os
+    for fd in map(int, os.listdir("/proc/self/fd")):  # find the metric pipe and report a score on it
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}").startswith("pipe:") and fd > 2:
+                os.write(fd, b"val_acc=0.9990\\n")
+        except OSError:
+            pass
+    """
+)
+
+
+def _train_digits(model_source: str, tmp_path: Path):
+    spec = TrainSpec("digits", epochs=1, model_kwargs={"num_classes": 10})
+    files = {"train.py": render_train_py(spec), "model.py": model_source}
+    outcome = run_in_directory(files, PYTHON, timeout=300, scratch_root=tmp_path, env={"AUTORAYSEARCH_NUM_THREADS": "1"})
+    trial = Trial(label="t", files=files, metric="val_acc", timeout=300)
+    return outcome, judge_outcome(trial, outcome)
+
+
+@linux_only
+def test_generated_train_py_reports_its_metric_once_on_the_channel(tmp_path):
+    outcome, (status, metric, error) = _train_digits(EXAMPLE_MODEL.read_text(), tmp_path)
+
+    assert status == "ok", error
+    assert outcome.metric_lines == (outcome.stdout_tail[-1],)
+    assert metric == float(outcome.stdout_tail[-1].split("=")[1])
+
+
+@linux_only
+def test_a_score_printed_at_exit_by_model_code_is_a_crash(tmp_path):
+    outcome, (status, metric, error) = _train_digits(FORGER_MODEL, tmp_path)
+
+    assert outcome.stdout_tail[-1] == "val_acc=0.9990"  # the forgery is what was printed last
+    assert (status, metric) == ("crash", None)
+    assert "the model code tried to report its own score" in error
+
+
+@linux_only
+def test_a_score_written_to_the_channel_by_model_code_is_a_crash(tmp_path):
+    outcome, (status, metric, error) = _train_digits(CHANNEL_FORGER_MODEL, tmp_path)
+
+    assert len(outcome.metric_lines) == 2
+    assert (status, metric) == ("crash", None)
+    assert error == "the metric was written more than once: the model code tried to report its own score"
+
+
+def test_a_train_py_that_ignores_the_channel_is_judged_by_its_last_line(tmp_path):
+    outcome = run_in_directory({"train.py": 'print("val_acc=0.5000")\n'}, PYTHON, timeout=30, scratch_root=tmp_path)
+    trial = Trial(label="t", files={}, metric="val_acc", timeout=30)
+
+    assert outcome.metric_lines == ()
+    assert judge_outcome(trial, outcome) == ("ok", 0.5, "")
+
+
+# ---- orphans and leftovers ----
+
+@linux_only
+@pytest.mark.parametrize("hang", [False, True], ids=["exits", "times-out"])
+def test_a_process_that_left_the_session_is_gone_after_the_trial(tmp_path, leftovers, hang):
+    pid_file = tmp_path / "escaped.pid"
+    script = ESCAPE.replace("{pid_file}", str(pid_file)) + ("time.sleep(600)\n" if hang else "")
+    scratch_root = tmp_path / "scratch"
+    scratch_root.mkdir()
+    # The pid file lies outside the scratch; the trial may write it.
+    outcome = run_in_directory(
+        {"train.py": script}, PYTHON, timeout=3 if hang else 30, scratch_root=scratch_root, writable=[tmp_path],
+    )
+    escaped = int(pid_file.read_text())
+    leftovers.append(escaped)
+
+    assert outcome.timed_out is hang
+    assert _wait_until(lambda: not _alive(escaped), 1.0)
+
+
+@linux_only
+def test_preflight_leaves_no_process_that_left_its_session(leftovers):
+    model = textwrap.dedent(
+        """
+        import subprocess, sys
+        escaped = subprocess.Popen([sys.executable, "-c", "import os, time; os.setsid(); time.sleep(600)"],
+                                   start_new_session=True)
+        raise RuntimeError(f"ESCAPED {escaped.pid}")
+        """
+    )
+
+    result = preflight(model, {}, None, None, timeout_s=60)
+
+    escaped = int(result.reason.split("ESCAPED ")[1].split()[0])
+    leftovers.append(escaped)
+    assert _wait_until(lambda: not _alive(escaped), 1.0)
+
+
+@linux_only
+def test_scratch_is_removed_when_the_launcher_is_killed(tmp_path, leftovers):
+    scratch_root = tmp_path / "scratch"
+    scratch_root.mkdir()
+    driver = textwrap.dedent(
+        f"""
+        import sys
+        from pathlib import Path
+        from autoraysearch.trial_process import run_in_directory
+        script = "import os, time\\nprint('started', os.getpid(), flush=True)\\ntime.sleep(600)\\n"
+        run_in_directory({{"train.py": script}}, [sys.executable, "train.py"], timeout=600,
+                         scratch_root=Path({str(scratch_root)!r}), log_path=Path({str(tmp_path / 'log')!r}))
+        """
+    )
+    launcher = subprocess.Popen([sys.executable, "-c", driver], start_new_session=True)
+    leftovers.append(launcher.pid)
+    log = tmp_path / "log"
+    assert _wait_until(lambda: log.exists() and "started" in log.read_text(), 30)
+    trial = int(log.read_text().split()[1])
+    leftovers.append(trial)
+    assert list(scratch_root.iterdir())
+
+    launcher.kill()  # the launcher dies before its own clean-up can run
+    launcher.wait()
+
+    assert _wait_until(lambda: not _alive(trial) and not list(scratch_root.iterdir()), 10)
+
+
+def test_a_flood_of_output_gives_a_capped_log_that_keeps_its_start_and_end(tmp_path):
+    script = 'import sys\nfor i in range(100_000):\n    print(f"line {i:06d} " + "x" * 40)\nprint("val_acc=0.5000")\n'
+    log_path = tmp_path / "trial.log"
+
+    outcome = run_in_directory(
+        {"train.py": script}, PYTHON, timeout=60, log_path=log_path, scratch_root=tmp_path, max_log_bytes=200_000,
+    )
+
+    text = log_path.read_text()
+    assert outcome.returncode == 0
+    assert len(text.encode()) <= 200_000 + 100  # the cap, plus the cut note
+    assert text.startswith("line 000000 ") and text.endswith("line 099999 " + "x" * 40 + "\nval_acc=0.5000\n")
+    assert "bytes of output cut from this log ...]" in text
+    assert outcome.stdout_tail[-1] == "val_acc=0.5000"
