@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from functools import cached_property
+from collections.abc import Set
+from functools import cached_property, lru_cache
 from typing import Iterable, Iterator
 
 from autoraysearch.model_source import fingerprint
@@ -43,35 +44,44 @@ def choose_mutations(
         return []
     rng = random.Random(seed)
     pool = _Pool(source)
-    tiers = [pool.small, pool.bolder, lambda: pool.triples(rng)]
-    if stuck:
-        tiers = tiers[1:] + tiers[:1]
     tired = _tired_kinds(pool, [key for key in failed if key])
+    # Stuck: every bold proposal, tired or not, before going back to small steps.
+    stages = [[pool.bolder, pool.triples], [pool.small]] if stuck else [[pool.small, pool.bolder, pool.triples]]
     seen = set(tried)
     chosen: list[Mutation] = []
-    waiting: list[Mutation] = []  # tired kinds, used only when nothing fresher is left
-    for tier in tiers:
-        for mutation in _untried(tier(), seen, rng):
-            if set(mutation.kinds) & tired:
-                waiting.append(mutation)
-                continue
-            chosen.append(mutation)
-            if len(chosen) >= count:
-                return chosen
-    return (chosen + waiting)[:count]
+    for stage in stages:
+        for avoid in (tired, frozenset()):  # fresh kinds first, then the tired ones rather than nothing
+            for tier in stage:
+                for mutation in _untried(tier(rng, avoid), seen, rng):
+                    chosen.append(mutation)
+                    if len(chosen) == count:
+                        return chosen
+    return chosen
 
 
 class _Pool:
-    """Every proposal for one model.py, built tier by tier only when asked for."""
+    """Every proposal for one model.py, built tier by tier only when asked for; each tier leaves out kinds to avoid."""
 
     def __init__(self, source: str):
         self.source = source
 
-    def small(self) -> list[Mutation]:
-        return self._small
+    def small(self, rng: random.Random, avoid: Set[str]) -> list[Mutation]:
+        return _without(self._small, avoid)
 
-    def bolder(self) -> list[Mutation]:
-        return self._bolder
+    def bolder(self, rng: random.Random, avoid: Set[str]) -> list[Mutation]:
+        return _without(self._bolder, avoid)
+
+    def triples(self, rng: random.Random, avoid: Set[str]) -> Iterator[Mutation]:
+        """Triples in a random order, built lazily: there can be thousands and few are needed."""
+        pairs = _without([m for m in self._bolder if m.description.startswith(COMBINED_PREFIX)], avoid)
+        rng.shuffle(pairs)
+        for pair in pairs:
+            extensions = _extend(pair, avoid)
+            rng.shuffle(extensions)
+            yield from extensions
+
+    def kinds(self) -> set[str]:
+        return {m.kind for m in self._small}
 
     @cached_property
     def _small(self) -> list[Mutation]:
@@ -80,41 +90,30 @@ class _Pool:
     @cached_property
     def _bolder(self) -> list[Mutation]:
         """Bold single edits, then pairs; none repeating a small edit or each other."""
-        known = {fingerprint(self.source)} | {fingerprint(m.source) for m in self._small}
-        return _distinct([*propose_mutations(self.source, BOLD_STEPS), *self._pairs], known)
-
-    @cached_property
-    def _pairs(self) -> list[Mutation]:
-        return [pair for first in self._small for pair in _extend(first)]
-
-    def triples(self, rng: random.Random) -> Iterator[Mutation]:
-        """Triples in a random order, built lazily: there can be thousands and few are needed."""
-        pairs = [m for m in self._bolder if m.description.startswith(COMBINED_PREFIX)]
-        rng.shuffle(pairs)
-        for pair in pairs:
-            extensions = _extend(pair)
-            rng.shuffle(extensions)
-            yield from extensions
-
-    def kinds(self) -> set[str]:
-        return {m.kind for m in self._small}
+        known = {_key(self.source)} | {_key(m.source) for m in self._small}
+        pairs = [pair for first in self._small for pair in _extend(first, frozenset())]
+        return _distinct([*propose_mutations(self.source, BOLD_STEPS), *pairs], known)
 
 
-def _extend(base: Mutation) -> list[Mutation]:
+def _extend(base: Mutation, avoid: Set[str]) -> list[Mutation]:
     """`base` followed by each small edit, of a kind it does not have yet, of the model it makes."""
     parts = base.description.removeprefix(COMBINED_PREFIX)
     return [
         Mutation("+".join(sorted({*base.kinds, more.kind})), f"{COMBINED_PREFIX}{parts} + {more.description}", more.source)
         for more in propose_mutations(base.source)
-        if more.kind not in base.kinds
+        if more.kind not in base.kinds and more.kind not in avoid
     ]
+
+
+def _without(mutations: list[Mutation], avoid: Set[str]) -> list[Mutation]:
+    return [m for m in mutations if not avoid.intersection(m.kinds)]
 
 
 def _distinct(mutations: list[Mutation], known: set[str]) -> list[Mutation]:
     """The mutations whose source is not in `known` nor repeated, first ones first."""
     kept = []
     for mutation in mutations:
-        key = fingerprint(mutation.source)
+        key = _key(mutation.source)
         if key not in known:
             known.add(key)
             kept.append(mutation)
@@ -122,17 +121,15 @@ def _distinct(mutations: list[Mutation], known: set[str]) -> list[Mutation]:
 
 
 def _untried(mutations: Iterable[Mutation], seen: set[str], rng: random.Random) -> Iterator[Mutation]:
-    """The mutations not seen yet, marking them seen; a list is taken kind by kind in turn."""
-    fresh = []
-    for mutation in mutations:
-        key = fingerprint(mutation.source)
-        if key in seen:
-            continue
-        seen.add(key)
-        if not isinstance(mutations, list):
-            yield mutation  # a lazy stream is already shuffled
-        else:
-            fresh.append(mutation)
+    """The mutations not seen yet, marking them seen; a list is taken kind by kind in turn, a stream as it comes."""
+    if not isinstance(mutations, list):
+        for mutation in mutations:
+            if _key(mutation.source) not in seen:
+                seen.add(_key(mutation.source))
+                yield mutation
+        return
+    fresh = [m for m in mutations if _key(m.source) not in seen]
+    seen.update(_key(m.source) for m in fresh)
     yield from _round_robin(fresh, rng)
 
 
@@ -151,13 +148,20 @@ def _round_robin(mutations: list[Mutation], rng: random.Random) -> list[Mutation
     return ordered
 
 
-def _tired_kinds(pool: _Pool, failed: list[str]) -> set[str]:
+def _tired_kinds(pool: _Pool, failed: list[str]) -> frozenset[str]:
     """Kinds that failed FATIGUE times since the last keep and more often than the least-failed kind."""
-    kinds_of = {fingerprint(m.source): m.kinds for m in pool.small()}
+    everything = frozenset()
+    kinds_of = {_key(m.source): m.kinds for m in pool.small(None, everything)}
     if any(key not in kinds_of for key in failed):
         # Bold or combined edits were tried: learn their kinds too (triples are too many to rebuild).
-        kinds_of.update({fingerprint(m.source): m.kinds for m in pool.bolder()})
+        kinds_of.update({_key(m.source): m.kinds for m in pool.bolder(None, everything)})
     failures = Counter(kind for key in failed for kind in kinds_of.get(key, ()))
     least = min((failures[kind] for kind in pool.kinds()), default=0)
     # Once every kind has failed FATIGUE times, the ones that failed least go first again.
-    return {kind for kind in pool.kinds() if failures[kind] >= max(FATIGUE, least + 1)}
+    return frozenset(kind for kind in pool.kinds() if failures[kind] >= max(FATIGUE, least + 1))
+
+
+@lru_cache(maxsize=8192)
+def _key(source: str) -> str:
+    """The fingerprint of a source, remembered: each proposal is compared several times."""
+    return fingerprint(source)

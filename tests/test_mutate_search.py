@@ -1,0 +1,219 @@
+"""The offline ideator never runs dry: bolder and combined edits when the small ones are used up or
+the search is stuck, kinds that keep failing wait their turn, and it gives up only with nothing left."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from autoraysearch.experiment import Review
+from autoraysearch.model_source import fingerprint
+from autoraysearch.mutate import choose_mutations, propose_mutations
+from autoraysearch.results_log import ResultRow
+from autoraysearch.settings import CampaignSettings
+from autoraysearch.tasks.ideate import IdeasExhausted, propose_mutations as propose_candidates_offline
+from autoraysearch.tasks.review import since_last_keep
+
+EXAMPLE = (Path(__file__).resolve().parents[1] / "examples" / "digits" / "model.py").read_text()
+SETTINGS = CampaignSettings(model_kwargs={"num_classes": 10}, input_shape=[1, 8, 8])
+BOLD = ("bold: ", "combined: ")
+
+# Nothing any rule can change: the only layer is the classifier.
+NOTHING_TO_EDIT = '''import torch
+from torch import nn
+
+
+class Model(nn.Module):
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.head = nn.Linear(64, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x.flatten(1))
+'''
+
+# One kind of edit only (a dropout rate): no combination of different kinds can be built.
+ONLY_DROPOUT = NOTHING_TO_EDIT.replace(
+    "self.head = nn.Linear(64, num_classes)",
+    "self.head = nn.Sequential(nn.Dropout(0.5), nn.Linear(64, num_classes))",
+)
+
+
+def review_of(source: str, tried: set[str], since_keep: list[tuple[str, str]]) -> Review:
+    return Review(
+        model_source=source, train_source="", git_log=(), best_metric=0.9, best_sha="abc",
+        tried=frozenset(tried | {fingerprint(source)}), since_keep=tuple(since_keep),
+    )
+
+
+def discard_everything(source: str, iterations: int, parallel: int = 1) -> list[list[str]]:
+    """Run the loop's ideate step `iterations` times, every candidate discarded; the descriptions per iteration."""
+    tried: set[str] = set()
+    since_keep: list[tuple[str, str]] = []
+    labels = [f"{letter}" for letter in "abcd"[:parallel]]
+    proposed = []
+    for iteration in range(1, iterations + 1):
+        review = review_of(source, tried, since_keep)
+        ideas = propose_candidates_offline(review, SETTINGS, iteration, [f"{iteration}{x}" for x in labels])
+        assert ideas.candidates, f"ran dry at iteration {iteration}"
+        for candidate in ideas.candidates:
+            assert candidate.fingerprint not in tried
+            tried.add(candidate.fingerprint)
+            since_keep.append((candidate.label, candidate.fingerprint))
+        for number, dropped in enumerate(ideas.crashed, start=1):  # logged as crashes: tried too
+            tried.add(dropped.fingerprint)
+            since_keep.append((f"{iteration}.{number}", dropped.fingerprint))
+        proposed.append([candidate.description for candidate in ideas.candidates])
+    return proposed
+
+
+# --- never running dry --------------------------------------------------------------------------
+
+
+def test_sixty_iterations_without_a_keep_never_run_dry_and_go_bold_after_three() -> None:
+    """The loop's sequence on the demo model, every candidate discarded; pure, without the pre-flight."""
+    tried, failed, proposed = {fingerprint(EXAMPLE)}, [], []
+    for iteration in range(1, 61):
+        stuck = iteration - 1 >= 3
+        chosen = choose_mutations(EXAMPLE, tried=tried, seed=iteration, count=3, failed=failed, stuck=stuck)
+        assert chosen, f"ran dry at iteration {iteration}"
+        key = fingerprint(chosen[0].source)
+        assert key not in tried
+        tried.add(key)
+        failed.append(key)
+        proposed.append(chosen[0].description)
+    assert len(propose_mutations(EXAMPLE)) < 60  # where the ideator used to stop
+    assert not any(d.startswith(BOLD) for d in proposed[:3])  # small steps while the search moves
+    assert all(d.startswith(BOLD) for d in proposed[3:])  # 3 iterations without a keep: bold
+    assert any(d.startswith("bold: ") for d in proposed) and any(d.startswith("combined: ") for d in proposed)
+
+
+def test_parallel_four_goes_past_the_small_edits_through_the_pre_flight() -> None:
+    proposed = discard_everything(EXAMPLE, 8, parallel=4)
+    assert all(len(iteration) == 4 for iteration in proposed)  # 32 candidates; there are 15 small edits
+    assert len({d for iteration in proposed for d in iteration}) == 32
+
+
+def test_small_edits_used_up_turn_into_bold_ones_even_before_the_search_is_stuck() -> None:
+    tried = {fingerprint(m.source) for m in propose_mutations(EXAMPLE)}
+    chosen = choose_mutations(EXAMPLE, tried=tried, seed=0, count=4)
+    assert len(chosen) == 4 and all(m.description.startswith(BOLD) for m in chosen)
+
+
+def test_bold_steps_are_bigger_and_combinations_name_their_parts() -> None:
+    bold = {m.description for m in choose_mutations(EXAMPLE, tried=set(), seed=0, count=1000, stuck=True)}
+    assert "bold: classifier[1] Linear out_features 64 -> 256 (with classifier[4] Linear in_features 64 -> 256)" in bold
+    assert "bold: classifier[3] Dropout p 0.25 -> 0.45" in bold
+    assert "bold: features[0] Conv2d kernel_size 3 -> 7, padding 1 -> 3" in bold
+    assert "combined: activation ReLU -> GELU (3 places) + classifier[3] Dropout p 0.25 -> 0.35" in bold
+    assert any(d.startswith("combined: ") and d.count(" + ") == 2 for d in bold)  # triples too
+
+
+def test_a_combination_applies_its_edits_one_after_another() -> None:
+    [dropout] = [m for m in propose_mutations(EXAMPLE) if m.description == "classifier[3] Dropout p 0.25 -> 0.35"]
+    gelu = [m for m in propose_mutations(dropout.source) if m.description.startswith("activation ReLU -> GELU")][0]
+    chosen = choose_mutations(EXAMPLE, tried=set(), seed=0, count=1000, stuck=True)
+    [pair] = [m for m in chosen if fingerprint(m.source) == fingerprint(gelu.source)]
+    assert pair.kind == "activation+dropout" and pair.kinds == ("activation", "dropout")
+    assert "nn.Dropout(0.35)" in pair.source and "nn.GELU()" in pair.source and "ReLU" not in pair.source
+
+
+def test_an_edit_discarded_before_a_keep_is_proposed_again_on_the_new_best() -> None:
+    small = propose_mutations(EXAMPLE)
+    discarded = {fingerprint(m.source) for m in small}
+    kept = next(m for m in small if m.kind == "activation")  # the new best model
+    again = choose_mutations(kept.source, tried=discarded | {fingerprint(kept.source)}, seed=0, count=100)
+    dropout = [m.description for m in again if m.kind == "dropout"]
+    assert "classifier[3] Dropout p 0.25 -> 0.35" in dropout  # the same edit, a new model
+
+
+# --- learning from failures ---------------------------------------------------------------------
+
+
+def test_a_kind_that_failed_three_times_waits_while_other_kinds_remain() -> None:
+    small = propose_mutations(EXAMPLE)
+    widths = [m for m in small if m.kind == "width"]
+    failed = [fingerprint(m.source) for m in widths[:3]]
+    others = len([m for m in small if m.kind != "width"])
+    for seed in range(10):
+        chosen = choose_mutations(EXAMPLE, tried=set(failed), seed=seed, count=others + 5, failed=failed)
+        assert {m.kind for m in chosen[:others]} == {"activation", "dropout", "norm", "kernel"}
+        assert not any("width" in m.kinds for m in chosen)  # bold ones of other kinds go first too
+    # Set aside, not lost: with nothing else left, the width edits come back.
+    rest = choose_mutations(EXAMPLE, tried=set(failed), seed=0, count=10_000, failed=failed)
+    assert len(rest) > 10 and all("width" in m.kinds for m in rest[-10:])
+
+
+def test_two_failures_are_not_enough_to_set_a_kind_aside() -> None:
+    widths = [m for m in propose_mutations(EXAMPLE) if m.kind == "width"]
+    failed = [fingerprint(m.source) for m in widths[:2]]
+    firsts = {choose_mutations(EXAMPLE, tried=set(failed), seed=s, failed=failed)[0].kind for s in range(40)}
+    assert "width" in firsts
+
+
+def test_failed_bold_and_combined_edits_tire_their_kinds_too() -> None:
+    bold = choose_mutations(EXAMPLE, tried=set(), seed=0, count=1000, stuck=True)
+    with_dropout = [m for m in bold if "dropout" in m.kinds][:3]
+    failed = [fingerprint(m.source) for m in with_dropout]
+    chosen = choose_mutations(EXAMPLE, tried=set(failed), seed=1, count=20, failed=failed, stuck=True)
+    assert chosen and not any("dropout" in m.kinds for m in chosen)
+
+
+def test_once_every_kind_failed_three_times_the_least_failed_go_first() -> None:
+    small = propose_mutations(EXAMPLE)
+    bold = choose_mutations(EXAMPLE, tried=set(), seed=0, count=10_000, stuck=True)
+    pairs = [m for m in bold if m.kind in ("activation+dropout", "norm+width")][:4]
+    [kernel] = [m for m in bold if m.description == "bold: features[0] Conv2d kernel_size 3 -> 7, padding 1 -> 3"]
+    # width 6+, activation 3+, dropout 2+, norm 2+ failures, kernel exactly 3: kernel failed least.
+    failed = [fingerprint(m.source) for m in [*small, *pairs, kernel]]
+    chosen = choose_mutations(EXAMPLE, tried=set(failed), seed=0, count=3, failed=failed, stuck=True)
+    assert chosen[0].kinds == ("kernel",)
+
+
+# --- stuck, history and giving up ---------------------------------------------------------------
+
+
+def test_since_last_keep_counts_iterations_after_the_last_keep_only() -> None:
+    def row(iteration: str, status: str, candidate: str = "") -> ResultRow:
+        return ResultRow(iteration, "-", None, None, status, "x", {"candidate": candidate} if candidate else {})
+
+    rows = [
+        row("0", "baseline"), row("1", "discard", "f1"), row("2a", "keep", "f2a"), row("2b", "discard", "f2b"),
+        row("3a", "discard", "f3a"), row("3b", "crash", "f3b"), row("3.1", "crash", "f31"), row("4", "rejected"),
+    ]
+    since_keep = since_last_keep(rows)
+    assert since_keep == (("3a", "f3a"), ("3b", "f3b"), ("3.1", "f31"), ("4", ""))
+    assert review_of(EXAMPLE, set(), list(since_keep)).iterations_without_keep == 2
+    assert since_last_keep(rows[:3]) == ()
+
+
+def test_stuck_after_follows_the_setting() -> None:
+    class Patient(CampaignSettings):
+        stuck_after: int = 10  # until the setting exists, propose_mutations reads it with getattr
+
+    small = propose_mutations(EXAMPLE)
+    failed = [fingerprint(m.source) for m in small[:1]]
+    review = review_of(EXAMPLE, set(failed), [("1", failed[0]), ("2", ""), ("3", ""), ("4", "")])
+    stuck = propose_candidates_offline(review, SETTINGS, 5, ["5"]).candidates[0]
+    patient = propose_candidates_offline(review, Patient(**SETTINGS.model_dump()), 5, ["5"]).candidates[0]
+    assert stuck.description.startswith(BOLD) and not patient.description.startswith(BOLD)
+
+
+def test_ideas_are_exhausted_only_when_nothing_can_be_built() -> None:
+    assert choose_mutations(NOTHING_TO_EDIT, tried=set(), seed=0, count=4) == []
+    with pytest.raises(IdeasExhausted) as raised:
+        propose_candidates_offline(review_of(NOTHING_TO_EDIT, set(), []), SETTINGS, 1, ["1"])
+    message = str(raised.value)
+    assert message.count(". ") == 0 and "edit model.py by hand or use another ideator" in message
+
+    # A model with a single dropout rate: two small steps, then two bold ones, then nothing at all.
+    everything = choose_mutations(ONLY_DROPOUT, tried=set(), seed=0, count=100)
+    assert sorted(m.description for m in everything) == [
+        "bold: head[0] Dropout p 0.5 -> 0.3", "bold: head[0] Dropout p 0.5 -> 0.7",
+        "head[0] Dropout p 0.5 -> 0.4", "head[0] Dropout p 0.5 -> 0.6",
+    ]
+    assert not everything[0].description.startswith("bold: ")  # small steps first
+    tried = {fingerprint(m.source) for m in everything}
+    with pytest.raises(IdeasExhausted):
+        propose_candidates_offline(review_of(ONLY_DROPOUT, tried, []), SETTINGS, 9, ["9"])
