@@ -26,6 +26,7 @@ from typing import Callable, Iterable, Protocol
 
 import httpx
 
+from autoraysearch import sandbox
 from autoraysearch.errors import AutoraysearchError
 from autoraysearch.llm_prompt import flatten_conversation
 from autoraysearch.trial_process import kill_process_group
@@ -36,7 +37,7 @@ Messages = list[dict[str, str]]
 ANTHROPIC_VERSION = "2023-06-01"
 MAX_DETAIL_CHARS = 200
 # Never handed to a command ideator: it runs third-party code that has no business with them.
-SECRET_ENV = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")
+SECRET_ENV = tuple(sorted(sandbox.SECRET_ENV))
 
 
 class LLMError(AutoraysearchError):
