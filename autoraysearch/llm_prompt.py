@@ -11,6 +11,7 @@ from autoraysearch.settings import CampaignSettings
 
 PROMPT_TEMPLATE = "ideate_prompt.j2"
 REPAIR_TEMPLATE = "ideate_repair.j2"
+STUCK_AFTER = 3  # iterations without a keep after which the prompt asks for a bolder change
 # Commit subjects written by tasks/commit.py: "autoraysearch <label>: <description>".
 _COMMIT_SUBJECT = re.compile(r"^[0-9a-f]{4,40} autoraysearch (\S+): (.*)$")
 
@@ -34,6 +35,7 @@ class PromptContext:
     model_call: str
     input_shape: tuple[int, ...] | None
     num_outputs: int | None
+    stuck_for: int = 0  # iterations without a keep, when that is enough to call the search stuck; else 0
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,14 @@ def prompt_context(review: Review, settings: CampaignSettings, count: int) -> Pr
         model_call=model_call(settings.model_kwargs),
         input_shape=tuple(settings.input_shape) if settings.input_shape else None,
         num_outputs=num_outputs if isinstance(num_outputs, int) else None,
+        stuck_for=stuck_for(review, settings),
     )
+
+
+def stuck_for(review: Review, settings: CampaignSettings) -> int:
+    """Iterations without a keep once they reach the campaign's `stuck_after` (default 3), else 0."""
+    waiting = review.iterations_without_keep
+    return waiting if waiting >= getattr(settings, "stuck_after", STUCK_AFTER) else 0
 
 
 def training_summary(settings: CampaignSettings) -> tuple[str, ...]:
