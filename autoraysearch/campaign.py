@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
@@ -26,8 +27,12 @@ from autoraysearch.resume import recover_campaign, restore_unlogged_model
 from autoraysearch.settings import CampaignSettings, load_settings
 
 BRANCH_PREFIX = "autoraysearch/"
-MIN_TRIAL_TIMEOUT = 600.0
-TIMEOUT_FACTOR = 5.0
+# The default trial timeout follows the campaign: a multiple of how long its successful trials took.
+TIMEOUT_FACTOR = 3.0
+TIMEOUT_PERCENTILE = 0.9  # of the successful trials' seconds, so that one slow keep raises the limit
+MIN_TRIAL_TIMEOUT = 60.0  # room for starting Python, importing torch and loading data on a busy node
+UNMEASURED_TRIAL_TIMEOUT = 600.0  # when no trial of the log says how long it took
+TIMED_STATUSES = ("baseline", "keep", "discard")  # trials that ran to the end and printed their metric
 
 
 @dataclass(frozen=True)
@@ -85,10 +90,24 @@ def choose_branch(repo: ExperimentRepo, paths: ExperimentPaths, tag: str | None,
 
 
 def default_trial_timeout(log: ResultsLog) -> float:
-    """Generous by default: five times the baseline's training time, and never under ten minutes."""
-    baseline = log.baseline
-    seconds = float(baseline.extra.get("seconds", 0) or 0) if baseline else 0.0
-    return max(MIN_TRIAL_TIMEOUT, TIMEOUT_FACTOR * seconds)
+    """Three times the 90th percentile of the successful trials' seconds so far (baseline included), at least a minute.
+
+    A row whose metric is the mean of several seeds counts the time of one run.
+    """
+    seconds = sorted(s for row in log.rows if row.status in TIMED_STATUSES and (s := trial_seconds(row)) is not None)
+    if not seconds:
+        return UNMEASURED_TRIAL_TIMEOUT
+    typical = seconds[max(0, math.ceil(TIMEOUT_PERCENTILE * len(seconds)) - 1)]
+    return max(MIN_TRIAL_TIMEOUT, TIMEOUT_FACTOR * typical)
+
+
+def trial_seconds(row) -> float | None:
+    """How long one training run of this row took, or None when the row does not say."""
+    try:
+        seconds = float(row.extra.get("seconds", "")) / max(1, int(row.extra.get("seeds", "") or 1))
+    except ValueError:
+        return None
+    return seconds if row.metric is not None and row.readable and math.isfinite(seconds) and seconds > 0 else None
 
 
 @contextlib.contextmanager

@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="the results table, the best so far, and whether a run is active")
     status.add_argument("experiment_dir", nargs="?", default=".", help="experiment folder (default: here)")
 
+    show = commands.add_parser("show", help="one candidate's description, result, diff of model.py and log tail")
+    show.add_argument("label", help="the candidate's iteration label in the results log, e.g. 5 or 5b")
+    show.add_argument("experiment_dir", nargs="?", default=".", help="experiment folder (default: here)")
+
     report = commands.add_parser("report", help="the results table and the progress plot (PNG)")
     report.add_argument("experiment_dir", nargs="?", default=".", help="experiment folder (default: here)")
     report.add_argument("--plot", metavar="PATH", help="where to write the PNG (default: .autoraysearch/progress.png)")
@@ -319,6 +323,25 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_show(args: argparse.Namespace) -> int:
+    from autoraysearch.candidate_memory import known_labels, nearest_labels, show_candidate
+    from autoraysearch.experiment import ExperimentPaths
+    from autoraysearch.repository import ExperimentRepo
+    from autoraysearch.results_log import read_results_log
+    from autoraysearch.settings import load_settings
+
+    paths = ExperimentPaths(ExperimentRepo(Path(args.experiment_dir)).experiment_dir)
+    settings = load_settings(paths.root)
+    log = read_results_log(paths.results, settings.higher_is_better)
+    text = show_candidate(paths, log, args.label, settings.metric)
+    if text is None:
+        nearest = nearest_labels(args.label, known_labels(paths, log))
+        hint = f"the nearest are {', '.join(nearest)}" if nearest else "it holds no candidates yet"
+        raise AutoraysearchError(f"{paths.results} has no candidate labelled {args.label!r}; {hint}.")
+    print(text)
+    return 0
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     from autoraysearch.experiment_setup import plan_setup, refuse_model_failing_preflight
     from autoraysearch.plan import ask_all, launch_steps, loop_options, prepare_model, run_command, setup_options, setup_steps
@@ -420,6 +443,7 @@ def _with_services(ray_address: str | None, work):
 
 COMMANDS = {
     "setup": cmd_setup, "run": cmd_run, "status": cmd_status, "demo": cmd_demo, "report": cmd_report, "plan": cmd_plan,
+    "show": cmd_show,
 }
 
 

@@ -81,6 +81,8 @@ class Review:
     node_id: str | None = None  # the Ray node that read the repository
     # (iteration label, candidate fingerprint) of every experiment since the last keep: how stuck the search is.
     since_keep: tuple[tuple[str, str], ...] = ()
+    # (summary line, diff of model.py) of the most telling past candidates: recent keeps, closest misses.
+    past_diffs: tuple[tuple[str, str], ...] = ()
 
     @property
     def iterations_without_keep(self) -> int:

@@ -36,6 +36,8 @@ class PromptContext:
     input_shape: tuple[int, ...] | None
     num_outputs: int | None
     stuck_for: int = 0  # iterations without a keep, when that is enough to call the search stuck; else 0
+    past_diffs: tuple[tuple[str, str], ...] = ()  # (summary line, diff of model.py) of telling past candidates
+    diff_fence: str = "```"
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,8 @@ def prompt_context(review: Review, settings: CampaignSettings, count: int) -> Pr
         input_shape=tuple(settings.input_shape) if settings.input_shape else None,
         num_outputs=num_outputs if isinstance(num_outputs, int) else None,
         stuck_for=stuck_for(review, settings),
+        past_diffs=tuple(review.past_diffs),
+        diff_fence=fence_for("\n".join(diff for _, diff in review.past_diffs)),
     )
 
 

@@ -28,18 +28,28 @@ def trial_env(cpus: float, gpus: float) -> dict[str, str]:
 
 
 def make_trial(campaign: Campaign, candidate: Candidate, train_source: str, label: str | None = None) -> Trial:
-    """The candidate's model.py and the campaign's train.py, as data the trial's node writes itself."""
+    """The candidate's model.py and the campaign's train.py, as data the trial's node writes itself.
+
+    Without an explicit timeout (campaign.trial_timeout None) the limit follows the results log as it
+    stands now: a multiple of how long the campaign's successful trials took (campaign.default_trial_timeout).
+    """
     settings = campaign.settings
     label = label or candidate.label
     files = {Path(settings.model_py).name: candidate.model_source, Path(settings.train_py).name: train_source}
     if settings.generated and settings.data_module:
         # A custom dataset's module travels with the candidate like model.py: trials never read the repo.
         files[settings.data_module] = (campaign.paths.root / settings.data_module).read_text()
+    timeout = campaign.trial_timeout
+    if not timeout:
+        from autoraysearch.campaign import default_trial_timeout
+        from autoraysearch.results_log import read_results_log
+
+        timeout = default_trial_timeout(read_results_log(campaign.paths.results, settings.higher_is_better))
     return Trial(
         label=label,
         files=files,
         metric=settings.metric,
-        timeout=campaign.trial_timeout,
+        timeout=timeout,
         env=trial_env(settings.cpus_per_trial, settings.gpus_per_trial),
         log_path=str(campaign.paths.trial_log(label)),
         repo_node_id=campaign.repo_node_id,

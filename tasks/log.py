@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+from dataclasses import replace
+from pathlib import Path
+
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from dataclasses import replace
-
+from autoraysearch.candidate_memory import RememberedCandidate, model_diff, remember
 from autoraysearch.experiment import Campaign, Candidate, Ideas, TrialResult, Verdict
 from autoraysearch.results_log import ResultRow, append_result, clean_text
 from autoraysearch.settings import write_atomically
@@ -106,13 +109,82 @@ def save_trial_output(campaign: Campaign, result: TrialResult) -> None:
     write_atomically(path, result.output)
 
 
-def log_experiment(campaign: Campaign, row: ResultRow, result: TrialResult | None) -> None:
+def log_experiment(
+    campaign: Campaign, row: ResultRow, result: TrialResult | None,
+    candidate: Candidate | None = None, base_source: str | None = None,
+) -> None:
+    """Append the row; a trained (or stopped) candidate is also remembered with its diff, whatever the verdict.
+
+    candidate and base_source (the best model.py it was built on) give the diff directly; without them
+    it is read from the candidate's commit while git still reaches it.
+    """
     if result is not None:
         save_trial_output(campaign, result)
     append_result(campaign.paths.results, row, campaign.settings.higher_is_better)
+    if result is not None or candidate is not None:
+        try:
+            remember(campaign.paths, remembered_candidate(campaign, row, result, candidate, base_source))
+        except OSError as exc:  # the row is what counts; a memory that cannot be written only loses detail
+            logging.getLogger(__name__).warning("could not remember candidate %s: %s", row.iteration, exc)
+
+
+def remembered_candidate(
+    campaign: Campaign, row: ResultRow, result: TrialResult | None,
+    candidate: Candidate | None = None, base_source: str | None = None,
+) -> RememberedCandidate:
+    """What the candidate memory keeps of one experiment: its row, its error and its diff of model.py."""
+    commit, sources = "", None
+    if candidate is not None and base_source is not None:
+        sources = (base_source, candidate.model_source)
+    else:
+        found = candidate_commit(campaign, row.iteration)
+        if found is not None:
+            commit, git_base, git_source = found
+            sources = (base_source or git_base, candidate.model_source if candidate else git_source)
+    return RememberedCandidate(
+        label=row.iteration,
+        status=row.status,
+        metric=row.metric,
+        delta=row.delta,
+        description=row.description,
+        seconds=result.seconds if result is not None else None,
+        fingerprint=row.extra.get("candidate", "") or (candidate.fingerprint if candidate else ""),
+        commit=commit,
+        error=result.error if result is not None else "",
+        diff=model_diff(*sources, name=Path(campaign.settings.model_py).name) if sources else "",
+    )
+
+
+def candidate_commit(campaign: Campaign, label: str) -> tuple[str, str, str] | None:
+    """(sha, base model.py, candidate model.py) of the candidate's commit, where git still reaches it.
+
+    A kept candidate is the branch's tip; a sequential one that was rolled back is the tip before the
+    rollback (the branch's reflog); a parallel one is on its own branch until decide deletes it.
+    """
+    from autoraysearch.repository import ExperimentRepo
+    from autoraysearch.tasks.commit import candidate_branch
+
+    if not campaign.branch:
+        return None
+    model_py = campaign.settings.model_py
+    subject = f"autoraysearch {label}: "
+    try:
+        repo = ExperimentRepo(Path(campaign.experiment_dir))
+        for ref in (campaign.branch, f"{campaign.branch}@{{1}}", candidate_branch(campaign, label)):
+            if repo.resolve(ref) is None:
+                continue
+            for sha, found in repo.first_parent_history(ref, limit=1):
+                if found.startswith(subject):
+                    return sha, repo.file_at(f"{sha}^", model_py), repo.file_at(sha, model_py)
+    except Exception:  # best effort: git may keep nothing of it, and the row is written already
+        return None
+    return None
 
 
 @task(name="log", task_run_name="log-{row.iteration}", cache_policy=NO_CACHE)
-def log(campaign: Campaign, row: ResultRow, result: TrialResult | None) -> None:
-    """Append one row to the results log."""
-    log_experiment(campaign, row, result)
+def log(
+    campaign: Campaign, row: ResultRow, result: TrialResult | None,
+    candidate: Candidate | None = None, base_source: str | None = None,
+) -> None:
+    """Append one row to the results log and remember the candidate behind it."""
+    log_experiment(campaign, row, result, candidate, base_source)

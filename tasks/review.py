@@ -8,6 +8,7 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from autoraysearch.candidate_memory import informative_diffs
 from autoraysearch.experiment import Campaign, Review
 from autoraysearch.repository import ExperimentRepo
 from autoraysearch.results_log import BEST_STATUSES, read_results_log
@@ -42,6 +43,7 @@ def review_experiment(campaign: Campaign) -> Review:
         recent=recent,
         node_id=current_node_id(),
         since_keep=since_last_keep(log.rows),
+        past_diffs=informative_diffs(campaign.paths, log),
     )
 
 
