@@ -42,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--epochs", type=int, help="training epochs per trial (default 5)")
     budget.add_argument("--time-budget", type=float, metavar="SECONDS", help="train for this many seconds instead")
     setup.add_argument("--seed", type=int, default=0, help="training and ideator seed (default 0)")
+    setup.add_argument(
+        "--seeds", type=int, default=3, metavar="K",
+        help="train the baseline with K seeds to measure the noise, and confirm promising candidates over K seeds "
+        "(default 3; 1: decide on single runs)",
+    )
     setup.add_argument("--metric", default="val_acc", help="metric name train.py prints last (default val_acc)")
     setup.add_argument("--direction", choices=["higher", "lower"], default="higher", help="which way is better")
     setup.add_argument("--train-py", help="use your own train.py instead of generating one")
@@ -61,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--parallel", type=int, default=1, metavar="N", help="candidates trained at once per iteration")
     run.add_argument("--cpus-per-trial", type=float, help="CPUs per trial (default: the campaign's setting)")
     run.add_argument("--gpus-per-trial", type=float, help="GPUs per trial, fractions allowed (default: the campaign's)")
+    run.add_argument("--seeds", type=int, metavar="K", help="seeds a promising candidate is confirmed over (default: the campaign's)")
+    run.add_argument("--min-delta", type=float, help="the smallest gain worth keeping (default: the campaign's, 0)")
+    run.add_argument("--stuck-after", type=int, metavar="K",
+                     help="after K iterations without a keep, propose bolder changes (default: the campaign's, 3)")
     _add_ideator_options(run)
     _add_cluster_options(run)
 
@@ -139,7 +148,7 @@ def cmd_setup(args: argparse.Namespace) -> int:
     _precheck_setup(experiment_dir, model_path.name, args)
     summary = _with_services(args.ray_address, lambda: _run_setup(experiment_dir, model_path.name, args))
     print(f"train.py and autoraysearch.toml committed in {summary.experiment_dir}")
-    print(f"baseline {summary.metric}={summary.baseline} ({summary.seconds:.1f} s)")
+    print(f"baseline {summary.metric}={summary.baseline} ({summary.seconds:.1f} s); {summary.noise}")
     if summary.archived_results:
         print(f"the previous campaign's results were kept in {summary.archived_results}")
     return 0
@@ -159,6 +168,7 @@ def _check_setup_options(args: argparse.Namespace) -> None:
     check_option("--epochs", args.epochs, setting="epochs")
     check_option("--time-budget", args.time_budget, setting="time_budget")
     check_option("--seed", args.seed, setting="seed")
+    check_option("--seeds", args.seeds, setting="seeds")
     check_option("--batch-size", args.batch_size, rule=lambda v: v >= 1, allowed="1 or more")
     check_option("--learning-rate", args.learning_rate, rule=positive_finite, allowed="a positive, finite number")
     _check_trial_options(args)
@@ -178,7 +188,7 @@ def _check_trial_options(args: argparse.Namespace) -> None:
 def _setup_options(model_py: str, args: argparse.Namespace) -> dict:
     return dict(
         model_py=model_py, dataset=args.dataset, epochs=args.epochs, time_budget=args.time_budget,
-        seed=args.seed, metric=args.metric, direction=args.direction, train_py=args.train_py, goal=args.goal,
+        seed=args.seed, seeds=args.seeds, metric=args.metric, direction=args.direction, train_py=args.train_py, goal=args.goal,
         trial_timeout=args.trial_timeout, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
         data_dir=args.data_dir, data_module=args.data_module, download=args.download,
         model_kwargs=_model_kwargs(args.model_kwargs), batch_size=args.batch_size, learning_rate=args.learning_rate,
@@ -234,12 +244,18 @@ def _check_run_options(args: argparse.Namespace, experiment_dir: Path) -> None:
     if args.deadline:
         parse_deadline(args.deadline, datetime.now())
     _check_trial_options(args)
+    for flag, name in (("--seeds", "seeds"), ("--min-delta", "min_delta"), ("--stuck-after", "stuck_after")):
+        check_option(flag, getattr(args, name), setting=name)
     check_tag(args.tag, BRANCH_PREFIX, experiment_dir)
 
 
 def _ideator_overrides(args: argparse.Namespace) -> dict:
     names = ("ideator", "llm_model", "llm_base_url", "llm_command", "api_key_block", "goal")
     return {name: getattr(args, name) for name in names}
+
+
+def _decision_overrides(args: argparse.Namespace) -> dict:
+    return {name: getattr(args, name) for name in ("seeds", "min_delta", "stuck_after")}
 
 
 def _precheck_ideator(settings) -> None:
@@ -264,7 +280,7 @@ def _run_loop(experiment_dir: Path, args: argparse.Namespace):
         experiment_dir=str(experiment_dir), max_iterations=args.max_iterations, deadline=args.deadline,
         max_hours=args.max_hours, target=args.target, patience=args.patience, tag=args.tag,
         trial_timeout=args.trial_timeout, parallel=args.parallel, cpus_per_trial=args.cpus_per_trial,
-        gpus_per_trial=args.gpus_per_trial, **_ideator_overrides(args),
+        gpus_per_trial=args.gpus_per_trial, **_ideator_overrides(args), **_decision_overrides(args),
     )
 
 

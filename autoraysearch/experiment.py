@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from autoraysearch.noise import Bar
 from autoraysearch.settings import RESULTS_FILE, SETTINGS_FILE, STATE_DIR, CampaignSettings, write_atomically
 
 
@@ -79,6 +80,7 @@ class Review:
     tried: frozenset[str]
     recent: tuple[str, ...] = ()
     node_id: str | None = None  # the Ray node that read the repository
+    bar: Bar = Bar()  # what a candidate must beat: the best's runs and the campaign's noise
     # (iteration label, candidate fingerprint) of every experiment since the last keep: how stuck the search is.
     since_keep: tuple[tuple[str, str], ...] = ()
     # (summary line, diff of model.py) of the most telling past candidates: recent keeps, closest misses.
@@ -147,6 +149,8 @@ class TrialResult:
     node_id: str | None = None
     log_written: bool = False
     note: str = ""  # something the results log should say about how the trial ran (a retry…)
+    runs: tuple[float, ...] = ()  # the metric of each seed trained, when more than the screen ran
+    screen: float | None = None  # the first seed's metric, when confirmation runs followed it
 
 
 @dataclass(frozen=True)

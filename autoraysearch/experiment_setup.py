@@ -10,6 +10,7 @@ from pathlib import Path
 from autoraysearch.datasets import CUSTOM, describe_dataset
 from autoraysearch.errors import AutoraysearchError
 from autoraysearch.experiment import Campaign, ExperimentPaths, TrialResult
+from autoraysearch.noise import seed_columns
 from autoraysearch.model_source import check_model_source, fingerprint, init_parameters
 from autoraysearch.rendering import TrainSpec, render_train_py
 from autoraysearch.repository import ExperimentRepo
@@ -38,6 +39,7 @@ def plan_setup(
     epochs: int | None = None,
     time_budget: float | None = None,
     seed: int = 0,
+    seeds: int = 3,
     metric: str = "val_acc",
     direction: str = "higher",
     train_py: str | None = None,
@@ -68,7 +70,7 @@ def plan_setup(
     if epochs is None and time_budget is None:
         epochs = 5
     common = dict(
-        goal=goal, metric=metric, direction=direction, model_py=model_py, seed=seed,
+        goal=goal, metric=metric, direction=direction, model_py=model_py, seed=seed, seeds=seeds,
         trial_timeout=trial_timeout, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
     )
     if train_py:
@@ -187,7 +189,7 @@ def record_setup(plan: SetupPlan, result: TrialResult) -> tuple[ResultRow, Path 
         delta=0.0,
         status="baseline",
         description=f"initial state ({sha[:7]})",
-        extra={"candidate": fingerprint(plan.model_source), "seconds": f"{result.seconds:g}"},
+        extra={"candidate": fingerprint(plan.model_source), "seconds": f"{result.seconds:g}", **seed_columns(result.runs)},
     )
     log = ResultsLog(higher_is_better=settings.higher_is_better, rows=(row,))
     write_atomically(paths.results, format_log(log))

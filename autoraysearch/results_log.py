@@ -12,7 +12,8 @@ from autoraysearch.errors import AutoraysearchError
 from autoraysearch.settings import write_atomically
 
 COLUMNS = ("iteration", "commit", "metric", "delta", "status", "description")
-EXTRA_COLUMNS = ("candidate", "seconds", "node", "tokens")
+# seeds/std/runs: how many seeds the metric (their mean) is over, their spread and each seed's value.
+EXTRA_COLUMNS = ("candidate", "seconds", "node", "tokens", "seeds", "std", "runs")
 # Statuses whose metric counts towards the best so far.
 BEST_STATUSES = ("baseline", "keep")
 # Terminal escape sequences: CSI (colours, cursor moves), OSC (titles, links) and two-character escapes.

@@ -38,6 +38,9 @@ CACHE_ENV = {
     "CUDA_CACHE_PATH": "cache/nv",
 }
 # Opened for writing by ordinary programs and by the CUDA/ROCm runtimes; every other device stays read-only.
+# Folders (separated by os.pathsep) that every trial and pre-flight may write besides its scratch folder,
+# e.g. a dataset cache shared by the trials of a node; set where the Ray workers run.
+WRITABLE_ENV = "AUTORAYSEARCH_TRIAL_WRITABLE"
 WRITABLE_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty", "/dev/kfd")
 WRITABLE_DEVICE_PREFIXES = ("/dev/nvidia", "/dev/dri/")
 WRITABLE_DEVICE_FOLDERS = ("/dev/shm",)
@@ -117,7 +120,8 @@ def contain(writable: list[str]) -> str:
     if ruleset < 0:
         return f"none: landlock_create_ruleset failed ({os.strerror(ctypes.get_errno())})"
     try:
-        for path in [*writable, *writable_devices()]:
+        shared = [p for p in os.environ.get(WRITABLE_ENV, "").split(os.pathsep) if p]
+        for path in [*writable, *shared, *writable_devices()]:
             _allow_writes(libc, ruleset, path, folder_rights, file_rights)
         if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
             return f"none: prctl(PR_SET_NO_NEW_PRIVS) failed ({os.strerror(ctypes.get_errno())})"

@@ -43,7 +43,14 @@ class CampaignSettings(BaseModel):
     time_budget: float | None = Field(
         None, gt=0, allow_inf_nan=False, description="Seconds of training per trial instead of epochs."
     )
-    seed: int = Field(0, ge=0, description="Seed for training and for the offline ideator.")
+    seed: int = Field(0, ge=0, description="Seed for training and for the offline ideator; seed i of a trial is seed + i.")
+    seeds: int = Field(
+        3, ge=1, le=20,
+        description="Seeds the baseline is trained with (its noise), and a candidate that passed its screen run "
+        "(1: decide on single runs).",
+    )
+    min_delta: float = Field(0.0, ge=0, allow_inf_nan=False, description="The smallest gain in the metric worth keeping.")
+    stuck_after: int = Field(3, ge=1, description="Iterations without a keep after which the ideator proposes bolder changes.")
     model_kwargs: dict[str, Any] = Field(default_factory=dict, description="Arguments train.py passes to Model(...).")
     input_shape: list[int] | None = Field(None, description="Shape of one input sample, when known.")
     num_classes: int | None = Field(None, ge=1, description="Classes of the labels; None when the metric is not accuracy.")

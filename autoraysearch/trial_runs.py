@@ -56,6 +56,33 @@ def make_trial(campaign: Campaign, candidate: Candidate, train_source: str, labe
     )
 
 
+SEED_ENV = "AUTORAYSEARCH_SEED"
+
+
+def seeded(trial: Trial, seed: int, label: str) -> Trial:
+    """The same trial with another training seed, under its own label (and log file)."""
+    log_path = str(Path(trial.log_path).with_name(f"{label}.log")) if trial.log_path else None
+    return replace(trial, label=label, env={**trial.env, SEED_ENV: str(seed)}, log_path=log_path)
+
+
+def confirmation_trials(trial: Trial, first_seed: int, seeds: int) -> dict[str, Trial]:
+    """The runs that confirm a screened candidate: every seed after the first, labelled 5-seed2, 5-seed3 …"""
+    return {f"{trial.label}-seed{n}": seeded(trial, first_seed + n - 1, f"{trial.label}-seed{n}") for n in range(2, seeds + 1)}
+
+
+def merge_runs(screen: TrialResult, confirmations: list[TrialResult]) -> TrialResult:
+    """One candidate's result over all its seeds: the mean, every run's seconds; a failed seed fails it."""
+    from statistics import fmean
+
+    total = round(screen.seconds + sum(r.seconds for r in confirmations), 2)
+    failed = next((r for r in confirmations if r.status != "ok"), None)
+    if failed is not None:
+        error = f"seed run {failed.label.rsplit('-seed', 1)[-1]} of {len(confirmations) + 1}: {failed.error}"
+        return replace(screen, status=failed.status, metric=None, seconds=total, error=error, screen=screen.metric)
+    runs = (screen.metric, *(r.metric for r in confirmations))
+    return replace(screen, metric=fmean(runs), seconds=total, runs=runs, screen=screen.metric)
+
+
 class StopTimeReached(Exception):
     """The campaign's deadline (or its hours) came while trials were running; they were cancelled."""
 

@@ -23,15 +23,21 @@ from autoraysearch.stopping import Progress, StopConditions, parse_deadline, val
 from autoraysearch.tasks.commit import candidate_branch, commit, commit_parallel
 from autoraysearch.tasks.decide import decide, decide_parallel
 from autoraysearch.tasks.ideate import IdeasExhausted, ideate
-from autoraysearch.tasks.log import dropped_rows, log, log_experiment, result_row, usage_cell, with_tokens
+from autoraysearch.tasks.log import (
+    dropped_rows, log, log_experiment, result_row, save_trial_output, usage_cell, with_tokens,
+)
 from autoraysearch.tasks.modify import modify
 from autoraysearch.tasks.review import review
 from autoraysearch.tasks.verify import verify
 from autoraysearch.integrity import checked_results, take_snapshot, undo_tampering
 from autoraysearch.resume import clear_pending, write_pending
+from autoraysearch.noise import Bar, worth_confirming
 from autoraysearch.trial_runs import (
     check_trial_fits,
+    confirmation_trials,
     make_trial,
+    merge_runs,
+    seeded,
     ran_out_of_gpu_memory,
     step_result,
     wait_for_trials,
@@ -212,9 +218,9 @@ def run_iteration(
             step_result(modify.submit(campaign, candidate))
             sha = step_result(commit.submit(campaign, candidate))
         trial = make_trial(campaign, candidate, current.train_source)
-        result = train_all(campaign, {label: trial}, stop_time)[label]
+        result = screen_then_confirm(campaign, {label: trial}, current.bar, stop_time)[label]
         with on_repo_node(node):
-            verdict = step_result(decide.submit(campaign, result, sha, current.best_metric, current.best_sha))
+            verdict = step_result(decide.submit(campaign, result, sha, current.bar, current.best_sha))
             row = with_tokens(result_row(candidate, verdict, result, sha[:7]), tokens)
             step_result(log.submit(campaign, row, result))
         clear_pending(campaign.paths)
@@ -228,6 +234,34 @@ def run_iteration(
         "%s %s %s=%s: %s", label, verdict.status, campaign.settings.metric, result.metric, candidate.description
     )
     return verdict
+
+
+def screen_then_confirm(
+    campaign: Campaign, trials: dict[str, Trial], bar: Bar, stop_time: datetime | None
+) -> dict[str, TrialResult]:
+    """Train each candidate once; those whose run could still beat the best are trained with every other seed.
+
+    The confirmation runs of all such candidates go to Ray at once; each result is then the mean over
+    its seeds, and its seconds count every run (see noise for the rule).
+    """
+    settings = campaign.settings
+    screens = train_all(campaign, {label: seeded(t, settings.seed, label) for label, t in trials.items()}, stop_time)
+    promising = [label for label, r in screens.items() if r.status == "ok" and worth_confirming(r.metric, bar, settings.seeds)]
+    if not promising:
+        return screens
+    runs = {}
+    for label in promising:
+        get_run_logger().info("%s screened %s=%.4f: confirming with %d more seeds", label, settings.metric,
+                              screens[label].metric, settings.seeds - 1)
+        runs.update(confirmation_trials(trials[label], settings.seed, settings.seeds))
+    confirmations = train_all(campaign, runs, stop_time)
+    for result in confirmations.values():
+        save_trial_output(campaign, result)
+    return {
+        label: merge_runs(screen, [confirmations[f"{label}-seed{n}"] for n in range(2, settings.seeds + 1)])
+        if label in promising else screen
+        for label, screen in screens.items()
+    }
 
 
 def train_all(campaign: Campaign, trials: dict[str, Trial], stop_time: datetime | None) -> dict[str, TrialResult]:
@@ -263,11 +297,11 @@ def run_parallel_iteration(
         with on_repo_node(node):
             shas = step_result(commit_parallel.submit(campaign, candidates, current.best_sha, iteration))
         trials = {c.label: make_trial(campaign, c, current.train_source) for c in candidates}
-        results = train_all(campaign, trials, stop_time)
+        results = screen_then_confirm(campaign, trials, current.bar, stop_time)
         ordered = [results[c.label] for c in candidates]
         with on_repo_node(node):
             verdicts = step_result(decide_parallel.submit(
-                campaign, ordered, shas, current.best_metric, current.best_sha, iteration
+                campaign, ordered, shas, current.bar, current.best_sha, iteration
             ))
             for candidate, result in zip(candidates, ordered):
                 verdict = verdicts[candidate.label]

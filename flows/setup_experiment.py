@@ -15,7 +15,8 @@ from autoraysearch.lock import CampaignLock
 from autoraysearch.model_source import fingerprint
 from autoraysearch.tasks.log import save_trial_output
 from autoraysearch.tasks.verify import verify
-from autoraysearch.trial_runs import make_trial, wait_for_trial
+from autoraysearch.noise import pooled_noise
+from autoraysearch.trial_runs import confirmation_trials, make_trial, merge_runs, seeded, wait_for_trials
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class SetupSummary:
     baseline: float | None
     seconds: float
     archived_results: str | None
+    noise: str = ""  # the noise the baseline's seeds measured, in words
 
 
 @flow(name="autoraysearch-setup", task_runner=CampaignTaskRunner(), log_prints=True)
@@ -35,6 +37,7 @@ def autoraysearch_setup(
     epochs: int | None = None,
     time_budget: float | None = None,
     seed: int = 0,
+    seeds: int = 3,
     metric: str = "val_acc",
     direction: str = "higher",
     train_py: str | None = None,
@@ -53,7 +56,7 @@ def autoraysearch_setup(
     """Write train.py and autoraysearch.toml, run train.py once and record its metric as iteration 0."""
     plan = plan_setup(
         Path(experiment_dir), model_py=model_py, dataset=dataset, epochs=epochs, time_budget=time_budget,
-        seed=seed, metric=metric, direction=direction, train_py=train_py, goal=goal,
+        seed=seed, seeds=seeds, metric=metric, direction=direction, train_py=train_py, goal=goal,
         trial_timeout=trial_timeout, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
         data_dir=data_dir, data_module=data_module, download=download, model_kwargs=model_kwargs,
         batch_size=batch_size, learning_rate=learning_rate, compile=compile,
@@ -63,21 +66,31 @@ def autoraysearch_setup(
         campaign = setup_campaign(plan, trial_timeout)
         current = Candidate(label="0", description="baseline", model_source=plan.model_source,
                             fingerprint=fingerprint(plan.model_source))
-        trial = make_trial(campaign, current, plan.train_source, label="baseline")
+        trial = seeded(make_trial(campaign, current, plan.train_source, label="baseline"), seed, "baseline")
+        trials = {"baseline": trial, **confirmation_trials(trial, seed, plan.settings.seeds)}
         with with_trial_resources(plan.settings.cpus_per_trial, plan.settings.gpus_per_trial):
-            result = wait_for_trial(verify.submit(trial), "baseline")
-        save_trial_output(campaign, result)
-        if result.status != "ok":
-            raise baseline_failure(result, campaign.paths.trial_log("baseline"))
+            futures = {label: verify.submit(t) for label, t in trials.items()}  # the seeds train at once
+        results = wait_for_trials(futures)
+        for label, result in results.items():
+            save_trial_output(campaign, result)
+            if result.status != "ok":
+                raise baseline_failure(result, campaign.paths.trial_log(label))
+        result = merge_runs(results.pop("baseline"), list(results.values()))
         row, archived = record_setup(plan, result)
+    noise = pooled_noise([result.runs])
+    logger = get_run_logger()
+    if plan.settings.seeds > 1 and not noise.measured:
+        logger.warning("the %d baseline runs gave identical metrics (train.py ignores AUTORAYSEARCH_SEED?): "
+                       "decisions will use single runs", plan.settings.seeds)
     publish_campaign_artifacts(campaign)  # the baseline, as the loop's artifacts will show it
-    get_run_logger().info("baseline %s=%s in %.1f s", plan.settings.metric, result.metric, result.seconds)
+    logger.info("baseline %s=%s in %.1f s; %s", plan.settings.metric, row.metric, result.seconds, noise.describe())
     return SetupSummary(
         experiment_dir=str(plan.paths.root),
         metric=plan.settings.metric,
         baseline=row.metric,
         seconds=result.seconds,
         archived_results=str(archived) if archived else None,
+        noise=noise.describe() if plan.settings.seeds > 1 else "single runs (--seeds 1)",
     )
 
 

@@ -8,16 +8,18 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from autoraysearch.experiment import Campaign, TrialResult, Verdict
-from autoraysearch.metric import is_improvement
+from autoraysearch.noise import Bar, is_kept
 from autoraysearch.repository import ExperimentRepo
 
 
-def judge(result: TrialResult, best_metric: float | None, higher_is_better: bool) -> tuple[str, float | None]:
-    """(status, delta): keep only a strict improvement; a failed trial keeps its own status."""
+def judge(result: TrialResult, bar: Bar) -> tuple[str, float | None]:
+    """(status, delta): keep only a gain larger than the noise allows (see noise); a failed trial keeps its status."""
     if result.status != "ok":
         return result.status, None
-    delta = result.metric - best_metric if best_metric is not None else None
-    return ("keep" if is_improvement(result.metric, best_metric, higher_is_better) else "discard"), delta
+    if not bar.best_runs:
+        return "keep", None
+    delta = result.metric - bar.best_mean
+    return ("keep" if is_kept(result.runs or (result.metric,), bar) else "discard"), delta
 
 
 def apply_verdict(campaign: Campaign, status: str, candidate_sha: str, best_sha: str) -> str:
@@ -28,53 +30,57 @@ def apply_verdict(campaign: Campaign, status: str, candidate_sha: str, best_sha:
     return best_sha
 
 
-def decide_candidate(
-    campaign: Campaign, result: TrialResult, candidate_sha: str, best_metric: float | None, best_sha: str
-) -> Verdict:
-    status, delta = judge(result, best_metric, campaign.settings.higher_is_better)
+def decide_candidate(campaign: Campaign, result: TrialResult, candidate_sha: str, bar: Bar, best_sha: str) -> Verdict:
+    status, delta = judge(result, bar)
     branch_sha = apply_verdict(campaign, status, candidate_sha, best_sha)
     return Verdict(
         status=status,
         delta=delta,
-        best_metric=result.metric if status == "keep" else best_metric,
+        best_metric=result.metric if status == "keep" else best_mean(bar),
         best_sha=branch_sha,
     )
 
 
+def best_mean(bar: Bar) -> float | None:
+    return bar.best_mean if bar.best_runs else None
+
+
 # Never retried: moving a branch is not an operation to repeat blindly.
 @task(name="decide", task_run_name="decide-{result.label}", cache_policy=NO_CACHE, retries=0)
-def decide(campaign: Campaign, result: TrialResult, candidate_sha: str, best_metric: float | None, best_sha: str) -> Verdict:
-    """Keep a strict improvement; roll anything else back to the previous best."""
-    return decide_candidate(campaign, result, candidate_sha, best_metric, best_sha)
+def decide(campaign: Campaign, result: TrialResult, candidate_sha: str, bar: Bar, best_sha: str) -> Verdict:
+    """Keep a gain the noise cannot explain; roll anything else back to the previous best."""
+    return decide_candidate(campaign, result, candidate_sha, bar, best_sha)
 
 
-def choose_winner(results: list[TrialResult], best_metric: float | None, higher_is_better: bool) -> str | None:
-    """The label of the best result that strictly beats the best so far, if any (ties: the first)."""
-    winner: TrialResult | None = None
-    for result in results:
-        if result.status == "ok" and is_improvement(result.metric, best_metric, higher_is_better):
-            if winner is None or is_improvement(result.metric, winner.metric, higher_is_better):
-                winner = result
-    return winner.label if winner else None
+def choose_winner(results: list[TrialResult], bar: Bar) -> str | None:
+    """The label of the kept result with the largest mean gain over the best, if any (ties: the first)."""
+    kept = [r for r in results if judge(r, bar)[0] == "keep"]
+    return max(kept, key=lambda r: _gain(r, bar)).label if kept else None
+
+
+def _gain(result: TrialResult, bar: Bar) -> float:
+    """How much better the result is: against the best's mean, or by its own value when there is no best yet."""
+    if bar.best_runs:
+        return bar.gain(result.metric)
+    return result.metric if bar.higher_is_better else -result.metric
 
 
 def decide_parallel_candidates(
-    campaign: Campaign, results: list[TrialResult], shas: dict[str, str], best_metric: float | None, best_sha: str
+    campaign: Campaign, results: list[TrialResult], shas: dict[str, str], bar: Bar, best_sha: str
 ) -> dict[str, Verdict]:
-    """Keep at most one candidate (the best improvement), discard the rest, delete every candidate branch."""
+    """Keep at most one candidate (the largest gain), discard the rest, delete every candidate branch."""
     from autoraysearch.tasks.commit import candidate_branch
 
-    higher = campaign.settings.higher_is_better
-    winner = choose_winner(results, best_metric, higher)
+    winner = choose_winner(results, bar)
     repo = ExperimentRepo(Path(campaign.experiment_dir))
     if winner is not None:
         repo.move_branch_to(shas[winner], campaign.settings.model_py)
     repo.delete_branches([candidate_branch(campaign, label) for label in shas])
-    new_best = next((r.metric for r in results if r.label == winner), best_metric)
+    new_best = next((r.metric for r in results if r.label == winner), best_mean(bar))
     branch_sha = shas[winner] if winner else best_sha
     verdicts = {}
     for result in results:
-        status, delta = judge(result, best_metric, higher)
+        status, delta = judge(result, bar)
         if status == "keep" and result.label != winner:
             status = "discard"  # it improved, but another candidate of this iteration did better
         verdicts[result.label] = Verdict(status=status, delta=delta, best_metric=new_best, best_sha=branch_sha)
@@ -83,8 +89,7 @@ def decide_parallel_candidates(
 
 @task(name="decide", task_run_name="decide-{iteration}", cache_policy=NO_CACHE, retries=0)
 def decide_parallel(
-    campaign: Campaign, results: list[TrialResult], shas: dict[str, str], best_metric: float | None, best_sha: str,
-    iteration: int,
+    campaign: Campaign, results: list[TrialResult], shas: dict[str, str], bar: Bar, best_sha: str, iteration: int,
 ) -> dict[str, Verdict]:
-    """Keep the best candidate that beat the best so far; discard every other one."""
-    return decide_parallel_candidates(campaign, results, shas, best_metric, best_sha)
+    """Keep the best candidate whose gain the noise cannot explain; discard every other one."""
+    return decide_parallel_candidates(campaign, results, shas, bar, best_sha)

@@ -11,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 
 from autoraysearch.candidate_memory import RememberedCandidate, model_diff, remember
 from autoraysearch.experiment import Campaign, Candidate, Ideas, TrialResult, Verdict
+from autoraysearch.noise import seed_columns, summary
 from autoraysearch.results_log import ResultRow, append_result, clean_text
 from autoraysearch.settings import write_atomically
 
@@ -26,6 +27,9 @@ def result_row(candidate: Candidate, verdict: Verdict, result: TrialResult, shor
         description += f" ({result.status}: {clean_text(result.error)[-ERROR_CHARS:]})"
     if result.note:
         description += f" ({result.note})"
+    if result.runs and result.screen is not None:  # screened, then confirmed over every seed
+        confirmed = "confirmed" if verdict.status == "keep" else "not confirmed"
+        description += f" (screen {result.screen:.4f}, {summary(result.runs)}: {confirmed})"
     return ResultRow(
         iteration=candidate.label,
         commit=short_sha if verdict.status == "keep" else "-",
@@ -33,7 +37,8 @@ def result_row(candidate: Candidate, verdict: Verdict, result: TrialResult, shor
         delta=verdict.delta,
         status=verdict.status,
         description=description,
-        extra={"candidate": candidate.fingerprint, "seconds": f"{result.seconds:g}", "node": (result.node_id or "")[:8]},
+        extra={"candidate": candidate.fingerprint, "seconds": f"{result.seconds:g}", "node": (result.node_id or "")[:8],
+               **seed_columns(result.runs)},
     )
 
 

@@ -12,6 +12,7 @@ from autoraysearch.candidate_memory import informative_diffs
 from autoraysearch.experiment import Campaign, Review
 from autoraysearch.repository import ExperimentRepo
 from autoraysearch.results_log import BEST_STATUSES, read_results_log
+from autoraysearch.noise import bar_from_log
 from autoraysearch.resume import commits_above, logged_best_commit
 from autoraysearch.model_source import fingerprint
 from autoraysearch.cluster import REPEATABLE_STEP_RETRIES, current_node_id, infrastructure_fault
@@ -39,6 +40,7 @@ def review_experiment(campaign: Campaign) -> Review:
         git_log=tuple(repo.log_lines(campaign.branch)),
         best_metric=best.metric if best else None,
         best_sha=best_sha,
+        bar=bar_from_log(log, settings.min_delta),
         tried=frozenset(log.tried_candidates() | {fingerprint(model_source)}),
         recent=recent,
         node_id=current_node_id(),

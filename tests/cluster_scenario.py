@@ -86,7 +86,7 @@ def main(tmp: Path) -> None:
     times = tmp / "times"
     times.mkdir()
     placed = experiment(tmp / "placed", TIMED_TRAIN_PY.format(marker=str(tmp / "placed.marker"), times=str(times)))
-    autoraysearch_setup(experiment_dir=str(placed), train_py="train.py", gpus_per_trial=0.5, cpus_per_trial=0.5)
+    autoraysearch_setup(experiment_dir=str(placed), train_py="train.py", gpus_per_trial=0.5, cpus_per_trial=0.5, seeds=1)
     for stamp in times.iterdir():
         stamp.unlink()  # the baseline ran alone; only the parallel iteration counts
     summary = autoraysearch_loop(experiment_dir=str(placed), max_iterations=1, parallel=4, tag="placed")
@@ -96,7 +96,7 @@ def main(tmp: Path) -> None:
     intervals = [tuple(map(float, p.read_text().split())) for p in times.iterdir()]
 
     oom = experiment(tmp / "oom", OOM_TRAIN_PY.format(marker=str(tmp / "oom.marker")))
-    autoraysearch_setup(experiment_dir=str(oom), train_py="train.py", gpus_per_trial=0.5, cpus_per_trial=0.5)
+    autoraysearch_setup(experiment_dir=str(oom), train_py="train.py", gpus_per_trial=0.5, cpus_per_trial=0.5, seeds=1)
     autoraysearch_loop(experiment_dir=str(oom), max_iterations=1, parallel=2)
     oom_rows = read_results_log(oom / "autoraysearch-results.tsv", True).rows[1:]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,10 @@ import pytest
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+# Trials may write only their scratch folder; scripted train.py files that count their calls or write
+# their pid do it under this one shared folder (see the trial_dir fixture), never in an experiment folder.
+TRIAL_WRITABLE = Path(tempfile.mkdtemp(prefix="autoraysearch-test-trials-"))
+os.environ["AUTORAYSEARCH_TRIAL_WRITABLE"] = str(TRIAL_WRITABLE)
 
 EXAMPLE_MODEL = Path(__file__).resolve().parents[1] / "examples" / "digits" / "model.py"
 
@@ -32,6 +37,13 @@ def make_repo(path: Path, files: dict[str, str]) -> Path:
         (path / name).write_text(text)
     git(path, "add", *files)
     git(path, "commit", "-q", "-m", "initial")
+    return path
+
+
+@pytest.fixture
+def trial_dir(request) -> Path:
+    """A folder of this test's own that scripted trials and pre-flights may write (counters, pid files)."""
+    path = Path(tempfile.mkdtemp(prefix=request.node.name[:40].replace("/", "_") + "-", dir=TRIAL_WRITABLE))
     return path
 
 

@@ -91,7 +91,7 @@ def test_steps_artifacts_and_events_of_a_campaign(services, example_repo: Path, 
     (exp / "train.py").write_text(IMPROVING_TRAIN_PY.format(calls=str(tmp_path / "calls")))
     git(exp, "add", "train.py")
     git(exp, "commit", "-q", "-m", "my own train.py")
-    setup_run = autoraysearch_setup(experiment_dir=str(exp), train_py="train.py", metric="score", return_state=True)
+    setup_run = autoraysearch_setup(experiment_dir=str(exp), train_py="train.py", metric="score", seeds=1, return_state=True)
 
     first, sequential_run = run_loop(exp, max_iterations=1, tag="ui")
     second, parallel_run = run_loop(exp, max_iterations=1, parallel=2)

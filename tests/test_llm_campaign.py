@@ -55,7 +55,7 @@ def clean_environment(monkeypatch):
 def setup(experiment: Path, **options):
     from autoraysearch.flows.setup_experiment import autoraysearch_setup
 
-    return autoraysearch_setup(experiment_dir=str(experiment), epochs=1, **options)
+    return autoraysearch_setup(experiment_dir=str(experiment), epochs=1, seeds=1, **options)
 
 
 def loop_state(experiment: Path, **options):

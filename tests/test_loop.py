@@ -17,6 +17,7 @@ pytestmark = pytest.mark.slow
 def setup(experiment: Path, **options):
     from autoraysearch.flows.setup_experiment import autoraysearch_setup
 
+    options.setdefault("seeds", 1)  # single runs, as scripted train.py files expect; the noise tests ask for more
     return autoraysearch_setup(experiment_dir=str(experiment), **options)
 
 

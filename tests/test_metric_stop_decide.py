@@ -6,6 +6,7 @@ from autoraysearch.errors import AutoraysearchError
 from autoraysearch.experiment import TrialResult
 from autoraysearch.metric import is_improvement, parse_metric
 from autoraysearch.stopping import Progress, StopConditions, parse_deadline, validate
+from autoraysearch.noise import Bar, Noise
 from autoraysearch.tasks.decide import judge
 
 NOW = datetime(2026, 11, 27, 23, 30)
@@ -39,13 +40,18 @@ def result(status, metric=None):
     return TrialResult(label="1", status=status, metric=metric, seconds=1.0)
 
 
-def test_judge_keeps_only_strict_improvements():
-    assert judge(result("ok", 0.9), 0.8, True) == ("keep", pytest.approx(0.1))
-    assert judge(result("ok", 0.8), 0.8, True) == ("discard", 0.0)
-    assert judge(result("ok", 0.7), 0.8, True)[0] == "discard"
-    assert judge(result("ok", 0.7), 0.8, False)[0] == "keep"
-    assert judge(result("crash"), 0.8, True) == ("crash", None)
-    assert judge(result("timeout"), 0.8, True) == ("timeout", None)
+def single_run_bar(best, higher_is_better=True, min_delta=0.0):
+    return Bar(best_runs=(best,), noise=Noise(), higher_is_better=higher_is_better, min_delta=min_delta)
+
+
+def test_judge_on_single_runs_keeps_only_strict_improvements():
+    assert judge(result("ok", 0.9), single_run_bar(0.8)) == ("keep", pytest.approx(0.1))
+    assert judge(result("ok", 0.8), single_run_bar(0.8)) == ("discard", 0.0)
+    assert judge(result("ok", 0.7), single_run_bar(0.8))[0] == "discard"
+    assert judge(result("ok", 0.7), single_run_bar(0.8, higher_is_better=False))[0] == "keep"
+    assert judge(result("ok", 0.85), single_run_bar(0.8, min_delta=0.1))[0] == "discard"
+    assert judge(result("crash"), single_run_bar(0.8)) == ("crash", None)
+    assert judge(result("timeout"), single_run_bar(0.8)) == ("timeout", None)
 
 
 def progress(iterations=0, best=None, since_keep=0, started=NOW):

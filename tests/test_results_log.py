@@ -4,6 +4,8 @@ import pytest
 
 from autoraysearch.errors import AutoraysearchError
 from autoraysearch.results_log import (
+    COLUMNS,
+    EXTRA_COLUMNS,
     ResultRow,
     ResultsLog,
     append_result,
@@ -40,7 +42,7 @@ def test_descriptions_with_tabs_and_newlines_do_not_break_the_format(tmp_path: P
     append_result(path, row("1", 0.6, "keep", "widen\tconv1\nfrom 16\r\nto 32", delta=0.1, commit="abc1234"), True)
     lines = path.read_text().splitlines()
     assert len(lines) == 4
-    assert all(len(line.split("\t")) == 10 for line in lines[1:])
+    assert all(len(line.split("\t")) == len(COLUMNS + EXTRA_COLUMNS) for line in lines[1:])
     back = read_results_log(path, True)
     assert back.rows[1].description == "widen conv1 from 16 to 32"
     assert back.rows[1].delta == pytest.approx(0.1)
