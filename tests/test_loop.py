@@ -109,10 +109,10 @@ else:
 '''
 
 
-def test_crashes_missing_metrics_and_hangs_are_results_not_failures(services, example_repo: Path, tmp_path: Path):
+def test_crashes_missing_metrics_and_hangs_are_results_not_failures(services, example_repo: Path, trial_dir: Path):
     exp = example_repo
-    pids_file = tmp_path / "pids"
-    (exp / "train.py").write_text(FAILING_TRAIN_PY.format(counter=str(tmp_path / "calls"), pids=str(pids_file)))
+    pids_file = trial_dir / "pids"
+    (exp / "train.py").write_text(FAILING_TRAIN_PY.format(counter=str(trial_dir / "calls"), pids=str(pids_file)))
     git(exp, "add", "train.py")
     git(exp, "commit", "-q", "-m", "my own train.py")
 
