@@ -139,7 +139,7 @@ def open_campaign(
         for line in recover_campaign(repo, ready.paths, branch, ready.settings.model_py, ready.settings.higher_is_better):
             say(line)
         ready = replace(ready, log=read_results_log(ready.paths.results, ready.settings.higher_is_better))
-        timeout = trial_timeout or ready.settings.trial_timeout or default_trial_timeout(ready.log)
+        timeout = trial_timeout or ready.settings.trial_timeout  # None: follow the campaign's trial times
         settings = with_overrides(ready.settings, overrides)
         yield Campaign(
             experiment_dir=str(ready.paths.root),

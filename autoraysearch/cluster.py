@@ -86,6 +86,7 @@ class CampaignTaskRunner(RayTaskRunner):
     @staticmethod
     def _run_prefect_task(*upstream_refs: Any, context: dict[str, Any], **kwargs: Any) -> Any:
         """Run the task in the Ray worker, reusing the Prefect settings hydrated for earlier tasks."""
+        _hide_worker_secrets()
         context = dict(context)
         settings = context.pop("settings_context", None)
         with _worker_prefect(settings):
@@ -101,6 +102,30 @@ class CampaignTaskRunner(RayTaskRunner):
         super().__enter__()
         self._owns_ray = starts_ray  # connected here, so disconnected at exit
         return self
+
+
+def _hide_worker_secrets() -> None:
+    """A worker is started with the Prefect key it forwards in its environment: hide it from /proc, once."""
+    if not _WORKER_PREFECT.get("secrets_hidden"):
+        from autoraysearch.sandbox import hide_secrets_in_proc_environ
+
+        hide_secrets_in_proc_environ()
+        _WORKER_PREFECT["secrets_hidden"] = True
+
+
+@contextlib.contextmanager
+def without_secrets() -> Iterator[None]:
+    """Processes started inside (Ray's own, a local Prefect server) inherit none of the campaign's keys.
+
+    Workers still get the Prefect key they need through the runtime environment, and hide it at once.
+    """
+    from autoraysearch.sandbox import SECRET_ENV
+
+    hidden = {name: os.environ.pop(name) for name in SECRET_ENV - {"RAY_AUTH_TOKEN"} if name in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(hidden)
 
 
 def lost_worker_retries(task_retries: int | None) -> int:
@@ -258,7 +283,7 @@ def connect(address: str, kwargs: dict[str, Any]) -> None:
 
     refuse_unreachable(address)
     try:
-        with local_ray_in_own_session(address == "local"), keeping_sigterm_handler():
+        with local_ray_in_own_session(address == "local"), keeping_sigterm_handler(), without_secrets():
             ray.init(None if address == "auto" else address, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         ray.shutdown()

@@ -60,7 +60,7 @@ class Campaign:
     experiment_dir: str
     branch: str
     settings: CampaignSettings
-    trial_timeout: float
+    trial_timeout: float | None  # the explicit limit in seconds, or None: follow the trial times so far
     repo_node_id: str | None = None
 
     @property

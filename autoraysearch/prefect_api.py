@@ -51,8 +51,10 @@ def local_prefect_api() -> Iterator[str]:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from prefect.server.api.server import SubprocessASGIServer
 
+    from autoraysearch.cluster import without_secrets
+
     server = SubprocessASGIServer()
-    with server_in_own_session():
+    with server_in_own_session(), without_secrets():
         server.start(timeout=SERVER_START_TIMEOUT_S)
     try:
         with temporary_settings(updates={PREFECT_API_URL: server.api_url}):

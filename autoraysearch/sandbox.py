@@ -259,3 +259,15 @@ def scrub_secrets_from_environ_block(names=SECRET_ENV) -> int:
 def make_undumpable() -> None:
     """Only a process with CAP_SYS_PTRACE may read this one's /proc/PID/environ or mem from now on."""
     _libc().prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
+
+
+def hide_secrets_in_proc_environ(names=SECRET_ENV) -> None:
+    """Blank this process's keys where /proc/PID/environ shows them, keeping them for its own use.
+
+    After the block is blanked, libc's environment still points into it; setting each key again moves
+    it to memory /proc does not show, so this process and what it starts later still see the real value.
+    """
+    if scrub_secrets_from_environ_block(names):
+        for name in names:
+            if name in os.environ:
+                os.putenv(name, os.environ[name])

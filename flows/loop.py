@@ -79,11 +79,14 @@ def autoraysearch_loop(
     llm_command: str | None = None,
     api_key_block: str | None = None,
     goal: str | None = None,
+    seeds: int | None = None,
+    min_delta: float | None = None,
+    stuck_after: int | None = None,
 ) -> CampaignSummary:
     """Improve model.py, `parallel` candidates per iteration, until a stop condition holds (none given: forever).
 
     ideator, llm_model, llm_base_url, llm_command, api_key_block and goal override autoraysearch.toml
-    for this run; API keys come from OPENAI_API_KEY / ANTHROPIC_API_KEY or the named Prefect Secret block.
+    for this run, as do seeds, min_delta and stuck_after; API keys come from OPENAI_API_KEY / ANTHROPIC_API_KEY or the named Prefect Secret block.
     """
     logger = get_run_logger()
     started = datetime.now()
@@ -102,6 +105,7 @@ def autoraysearch_loop(
     overrides = dict(
         cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, ideator=ideator, llm_model=llm_model,
         llm_base_url=llm_base_url, llm_command=llm_command, api_key_block=api_key_block, goal=goal,
+        seeds=seeds, min_delta=min_delta, stuck_after=stuck_after,
     )
     with open_campaign(
         Path(experiment_dir), tag=tag, trial_timeout=trial_timeout, repo_node_id=node, say=logger.info, **overrides
@@ -222,7 +226,7 @@ def run_iteration(
         with on_repo_node(node):
             verdict = step_result(decide.submit(campaign, result, sha, current.bar, current.best_sha))
             row = with_tokens(result_row(candidate, verdict, result, sha[:7]), tokens)
-            step_result(log.submit(campaign, row, result))
+            step_result(log.submit(campaign, row, result, candidate=candidate, base_source=current.model_source))
         clear_pending(campaign.paths)
     except BaseException as exc:
         # Ctrl-C, SIGTERM, cancellation, the stop time or a failed step: never leave a candidate on the branch.
@@ -306,7 +310,7 @@ def run_parallel_iteration(
             for candidate, result in zip(candidates, ordered):
                 verdict = verdicts[candidate.label]
                 row = with_tokens(result_row(candidate, verdict, result, shas[candidate.label][:7]), tokens)
-                step_result(log.submit(campaign, row, result))
+                step_result(log.submit(campaign, row, result, candidate=candidate, base_source=current.model_source))
                 tokens = {}
         clear_pending(campaign.paths)
     except BaseException as exc:
@@ -357,7 +361,8 @@ def log_stopped(campaign: Campaign, candidates: list[Candidate], current: Review
             continue
         stopped = TrialResult(label=candidate.label, status="stopped", metric=None, seconds=0.0, error=why)
         verdict = Verdict(status="stopped", delta=None, best_metric=current.best_metric, best_sha=current.best_sha)
-        log_experiment(campaign, result_row(candidate, verdict, stopped, "-"), None)
+        log_experiment(campaign, result_row(candidate, verdict, stopped, "-"), None, candidate=candidate,
+                       base_source=current.model_source)
     clear_pending(campaign.paths)
 
 

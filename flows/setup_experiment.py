@@ -10,7 +10,9 @@ from prefect import flow, get_run_logger
 from autoraysearch.artifacts import publish_campaign_artifacts
 from autoraysearch.cluster import CampaignTaskRunner, with_trial_resources
 from autoraysearch.experiment import Candidate
-from autoraysearch.experiment_setup import baseline_failure, plan_setup, record_setup, setup_campaign
+from autoraysearch.experiment_setup import (
+    baseline_failure, plan_setup, record_setup, refuse_model_failing_preflight, setup_campaign,
+)
 from autoraysearch.lock import CampaignLock
 from autoraysearch.model_source import fingerprint
 from autoraysearch.tasks.log import save_trial_output
@@ -61,6 +63,7 @@ def autoraysearch_setup(
         data_dir=data_dir, data_module=data_module, download=download, model_kwargs=model_kwargs,
         batch_size=batch_size, learning_rate=learning_rate, compile=compile,
     )
+    refuse_model_failing_preflight(plan)  # a wrong output shape is named in a second, before any training
     plan.paths.make_state_dir()
     with CampaignLock(plan.paths.lock):
         campaign = setup_campaign(plan, trial_timeout)
