@@ -45,12 +45,12 @@ def wait_for(path: Path, seconds: float) -> None:
 
 
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
-def test_stopping_a_run_kills_the_trial_and_leaves_the_best_commit(how, services, example_repo: Path, tmp_path: Path):
+def test_stopping_a_run_kills_the_trial_and_leaves_the_best_commit(how, services, example_repo: Path, trial_dir: Path):
     from prefect.settings import PREFECT_API_URL
 
     exp = example_repo
-    pids = tmp_path / "pids"
-    (exp / "train.py").write_text(HANGING_TRAIN_PY.format(counter=str(tmp_path / "calls"), pids=str(pids)))
+    pids = trial_dir / "pids"
+    (exp / "train.py").write_text(HANGING_TRAIN_PY.format(counter=str(trial_dir / "calls"), pids=str(pids)))
     git(exp, "add", "train.py")
     git(exp, "commit", "-q", "-m", "train.py that hangs for every candidate")
     setup(exp, train_py="train.py")
