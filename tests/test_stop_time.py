@@ -27,11 +27,11 @@ def test_the_stop_time_is_the_earliest_of_the_deadline_and_the_hours():
 
 @pytest.mark.slow
 def test_a_trial_running_at_the_stop_time_is_stopped_and_the_branch_left_on_its_best(
-    services, example_repo: Path, tmp_path: Path
+    services, example_repo: Path, trial_dir: Path
 ):
     exp = example_repo
-    pids = tmp_path / "pids"
-    (exp / "train.py").write_text(HANGING_TRAIN_PY.format(counter=str(tmp_path / "calls"), pids=str(pids)))
+    pids = trial_dir / "pids"
+    (exp / "train.py").write_text(HANGING_TRAIN_PY.format(counter=str(trial_dir / "calls"), pids=str(pids)))
     git(exp, "add", "train.py")
     git(exp, "commit", "-q", "-m", "train.py that hangs for every candidate")
     setup(exp, train_py="train.py")
