@@ -34,6 +34,7 @@ import collections
 import json
 import logging
 import os
+import queue
 import shutil
 import signal
 import stat
@@ -44,7 +45,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO
+from typing import IO, Callable
 
 from autoraysearch import sandbox
 from autoraysearch.errors import AutoraysearchError
@@ -207,6 +208,7 @@ class ProcessOutcome:
     last_error_line: str  # last non-empty stderr line, else of output; "" if none
     metric_lines: tuple[str, ...] = ()  # what the command wrote to the metric channel (AUTORAYSEARCH_METRIC_FD)
     sandbox: str = "none"  # which containment was in force, e.g. "landlock ABI 7"; "none: why" without one
+    stopped_early: bool = False  # the caller's on_line asked to stop it (returncode None, timed_out False)
 
 
 def run_in_directory(
@@ -220,11 +222,16 @@ def run_in_directory(
     scratch_root: Path | None = None,
     writable: list[Path] | tuple[Path, ...] = (),
     max_log_bytes: int = DEFAULT_MAX_LOG_BYTES,
+    on_line: Callable[[str], bool | None] | None = None,
 ) -> ProcessOutcome:
     """Write `files` (relative name -> text) into a fresh scratch directory, run `command` there, clean up.
 
     On Linux the command may write only inside the scratch directory, the `writable` folders and
     /dev/shm (see sandbox.py); the outcome says which sandbox was in force.
+
+    `on_line` gets every stdout line (without its newline) on the calling thread, within a poll
+    interval of its arrival, and the last ones after the exit; returning True while the command runs
+    stops it like a timeout, and the outcome says `stopped_early`.
     """
     if not command:
         raise ValueError("command must not be empty")
@@ -236,7 +243,7 @@ def run_in_directory(
     try:
         _write_files(scratch, files)
         writable = [str(Path(path).resolve()) for path in writable]
-        return _run(command, scratch, timeout, env, log_path, max_output_bytes, writable, max_log_bytes)
+        return _run(command, scratch, timeout, env, log_path, max_output_bytes, writable, max_log_bytes, on_line)
     finally:
         _remove_tree(scratch)
 
@@ -296,9 +303,11 @@ def _run(
     max_output_bytes: int,
     writable: list[str],
     max_log_bytes: int,
+    on_line: Callable[[str], bool | None] | None = None,
 ) -> ProcessOutcome:
     """Start the command in its own session, stream its output and metric channel, and end its whole tree."""
-    collector = _OutputCollector(log_path, max_output_bytes, max_log_bytes)
+    watcher = _LineWatcher(on_line) if on_line is not None else None
+    collector = _OutputCollector(log_path, max_output_bytes, max_log_bytes, watcher)
     metric_read, metric_write = os.pipe()
     report_read, report_write = os.pipe()
     try:
@@ -322,7 +331,7 @@ def _run(
         readers: list[threading.Thread] = []
         try:
             readers = _start_readers(proc, collector, metric_read)
-            exited = _wait_for_exit(proc, deadline)
+            exited = _wait_for_exit(proc, deadline, watcher.stop_requested if watcher else None)
         except BaseException:
             _kill_after_interrupt(proc, supervised)
             _join_readers(readers)
@@ -332,11 +341,16 @@ def _run(
         # After a normal exit this only removes strays the supervisor could not; after a timeout too.
         kill_process_group(proc.pid)
         returncode = proc.wait()
+        seconds = time.monotonic() - started
         _join_readers(readers)
+        stopped_early = watcher is not None and watcher.stopped
+        if watcher is not None:
+            watcher.drain(finished=True)  # the lines that came after the last poll, the metric line among them
         return collector.outcome(
             returncode=returncode if exited else None,
-            timed_out=not exited,
-            seconds=time.monotonic() - started,
+            timed_out=not exited and not stopped_early,
+            seconds=seconds,
+            stopped_early=stopped_early,
             sandbox=_read_report(report_read) if supervised else "none: no supervisor on this platform",
         )
     finally:
@@ -387,10 +401,14 @@ def _read_report(fd: int) -> str:
     return b"".join(chunks).decode(errors="replace").strip() or "none: the command did not start"
 
 
-def _wait_for_exit(proc: subprocess.Popen, deadline: float | None) -> bool:
-    """Sleep in short steps until the child exits (True) or the deadline passes (False)."""
+def _wait_for_exit(
+    proc: subprocess.Popen, deadline: float | None, stop_requested: Callable[[], bool] | None = None
+) -> bool:
+    """Sleep in short steps until the child exits (True), the deadline passes or a stop is requested (False)."""
     while not _has_exited(proc):
         if deadline is not None and time.monotonic() >= deadline:
+            return False
+        if stop_requested is not None and stop_requested():
             return False
         time.sleep(POLL_SECONDS)
     return True
@@ -481,11 +499,43 @@ def _group_member_states(pgid: int) -> list[bytes]:
     return states
 
 
+class _LineWatcher:
+    """Hands stdout lines, queued by the reader thread, to the caller's on_line on the launching thread."""
+
+    def __init__(self, on_line: Callable[[str], bool | None]):
+        self.lines: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self.stopped = False
+        self._on_line: Callable[[str], bool | None] | None = on_line
+
+    def stop_requested(self) -> bool:
+        """Pass on the lines that arrived since the last poll; whether one of them asked to stop."""
+        self.drain()
+        return self.stopped
+
+    def drain(self, finished: bool = False) -> None:
+        """Call on_line for each queued line; once the command has finished a True asks for nothing."""
+        while self._on_line is not None:
+            try:
+                line = self.lines.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                stop = self._on_line(line)
+            except Exception:  # the watcher's failure must not cost the trial its result
+                log.warning("the trial's line callback failed; no longer calling it", exc_info=True)
+                self._on_line = None
+                return
+            if stop and not finished:
+                self.stopped = True
+
+
 class _OutputCollector:
     """Takes lines from both pipes: writes them to the log file and keeps what the outcome needs."""
 
-    def __init__(self, log_path: Path | None, max_output_bytes: int, max_log_bytes: int = DEFAULT_MAX_LOG_BYTES):
+    def __init__(self, log_path: Path | None, max_output_bytes: int, max_log_bytes: int = DEFAULT_MAX_LOG_BYTES,
+                 watcher: _LineWatcher | None = None):
         """Open the log file (parents created) and set up bounded in-memory buffers."""
+        self._watcher = watcher
         self._lock = threading.Lock()
         self._log_cap = max(2, max_log_bytes)
         self._log_head = 0  # bytes of the log's first part, kept whatever follows
@@ -520,6 +570,8 @@ class _OutputCollector:
                     self._last_stderr_line = text.strip()
                 else:
                     self._stdout_tail.append(text)
+                    if self._watcher is not None:
+                        self._watcher.lines.put(text)
 
     def _write_log(self, line: bytes) -> None:
         """Append to the log file and flush so it can be followed live; give up on write errors."""
@@ -562,7 +614,9 @@ class _OutputCollector:
         if len(self._tail) > 2 * self._max_bytes + MAX_LINE_BYTES:
             del self._tail[: len(self._tail) - self._max_bytes]
 
-    def outcome(self, returncode: int | None, timed_out: bool, seconds: float, sandbox: str = "none") -> ProcessOutcome:
+    def outcome(
+        self, returncode: int | None, timed_out: bool, seconds: float, sandbox: str = "none", stopped_early: bool = False
+    ) -> ProcessOutcome:
         """Build the outcome from what was collected so far."""
         with self._lock:
             kept = bytes(self._tail[len(self._tail) - min(len(self._tail), self._max_bytes) :])
@@ -579,6 +633,7 @@ class _OutputCollector:
                 last_error_line=self._last_stderr_line or self._last_output_line,
                 metric_lines=tuple(line.strip() for line in self._metric.decode(errors="replace").splitlines()),
                 sandbox=sandbox,
+                stopped_early=stopped_early,
             )
 
     def close(self) -> None:

@@ -1,0 +1,101 @@
+"""Early stopping's rule, its line watcher and the trial-process hook it rides on; no Ray, no Prefect."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+
+import pytest
+
+from autoraysearch.noise import Bar, Noise
+from autoraysearch.pruning import (
+    FALLBACK_FRACTION, PRUNE_SIGMAS, CurveWatch, PruneRule, margin_for, parse_progress, read_curve, rule_for,
+)
+from autoraysearch.trial_process import run_in_directory
+
+REFERENCE = (0.50, 0.80, 0.90, 0.93, 0.95, 0.96)
+
+
+def lines(values, epochs=6, metric="val_acc"):
+    return [f"epoch={n}/{epochs} train_loss=0.5 {metric}={v:.4f} elapsed_s={n}.0" for n, v in enumerate(values, 1)]
+
+
+def first_stop(rule, values, metric="val_acc"):
+    """The epoch at which the watch stops the run, or None when it runs to the end."""
+    watch = CurveWatch(rule, metric)
+    for n, line in enumerate(lines(values, metric=metric), 1):
+        if watch.see(line):
+            return n, watch.reason
+    return None
+
+
+def test_progress_lines_are_read_by_metric_name_and_anything_else_is_ignored():
+    assert parse_progress("epoch=3/20 train_loss=0.41 val_acc=0.8123 elapsed_s=12.0", "val_acc").value == 0.8123
+    point = parse_progress("epoch=4 train_loss=0.41 val_loss=1e-2 elapsed_s=12.0", "val_loss")
+    assert (point.epoch, point.epochs, point.value) == (4, None, 0.01)
+    for line in ("val_acc=0.9", "epoch=3/20 train_loss=0.41", "epoch=3/20 my_val_acc=0.8", "epoch=2/6 val_acc=nan"):
+        assert parse_progress(line, "val_acc") is None
+    text = "\n".join(["loading", *lines([0.5, 0.8, 0.9]), "epoch=5/6 val_acc=0.99", "val_acc=0.9000"])
+    assert read_curve(text, "val_acc") == (0.5, 0.8, 0.9)  # epoch 5 does not follow 3
+
+
+def test_margin_comes_from_the_campaign_noise_with_a_fixed_fallback():
+    assert margin_for(Noise(sigma=0.01, dof=4, samples=6), 0.96) == pytest.approx(PRUNE_SIGMAS * 2 ** 0.5 * 0.01)
+    assert margin_for(Noise(), 0.96) == pytest.approx(FALLBACK_FRACTION * 0.96)
+    assert rule_for((), Bar()) is None
+
+
+def test_a_run_clearly_behind_is_stopped_at_a_third_of_its_epochs_and_not_before():
+    rule = PruneRule(reference=REFERENCE, margin=0.05)
+    stop = first_stop(rule, [0.1] * 6)
+    assert stop == (2, "pruned at epoch 2/6: val_acc=0.1000, best had 0.8000 there (margin 0.05)")
+    assert first_stop(rule, [0.0, 0.78, 0.89, 0.94, 0.95, 0.97]) is None  # within the margin: runs on
+    assert first_stop(rule, [0.9, 0.70, 0.90, 0.93, 0.95, 0.96]) is None  # its 0.9 at epoch 1 still counts
+    assert first_stop(rule, [0.0, 0.0, 0.0, 0.0]) == (2, stop[1].replace("0.1000", "0.0000"))
+
+
+def test_the_best_value_so_far_counts_so_one_bad_epoch_never_kills():
+    rule = PruneRule(reference=REFERENCE, margin=0.05)
+    assert first_stop(rule, [0.5, 0.87, 0.80, 0.95, 0.96, 0.97]) is None  # epoch 3 dipped, but 0.87 was seen
+
+
+def test_direction_matters_for_lower_is_better_metrics():
+    losses = (2.0, 1.0, 0.6, 0.5, 0.45, 0.4)
+    rule = PruneRule(reference=losses, margin=0.1, higher_is_better=False)
+    assert first_stop(rule, [2.0, 1.5, 1.4, 1.3, 1.2, 1.1], metric="val_loss")[0] == 2
+    assert first_stop(rule, [1.0, 0.5, 0.3, 0.2, 0.2, 0.1], metric="val_loss") is None  # lower is ahead
+
+
+def test_without_a_rule_or_past_the_reference_nothing_is_pruned():
+    assert first_stop(None, [0.0] * 6) is None
+    short = PruneRule(reference=(0.5,), margin=0.05)
+    assert first_stop(short, [0.0] * 6) is None  # epoch 2 and later: the reference says nothing there
+
+
+def test_run_in_directory_hands_lines_to_the_caller_and_stops_when_asked(tmp_path):
+    script = textwrap.dedent("""
+        import time
+        for n in range(1, 200):
+            print(f"epoch={n}/200 val_acc=0.1", flush=True)
+            time.sleep(0.1)
+        print("val_acc=0.1")
+    """)
+    seen = []
+    stopped = run_in_directory({"train.py": script}, [sys.executable, "train.py"], timeout=60,
+                               scratch_root=tmp_path, on_line=lambda line: seen.append(line) or len(seen) >= 3)
+    assert stopped.stopped_early and not stopped.timed_out and stopped.returncode is None
+    assert stopped.seconds < 10
+    assert seen[:3] == ["epoch=1/200 val_acc=0.1", "epoch=2/200 val_acc=0.1", "epoch=3/200 val_acc=0.1"]
+
+    quick = "print('epoch=1/1 val_acc=0.5')\nprint('val_acc=0.5')\n"
+    seen.clear()
+    finished = run_in_directory({"train.py": quick}, [sys.executable, "train.py"], timeout=60, scratch_root=tmp_path,
+                                on_line=seen.append)
+    # every line reached the callback, the metric line too, however soon the run ended
+    assert seen == ["epoch=1/1 val_acc=0.5", "val_acc=0.5"]
+    assert finished.returncode == 0 and not finished.stopped_early and seen[-1] == "val_acc=0.5"
+
+
+def test_the_last_epoch_is_never_pruned_there_is_nothing_left_to_save():
+    rule = PruneRule(reference=REFERENCE, margin=0.05, min_fraction=1.0)
+    assert first_stop(rule, [0.0] * 6) is None
