@@ -51,6 +51,9 @@ class CampaignSettings(BaseModel):
     )
     min_delta: float = Field(0.0, ge=0, allow_inf_nan=False, description="The smallest gain in the metric worth keeping.")
     stuck_after: int = Field(3, ge=1, description="Iterations without a keep after which the ideator proposes bolder changes.")
+    early_stop: bool = Field(
+        True, description="Stop a candidate's screen run that is clearly behind the best's learning curve (see pruning.py)."
+    )
     model_kwargs: dict[str, Any] = Field(default_factory=dict, description="Arguments train.py passes to Model(...).")
     input_shape: list[int] | None = Field(None, description="Shape of one input sample, when known.")
     num_classes: int | None = Field(None, ge=1, description="Classes of the labels; None when the metric is not accuracy.")
@@ -68,6 +71,10 @@ class CampaignSettings(BaseModel):
         None, description="Name of a Prefect Secret block holding the API key; None: OPENAI_API_KEY / ANTHROPIC_API_KEY."
     )
     llm_timeout: float = Field(120.0, gt=0, allow_inf_nan=False, description="Seconds an LLM answer may take before the call is retried.")
+    llm_outage_wait: float = Field(
+        300.0, gt=0, allow_inf_nan=False,
+        description="The longest wait, in seconds, before asking an LLM that is down again (10 s, 60 s, then this).",
+    )
     trial_timeout: float | None = Field(
         None, gt=0, allow_inf_nan=False, description="Seconds before a trial is killed; None = max(600, 5 x the baseline's time)."
     )

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime
+import itertools
+import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from prefect import flow, get_run_logger
@@ -12,17 +14,20 @@ from pydantic import SecretStr
 from autoraysearch.artifacts import publish_campaign_artifacts
 from autoraysearch.campaign import open_campaign, roll_back
 from autoraysearch.campaign_end import close_stopped_campaign, publish_final_artifact
+from autoraysearch.campaign_identity import loop_run_name
+from autoraysearch.step_logs import fmt, summarize_iteration
 from autoraysearch.errors import AutoraysearchError
 from autoraysearch.events import announce_campaign_finished, announce_new_best
 from autoraysearch.repository import ExperimentRepo
 from autoraysearch.cluster import CampaignTaskRunner, driver_node_id, on_repo_node, with_trial_resources
 from autoraysearch.experiment import Campaign, Candidate, Ideas, Review, Trial, TrialResult, Verdict
+from autoraysearch.llm_clients import LLMUnavailable
 from autoraysearch.llm_ideator import campaign_api_key, config_from_settings
 from autoraysearch.settings import CampaignSettings
 from autoraysearch.stopping import Progress, StopConditions, parse_deadline, validate
 from autoraysearch.tasks.commit import candidate_branch, commit, commit_parallel
 from autoraysearch.tasks.decide import decide, decide_parallel
-from autoraysearch.tasks.ideate import IdeasExhausted, ideate
+from autoraysearch.tasks.ideate import IdeasExhausted, ideate, outage_wait
 from autoraysearch.tasks.log import (
     dropped_rows, log, log_experiment, result_row, save_trial_output, usage_cell, with_tokens,
 )
@@ -32,6 +37,7 @@ from autoraysearch.tasks.verify import verify
 from autoraysearch.integrity import checked_results, take_snapshot, undo_tampering
 from autoraysearch.resume import clear_pending, write_pending
 from autoraysearch.noise import Bar, worth_confirming
+from autoraysearch.pruning import campaign_rule
 from autoraysearch.trial_runs import (
     check_trial_fits,
     confirmation_trials,
@@ -60,7 +66,7 @@ class CampaignSummary:
     stop_reason: str
 
 
-@flow(name="autoraysearch-loop", task_runner=CampaignTaskRunner(), log_prints=True)
+@flow(name="autoraysearch-loop", flow_run_name=loop_run_name, task_runner=CampaignTaskRunner(), log_prints=True)
 def autoraysearch_loop(
     experiment_dir: str = ".",
     max_iterations: int | None = None,
@@ -82,11 +88,12 @@ def autoraysearch_loop(
     seeds: int | None = None,
     min_delta: float | None = None,
     stuck_after: int | None = None,
+    early_stop: bool | None = None,
 ) -> CampaignSummary:
     """Improve model.py, `parallel` candidates per iteration, until a stop condition holds (none given: forever).
 
     ideator, llm_model, llm_base_url, llm_command, api_key_block and goal override autoraysearch.toml
-    for this run, as do seeds, min_delta and stuck_after; API keys come from OPENAI_API_KEY / ANTHROPIC_API_KEY or the named Prefect Secret block.
+    for this run, as do seeds, min_delta, stuck_after and early_stop (False: no candidate is pruned); API keys come from OPENAI_API_KEY / ANTHROPIC_API_KEY or the named Prefect Secret block.
     """
     logger = get_run_logger()
     started = datetime.now()
@@ -105,7 +112,7 @@ def autoraysearch_loop(
     overrides = dict(
         cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, ideator=ideator, llm_model=llm_model,
         llm_base_url=llm_base_url, llm_command=llm_command, api_key_block=api_key_block, goal=goal,
-        seeds=seeds, min_delta=min_delta, stuck_after=stuck_after,
+        seeds=seeds, min_delta=min_delta, stuck_after=stuck_after, early_stop=early_stop,
     )
     with open_campaign(
         Path(experiment_dir), tag=tag, trial_timeout=trial_timeout, repo_node_id=node, say=logger.info, **overrides
@@ -143,6 +150,7 @@ def autoraysearch_loop(
                 )
                 best_metric, best_sha = verdict.best_metric, verdict.best_sha
                 iteration += 1
+                logger.info(summarize_iteration(campaign, iteration - 1, progress.iterations, kept))
                 if verdict.status == "keep":
                     announce_new_best(campaign)
                 publish_campaign_artifacts(campaign, progress, conditions)
@@ -184,10 +192,10 @@ def ideator_key(settings: CampaignSettings) -> SecretStr | None:
 
 
 def ideate_step(campaign: Campaign, node: str | None, current: Review, iteration: int, labels: list[str],
-                api_key: SecretStr | None) -> tuple[Ideas, dict[str, str]]:
+                api_key: SecretStr | None, stop_time: datetime | None = None) -> tuple[Ideas, dict[str, str]]:
     """Ask the ideator, log what it dropped before training; the tokens it spent go on the first row logged."""
+    ideas = ask_ideator(campaign, node, current, iteration, labels, api_key, stop_time)
     with on_repo_node(node):
-        ideas = step_result(ideate.submit(current, campaign.settings, iteration, labels, api_key), cancel=True)
         dropped = dropped_rows(ideas, iteration, len(labels))
         tokens = usage_cell(ideas.usage)
         for row in dropped:
@@ -196,6 +204,25 @@ def ideate_step(campaign: Campaign, node: str | None, current: Review, iteration
     for row in dropped:
         get_run_logger().info("%s %s: %s", row.iteration, row.status, row.description)
     return ideas, tokens
+
+
+def ask_ideator(campaign: Campaign, node: str | None, current: Review, iteration: int, labels: list[str],
+                api_key: SecretStr | None, stop_time: datetime | None) -> Ideas:
+    """The ideate step's proposals; an LLM that is down is waited out and asked again, never failing the run.
+
+    The waits grow (10 s, 60 s, then llm_outage_wait) and end with the campaign's time limit.
+    """
+    for attempt in itertools.count():
+        try:
+            with on_repo_node(node):
+                return step_result(ideate.submit(current, campaign.settings, iteration, labels, api_key), cancel=True)
+        except LLMUnavailable as exc:
+            wait = outage_wait(attempt, campaign.settings.llm_outage_wait)
+            if stop_time is not None and datetime.now() + timedelta(seconds=wait) >= stop_time:
+                raise StopTimeReached(f"the ideator was still unavailable at the campaign's time limit ({exc})") from None
+            get_run_logger().warning("ideate-%d: the ideator is unavailable (%s); asking again in %g s", iteration, exc, wait)
+            time.sleep(wait)  # Ctrl-C, SIGTERM and a cancel interrupt the wait
+    raise AssertionError("unreachable")
 
 
 def nothing_to_train(current: Review, ideas: Ideas) -> Verdict:
@@ -213,7 +240,7 @@ def run_iteration(
     current = review_step(campaign, node, label)
     candidate: Candidate | None = None
     try:
-        ideas, tokens = ideate_step(campaign, node, current, iteration, [label], api_key)
+        ideas, tokens = ideate_step(campaign, node, current, iteration, [label], api_key, stop_time)
         if not ideas.candidates:
             return nothing_to_train(current, ideas)
         [candidate] = ideas.candidates
@@ -235,7 +262,8 @@ def run_iteration(
             log_stopped(campaign, [candidate], current, why_stopped(exc))
         raise
     get_run_logger().info(
-        "%s %s %s=%s: %s", label, verdict.status, campaign.settings.metric, result.metric, candidate.description
+        "%s %s %s=%s (%s): %s", label, verdict.status, campaign.settings.metric, fmt(result.metric),
+        fmt(verdict.delta, signed=True), candidate.description,
     )
     return verdict
 
@@ -246,10 +274,14 @@ def screen_then_confirm(
     """Train each candidate once; those whose run could still beat the best are trained with every other seed.
 
     The confirmation runs of all such candidates go to Ray at once; each result is then the mean over
-    its seeds, and its seconds count every run (see noise for the rule).
+    its seeds, and its seconds count every run (see noise for the rule). A screen run clearly behind the
+    best's learning curve is stopped early and comes back `pruned`; confirmation runs never are (see pruning).
     """
     settings = campaign.settings
-    screens = train_all(campaign, {label: seeded(t, settings.seed, label) for label, t in trials.items()}, stop_time)
+    rule = campaign_rule(campaign, bar)
+    screens = train_all(
+        campaign, {label: seeded(t, settings.seed, label, pruning=rule) for label, t in trials.items()}, stop_time
+    )
     promising = [label for label, r in screens.items() if r.status == "ok" and worth_confirming(r.metric, bar, settings.seeds)]
     if not promising:
         return screens
@@ -293,7 +325,7 @@ def run_parallel_iteration(
     candidates: list[Candidate] = []
     settings = campaign.settings
     try:
-        ideas, tokens = ideate_step(campaign, node, current, iteration, labels, api_key)
+        ideas, tokens = ideate_step(campaign, node, current, iteration, labels, api_key, stop_time)
         if not ideas.candidates:
             return nothing_to_train(current, ideas)
         candidates = ideas.candidates
@@ -320,8 +352,8 @@ def run_parallel_iteration(
         raise
     for candidate, result in zip(candidates, ordered):
         get_run_logger().info(
-            "%s %s %s=%s: %s", candidate.label, verdicts[candidate.label].status, settings.metric, result.metric,
-            candidate.description,
+            "%s %s %s=%s (%s): %s", candidate.label, verdicts[candidate.label].status, settings.metric,
+            fmt(result.metric), fmt(verdicts[candidate.label].delta, signed=True), candidate.description,
         )
     kept = [v for v in verdicts.values() if v.status == "keep"]
     return kept[0] if kept else next(iter(verdicts.values()))

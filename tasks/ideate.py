@@ -7,7 +7,7 @@ right output shape is dropped here, logged as a crash, and never reaches the clu
 
 from __future__ import annotations
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import SecretStr
 
@@ -19,11 +19,13 @@ from autoraysearch.model_source import fingerprint
 from autoraysearch.mutate import choose_mutations
 from autoraysearch.preflight import preflight_sources
 from autoraysearch.settings import CampaignSettings
+from autoraysearch.step_logs import proposal_lines
 
 SPARES = 3  # mutations drawn per slot, so that a pre-flight failure has a replacement at hand
 STUCK_AFTER = 3  # iterations without a keep after which the mutate ideator proposes bold changes first
-# An LLM endpoint that is down or rate-limited past the client's own retries: wait, then ask again.
-LLM_RETRY_DELAYS = [10, 60, 300]
+# An LLM endpoint that is down or rate-limited past the client's own retries: the loop waits, then asks
+# again, for as long as the campaign's stop conditions allow (see outage_wait).
+OUTAGE_WAITS_S = (10, 60, 300)  # after the first, second, third… failed attempt in a row; then every 300 s
 
 
 class IdeasExhausted(AutoraysearchError):
@@ -71,24 +73,20 @@ def propose_mutations(review: Review, settings: CampaignSettings, iteration: int
     return Ideas(candidates=candidates, crashed=crashed)
 
 
-def is_llm_outage(task, task_run, state) -> bool:
-    """Retry the ideate step only for an unreachable or overloaded LLM, never for a bad key or a bad answer."""
-    try:
-        state.result()
-    except LLMUnavailable:
-        return True
-    except BaseException:
-        return False
-    return False
+def outage_wait(attempt: int, longest: float) -> float:
+    """Seconds to wait after the `attempt`-th (0-based) ideate step in a row that found the LLM unavailable."""
+    return min(longest, OUTAGE_WAITS_S[min(attempt, len(OUTAGE_WAITS_S) - 1)])
 
 
-@task(
-    name="ideate", task_run_name="ideate-{iteration}", cache_policy=NO_CACHE,
-    retries=len(LLM_RETRY_DELAYS), retry_delay_seconds=LLM_RETRY_DELAYS, retry_condition_fn=is_llm_outage,
-)
+# Not retried here: an LLM outage is waited out by the loop, bounded by the campaign's stop conditions.
+@task(name="ideate", task_run_name="ideate-{iteration}", cache_policy=NO_CACHE)
 def ideate(
     review: Review, settings: CampaignSettings, iteration: int, labels: list[str], api_key: SecretStr | None = None
 ) -> Ideas:
     """Propose one atomic change to model.py per label and pre-flight each on CPU."""
     key = api_key.get_secret_value() if api_key is not None else None
-    return propose_candidates(review, settings, iteration, labels, key)
+    ideas = propose_candidates(review, settings, iteration, labels, key)
+    logger = get_run_logger()
+    for line in proposal_lines(ideas, review.model_source, settings.model_py):
+        logger.info(line)
+    return ideas

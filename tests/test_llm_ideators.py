@@ -457,18 +457,6 @@ def test_sentinel_key_never_leaks(monkeypatch, caplog):
     assert caplog.records, "nothing was logged, so the check above proves little"
 
 
-def test_the_ideate_step_is_retried_for_an_llm_outage_only():
-    from prefect.states import Completed, Failed
-
-    from autoraysearch.tasks.ideate import is_llm_outage
-
-    outage = LLMUnavailable("the OpenAI-compatible endpoint answered 503 four times")
-    assert is_llm_outage(None, None, Failed(data=outage))
-    assert not is_llm_outage(None, None, Failed(data=LLMAuthError("the key was rejected (401)")))
-    assert not is_llm_outage(None, None, Failed(data=AutoraysearchError("model.py defines no Model")))
-    assert not is_llm_outage(None, None, Completed(data=None))
-
-
 @pytest.mark.parametrize("dataset, phrase", [
     ("digits", "scikit-learn's digits"),
     ("fashionmnist", "Fashion-MNIST (28x28 grey-scale images of clothing, 10 classes)"),

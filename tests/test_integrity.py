@@ -1,0 +1,66 @@
+"""What a trial changes in the experiment folder is undone, and the trials that could have done it are blamed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from autoraysearch.experiment import Campaign, TrialResult
+from autoraysearch.integrity import checked_results, take_snapshot
+from autoraysearch.settings import CampaignSettings
+from conftest import git, make_repo
+
+LOG = "# metric_direction: higher_is_better\niteration\tcommit\tmetric\tdelta\tstatus\tdescription\n0\tbaseline\t0.5\t0.0\tbaseline\tinitial state\n"
+
+
+def campaign(tmp_path: Path) -> Campaign:
+    exp = make_repo(tmp_path / "exp", {"model.py": "class Model: pass\n", "train.py": "print('val_acc=0.5')\n",
+                                       "autoraysearch.toml": "generated = false\n"})
+    git(exp, "checkout", "-q", "-b", "autoraysearch/t")
+    (exp / "autoraysearch-results.tsv").write_text(LOG)
+    return Campaign(experiment_dir=str(exp), branch="autoraysearch/t", settings=CampaignSettings(generated=False),
+                    trial_timeout=60, repo_node_id="node-a")
+
+
+def ok(label: str, node: str) -> TrialResult:
+    return TrialResult(label=label, status="ok", metric=0.999, seconds=1.0, node_id=node)
+
+
+def test_forged_rows_a_replaced_train_py_and_a_moved_branch_are_undone_and_blamed(tmp_path: Path):
+    c = campaign(tmp_path)
+    exp = Path(c.experiment_dir)
+    best = git(exp, "rev-parse", "HEAD")
+    snapshot = take_snapshot(c)
+    # what hostile model code did while it trained, by absolute path
+    with open(exp / "autoraysearch-results.tsv", "a") as log:
+        log.write("7\tdeadbee\t0.999\t+0.5\tkeep\tforged\n")
+    (exp / "train.py").write_text("print('val_acc=0.999')\n")
+    (exp / "autoraysearch.toml").unlink()
+    (exp / "model.py").write_text("class Model: pass  # edited\n")
+    git(exp, "commit", "-q", "-am", "sneaky")
+
+    results = checked_results(snapshot, {"5a": ok("5a", "node-a"), "5b": ok("5b", "node-b")}, "node-a")
+
+    assert (exp / "autoraysearch-results.tsv").read_text() == LOG
+    assert (exp / "train.py").read_text() == "print('val_acc=0.5')\n"
+    assert (exp / "autoraysearch.toml").read_text() == "generated = false\n"
+    assert git(exp, "rev-parse", "autoraysearch/t") == best
+    a, b = results["5a"], results["5b"]
+    assert a.status == "crash" and a.metric is None
+    assert "tampered with" in a.error and "train.py" in a.error and "autoraysearch-results.tsv" in a.error
+    assert "branch autoraysearch/t" in a.error
+    assert b.status == "ok" and b.metric == 0.999  # trained on another node: it could not reach this folder
+
+
+def test_untouched_files_leave_every_result_as_it_was(tmp_path: Path):
+    c = campaign(tmp_path)
+    results = {"5": ok("5", "node-a")}
+    assert checked_results(take_snapshot(c), results, "node-a") == results
+
+
+def test_when_no_trial_is_known_to_have_run_here_every_one_is_blamed(tmp_path: Path):
+    c = campaign(tmp_path)
+    snapshot = take_snapshot(c)
+    (Path(c.experiment_dir) / "model.py").write_text("x = 1\n")
+    results = checked_results(snapshot, {"5a": ok("5a", "node-x"), "5b": ok("5b", "node-y")}, None)
+    assert {r.status for r in results.values()} == {"crash"}
+    assert (Path(c.experiment_dir) / "model.py").read_text() == "class Model: pass\n"
