@@ -10,6 +10,7 @@ from pathlib import Path
 
 from autoraysearch.errors import AutoraysearchError
 from autoraysearch.experiment import Campaign, Candidate, Trial, TrialResult
+from autoraysearch.pruning import PruneRule
 
 # A fractional trial caps its GPU memory a little under its share, so neighbours never collide.
 GPU_MEMORY_HEADROOM = 0.95
@@ -57,12 +58,14 @@ def make_trial(campaign: Campaign, candidate: Candidate, train_source: str, labe
 
 
 SEED_ENV = "AUTORAYSEARCH_SEED"
+LABEL_ENV = "AUTORAYSEARCH_TRIAL_LABEL"  # which run this is (5, 5b, 5-seed2), for a train.py that logs elsewhere
 
 
-def seeded(trial: Trial, seed: int, label: str) -> Trial:
-    """The same trial with another training seed, under its own label (and log file)."""
+def seeded(trial: Trial, seed: int, label: str, pruning: PruneRule | None = None) -> Trial:
+    """The same trial with another training seed, under its own label (and log file); pruned only by `pruning`."""
     log_path = str(Path(trial.log_path).with_name(f"{label}.log")) if trial.log_path else None
-    return replace(trial, label=label, env={**trial.env, SEED_ENV: str(seed)}, log_path=log_path)
+    env = {**trial.env, SEED_ENV: str(seed), LABEL_ENV: label}
+    return replace(trial, label=label, env=env, log_path=log_path, pruning=pruning)
 
 
 def confirmation_trials(trial: Trial, first_seed: int, seeds: int) -> dict[str, Trial]:

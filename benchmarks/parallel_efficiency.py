@@ -22,13 +22,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 TRAIN_PY = '''
-import random, time
+import os, random, time
 
 def load_model():  # never called: the benchmark measures scheduling, not training
     from model import Model
 
 with open({stamps!r}, "a") as f:
-    f.write(f"{{time.time()}}\\n")
+    f.write(f"{{os.environ.get('AUTORAYSEARCH_TRIAL_LABEL', 'baseline')}} {{time.time()}}\\n")
 time.sleep({seconds})
 print(f"val_acc={{random.random():.4f}}")
 '''
@@ -46,10 +46,26 @@ def iteration_walls(exp: Path, stamps: Path, parallel: int, iterations: int, sec
     stamps.write_text("")
     autoraysearch_loop(experiment_dir=str(exp), max_iterations=iterations, parallel=parallel,
                        cpus_per_trial=0.5, trial_timeout=seconds * 10)
-    starts = sorted(float(x) for x in stamps.read_text().split())
-    firsts = starts[::parallel]  # the trials of one iteration start together
+    firsts = first_starts(stamps.read_text(), parallel)
     walls = [b - a for a, b in zip(firsts, firsts[1:])]
     return walls[1:]  # the first iteration also waits for Ray to start its worker processes
+
+
+def first_starts(stamps: str, parallel: int) -> list[float]:
+    """When each iteration's first trial started, grouped by the iteration label each trial wrote (5a -> 5).
+
+    An iteration that ran fewer than `parallel` trials (a candidate dropped at pre-flight, say) would
+    make its wall time mean something else: the benchmark stops and says so.
+    """
+    starts: dict[int, list[float]] = {}
+    for line in stamps.splitlines():
+        label, stamp = line.split()
+        if label[0].isdigit():
+            starts.setdefault(int(label.rstrip("abcdefghijklmnopqrstuvwxyz")), []).append(float(stamp))
+    short = {n: len(times) for n, times in starts.items() if len(times) != parallel}
+    if short:
+        raise SystemExit(f"iterations that did not run {parallel} trials (iteration: trials): {short}")
+    return [min(starts[n]) for n in sorted(starts)]
 
 
 def main() -> None:
@@ -65,19 +81,23 @@ def main() -> None:
     from autoraysearch.prefect_api import local_prefect_api
 
     rows = []
-    with tempfile.TemporaryDirectory() as tmp, local_prefect_api(), ray_session(None):
+    tmp = tempfile.mkdtemp(prefix="autoraysearch-parallel-")
+    (Path(tmp) / "stamps").mkdir()
+    os.environ["AUTORAYSEARCH_TRIAL_WRITABLE"] = str(Path(tmp) / "stamps")  # the trials write their start times there
+    with local_prefect_api(), ray_session(None):
         for parallel in (1, 2, 4):
-            exp, stamps = Path(tmp) / f"exp{parallel}", Path(tmp) / f"stamps{parallel}"
+            exp, stamps = Path(tmp) / f"exp{parallel}", Path(tmp) / "stamps" / f"stamps{parallel}"
             exp.mkdir()
             shutil.copy(ROOT / "examples" / "digits" / "model.py", exp / "model.py")
             (exp / "train.py").write_text(TRAIN_PY.format(stamps=str(stamps), seconds=args.seconds))
             git(exp, "init", "-q", "-b", "main")
             git(exp, "add", ".")
             git(exp, "commit", "-q", "-m", "benchmark")
-            autoraysearch_setup(experiment_dir=str(exp), train_py="train.py", cpus_per_trial=0.5)
+            autoraysearch_setup(experiment_dir=str(exp), train_py="train.py", cpus_per_trial=0.5, seeds=1)
             walls = iteration_walls(exp, stamps, parallel, args.iterations + 2, args.seconds)
             wall = statistics.median(walls)
             rows.append((parallel, wall, args.seconds / wall))
+    shutil.rmtree(tmp, ignore_errors=True)
 
     print(f"T = {args.seconds:g} s per trial, {args.iterations} timed iterations per N, 0.5 CPU per trial")
     print("N  iteration wall (median, s)  efficiency T/wall")
