@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--min-delta", type=float, help="the smallest gain worth keeping (default: the campaign's, 0)")
     run.add_argument("--stuck-after", type=int, metavar="K",
                      help="after K iterations without a keep, propose bolder changes (default: the campaign's, 3)")
+    run.add_argument("--no-early-stop", dest="early_stop", action="store_const", const=False, default=None,
+                     help="train every candidate to the end, even one clearly behind the best's learning curve")
     _add_ideator_options(run)
     _add_cluster_options(run)
 
@@ -246,7 +248,8 @@ def _check_run_options(args: argparse.Namespace, experiment_dir: Path) -> None:
     if args.deadline:
         parse_deadline(args.deadline, datetime.now())
     _check_trial_options(args)
-    for flag, name in (("--seeds", "seeds"), ("--min-delta", "min_delta"), ("--stuck-after", "stuck_after")):
+    for flag, name in (("--seeds", "seeds"), ("--min-delta", "min_delta"), ("--stuck-after", "stuck_after"),
+                       ("--no-early-stop", "early_stop")):
         check_option(flag, getattr(args, name), setting=name)
     check_tag(args.tag, BRANCH_PREFIX, experiment_dir)
 
@@ -257,7 +260,7 @@ def _ideator_overrides(args: argparse.Namespace) -> dict:
 
 
 def _decision_overrides(args: argparse.Namespace) -> dict:
-    return {name: getattr(args, name) for name in ("seeds", "min_delta", "stuck_after")}
+    return {name: getattr(args, name) for name in ("seeds", "min_delta", "stuck_after", "early_stop")}
 
 
 def _precheck_ideator(settings) -> None:

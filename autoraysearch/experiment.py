@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from autoraysearch.noise import Bar
+from autoraysearch.pruning import PruneRule
 from autoraysearch.settings import RESULTS_FILE, SETTINGS_FILE, STATE_DIR, CampaignSettings, write_atomically
 
 
@@ -134,11 +135,12 @@ class Trial:
     env: dict[str, str] = field(default_factory=dict)
     log_path: str | None = None
     repo_node_id: str | None = None
+    pruning: PruneRule | None = None  # the best's curve a screen run is stopped against; None: run to the end
 
 
 @dataclass(frozen=True)
 class TrialResult:
-    """How a trial ended: status ok, crash or timeout; the metric when ok; the error when not."""
+    """How a trial ended: status ok, crash, timeout or pruned; the metric when ok; the error (or where it was pruned) when not."""
 
     label: str
     status: str

@@ -12,27 +12,30 @@ The rule is a curve comparison with a noise margin; a reader can check it by han
   behind the reference's value at epoch e by more than the margin. Behind means lower for a metric where
   higher is better, higher where lower is better. Its best value so far, not its last, so that one bad
   epoch never kills a run.
-* Margin. PRUNE_SIGMAS × √2 × σ, σ being the campaign's seed noise (noise.py: the pooled spread of the
-  baseline's K seeds at setup and of every confirmed candidate): three standard deviations of the
-  difference of two single runs. When the noise is not measured (one seed, or identical runs) the margin
-  is a fixed FALLBACK_FRACTION (5 %) of the best's final value (|value|), at least FALLBACK_FLOOR.
+* Margin. PRUNE_SIGMAS × √2 × σ_e at epoch e: three standard deviations of the difference of two single
+  runs. σ_e is the campaign's seed noise at that epoch: the pooled spread, epoch by epoch, of the curves
+  of every model trained with several seeds (the baseline's K seeds at setup, each confirmed candidate;
+  their logs `baseline.log`, `baseline-seed2.log` …), and never less than the noise of final values that
+  decisions use (noise.py). Early epochs spread more than final values, so σ_e is usually the larger.
+  When no noise is measured (one seed, or identical runs) the margin is a fixed FALLBACK_FRACTION (5 %)
+  of the best's final value (|value|), at least FALLBACK_FLOOR.
 * Never pruned: confirmation runs (the other seeds of a promising screen), the baseline, a run whose
   train.py prints no such lines or whose best's log has none, epochs beyond the reference curve, and
   every run when early stopping is off (`autoraysearch run --no-early-stop`, setting early_stop).
 
-A pruned run's seconds are what it used; its row says where it stopped and its last value. The margin
-is wide on purpose: σ is the noise of final values, and a curve's early epochs are noisier.
+A pruned run's seconds are what it used; its row says where it stopped and its last value.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from autoraysearch.noise import Bar, Noise
+from autoraysearch.noise import IDENTICAL, NOISE_STATUSES, Bar, Noise
 
 if TYPE_CHECKING:
     from autoraysearch.experiment import Campaign
@@ -41,6 +44,7 @@ MIN_FRACTION = 1 / 3  # share of the epochs a run trains before it may be pruned
 PRUNE_SIGMAS = 3.0  # standard deviations of the difference of two single runs
 FALLBACK_FRACTION = 0.05  # the margin without measured noise, as a share of the reference's value
 FALLBACK_FLOOR = 1e-3  # ... and at least this, for a reference value near 0
+NOISE_ROWS = 20  # the latest multi-seed rows whose curves measure the per-epoch noise
 _EPOCH = re.compile(r"^\s*epoch=(\d+)(?:/(\d+))?(?:\s|$)")
 _NUMBER = r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan|inf|-inf)"
 
@@ -59,9 +63,12 @@ class PruneRule:
     """What a screen run is held against: the best's curve, the margin, and which way is better."""
 
     reference: tuple[float, ...]  # the best model's metric after epoch 1, 2, …
-    margin: float
+    margins: tuple[float, ...]  # how far behind the reference a run may fall at epoch 1, 2, … (the last for later ones)
     higher_is_better: bool = True
     min_fraction: float = MIN_FRACTION
+
+    def margin(self, epoch: int) -> float:
+        return self.margins[min(epoch, len(self.margins)) - 1]
 
     def budget(self, point: EpochPoint) -> int:
         """The epochs the run will train: what its line says, else as many as the best trained."""
@@ -75,7 +82,7 @@ class PruneRule:
     def behind(self, value: float, epoch: int) -> bool:
         """Whether `value` is worse than the reference at `epoch` by more than the margin."""
         gap = self.reference[epoch - 1] - value
-        return (gap if self.higher_is_better else -gap) > self.margin
+        return (gap if self.higher_is_better else -gap) > self.margin(epoch)
 
 
 def parse_progress(line: str, metric: str) -> EpochPoint | None:
@@ -106,18 +113,41 @@ def read_curve(text: str, metric: str) -> tuple[float, ...]:
     return tuple(curve)
 
 
-def margin_for(noise: Noise, best_final: float) -> float:
-    """How far behind the reference a run must be to be pruned (see the module docstring)."""
-    if noise.measured:
-        return PRUNE_SIGMAS * math.sqrt(2) * noise.sigma
-    return max(FALLBACK_FLOOR, FALLBACK_FRACTION * abs(best_final))
+def epoch_noise(groups: list[list[tuple[float, ...]]]) -> tuple[float, ...]:
+    """Per epoch, the pooled standard deviation of several models' seed curves (groups of one add nothing)."""
+    sigmas = []
+    for epoch in itertools.count():
+        squares, dof = 0.0, 0
+        for curves in groups:
+            values = [curve[epoch] for curve in curves if len(curve) > epoch]
+            if len(values) >= 2:
+                mean = sum(values) / len(values)
+                squares += sum((x - mean) ** 2 for x in values)
+                dof += len(values) - 1
+        if not dof:
+            return tuple(sigmas)
+        sigmas.append(math.sqrt(squares / dof))
+    raise AssertionError("unreachable")
 
 
-def rule_for(reference: tuple[float, ...], bar: Bar) -> PruneRule | None:
+def margins_for(reference: tuple[float, ...], noise: Noise, sigmas: tuple[float, ...] = ()) -> tuple[float, ...]:
+    """How far behind the reference a run must be, epoch by epoch, to be pruned (see the module docstring)."""
+    margins = []
+    for epoch in range(len(reference)):
+        sigma = max(noise.sigma if noise.measured else 0.0, sigmas[epoch] if epoch < len(sigmas) else 0.0)
+        if sigma > IDENTICAL:
+            margins.append(PRUNE_SIGMAS * math.sqrt(2) * sigma)
+        else:
+            margins.append(max(FALLBACK_FLOOR, FALLBACK_FRACTION * abs(reference[-1])))
+    return tuple(margins)
+
+
+def rule_for(reference: tuple[float, ...], bar: Bar, sigmas: tuple[float, ...] = ()) -> PruneRule | None:
     """The rule against the best's curve; None when there is no curve to compare with."""
     if not reference:
         return None
-    return PruneRule(reference=reference, margin=margin_for(bar.noise, reference[-1]), higher_is_better=bar.higher_is_better)
+    return PruneRule(reference=reference, margins=margins_for(reference, bar.noise, sigmas),
+                     higher_is_better=bar.higher_is_better)
 
 
 def curve_log_name(status: str, iteration: str) -> str:
@@ -125,26 +155,39 @@ def curve_log_name(status: str, iteration: str) -> str:
     return "baseline" if status == "baseline" else iteration
 
 
-def best_curve(campaign: Campaign) -> tuple[float, ...]:
-    """The current best model's curve, from its screen run's log; empty when it printed no progress lines."""
-    from autoraysearch.results_log import read_results_log
-
-    settings = campaign.settings
-    best = read_results_log(campaign.paths.results, settings.higher_is_better).best()
-    if best is None:
-        return ()
-    log_file = campaign.paths.trial_log(curve_log_name(best.status, best.iteration))
+def logged_curve(campaign: Campaign, label: str) -> tuple[float, ...]:
+    """The curve in .autoraysearch/logs/<label>.log; empty when it is missing or printed no progress lines."""
     try:
-        return read_curve(Path(log_file).read_text(errors="replace"), settings.metric)
+        text = Path(campaign.paths.trial_log(label)).read_text(errors="replace")
     except OSError:
         return ()
+    return read_curve(text, campaign.settings.metric)
+
+
+def seed_curves(campaign: Campaign, row) -> list[tuple[float, ...]]:
+    """The curves of a multi-seed row's runs: its screen run's log, then <label>-seed2.log …"""
+    name = curve_log_name(row.status, row.iteration)
+    try:
+        seeds = int(row.extra.get("seeds", "") or 1)
+    except ValueError:
+        return []
+    labels = [name, *(f"{name}-seed{n}" for n in range(2, seeds + 1))]
+    return [curve for label in labels if (curve := logged_curve(campaign, label))]
 
 
 def campaign_rule(campaign: Campaign, bar: Bar) -> PruneRule | None:
     """The rule for this iteration's screen runs; None when early stopping is off or the best has no curve."""
+    from autoraysearch.results_log import read_results_log
+
     if not campaign.settings.early_stop:
         return None
-    return rule_for(best_curve(campaign), bar)
+    log = read_results_log(campaign.paths.results, campaign.settings.higher_is_better)
+    best = log.best()
+    if best is None:
+        return None
+    noisy = [r for r in log.rows if r.status in NOISE_STATUSES and r.extra.get("seeds", "1") not in ("", "1")]
+    sigmas = epoch_noise([seed_curves(campaign, row) for row in noisy[-NOISE_ROWS:]])
+    return rule_for(logged_curve(campaign, curve_log_name(best.status, best.iteration)), bar, sigmas)
 
 
 class CurveWatch:
@@ -179,5 +222,5 @@ def pruned_reason(point: EpochPoint, rule: PruneRule, metric: str) -> str:
     """'pruned at epoch 2/6: val_acc=0.1000, best had 0.9200 there (margin 0.021)'."""
     return (
         f"pruned at epoch {point.epoch}/{rule.budget(point)}: {metric}={point.value:.4f}, "
-        f"best had {rule.reference[point.epoch - 1]:.4f} there (margin {rule.margin:.2g})"
+        f"best had {rule.reference[point.epoch - 1]:.4f} there (margin {rule.margin(point.epoch):.2g})"
     )

@@ -23,7 +23,9 @@ REJECTED_CHARS = 600
 def result_row(candidate: Candidate, verdict: Verdict, result: TrialResult, short_sha: str) -> ResultRow:
     """The results-log row for one experiment; failures end their description with the error."""
     description = candidate.description
-    if result.error:
+    if result.status == "pruned":  # the error says where: "pruned at epoch 2/6: val_acc=0.41, best had 0.80 there"
+        description += f" ({clean_text(result.error)[-ERROR_CHARS:]})"
+    elif result.error:
         description += f" ({result.status}: {clean_text(result.error)[-ERROR_CHARS:]})"
     if result.note:
         description += f" ({result.note})"

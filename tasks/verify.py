@@ -1,26 +1,72 @@
-"""verify: train a candidate on whichever Ray node has the resources, and read its metric."""
+"""verify: train a candidate on whichever Ray node has the resources, and read its metric.
+
+While it trains, its progress lines go to the task run's log (at most one every PROGRESS_EVERY_S
+seconds, then the last one, the metric line, or the error's last lines), and a screen run that falls
+clearly behind the best's curve is stopped (pruning.py).
+"""
 
 from __future__ import annotations
 
 import ast
 import logging
 import sys
+import time
 from pathlib import Path
+from typing import Callable
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from autoraysearch.cluster import current_node_id
 from autoraysearch.experiment import Trial, TrialResult
 from autoraysearch.metric import parse_metric
+from autoraysearch.pruning import CurveWatch, parse_progress
 from autoraysearch.trial_process import ProcessOutcome, run_in_directory
 
 log = logging.getLogger(__name__)
 _warned_without_sandbox = False
+PROGRESS_EVERY_S = 5.0  # the most often a progress line goes to the task run's log
+ERROR_LINES = 5  # lines of a failed run's output the task run's log shows
 
 
-def judge_outcome(trial: Trial, outcome: ProcessOutcome) -> tuple[str, float | None, str]:
-    """(status, metric, error) of a finished process: a timeout, a crash, or a metric."""
+class ProgressLog:
+    """Passes a trial's progress lines to `say`, rate-limited; the last one always gets through at the end."""
+
+    def __init__(self, say: Callable[[str], None], metric: str, every_s: float = PROGRESS_EVERY_S,
+                 clock: Callable[[], float] = time.monotonic):
+        self.say, self.metric, self.every_s, self.clock = say, metric, every_s, clock
+        self.said_at: float | None = None
+        self.held = ""  # the latest progress line not yet said
+
+    def see(self, line: str) -> None:
+        if parse_progress(line, self.metric) is None:
+            return
+        now = self.clock()
+        if self.said_at is None or now - self.said_at >= self.every_s:
+            self.say(line)
+            self.said_at, self.held = now, ""
+        else:
+            self.held = line
+
+    def finish(self, result: TrialResult, outcome: ProcessOutcome) -> None:
+        """The last progress line held back, then how the run ended."""
+        if self.held:
+            self.say(self.held)
+            self.held = ""
+        if result.status == "ok":
+            self.say(f"{result.label}: {self.metric}={result.metric:.4f} in {result.seconds:.1f} s")
+            return
+        self.say(f"{result.label} {result.status} after {result.seconds:.1f} s: {result.error}")
+        if result.status in ("crash", "timeout"):
+            tail = [line for line in outcome.output.splitlines() if line.strip()][-ERROR_LINES:]
+            if tail:
+                self.say("last lines of its output:\n" + "\n".join(tail))
+
+
+def judge_outcome(trial: Trial, outcome: ProcessOutcome, pruned_reason: str = "") -> tuple[str, float | None, str]:
+    """(status, metric, error) of a finished process: pruned, a timeout, a crash, or a metric."""
+    if outcome.stopped_early:
+        return "pruned", None, pruned_reason or "stopped early for being clearly behind the best"
     if outcome.timed_out:
         return "timeout", None, f"killed after the trial timeout of {trial.timeout:g} s"
     if outcome.returncode != 0:
@@ -78,17 +124,28 @@ def _warn_once_without_sandbox(sandbox: str) -> None:
                     "its scratch folder and signal other processes", sandbox)
 
 
-def run_trial(trial: Trial, node_id: str | None = None) -> TrialResult:
-    """Write the candidate's files into a scratch folder on this node and run train.py there."""
+def run_trial(trial: Trial, node_id: str | None = None, say: Callable[[str], None] | None = None) -> TrialResult:
+    """Write the candidate's files into a scratch folder on this node and run train.py there.
+
+    `say` gets its progress (see ProgressLog); a run given a pruning rule is stopped once clearly behind.
+    """
     # Stream the log straight into the experiment folder only when it is on this node.
     live_log = Path(trial.log_path) if trial.log_path and node_id == trial.repo_node_id else None
+    watch = CurveWatch(trial.pruning, trial.metric)
+    progress = ProgressLog(say, trial.metric) if say is not None else None
+
+    def on_line(line: str) -> bool:
+        if progress is not None:
+            progress.see(line)
+        return watch.see(line)
+
     outcome = run_in_directory(
         trial.files, [sys.executable, "train.py"], timeout=trial.timeout, env=trial.env, log_path=live_log,
-        writable=writable_folders(trial.files),
+        writable=writable_folders(trial.files), on_line=on_line,
     )
     _warn_once_without_sandbox(outcome.sandbox)
-    status, metric, error = judge_outcome(trial, outcome)
-    return TrialResult(
+    status, metric, error = judge_outcome(trial, outcome, watch.reason)
+    result = TrialResult(
         label=trial.label,
         status=status,
         metric=metric,
@@ -98,9 +155,13 @@ def run_trial(trial: Trial, node_id: str | None = None) -> TrialResult:
         node_id=node_id,
         log_written=live_log is not None,
     )
+    if progress is not None:
+        progress.finish(result, outcome)
+    return result
 
 
 @task(name="verify", task_run_name="verify-{trial.label}", cache_policy=NO_CACHE)
 def verify(trial: Trial) -> TrialResult:
-    """Train the candidate and extract its metric; a crash or a timeout is a result."""
-    return run_trial(trial, node_id=current_node_id())
+    """Train the candidate and extract its metric; a crash, a timeout or a pruned run is a result."""
+    logger = get_run_logger()  # on this, the launching thread: the trial's lines are said from here
+    return run_trial(trial, node_id=current_node_id(), say=lambda line: logger.info("%s", line))

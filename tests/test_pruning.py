@@ -9,7 +9,8 @@ import pytest
 
 from autoraysearch.noise import Bar, Noise
 from autoraysearch.pruning import (
-    FALLBACK_FRACTION, PRUNE_SIGMAS, CurveWatch, PruneRule, margin_for, parse_progress, read_curve, rule_for,
+    FALLBACK_FRACTION, PRUNE_SIGMAS, CurveWatch, PruneRule, epoch_noise, margins_for, parse_progress, read_curve,
+    rule_for,
 )
 from autoraysearch.trial_process import run_in_directory
 
@@ -39,14 +40,20 @@ def test_progress_lines_are_read_by_metric_name_and_anything_else_is_ignored():
     assert read_curve(text, "val_acc") == (0.5, 0.8, 0.9)  # epoch 5 does not follow 3
 
 
-def test_margin_comes_from_the_campaign_noise_with_a_fixed_fallback():
-    assert margin_for(Noise(sigma=0.01, dof=4, samples=6), 0.96) == pytest.approx(PRUNE_SIGMAS * 2 ** 0.5 * 0.01)
-    assert margin_for(Noise(), 0.96) == pytest.approx(FALLBACK_FRACTION * 0.96)
+def test_margin_comes_from_the_campaign_noise_epoch_by_epoch_with_a_fixed_fallback():
+    # two models, three seeds each: at epoch 1 they spread by 0.02, at epoch 2 by 0.01, later not at all
+    groups = [[(0.50, 0.80, 0.9), (0.52, 0.81, 0.9), (0.54, 0.82, 0.9)], [(0.60, 0.85), (0.62, 0.86), (0.64, 0.87)]]
+    sigmas = epoch_noise(groups)
+    assert sigmas == pytest.approx((0.02, 0.01, 0.0))
+    final = Noise(sigma=0.005, dof=4, samples=6)
+    k = PRUNE_SIGMAS * 2 ** 0.5
+    assert margins_for((0.5, 0.8, 0.9), final, sigmas) == pytest.approx((k * 0.02, k * 0.01, k * 0.005))
+    assert margins_for((0.5, 0.8, 0.96), Noise(), ()) == pytest.approx((FALLBACK_FRACTION * 0.96,) * 3)
     assert rule_for((), Bar()) is None
 
 
 def test_a_run_clearly_behind_is_stopped_at_a_third_of_its_epochs_and_not_before():
-    rule = PruneRule(reference=REFERENCE, margin=0.05)
+    rule = PruneRule(reference=REFERENCE, margins=(0.05,))
     stop = first_stop(rule, [0.1] * 6)
     assert stop == (2, "pruned at epoch 2/6: val_acc=0.1000, best had 0.8000 there (margin 0.05)")
     assert first_stop(rule, [0.0, 0.78, 0.89, 0.94, 0.95, 0.97]) is None  # within the margin: runs on
@@ -55,20 +62,20 @@ def test_a_run_clearly_behind_is_stopped_at_a_third_of_its_epochs_and_not_before
 
 
 def test_the_best_value_so_far_counts_so_one_bad_epoch_never_kills():
-    rule = PruneRule(reference=REFERENCE, margin=0.05)
+    rule = PruneRule(reference=REFERENCE, margins=(0.05,))
     assert first_stop(rule, [0.5, 0.87, 0.80, 0.95, 0.96, 0.97]) is None  # epoch 3 dipped, but 0.87 was seen
 
 
 def test_direction_matters_for_lower_is_better_metrics():
     losses = (2.0, 1.0, 0.6, 0.5, 0.45, 0.4)
-    rule = PruneRule(reference=losses, margin=0.1, higher_is_better=False)
+    rule = PruneRule(reference=losses, margins=(0.1,), higher_is_better=False)
     assert first_stop(rule, [2.0, 1.5, 1.4, 1.3, 1.2, 1.1], metric="val_loss")[0] == 2
     assert first_stop(rule, [1.0, 0.5, 0.3, 0.2, 0.2, 0.1], metric="val_loss") is None  # lower is ahead
 
 
 def test_without_a_rule_or_past_the_reference_nothing_is_pruned():
     assert first_stop(None, [0.0] * 6) is None
-    short = PruneRule(reference=(0.5,), margin=0.05)
+    short = PruneRule(reference=(0.5,), margins=(0.05,))
     assert first_stop(short, [0.0] * 6) is None  # epoch 2 and later: the reference says nothing there
 
 
@@ -97,5 +104,5 @@ def test_run_in_directory_hands_lines_to_the_caller_and_stops_when_asked(tmp_pat
 
 
 def test_the_last_epoch_is_never_pruned_there_is_nothing_left_to_save():
-    rule = PruneRule(reference=REFERENCE, margin=0.05, min_fraction=1.0)
+    rule = PruneRule(reference=REFERENCE, margins=(0.05,), min_fraction=1.0)
     assert first_stop(rule, [0.0] * 6) is None
