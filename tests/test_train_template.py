@@ -80,6 +80,9 @@ def write_learnable_npz(path: Path) -> None:
     np.savez(path, X_train=x[:240], y_train=y[:240], X_val=x[240:], y_val=y[240:])
 
 
+SGD_COSINE = dict(optimizer="sgd", learning_rate=0.05, weight_decay=5e-4, schedule="cosine")
+
+
 def scenarios(root: Path) -> dict[str, tuple[TrainSpec, str | None, dict[str, str]]]:
     """Each run: its spec, its model.py source (None: the bundled example), extra environment."""
     npz = root / "data.npz"
@@ -126,6 +129,14 @@ def scenarios(root: Path) -> dict[str, tuple[TrainSpec, str | None, dict[str, st
         ),
         "ddp_custom": (replace(custom, processes=2), REGRESSION_MODEL, {}),
         "ddp_nan": (TrainSpec(f"npz:{npz}", epochs=1, processes=2), NAN_MODEL, {}),
+        # BATCH_SIZE is per process: two ranks of 16 step on 32 samples.
+        "ddp_batch_per_process": (replace(digits, epochs=1, batch_size=16, processes=2), None, {}),
+        "sgd_cosine": (replace(digits, epochs=3, **SGD_COSINE), None, {}),
+        # Under a time budget the schedule follows rank 0's clock, so every rank uses the same rate.
+        "ddp_budget_sgd_cosine": (
+            TrainSpec(f"npz:{npz}", epochs=None, time_budget=TIME_BUDGET, batch_size=16, processes=2, **SGD_COSINE),
+            NO_ARG_MODEL, {},
+        ),
     }
     if HAS_FASHION_MNIST:
         runs["fashionmnist"] = (
@@ -302,22 +313,22 @@ def digits_split(seed: int):
         node
         for node in tree.body
         if (isinstance(node, ast.FunctionDef) and node.name == "load_digits_arrays")
-        or (isinstance(node, ast.Assign) and node.targets[0].id in ("SEED", "DIGITS_VAL_FRACTION", "DIGITS_SPLIT_SEED"))
+        or (isinstance(node, ast.Assign) and node.targets[0].id in ("SEED", "DIGITS_VAL_FRACTION", "DIGITS_TEST_FRACTION", "DIGITS_SPLIT_SEED"))
     ]
-    namespace = {"np": np}
+    namespace = {"np": np, "os": os}
     exec(compile(ast.Module(body=wanted, type_ignores=[]), "train.py", "exec"), namespace)
     return namespace["load_digits_arrays"]()
 
 
 def test_digits_split_is_fixed_stratified_and_independent_of_seed():
-    x_train, y_train, x_val, y_val = digits_split(seed=0)
+    x_train, y_train, x_val, y_val, x_test, y_test = digits_split(seed=0)
     assert x_train.shape[1:] == (1, 8, 8) and x_train.dtype == np.float32
     assert 0.0 <= x_train.min() and x_train.max() <= 1.0
-    assert len(x_train) + len(x_val) == 1797
-    val_share = np.bincount(y_val) / (np.bincount(y_val) + np.bincount(y_train))
+    assert len(x_train) + len(x_val) + len(x_test) == 1797
+    val_share = np.bincount(y_val) / (np.bincount(y_val) + np.bincount(y_train) + np.bincount(y_test))
     assert np.allclose(val_share, 0.2, atol=0.01)
     other = digits_split(seed=123)
-    for mine, theirs in zip((x_train, y_train, x_val, y_val), other):
+    for mine, theirs in zip((x_train, y_train, x_val, y_val, x_test, y_test), other):
         assert np.array_equal(mine, theirs)
 
 
@@ -341,7 +352,10 @@ def test_digits_split_is_fixed_stratified_and_independent_of_seed():
         ({"dataset": "custom"}, "data module"),
         ({"dataset": "custom", "data_module": "my data.py"}, "data module"),
         ({"processes": 0}, "processes"),
-        ({"processes": 4, "batch_size": 2}, "smaller than the 4 training processes"),
+        ({"optimizer": "adam"}, "optimizer 'adam' is unknown: use adamw or sgd"),
+        ({"schedule": "linear"}, "schedule 'linear' is unknown: use none or cosine"),
+        ({"weight_decay": -0.1}, "weight decay"),
+        ({"warmup_fraction": 1.0}, "warm-up fraction"),
     ],
 )
 def test_render_refuses_a_bad_spec_with_one_sentence(changes, words):
@@ -349,6 +363,43 @@ def test_render_refuses_a_bad_spec_with_one_sentence(changes, words):
     with pytest.raises(AutoraysearchError, match=words) as caught:
         render_train_py(spec)
     assert "\n" not in str(caught.value)
+
+
+def test_render_writes_the_optimizer_and_schedule_settings():
+    settings = module_settings(render_train_py(TrainSpec("digits", **SGD_COSINE, warmup_fraction=0.1)))
+    assert (settings["OPTIMIZER"], settings["LEARNING_RATE"], settings["WEIGHT_DECAY"]) == ("sgd", 0.05, 5e-4)
+    assert (settings["SCHEDULE"], settings["WARMUP_FRACTION"], settings["MOMENTUM"]) == ("cosine", 0.1, 0.9)
+    defaults = module_settings(render_train_py(TrainSpec("digits")))
+    # The defaults train as train.py always did: AdamW at torch's weight decay, a constant rate.
+    assert (defaults["OPTIMIZER"], defaults["WEIGHT_DECAY"], defaults["SCHEDULE"]) == ("adamw", 0.01, "none")
+    assert defaults["DETERMINISTIC"] is True
+
+
+def learning_rate_function(**changes):
+    """The rendered train.py's learning_rate_at, run alone (without torch) for a spec."""
+    tree = ast.parse(render_train_py(TrainSpec("digits", **changes)))
+    names = ("LEARNING_RATE", "SCHEDULE", "WARMUP_FRACTION")
+    wanted = [
+        node for node in tree.body
+        if (isinstance(node, ast.FunctionDef) and node.name == "learning_rate_at")
+        or (isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name) and node.targets[0].id in names)
+    ]
+    namespace = {"math": __import__("math")}
+    exec(compile(ast.Module(body=wanted, type_ignores=[]), "train.py", "exec"), namespace)
+    return namespace["learning_rate_at"]
+
+
+def test_cosine_schedule_warms_up_linearly_then_decays_to_zero():
+    rate = learning_rate_function(learning_rate=0.1, schedule="cosine", warmup_fraction=0.05)
+    assert 0 < rate(0.0) <= 0.1 * 0.01 + 1e-12  # the first step still learns, a little
+    assert rate(0.025) == pytest.approx(0.05)  # half-way through the warm-up
+    assert rate(0.05) == pytest.approx(0.1)  # the peak
+    assert rate(0.525) == pytest.approx(0.05)  # half-way through the decay
+    assert rate(1.0) == pytest.approx(0.0, abs=1e-12) and rate(1.2) == pytest.approx(0.0, abs=1e-12)
+    rates = [rate(i / 100) for i in range(5, 101)]
+    assert all(a >= b for a, b in zip(rates, rates[1:]))
+    constant = learning_rate_function(learning_rate=0.1)
+    assert {constant(p) for p in (0.0, 0.5, 1.0)} == {0.1}
 
 
 # ---- running the rendered train.py ----
@@ -485,6 +536,30 @@ def test_ddp_with_a_dataloader_and_a_custom_metric(runs):
     values = mse_values(lines)
     assert values[-1] < values[0]
     assert len(set(runs["ddp_custom"][3]["parameter_checksums"])) == 1
+
+
+def test_ddp_batch_size_is_per_process(runs):
+    successful_lines(runs["ddp_batch_per_process"])
+    training_samples = len(digits_split(seed=0)[1])
+    summary = runs["ddp_batch_per_process"][3]
+    # One epoch of full steps of 2 ranks x 16 samples (the batch split across ranks would take twice as many).
+    assert summary["steps"] == training_samples // 32
+    assert summary["processes"] == 2 and len(set(summary["parameter_checksums"])) == 1
+    single = runs["digits"][3]
+    assert single["steps"] == 2 * (training_samples // 64)
+
+
+def test_sgd_with_a_cosine_schedule_trains(runs):
+    lines = successful_lines(runs["sgd_cosine"])
+    assert metric_value(lines) > 0.8
+    losses = [float(m.group(3)) for m in progress(lines)]
+    assert losses[-1] < losses[0]
+
+
+def test_ddp_time_budget_with_a_schedule_keeps_ranks_equal(runs):
+    lines = successful_lines(runs["ddp_budget_sgd_cosine"])
+    metric_value(lines)
+    assert len(set(runs["ddp_budget_sgd_cosine"][3]["parameter_checksums"])) == 1
 
 
 def test_ddp_nan_loss_stops_every_rank_with_the_failure_line(runs):
