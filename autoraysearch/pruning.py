@@ -181,7 +181,11 @@ def campaign_rule(campaign: Campaign, bar: Bar) -> PruneRule | None:
 
     if not campaign.settings.early_stop:
         return None
-    log = read_results_log(campaign.paths.results, campaign.settings.higher_is_better)
+    return rule_from_log(campaign, read_results_log(campaign.paths.results, campaign.settings.higher_is_better), bar)
+
+
+def rule_from_log(campaign: Campaign, log, bar: Bar) -> PruneRule | None:
+    """The rule a results log (as it stood at some iteration) sets: its best's curve, its rows' seed curves."""
     best = log.best()
     if best is None:
         return None
