@@ -1,6 +1,7 @@
 """Parallel campaigns on a simulated multi-node Ray cluster; prints one JSON line of what happened.
 
-Runs in a process of its own (a process holds one Ray): python cluster_scenario.py TMP_DIR
+Runs in a process of its own (a process holds one Ray): python cluster_scenario.py TMP_DIR TRIAL_DIR, where
+TRIAL_DIR is a folder the trials may write (their markers and timestamps).
 Head node: 2 CPUs, no GPU (the driver, holding the repositories). Two worker nodes: 2 CPUs and one
 declared GPU each (no CUDA here: train.py runs on the CPU, Ray still schedules by GPU).
 """
@@ -8,6 +9,7 @@ declared GPU each (no CUDA here: train.py runs on the CPU, Ray still schedules b
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -73,7 +75,8 @@ def max_overlap(intervals: list[tuple[float, float]]) -> int:
     return best
 
 
-def main(tmp: Path) -> None:
+def main(tmp: Path, trial_dir: Path) -> None:
+    os.environ["AUTORAYSEARCH_TRIAL_WRITABLE"] = str(trial_dir)  # importing conftest chose a folder of its own
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
     for _ in range(2):
         cluster.add_node(num_cpus=2, num_gpus=1)
@@ -83,9 +86,9 @@ def main(tmp: Path) -> None:
     driver = ray.get_runtime_context().get_node_id()
     gpu_nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("GPU")]
 
-    times = tmp / "times"
+    times = trial_dir / "times"
     times.mkdir()
-    placed = experiment(tmp / "placed", TIMED_TRAIN_PY.format(marker=str(tmp / "placed.marker"), times=str(times)))
+    placed = experiment(tmp / "placed", TIMED_TRAIN_PY.format(marker=str(trial_dir / "placed.marker"), times=str(times)))
     autoraysearch_setup(experiment_dir=str(placed), train_py="train.py", gpus_per_trial=0.5, cpus_per_trial=0.5, seeds=1)
     for stamp in times.iterdir():
         stamp.unlink()  # the baseline ran alone; only the parallel iteration counts
@@ -95,7 +98,7 @@ def main(tmp: Path) -> None:
     campaign = Campaign(str(placed), summary.branch, load_settings(placed), 60.0)
     intervals = [tuple(map(float, p.read_text().split())) for p in times.iterdir()]
 
-    oom = experiment(tmp / "oom", OOM_TRAIN_PY.format(marker=str(tmp / "oom.marker")))
+    oom = experiment(tmp / "oom", OOM_TRAIN_PY.format(marker=str(trial_dir / "oom.marker")))
     autoraysearch_setup(experiment_dir=str(oom), train_py="train.py", gpus_per_trial=0.5, cpus_per_trial=0.5, seeds=1)
     autoraysearch_loop(experiment_dir=str(oom), max_iterations=1, parallel=2)
     oom_rows = read_results_log(oom / "autoraysearch-results.tsv", True).rows[1:]
@@ -121,4 +124,4 @@ def main(tmp: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), Path(sys.argv[2]))

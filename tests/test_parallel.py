@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -44,9 +46,30 @@ def test_three_candidates_per_iteration_keep_at_most_one(services, example_repo:
     assert len(kinds) >= 2, kinds  # different kinds of change, not three sizes of one layer
 
 
-def test_one_bad_candidate_never_spoils_the_others(services, example_repo: Path, tmp_path: Path):
+def ray_worker_above(pid: int) -> int:
+    """The Ray worker process that runs the trial process `pid` (through the trial's supervisors)."""
+    while pid > 1:
+        if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::"):  # Ray titles its workers ray::TASK
+            return pid
+        pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    raise AssertionError("no Ray worker above the trial")
+
+
+def kill_the_ray_worker_once_recorded(record: Path, stop: threading.Event) -> None:
+    """SIGKILL the Ray worker under trouble_train.py's lost-worker run, as when its node is lost."""
+    while not stop.is_set():
+        try:
+            trial = int(record.read_text())
+        except (FileNotFoundError, ValueError):  # not written yet, or half written
+            time.sleep(0.1)
+            continue
+        os.kill(ray_worker_above(trial), signal.SIGKILL)
+        return
+
+
+def test_one_bad_candidate_never_spoils_the_others(services, example_repo: Path, trial_dir: Path):
     exp = example_repo
-    slots, pids = tmp_path / "slots", tmp_path / "pids"
+    slots, pids = trial_dir / "slots", trial_dir / "pids"
     slots.mkdir()
     pids.mkdir()
     (exp / "train.py").write_text((HERE / "trouble_train.py").read_text()
@@ -57,7 +80,14 @@ def test_one_bad_candidate_never_spoils_the_others(services, example_repo: Path,
     base = git(exp, "rev-parse", "HEAD")
 
     started = datetime.now(timezone.utc)
-    run = loop(exp, max_iterations=1, parallel=4, trial_timeout=8)
+    stop = threading.Event()
+    killer = threading.Thread(target=kill_the_ray_worker_once_recorded, args=(pids / "lost-worker", stop), daemon=True)
+    killer.start()
+    try:
+        run = loop(exp, max_iterations=1, parallel=4, trial_timeout=8)
+    finally:
+        stop.set()
+        killer.join()
     rows = {r.iteration: r for r in results(exp).rows}
     statuses = sorted(r.status for label, r in rows.items() if label != "0")
     assert statuses == ["crash", "crash", "keep", "timeout"], rows
@@ -83,13 +113,13 @@ def test_one_bad_candidate_never_spoils_the_others(services, example_repo: Path,
     assert all(t.state.is_final() for t in verify_runs), [(t.name, t.state.type) for t in verify_runs]
 
 
-def test_simulated_multi_node_cluster_places_and_packs_trials(prefect_api, tmp_path: Path):
+def test_simulated_multi_node_cluster_places_and_packs_trials(prefect_api, tmp_path: Path, trial_dir: Path):
     """Head plus two worker nodes with one (fake) GPU each, in a process of its own."""
     from prefect.settings import PREFECT_API_URL
 
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
-    done = subprocess.run([sys.executable, str(HERE / "cluster_scenario.py"), str(tmp_path)], env=env,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run([sys.executable, str(HERE / "cluster_scenario.py"), str(tmp_path), str(trial_dir)],
+                          env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
 
