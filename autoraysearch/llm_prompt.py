@@ -11,7 +11,6 @@ from autoraysearch.settings import CampaignSettings
 
 PROMPT_TEMPLATE = "ideate_prompt.j2"
 REPAIR_TEMPLATE = "ideate_repair.j2"
-STUCK_AFTER = 3  # iterations without a keep after which the prompt asks for a bolder change
 # Commit subjects written by tasks/commit.py: "autoraysearch <label>: <description>".
 _COMMIT_SUBJECT = re.compile(r"^[0-9a-f]{4,40} autoraysearch (\S+): (.*)$")
 
@@ -87,7 +86,7 @@ def prompt_context(review: Review, settings: CampaignSettings, count: int) -> Pr
 def stuck_for(review: Review, settings: CampaignSettings) -> int:
     """Iterations without a keep once they reach the campaign's `stuck_after` (default 3), else 0."""
     waiting = review.iterations_without_keep
-    return waiting if waiting >= getattr(settings, "stuck_after", STUCK_AFTER) else 0
+    return waiting if waiting >= settings.stuck_after else 0
 
 
 def training_summary(settings: CampaignSettings) -> tuple[str, ...]:

@@ -22,7 +22,6 @@ from autoraysearch.settings import CampaignSettings
 from autoraysearch.step_logs import proposal_lines
 
 SPARES = 3  # mutations drawn per slot, so that a pre-flight failure has a replacement at hand
-STUCK_AFTER = 3  # iterations without a keep after which the mutate ideator proposes bold changes first
 # An LLM endpoint that is down or rate-limited past the client's own retries: the loop waits, then asks
 # again, for as long as the campaign's stop conditions allow (see outage_wait).
 OUTAGE_WAITS_S = (10, 60, 300)  # after the first, second, third… failed attempt in a row; then every 300 s
@@ -43,7 +42,7 @@ def propose_candidates(
 
 def propose_mutations(review: Review, settings: CampaignSettings, iteration: int, labels: list[str]) -> Ideas:
     """The offline ideator: untried rule-based edits, bolder when stuck, the first ones that pass pre-flight."""
-    stuck_after = getattr(settings, "stuck_after", STUCK_AFTER)
+    stuck_after = settings.stuck_after
     # Seed per iteration: a resumed campaign does not replay the choices of the last run.
     mutations = choose_mutations(
         review.model_source, tried=set(review.tried), seed=settings.seed * 1_000_003 + iteration,
