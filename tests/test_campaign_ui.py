@@ -82,13 +82,13 @@ def events(client, name: str, resource_id: str) -> list:
     return page.events
 
 
-def test_steps_artifacts_and_events_of_a_campaign(services, example_repo: Path, tmp_path: Path):
+def test_steps_artifacts_and_events_of_a_campaign(services, example_repo: Path, trial_dir: Path):
     from autoraysearch.flows.setup_experiment import autoraysearch_setup
     from prefect.client.orchestration import get_client
 
     exp = example_repo
-    (tmp_path / "calls").mkdir()
-    (exp / "train.py").write_text(IMPROVING_TRAIN_PY.format(calls=str(tmp_path / "calls")))
+    (trial_dir / "calls").mkdir()
+    (exp / "train.py").write_text(IMPROVING_TRAIN_PY.format(calls=str(trial_dir / "calls")))
     git(exp, "add", "train.py")
     git(exp, "commit", "-q", "-m", "my own train.py")
     setup_run = autoraysearch_setup(experiment_dir=str(exp), train_py="train.py", metric="score", seeds=1, return_state=True)
