@@ -1,7 +1,10 @@
 """What the Prefect UI shows for a campaign: the results table, progress, the best model's diff, the plot.
 
-Published from the flow's process after every iteration under stable keys, so each new version
-supersedes the last on the UI's Artifacts page. Never fatal: a failure is a logged warning.
+Keys come from the campaign (experiment folder and tag, see campaign_identity), so two experiments on
+one server keep their own "latest". Progress is one artifact per flow run, updated in place after every
+iteration. The table, diff and plot cost an API call each and the plot a render: they are republished
+only when something that matters changed (a keep, a status not seen before, the end) or every few
+minutes, which keeps them off the loop's critical path. Never fatal: a failure is a logged warning.
 """
 
 from __future__ import annotations
@@ -9,20 +12,34 @@ from __future__ import annotations
 import base64
 import difflib
 import logging
+import time
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
+from autoraysearch.campaign_identity import artifact_key, campaign_tag, tag_flow_run
 from autoraysearch.experiment import Campaign, ExperimentPaths
+from autoraysearch.noise import campaign_noise
 from autoraysearch.progress_plot import save_progress_plot
 from autoraysearch.repository import ExperimentRepo
-from autoraysearch.results_log import EXTRA_COLUMNS, ResultsLog, format_number, read_results_log
+from autoraysearch.results_log import ResultsLog, read_results_log
 from autoraysearch.stopping import Progress, StopConditions
 
-RESULTS_KEY = "autoraysearch-results"
-PROGRESS_KEY = "autoraysearch-progress"
-DIFF_KEY = "autoraysearch-best-diff"
-PLOT_KEY = "autoraysearch-plot"
+RESULTS = "results"
+PROGRESS = "progress"
+DIFF = "best-diff"
+PLOT = "plot"
 PLOT_FILE = "progress.png"
+REPUBLISH_S = 300.0  # the table and plot are at most this old while nothing that matters changes
+DESCRIPTION_CHARS = 60  # the table's description column; the TSV keeps the whole text
+EMPTY = "—"  # never "-": a lone dash in a markdown cell renders as a list bullet
+TABLE_EXTRAS = ("seeds", "std", "seconds")
+
+
+def campaign_keys(campaign: Campaign) -> dict[str, str]:
+    """Kind -> artifact key of this campaign (`digits-exp-2026-11-30-3f2a-results` …)."""
+    return {kind: artifact_key(campaign.experiment_dir, campaign.branch, kind) for kind in (RESULTS, PROGRESS, DIFF, PLOT)}
 
 
 def plot_path(paths: ExperimentPaths) -> Path:
@@ -30,17 +47,34 @@ def plot_path(paths: ExperimentPaths) -> Path:
     return paths.make_state_dir() / PLOT_FILE
 
 
+def cell(value: float | None, signed: bool = False) -> str:
+    """A number as every table of the campaign shows it: 4 significant decimals, signed deltas, an em dash for none."""
+    if value is None:
+        return EMPTY
+    if signed and abs(value) < 5e-5:
+        return "±0"
+    return f"{value:+.4g}" if signed else f"{value:.4g}"
+
+
+def short(text: str, width: int = DESCRIPTION_CHARS) -> str:
+    return text if len(text) <= width else text[: width - 1].rstrip() + "…"
+
+
+def _text(value: str) -> str:
+    return value if value.strip() not in ("", "-") else EMPTY
+
+
 def results_table(log: ResultsLog) -> list[dict[str, str]]:
-    """The results log as table rows, with the cells as the TSV writes them."""
+    """The results log as the UI's table: one number format, descriptions cut, no cell a lone dash."""
     return [
         {
             "iteration": r.iteration,
-            "commit": r.commit,
-            "metric": format_number(r.metric),
-            "delta": "0.0" if r.status == "baseline" else format_number(r.delta, signed=True),
+            "commit": _text(r.commit),
+            "metric": cell(r.metric),
+            "delta": EMPTY if r.status == "baseline" else cell(r.delta, signed=True),
             "status": r.status,
-            "description": r.description,
-            **{name: r.extra.get(name, "") for name in EXTRA_COLUMNS},
+            "description": short(r.description),
+            **{name: _text(r.extra.get(name, "")) for name in TABLE_EXTRAS},
         }
         for r in log.rows
     ]
@@ -51,7 +85,27 @@ def best_summary(log: ResultsLog, metric: str) -> str:
     if best is None:
         return "no baseline yet"
     where = "the baseline" if best.status == "baseline" else f"iteration {best.iteration} ({best.commit})"
-    return f"best {metric}={format_number(best.metric)} from {where}"
+    return f"best {metric}={cell(best.metric)} from {where}"
+
+
+def result_headline(log: ResultsLog, metric: str) -> str:
+    """`best val_acc=0.9387 (+0.086) after 5 experiments`: what a description starts with."""
+    best, baseline = log.best(), log.baseline
+    if best is None:
+        return "no baseline yet"
+    experiments = sum(r.status != "baseline" for r in log.rows)
+    gain = ""
+    if baseline is not None and baseline.metric is not None and best is not baseline:
+        gain = f" ({cell(best.metric - baseline.metric, signed=True)})"
+    return f"best {metric}={cell(best.metric)}{gain} after {experiments} experiment{'s' * (experiments != 1)}"
+
+
+def campaign_description(campaign: Campaign, log: ResultsLog) -> str:
+    """The result first, then the noise, then which campaign and folder it is."""
+    where = f"campaign {campaign_tag(campaign.branch)}" if campaign.branch else "set-up"
+    noise = campaign_noise(log.rows)
+    noise_text = f"; {noise.describe()}" if noise.measured else ""
+    return f"{result_headline(log, campaign.settings.metric)}{noise_text} — {where} in {campaign.experiment_dir}"
 
 
 def campaign_progress(
@@ -107,8 +161,8 @@ def best_diff_markdown(repo: ExperimentRepo, log: ResultsLog, model_py: str, met
         tofile=f"{model_py} ({best.commit})",
     ))
     changes = "\n".join(
-        f"- `{r.iteration}` {r.commit} {metric}={format_number(r.metric)} "
-        f"({format_number(r.delta, signed=True)}): {r.description}" for r in kept
+        f"- `{r.iteration}` {r.commit} {metric}={cell(r.metric)} "
+        f"({cell(r.delta, signed=True)}): {r.description}" for r in kept
     )
     return f"{header}\nKept changes:\n\n{changes}\n\n```diff\n{diff}```\n"
 
@@ -123,36 +177,84 @@ def plot_markdown(png: bytes, path: Path) -> str:
     return f"![progress](data:image/png;base64,{encoded})\n\nSaved as `{path}`.\n"
 
 
+@dataclass
+class _Published:
+    """What this flow run last published, to tell whether the table, diff and plot need a new version."""
+
+    progress_id: Any = None
+    at: float = 0.0
+    kept: int = -1
+    statuses: frozenset[str] = field(default_factory=frozenset)
+    rows: int = -1
+
+
+_PUBLISHED: dict[tuple[str, str], _Published] = {}  # (flow run id, progress key) -> what it published
+
+
 def publish_campaign_artifacts(
     campaign: Campaign,
     progress: Progress | None = None,
     conditions: StopConditions | None = None,
     stop_reason: str | None = None,
 ) -> None:
-    """Create or update every artifact of the campaign; any failure is only a warning."""
+    """Update the progress artifact; republish table, diff and plot when it matters. Any failure is only a warning."""
     try:
         _publish(campaign, progress, conditions, stop_reason)
     except Exception as exc:  # the UI is a view: it must never stop the campaign
         _logger().warning("could not publish the campaign's artifacts: %s", exc)
 
 
+def needs_republishing(before: _Published, log: ResultsLog, now: float, final: bool) -> bool:
+    """A first publication, the end, a keep, a status not seen before, or REPUBLISH_S since the last one."""
+    if final or before.rows < 0:
+        return True
+    if len(log.rows) == before.rows:
+        return False  # nothing new in the log
+    kept = sum(r.status == "keep" for r in log.rows)
+    statuses = frozenset(r.status for r in log.rows)
+    return kept != before.kept or not statuses <= before.statuses or now - before.at >= REPUBLISH_S
+
+
 def _publish(campaign: Campaign, progress: Progress | None, conditions: StopConditions | None,
              stop_reason: str | None) -> None:
-    from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact
+    from prefect.artifacts import (
+        create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact,
+    )
 
     settings = campaign.settings
+    keys = campaign_keys(campaign)
     log = read_results_log(campaign.paths.results, settings.higher_is_better)
-    where = f"Campaign {campaign.branch}" if campaign.branch else "Set-up"
-    summary = f"{where} in {campaign.experiment_dir}: {best_summary(log, settings.metric)}"
-    create_table_artifact(results_table(log), key=RESULTS_KEY, description=summary)
+    description = campaign_description(campaign, log)
+    state = _PUBLISHED.setdefault((_flow_run_id(), keys[PROGRESS]), _Published())
+    now = time.monotonic()
     percent, line = campaign_progress(progress, conditions, datetime.now(), stop_reason)
-    create_progress_artifact(percent, key=PROGRESS_KEY, description=f"{line}; {best_summary(log, settings.metric)}")
-    repo = ExperimentRepo(Path(campaign.experiment_dir))
-    create_markdown_artifact(best_diff_markdown(repo, log, settings.model_py, settings.metric), key=DIFF_KEY,
-                             description=summary)
+    noise = campaign_noise(log.rows)
+    progress_text = f"{result_headline(log, settings.metric)}; {line}; {noise.describe()} — {campaign.experiment_dir}"
+    if state.progress_id is None:  # this flow run's first publication: it is named after the campaign too
+        tag_flow_run(campaign.experiment_dir, campaign.branch)
+        state.progress_id = create_progress_artifact(percent, key=keys[PROGRESS], description=progress_text)
+    else:
+        update_progress_artifact(state.progress_id, percent, description=progress_text)
+    if not needs_republishing(state, log, now, final=stop_reason is not None):
+        return
+    create_table_artifact(results_table(log), key=keys[RESULTS], description=description)
+    kept = sum(r.status == "keep" for r in log.rows)
+    if kept != state.kept or stop_reason is not None:
+        repo = ExperimentRepo(Path(campaign.experiment_dir))
+        create_markdown_artifact(best_diff_markdown(repo, log, settings.model_py, settings.metric), key=keys[DIFF],
+                                 description=description)
     path = plot_path(campaign.paths)
     png = save_progress_plot(log, settings.metric, path)
-    create_markdown_artifact(plot_markdown(png, path), key=PLOT_KEY, description=summary)
+    create_markdown_artifact(plot_markdown(png, path), key=keys[PLOT], description=description)
+    state.at, state.kept, state.rows = now, kept, len(log.rows)
+    state.statuses = frozenset(r.status for r in log.rows)
+
+
+def _flow_run_id() -> str:
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    return str(context.flow_run.id) if context is not None and context.flow_run is not None else ""
 
 
 def _logger() -> logging.Logger | logging.LoggerAdapter:

@@ -11,11 +11,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from autoraysearch.artifacts import result_headline, results_table
+from autoraysearch.campaign_identity import artifact_key
 from autoraysearch.experiment import Campaign
 from autoraysearch.results_log import ResultsLog, format_number, read_results_log
 from autoraysearch.stopping import Progress, StopConditions
 
-FINAL_KEY = "autoraysearch-final"
+FINAL = "final"  # the artifact kind: its key is the campaign's (see campaign_identity.artifact_key)
 TABLE_COLUMNS = ("iteration", "commit", "metric", "delta", "status", "description")
 
 
@@ -64,15 +66,14 @@ def final_markdown(log: ResultsLog, metric: str, branch: str, head: str, reason:
     if stopped:
         lines.append(f"- interrupted before a verdict, logged as `stopped`: {', '.join(stopped)}")
     lines += ["", "| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
-    for r in log.rows:
-        delta = "0.0" if r.status == "baseline" else format_number(r.delta, signed=True)
-        cells = (r.iteration, r.commit, format_number(r.metric), delta, r.status, r.description)
+    for row in results_table(log):
+        cells = [row[name] for name in TABLE_COLUMNS]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def publish_final_artifact(campaign: Campaign, reason: str) -> None:
-    """Write the `autoraysearch-final` artifact of this flow run."""
+    """Write the campaign's `…-final` artifact for this flow run."""
     try:
         from prefect.artifacts import create_markdown_artifact
 
@@ -84,8 +85,9 @@ def publish_final_artifact(campaign: Campaign, reason: str) -> None:
         head = repo.short(repo.branch_sha(campaign.branch))
         create_markdown_artifact(
             final_markdown(log, settings.metric, campaign.branch, head, reason),
-            key=FINAL_KEY,
-            description=f"How campaign {campaign.branch} ended: {reason}",
+            key=artifact_key(campaign.experiment_dir, campaign.branch, FINAL),
+            description=f"{reason}: {result_headline(log, settings.metric)} — campaign {campaign.branch} in "
+                        f"{campaign.experiment_dir}",
         )
     except Exception as exc:  # the UI is a view: it must never change how the campaign ends
         logging.getLogger("autoraysearch").warning("could not publish the final artifact: %s", exc)

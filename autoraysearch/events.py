@@ -5,20 +5,35 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from autoraysearch.campaign_identity import campaign_id, run_name
 from autoraysearch.experiment import Campaign
 from autoraysearch.results_log import ResultsLog, read_results_log
 
 NEW_BEST = "autoraysearch.new-best"
 CAMPAIGN_FINISHED = "autoraysearch.campaign-finished"
+FLUSH_TIMEOUT_S = 10.0  # the last event is sent before the run goes on to exit, but never holds it longer
 
 
-def campaign_resource(campaign: Campaign) -> dict[str, str]:
-    """The campaign as an event resource: one id per campaign branch, to match automations on."""
-    return {
-        "prefect.resource.id": f"autoraysearch.campaign.{campaign.branch}",
-        "prefect.resource.name": campaign.branch,
+def campaign_resource(campaign: Campaign, payload: dict[str, Any] | None = None) -> dict[str, str]:
+    """The campaign as an event resource: one id per experiment folder and branch, to match automations on.
+
+    The metric and its value ride as labels too: the UI's event page shows labels without opening Raw.
+    """
+    resource = {
+        "prefect.resource.id": f"autoraysearch.campaign.{campaign_id(campaign.experiment_dir, campaign.branch)}",
+        "prefect.resource.name": run_name(campaign.experiment_dir, campaign.branch),
         "autoraysearch.experiment-dir": campaign.experiment_dir,
+        "autoraysearch.branch": campaign.branch,
     }
+    payload = payload or {}
+    value = payload.get("value", payload.get("best"))
+    if payload.get("metric"):
+        resource["autoraysearch.metric"] = str(payload["metric"])
+    if value is not None:
+        resource["autoraysearch.value"] = f"{value:.6g}"
+    if payload.get("stop_reason"):
+        resource["autoraysearch.stop-reason"] = str(payload["stop_reason"])
+    return resource
 
 
 def new_best_payload(log: ResultsLog, metric: str) -> dict[str, Any] | None:
@@ -66,6 +81,19 @@ def announce_campaign_finished(campaign: Campaign, stop_reason: str) -> None:
     log = _read(campaign)
     if log is not None:
         _emit(CAMPAIGN_FINISHED, campaign, finished_payload(log, campaign.settings.metric, stop_reason))
+    # The campaign's last word: a cancelled run's process is SIGKILLed once its grace period is over, and
+    # events wait in a background queue; send them now rather than at interpreter exit.
+    flush_events()
+
+
+def flush_events(timeout: float = FLUSH_TIMEOUT_S) -> None:
+    """Send every event emitted so far to the Prefect API before returning (at most timeout seconds)."""
+    try:
+        from prefect.events.worker import EventsWorker
+
+        EventsWorker.drain_all(timeout=timeout, at_exit=False)
+    except Exception as exc:
+        logging.getLogger("autoraysearch").warning("could not send the campaign's events: %s", exc)
 
 
 def _read(campaign: Campaign) -> ResultsLog | None:
@@ -80,7 +108,7 @@ def _emit(event: str, campaign: Campaign, payload: dict[str, Any]) -> None:
     from prefect.events import emit_event
 
     try:
-        emit_event(event=event, resource=campaign_resource(campaign),
+        emit_event(event=event, resource=campaign_resource(campaign, payload),
                    payload={**payload, "branch": campaign.branch, "experiment_dir": campaign.experiment_dir})
     except Exception as exc:  # an automation's trigger must never stop the campaign
         logging.getLogger("autoraysearch").warning("could not emit %s: %s", event, exc)
