@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from autoraysearch.experiment import Campaign, TrialResult, Verdict
 from autoraysearch.noise import Bar, is_kept
 from autoraysearch.repository import ExperimentRepo
+from autoraysearch.step_logs import verdict_line
 
 
 def judge(result: TrialResult, bar: Bar) -> tuple[str, float | None]:
@@ -49,7 +50,9 @@ def best_mean(bar: Bar) -> float | None:
 @task(name="decide", task_run_name="decide-{result.label}", cache_policy=NO_CACHE, retries=0)
 def decide(campaign: Campaign, result: TrialResult, candidate_sha: str, bar: Bar, best_sha: str) -> Verdict:
     """Keep a gain the noise cannot explain; roll anything else back to the previous best."""
-    return decide_candidate(campaign, result, candidate_sha, bar, best_sha)
+    verdict = decide_candidate(campaign, result, candidate_sha, bar, best_sha)
+    get_run_logger().info(verdict_line(result, verdict, bar, campaign.settings.metric, verdict.best_sha))
+    return verdict
 
 
 def choose_winner(results: list[TrialResult], bar: Bar) -> str | None:
@@ -92,4 +95,9 @@ def decide_parallel(
     campaign: Campaign, results: list[TrialResult], shas: dict[str, str], bar: Bar, best_sha: str, iteration: int,
 ) -> dict[str, Verdict]:
     """Keep the best candidate whose gain the noise cannot explain; discard every other one."""
-    return decide_parallel_candidates(campaign, results, shas, bar, best_sha)
+    verdicts = decide_parallel_candidates(campaign, results, shas, bar, best_sha)
+    logger = get_run_logger()
+    for result in results:
+        verdict = verdicts[result.label]
+        logger.info(verdict_line(result, verdict, bar, campaign.settings.metric, verdict.best_sha))
+    return verdicts
