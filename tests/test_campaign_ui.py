@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import time
 from pathlib import Path
 
 import pytest
 
-from autoraysearch.artifacts import DIFF_KEY, PLOT_KEY, PROGRESS_KEY, RESULTS_KEY
-from conftest import git
+from autoraysearch.artifacts import DIFF, PLOT, PROGRESS, RESULTS
+from autoraysearch.campaign_identity import artifact_key, campaign_id
+from conftest import git, make_repo
 
 pytestmark = pytest.mark.slow
 
@@ -73,6 +75,23 @@ def latest_artifacts(client, flow_run_id) -> dict:
     return latest, artifacts
 
 
+def task_run_logs(client, flow_run_id, task_run_name: str) -> list[str]:
+    """The messages a task run of the flow run logged, in order."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterTaskRunId
+
+    runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    ids = [r.id for r in runs if r.name == task_run_name]
+    if not ids:
+        return []
+    return [entry.message for entry in client.read_logs(log_filter=LogFilter(task_run_id=LogFilterTaskRunId(any_=ids)))]
+
+
+def flow_run_logs(client, flow_run_id) -> list[str]:
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    return [entry.message for entry in client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))]
+
+
 def events(client, name: str, resource_id: str) -> list:
     from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 
@@ -82,11 +101,16 @@ def events(client, name: str, resource_id: str) -> list:
     return page.events
 
 
-def test_steps_artifacts_and_events_of_a_campaign(services, example_repo: Path, trial_dir: Path):
+def test_steps_artifacts_and_events_of_a_campaign(services, example_repo: Path, trial_dir: Path, request):
     from autoraysearch.flows.setup_experiment import autoraysearch_setup
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactCollectionFilter, ArtifactCollectionFilterKey
 
     exp = example_repo
+    prefect_logger = logging.getLogger("prefect")
+    level = prefect_logger.level
+    prefect_logger.setLevel(logging.INFO)  # the suite runs at WARNING; the flow's story is logged at INFO
+    request.addfinalizer(lambda: prefect_logger.setLevel(level))
     (trial_dir / "calls").mkdir()
     (exp / "train.py").write_text(IMPROVING_TRAIN_PY.format(calls=str(trial_dir / "calls")))
     git(exp, "add", "train.py")
@@ -106,36 +130,56 @@ def test_steps_artifacts_and_events_of_a_campaign(services, example_repo: Path, 
         names = poll(lambda: task_run_names(client, parallel_run), lambda n: expected <= n)
         assert expected <= names, names
 
+        # Every artifact key is the campaign's: folder, tag and a hash of the folder's path.
+        key = lambda kind, branch="autoraysearch/ui": artifact_key(exp, branch, kind)
+        assert key(RESULTS).startswith("exp-ui-") and key(RESULTS).endswith("-results")
         baseline, _ = latest_artifacts(client, setup_run.state_details.flow_run_id)
-        assert baseline[RESULTS_KEY].description == f"Set-up in {exp}: best score=0.5 from the baseline"
+        assert baseline[key(RESULTS, "")].description == f"best score=0.5 after 0 experiments — set-up in {exp}"
 
         latest, every = latest_artifacts(client, parallel_run)
-        assert {RESULTS_KEY, PROGRESS_KEY, DIFF_KEY, PLOT_KEY} <= set(latest)
-        assert sum(a.key == RESULTS_KEY for a in every) >= 3  # at the start, after the iteration, at the end
+        assert {key(RESULTS), key(PROGRESS), key(DIFF), key(PLOT)} <= set(latest)
+        # A keep republishes the table: at the start, after the iteration, at the end; progress is updated in place.
+        assert sum(a.key == key(RESULTS) for a in every) == 3
+        assert sum(a.key == key(PROGRESS) for a in every) == 1
+        assert latest[key(RESULTS)].description.startswith("best score=0.8 (+0.3) after 3 experiments — campaign ui in ")
 
-        table = latest[RESULTS_KEY].data
+        # The story is in the flow's logs: a line per candidate with its metric and delta, a summary per iteration.
+        # (ideate-N and decide-N log each proposal and verdict from Ray workers, which the suite starts at
+        # PREFECT_LOGGING_LEVEL=WARNING: their lines are checked in test_campaign_views.)
+        lines = poll(lambda: flow_run_logs(client, parallel_run), lambda found: any(l.startswith("iteration 2") for l in found))
+        assert any(l.startswith(("2b keep score=0.8 (+0.2)", "2a keep score=0.8 (+0.2)")) for l in lines), lines
+        assert sum(l.startswith(("iteration", "2a ", "2b ")) for l in lines) > sum("Finished in state" in l for l in lines)
+        assert any(line.startswith("iteration 2: 2a ") and "1 kept in 1 iteration of this run" in line for line in lines)
+
+        # The runs are named and tagged after the campaign.
+        for run_id in (sequential_run, parallel_run):
+            run = client.read_flow_run(run_id)
+            assert run.name == "exp/ui" and {"autoraysearch", "campaign:ui"} <= set(run.tags)
+
+        table = latest[key(RESULTS)].data
         table = json.loads(table) if isinstance(table, str) else table
         assert [r["iteration"] for r in table] == ["0", "1", "2a", "2b"]
         assert [r["metric"] for r in table] == ["0.5", "0.6", "0.7", "0.8"]
         assert sorted(r["status"] for r in table[2:]) == ["discard", "keep"]
 
-        progress = latest[PROGRESS_KEY]
+        progress = latest[key(PROGRESS)]
         assert progress.data == 100.0
-        assert progress.description.startswith("finished: reached 1 iterations; 1 of 1 iterations done")
+        assert progress.description.startswith(
+            "best score=0.8 (+0.3) after 3 experiments; finished: reached 1 iterations; 1 of 1 iterations done")
 
         best_sha = git(exp, "rev-parse", "--short=7", "autoraysearch/ui")
-        diff = latest[DIFF_KEY].data
+        diff = latest[key(DIFF)].data
         assert f"best score=0.8 from iteration 2b ({best_sha})" in diff or f"from iteration 2a ({best_sha})" in diff
         assert diff.count("\n- `") == 2 and "```diff\n--- model.py (baseline)\n" in diff
 
-        plot = latest[PLOT_KEY].data
+        plot = latest[key(PLOT)].data
         png = exp / ".autoraysearch" / "progress.png"
         assert f"Saved as `{png}`" in plot
         embedded = base64.b64decode(plot.split("data:image/png;base64,")[1].split(")")[0])
         assert embedded == png.read_bytes() and embedded.startswith(b"\x89PNG")
 
         # Automations can trigger on a better model and on the end of a campaign.
-        resource = "autoraysearch.campaign.autoraysearch/ui"
+        resource = f"autoraysearch.campaign.{campaign_id(exp, 'autoraysearch/ui')}"
         best = poll(lambda: events(client, "autoraysearch.new-best", resource), lambda e: len(e) >= 2)
         assert sorted(e.payload["value"] for e in best) == [pytest.approx(0.6), pytest.approx(0.8)]
         assert {e.payload["commit"] for e in best} == {r["commit"] for r in table if r["status"] == "keep"}
@@ -144,3 +188,13 @@ def test_steps_artifacts_and_events_of_a_campaign(services, example_repo: Path, 
         assert newest.payload["best"] == pytest.approx(0.8) and newest.payload["kept"] == 2
         assert newest.payload["stop_reason"] == "reached 1 iterations"
         assert f"prefect.flow-run.{parallel_run}" in {r.id for r in newest.related}
+        assert newest.resource["autoraysearch.metric"] == "score" and newest.resource["autoraysearch.value"] == "0.8"
+
+        # A second experiment on the same server has keys of its own: the first one's latest table is untouched.
+        other = make_repo(exp.parent / "other" / "exp", {name: (exp / name).read_text() for name in ("model.py", "train.py")})
+        autoraysearch_setup(experiment_dir=str(other), train_py="train.py", metric="score", seeds=1)
+        assert artifact_key(other, "", RESULTS) != key(RESULTS, "")
+        # The UI's Artifacts page lists the newest version of each key: one per experiment.
+        collections = client.read_latest_artifacts(artifact_filter=ArtifactCollectionFilter(
+            key=ArtifactCollectionFilterKey(any_=[key(RESULTS, ""), artifact_key(other, "", RESULTS)])))
+        assert len(collections) == 2
