@@ -242,12 +242,12 @@ def test_setup_and_loop_deployments_run_a_campaign(deployed: Services, example_r
 
 
 def test_cancelling_a_deployment_run_stops_the_campaign_cleanly(
-    deployed: Services, services, example_repo: Path, tmp_path: Path
+    deployed: Services, services, example_repo: Path, trial_dir: Path
 ):
     exp = example_repo
-    pids = tmp_path / "pids"
+    pids = trial_dir / "pids"
     pids.mkdir()
-    (exp / "train.py").write_text(HANGING_TRAIN_PY.format(counter=str(tmp_path / "calls"), pids=str(pids)))
+    (exp / "train.py").write_text(HANGING_TRAIN_PY.format(counter=str(trial_dir / "calls"), pids=str(pids)))
     git(exp, "add", "train.py")
     git(exp, "commit", "-q", "-m", "train.py that hangs for every candidate")
     setup(exp, train_py="train.py")  # the setup deployment has its own test above; this one is about the loop
