@@ -188,12 +188,12 @@ def resume(client, flow_run_id, answer: str, tries: int = 5) -> None:
 
 
 @pytest.mark.slow
-def test_plan_flow_asks_through_paused_runs_and_launches(services, example_repo: Path, tmp_path: Path, monkeypatch):
+def test_plan_flow_asks_through_paused_runs_and_launches(services, example_repo: Path, trial_dir: Path, monkeypatch):
     from autoraysearch.flows.plan import autoraysearch_plan
 
     monkeypatch.setattr("autoraysearch.flows.plan.ANSWER_POLL_S", 1)  # answers come at once here
 
-    (example_repo / "train.py").write_text(OWN_TRAIN_PY.format(counter=str(tmp_path / "calls")))
+    (example_repo / "train.py").write_text(OWN_TRAIN_PY.format(counter=str(trial_dir / "calls")))
     git(example_repo, "add", "train.py")
     git(example_repo, "commit", "-q", "-m", "my own train.py")
     outcome: dict = {}
