@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from autoraysearch.noise import campaign_noise
 from autoraysearch.results_log import COLUMNS, ResultsLog, format_number
 
 DESCRIPTION_WIDTH = 70
@@ -39,4 +40,6 @@ def best_line(log: ResultsLog, metric: str) -> str:
     where = "the baseline" if best.status == "baseline" else f"iteration {best.iteration} ({best.commit})"
     kept = sum(r.status == "keep" for r in log.rows)
     experiments = sum(r.status != "baseline" for r in log.rows)
-    return f"best {metric}={format_number(best.metric)} from {where}; {kept} kept of {experiments} experiments"
+    noise = campaign_noise(log.rows)
+    return (f"best {metric}={format_number(best.metric)} from {where}; {kept} kept of {experiments} experiments; "
+            f"{noise.describe()}")

@@ -97,3 +97,13 @@ def test_the_log_keeps_every_seed_and_the_bar_is_read_back_from_it():
     bar = bar_from_log(log, min_delta=0.001)
     assert bar.best_runs == BASELINE and bar.min_delta == 0.001
     assert bar.noise == pooled_noise([BASELINE, (0.9777, 0.9721, 0.9750)])
+
+
+def test_status_and_report_say_the_noise():
+    from autoraysearch.report import best_line
+
+    rows = (ResultRow("0", "baseline", 0.9712, 0.0, "baseline", "initial state", seed_columns(BASELINE)),)
+    line = best_line(ResultsLog(higher_is_better=True, rows=rows), "val_acc")
+    assert line.endswith("noise σ = 0.0016 over 3 seed runs")
+    single = (ResultRow("0", "baseline", 0.97, 0.0, "baseline", "initial state"),)
+    assert "decisions use single runs" in best_line(ResultsLog(higher_is_better=True, rows=single), "val_acc")

@@ -6,7 +6,7 @@ import logging
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from autoraysearch.artifacts import best_diff_markdown, campaign_progress, publish_campaign_artifacts, results_table
+from autoraysearch.artifacts import EMPTY, TABLE_EXTRAS, best_diff_markdown, campaign_progress, publish_campaign_artifacts, results_table
 from autoraysearch.cli import main
 from autoraysearch.events import finished_payload, new_best_payload
 from autoraysearch.experiment import Campaign
@@ -76,8 +76,9 @@ def test_progress_follows_the_stop_condition_nearest_to_holding():
 def test_results_table_and_event_payloads_follow_the_log():
     table = results_table(LOG)
     assert [r["iteration"] for r in table] == ["0", "1", "2", "3a", "3b", "4"]
-    assert list(table[2]) == list(COLUMNS + EXTRA_COLUMNS)  # the TSV's columns, in its order
-    assert [table[2][c] for c in COLUMNS] == ["2", "-", "-", "-", "crash", "deeper (crash: boom)"]
+    assert list(table[2]) == list(COLUMNS + TABLE_EXTRAS)  # the TSV's first columns, in its order
+    # an empty cell is a dash that markdown never turns into a list bullet
+    assert [table[2][c] for c in COLUMNS] == ["2", EMPTY, EMPTY, EMPTY, "crash", "deeper (crash: boom)"]
     best = new_best_payload(LOG, "val_acc")
     assert (best["value"], best["previous"], best["iteration"], best["commit"]) == (0.90, 0.85, "3b", "bbbbbbb")
     assert new_best_payload(ResultsLog(True, LOG.rows[:1]), "val_acc") is None
