@@ -12,7 +12,7 @@ from autoraysearch.events import finished_payload, new_best_payload
 from autoraysearch.experiment import Campaign
 from autoraysearch.progress_plot import progress_figure, progress_points
 from autoraysearch.repository import ExperimentRepo
-from autoraysearch.results_log import COLUMNS, EXTRA_COLUMNS, ResultRow, ResultsLog, format_log
+from autoraysearch.results_log import COLUMNS, ResultRow, ResultsLog, format_log
 from autoraysearch.settings import CampaignSettings, dump_settings
 from autoraysearch.stopping import Progress, StopConditions
 from conftest import EXAMPLE_MODEL, git, make_repo
