@@ -35,7 +35,7 @@ def make_environment() -> jinja2.Environment:
     # The templates live in the subpackage autoraysearch.templates (the repository's templates/ folder),
     # so load them from there; this works from a source checkout and from an installed wheel alike.
     env = jinja2.Environment(
-        loader=jinja2.PackageLoader("autoraysearch.templates", "."),
+        loader=template_loader(),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -46,7 +46,23 @@ def make_environment() -> jinja2.Environment:
     return env
 
 
+def template_loader() -> jinja2.BaseLoader:
+    """The installed package's templates, else (a bare copy of the repository) its templates/ folder."""
+    try:
+        return jinja2.PackageLoader("autoraysearch.templates", ".")
+    except (ModuleNotFoundError, ValueError):
+        # benchmarks/gpu_check.py renders train.py from a copy of the repository with nothing installed.
+        return jinja2.FileSystemLoader(Path(__file__).resolve().parents[1] / "templates")
+
+
 ENVIRONMENT = make_environment()
+
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("none", "cosine")
+# Each optimizer's learning rate and weight decay when setup is given none: AdamW's are torch's own
+# defaults; SGD's are the usual ones for Nesterov SGD on small image sets.
+DEFAULT_LEARNING_RATE = {"adamw": 1e-3, "sgd": 0.05}
+DEFAULT_WEIGHT_DECAY = {"adamw": 0.01, "sgd": 5e-4}
 
 
 @dataclass(frozen=True)
@@ -57,8 +73,12 @@ class TrainSpec:
     epochs: int | None = 5  # exactly one of epochs / time_budget is set
     time_budget: float | None = None  # seconds of training, then evaluate
     seed: int = 0
-    batch_size: int = 64
+    batch_size: int = 64  # per training process: a DDP run of N processes steps on N x batch_size samples
     learning_rate: float = 1e-3
+    optimizer: str = "adamw"  # "adamw" or "sgd" (Nesterov momentum 0.9)
+    weight_decay: float = 0.01
+    schedule: str = "none"  # "none" or "cosine" (a linear warm-up, then a cosine decay to 0)
+    warmup_fraction: float = 0.05  # share of training spent warming up under the cosine schedule
     metric: str = "val_acc"
     model_kwargs: dict = field(default_factory=dict)  # Model(**model_kwargs)
     data_dir: str | None = None  # the image sets' folder (already absolute)
@@ -73,6 +93,7 @@ class TrainSpec:
     channels_last: bool | None = None  # None: on for images of 3 or more channels, where it measured faster
     bf16: bool = True
     compile: bool = False
+    deterministic: bool = True  # deterministic cuDNN kernels; False lets cuDNN benchmark and pick its fastest
 
 
 # Which data-loading code a dataset gets in train.py.
@@ -139,10 +160,21 @@ def validate_train_spec(spec: TrainSpec) -> None:
     validate_model_kwargs(spec.model_kwargs)
     if not is_int(spec.processes) or spec.processes < 1:
         raise AutoraysearchError(f"processes {spec.processes!r} is invalid: use a positive integer.")
-    if spec.batch_size < spec.processes:
+    validate_optimization(spec)
+
+
+def validate_optimization(spec: TrainSpec) -> None:
+    """An optimizer and a schedule train.py knows, a weight decay of 0 or more, a warm-up share below 1."""
+    if spec.optimizer not in OPTIMIZERS:
+        raise AutoraysearchError(f"optimizer {spec.optimizer!r} is unknown: use {' or '.join(OPTIMIZERS)}.")
+    if spec.schedule not in SCHEDULES:
+        raise AutoraysearchError(f"schedule {spec.schedule!r} is unknown: use {' or '.join(SCHEDULES)}.")
+    decay = spec.weight_decay
+    if not isinstance(decay, (int, float)) or isinstance(decay, bool) or not math.isfinite(decay) or decay < 0:
+        raise AutoraysearchError(f"weight decay {decay!r} is invalid: use 0 or a positive number such as 0.0005.")
+    if not is_positive_number(spec.warmup_fraction) or spec.warmup_fraction >= 1:
         raise AutoraysearchError(
-            f"batch size {spec.batch_size} is smaller than the {spec.processes} training processes: "
-            "use at least one sample per process."
+            f"warm-up fraction {spec.warmup_fraction!r} is invalid: use a share of training above 0 and below 1, such as 0.05."
         )
 
 
