@@ -177,12 +177,14 @@ def wait_for(condition, seconds: float, what: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("when", ["after commit", "during verify"])
-def test_sigkill_at_any_step_then_resume_leaves_the_branch_on_the_logs_best(when, services, example_repo, tmp_path):
+def test_sigkill_at_any_step_then_resume_leaves_the_branch_on_the_logs_best(
+    when, services, example_repo, tmp_path, trial_dir
+):
     from test_loop import setup
 
     exp = example_repo
-    pid_file, cli_pid = tmp_path / "trial.pid", tmp_path / "cli.pid"
-    train = COUNTING_TRAIN.format(counter=str(tmp_path / "calls"), hang=when == "during verify", pid_file=str(pid_file))
+    pid_file, cli_pid = trial_dir / "trial.pid", tmp_path / "cli.pid"
+    train = COUNTING_TRAIN.format(counter=str(trial_dir / "calls"), hang=when == "during verify", pid_file=str(pid_file))
     (exp / "train.py").write_text(train)
     git(exp, "add", "train.py")
     git(exp, "commit", "-q", "-m", "train.py")
