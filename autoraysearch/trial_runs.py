@@ -21,8 +21,12 @@ _OOM = re.compile(r"CUDA out of memory|OutOfMemoryError|CUDA error: out of memor
 
 
 def trial_env(cpus: float, gpus: float) -> dict[str, str]:
-    """Environment train.py reads: its thread count, and its GPU memory cap when it has a fraction."""
-    env = {"AUTORAYSEARCH_NUM_THREADS": str(max(1, math.floor(cpus)))}
+    """Environment train.py reads: its thread count, its GPU memory cap when it has a fraction, and the split.
+
+    Decisions are always made on the validation split, whatever the caller's environment says: the test
+    split is for judging a campaign afterwards (benchmarks/search_quality.py), never for steering it.
+    """
+    env = {"AUTORAYSEARCH_NUM_THREADS": str(max(1, math.floor(cpus))), "AUTORAYSEARCH_EVAL_SPLIT": "validation"}
     if 0 < gpus < 1:
         env["AUTORAYSEARCH_GPU_MEMORY_FRACTION"] = f"{gpus * GPU_MEMORY_HEADROOM:.3f}"
     return env
