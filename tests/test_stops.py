@@ -34,13 +34,15 @@ SLOW_IMPORT = "import os, time\nopen({pid_file!r}, 'w').write(str(os.getpid()))\
 
 @pytest.mark.parametrize("step", ["ideate", "pre-flight"])
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_a_stop_in_ideate_or_pre_flight_is_clean_and_quick(step, how, services, example_repo: Path, tmp_path: Path):
+def test_a_stop_in_ideate_or_pre_flight_is_clean_and_quick(
+    step, how, services, example_repo: Path, tmp_path: Path, trial_dir: Path
+):
     from prefect.settings import PREFECT_API_URL
 
     exp = example_repo
     setup(exp, epochs=1)
     best = git(exp, "rev-parse", "HEAD")
-    pid_file = tmp_path / "hung.pid"
+    pid_file = trial_dir / "hung.pid"  # written by the agent, or by the pre-flight of the model it proposes
     model = SLOW_IMPORT.format(pid_file=str(pid_file)) + EXAMPLE_MODEL.read_text()
     agent = tmp_path / "agent.py"
     agent.write_text(AGENT.format(hang_here=step == "ideate", pid_file=str(pid_file), model=model))
