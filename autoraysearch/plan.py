@@ -42,12 +42,31 @@ class Question:
     default: str
     check: Callable[[str], Any]  # typed text -> value, or AutoraysearchError saying what is wrong
 
+    @property
+    def label(self) -> str:
+        """The answer's name in a few words, as the UI's form calls its box."""
+        return LABELS.get(self.key, self.key)
+
+
+LABELS = {
+    "goal": "Your goal", "model_py": "Model file", "alias": "Model class", "train_py": "Your own train.py",
+    "metric": "Metric name", "direction": "Better is (higher/lower)", "dataset": "Dataset",
+    "data_dir": "Dataset folder", "download": "Download the dataset (yes/no)", "data_module": "Data module",
+    "budget": "Training per trial (epochs, or 300s, 10m)", "gpus_per_trial": "GPUs per trial",
+    "parallel": "Candidates per iteration", "stop": "Stop after (20, 07:00, 8h or empty)",
+    "launch": "Start the campaign now (yes/no)",
+}
+
 
 Step = Callable[[Answers], "Question | None"]  # None: the question does not apply to these answers
 
 
-def ask_all(steps: list[Step], ask: Callable[[Question, str | None], str], answers: Answers | None = None) -> Answers:
-    """Ask each question that applies, again and again with the reason, until its check accepts the answer."""
+def ask_all(steps: list[Step], ask: Callable[[Question, str | None], str], answers: Answers | None = None,
+            accepted: Callable[[Question, str], None] | None = None) -> Answers:
+    """Ask each question that applies, again and again with the reason, until its check accepts the answer.
+
+    `accepted` is told each answer its check took (the default when nothing was typed).
+    """
     answers = dict(answers or {})
     for step in steps:
         question = step(answers)
@@ -58,9 +77,12 @@ def ask_all(steps: list[Step], ask: Callable[[Question, str | None], str], answe
             text = ask(question, reason).strip() or question.default
             try:
                 answers[question.key] = question.check(text)
-                break
             except AutoraysearchError as exc:
                 reason = str(exc)
+                continue
+            if accepted is not None:
+                accepted(question, text)
+            break
     return answers
 
 

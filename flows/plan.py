@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import ConfigDict, Field
 from prefect import flow, get_run_logger
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
@@ -35,6 +36,16 @@ class Answer(RunInput):
     answer: str = ""
 
 
+def _answer_required(schema: dict) -> None:
+    schema["required"] = ["answer"]
+
+
+class RequiredAnswer(Answer):
+    """An answer box the UI does not call optional: its question has a default, so an answer always exists."""
+
+    model_config = ConfigDict(json_schema_extra=_answer_required)
+
+
 @dataclass(frozen=True)
 class PlanSummary:
     experiment_dir: str
@@ -52,14 +63,16 @@ def autoraysearch_plan(experiment_dir: str = ".", answer_timeout: int = 3600) ->
     def ask(question: Question, reason: str | None) -> str:
         return ask_in_ui(question, reason, answer_timeout)
 
-    answers = ask_all(setup_steps(root), ask)
+    answers = ask_all(setup_steps(root), ask, accepted=log_answer)
     prepare_model(root, answers)
     options = setup_options(answers)
     plan_setup(root, **options)  # everything checkable without training, before Ray starts
     with ray_session():  # one Ray for the baseline and the campaign
         setup = autoraysearch_setup(experiment_dir=str(root), **options)
         print(f"baseline {setup.metric}={setup.baseline} ({setup.seconds:.1f} s)")
-        launch = ask_all(launch_steps(), ask)
+        for line in setup.summary:
+            print(f"  {line}")
+        launch = ask_all(launch_steps(), ask, accepted=log_answer)
         command = run_command(root, launch)
         if not launch["launch"]:
             print(f"not launched; start it later with: {command}")
@@ -74,8 +87,23 @@ def ask_in_ui(question: Question, reason: str | None, timeout: int) -> str:
     if reason:
         logger.warning("answer to %r not accepted: %s", question.key, reason)
     logger.info("question %s: %s (default: %r)", question.key, question.text, question.default)
-    form = Answer.with_initial_data(description=question_markdown(question, reason), answer=question.default)
-    return pause_flow_run(wait_for_input=form, timeout=timeout, poll_interval=ANSWER_POLL_S).answer
+    return pause_flow_run(wait_for_input=answer_form(question, reason), timeout=timeout,
+                          poll_interval=ANSWER_POLL_S).answer
+
+
+def answer_form(question: Question, reason: str | None) -> type[Answer]:
+    """The paused run's form: the question above one box named after it, filled with the default.
+
+    The box is marked optional only where an empty answer means something (no train.py of your own,
+    no stop condition).
+    """
+    base = RequiredAnswer if question.default else Answer
+    box = Field(default=question.default, title=question.label)
+    return base.with_initial_data(description=question_markdown(question, reason), answer=box)
+
+
+def log_answer(question: Question, text: str) -> None:
+    get_run_logger().info("answer %s: %s = %r", question.key, question.label, text)
 
 
 def question_markdown(question: Question, reason: str | None) -> str:

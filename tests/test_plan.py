@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import threading
 import time
 import tomllib
@@ -131,8 +132,11 @@ def test_plan_at_a_terminal_sets_up_and_launches(services, tmp_path: Path, monke
     assert "Model = Net" in git(exp, "show", "main:model.py")
 
 
-def answer_plan_run(answers: list[str], worker: threading.Thread, timeout: float = 300.0) -> list[str]:
-    """Answer each pause of the running plan flow through the resume API; return what each pause asked."""
+def answer_plan_run(answers: list[str], worker: threading.Thread, timeout: float = 300.0) -> list[dict]:
+    """Answer each pause of the running plan flow through the resume API; return what each pause showed.
+
+    Each pause is read as the UI reads it: the markdown above the form, and the form's JSON schema.
+    """
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName
     from prefect.input.actions import read_flow_run_input
@@ -153,9 +157,25 @@ def answer_plan_run(answers: list[str], worker: threading.Thread, timeout: float
             [run] = paused
             last_pause = run.state.state_details.pause_key
             keyset = run.state.state_details.run_input_keyset
-            asked.append(read_flow_run_input(keyset["description"], flow_run_id=run.id))
+            asked.append({"description": read_flow_run_input(keyset["description"], flow_run_id=run.id),
+                          "schema": read_flow_run_input(keyset["schema"], flow_run_id=run.id), "run": run.id})
             resume(client, run.id, answer)
     return asked
+
+
+def run_log_lines(flow_run_id, wanted: str, timeout: float = 15.0) -> list[str]:
+    """The flow run's log messages, read again until one holds `wanted`: the server stores logs in batches."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+            messages = [log.message for log in logs]
+            if any(wanted in m for m in messages) or time.monotonic() > deadline:
+                return messages
+            time.sleep(0.5)
 
 
 # The user's own training script: no torch training, so the flow's questions are what this test times.
@@ -192,6 +212,8 @@ def test_plan_flow_asks_through_paused_runs_and_launches(services, example_repo:
     from autoraysearch.flows.plan import autoraysearch_plan
 
     monkeypatch.setattr("autoraysearch.flows.plan.ANSWER_POLL_S", 1)  # answers come at once here
+    run_logger = logging.getLogger("prefect.flow_runs")  # the suite logs warnings only; answers are info
+    monkeypatch.setattr(run_logger, "level", logging.INFO)
 
     (example_repo / "train.py").write_text(OWN_TRAIN_PY.format(counter=str(trial_dir / "calls")))
     git(example_repo, "add", "train.py")
@@ -213,19 +235,38 @@ def test_plan_flow_asks_through_paused_runs_and_launches(services, example_repo:
         worker.join(timeout=600)
     assert "error" not in outcome, outcome.get("error")
 
-    assert asked[0].startswith("### What do you want from the model")
-    assert asked[1].startswith("### Which file holds your model")
-    assert asked[2].startswith(f"**Not accepted:** {example_repo / 'nope.py'} does not exist; give the path")
-    assert "### Which file holds your model" in asked[2]
-    assert asked[5].startswith("### Is a higher or a lower score better") and asked[5].endswith("Default: `higher`")
-    assert asked[-1].startswith("### Start the campaign now")
+    shown = [pause["description"] for pause in asked]
+    assert shown[0].startswith("### What do you want from the model")
+    assert shown[1].startswith("### Which file holds your model")
+    assert shown[2].startswith(f"**Not accepted:** {example_repo / 'nope.py'} does not exist; give the path")
+    assert "### Which file holds your model" in shown[2]
+    assert shown[5].startswith("### Is a higher or a lower score better") and shown[5].endswith("Default: `higher`")
+    assert shown[-1].startswith("### Start the campaign now")
+
+    # The UI's form: one box named after the question, holding the default; "(Optional)" (the UI's
+    # word for a field not required) only where an empty answer means something.
+    boxes = [pause["schema"]["properties"]["answer"] for pause in asked]
+    assert [box["title"] for box in boxes][:6] == ["Your goal", "Model file", "Model file", "Your own train.py",
+                                                   "Metric name", "Better is (higher/lower)"]
+    assert boxes[0]["default"] == "better validation accuracy" and boxes[5]["default"] == "higher"
+    assert asked[0]["schema"]["required"] == ["answer"] and asked[-1]["schema"]["required"] == ["answer"]
+    assert "required" not in asked[3]["schema"]  # train.py: empty asks for a generated one
+    assert boxes[-1]["title"] == "Start the campaign now (yes/no)" and boxes[-1]["default"] == "yes"
+
+    # Every accepted answer is in the run's log, a refused one is not.
+    messages = run_log_lines(asked[0]["run"], "answer launch:")
+    assert "answer goal: Your goal = 'a higher score'" in messages
+    assert "answer direction: Better is (higher/lower) = 'higher'" in messages  # the default, taken by an empty answer
+    assert "answer launch: Start the campaign now (yes/no) = 'yes'" in messages
+    assert [m for m in messages if m.startswith("answer model_py:")] == ["answer model_py: Model file = 'model.py'"]
 
     summary = outcome["summary"]
     assert summary.launched and summary.campaign.iterations == 1
     assert summary.run_command == f"autoraysearch run {example_repo} --max-iterations 1"
     rows = read_results_log(example_repo / "autoraysearch-results.tsv", True).rows
-    assert [(r.iteration, r.metric, r.status) for r in rows] == [("0", 0.5, "baseline"), ("1", 0.6, "keep")]
-    assert summary.baseline == 0.5 and summary.campaign.best_metric == 0.6
+    # Each call of the script scores 0.1 more, whatever seed it is given: the candidate is always better.
+    assert [(r.iteration, r.status) for r in rows] == [("0", "baseline"), ("1", "keep")]
+    assert summary.baseline == rows[0].metric and summary.campaign.best_metric == rows[1].metric > rows[0].metric
     settings = tomllib.loads((example_repo / "autoraysearch.toml").read_text())
     assert (settings["goal"], settings["metric"], settings["direction"]) == ("a higher score", "score", "higher")
     assert settings["generated"] is False
