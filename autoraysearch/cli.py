@@ -36,8 +36,16 @@ def build_parser() -> argparse.ArgumentParser:
     setup.add_argument("--download", action="store_true", help="let train.py fetch missing files with torchvision")
     setup.add_argument("--data-module", metavar="DATA_PY", help="for --dataset custom: your data.py (see README)")
     setup.add_argument("--model-kwargs", metavar="JSON", help="Model's arguments, e.g. '{\"num_classes\": 10}'")
-    setup.add_argument("--batch-size", type=int, default=64, help="training samples per step (default 64)")
-    setup.add_argument("--learning-rate", type=float, default=1e-3, help="AdamW learning rate (default 0.001)")
+    setup.add_argument("--batch-size", type=int, default=64,
+                       help="training samples per step, per process with DDP (default 64)")
+    setup.add_argument("--optimizer", choices=["adamw", "sgd"],
+                       help="adamw, or sgd with Nesterov momentum 0.9 (default: sgd for cifar10/cifar100, else adamw)")
+    setup.add_argument("--learning-rate", type=float,
+                       help="the optimizer's peak learning rate (default: 0.001 for adamw, 0.05 for sgd)")
+    setup.add_argument("--weight-decay", type=float, help="weight decay (default: 0.01 for adamw, 0.0005 for sgd)")
+    setup.add_argument("--schedule", choices=["none", "cosine"],
+                       help="cosine: a 5%% linear warm-up, then a cosine decay to 0 (default: cosine for "
+                       "cifar10/cifar100, else none)")
     setup.add_argument("--compile", action="store_true", help="torch.compile the model in train.py")
     budget = setup.add_mutually_exclusive_group()
     budget.add_argument("--epochs", type=int, help="training epochs per trial (default 5)")
@@ -102,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_trial_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trial-timeout", type=float, metavar="SECONDS", help="kill a trial after this long")
     parser.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial (default 1)")
-    parser.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial, fractions allowed (default 0)")
+    parser.add_argument("--gpus-per-trial", type=float,
+                        help="GPUs per trial, fractions allowed (default: 1 on a cluster with GPUs, else 0)")
 
 
 def _add_ideator_options(parser: argparse.ArgumentParser) -> None:
@@ -153,6 +162,8 @@ def cmd_setup(args: argparse.Namespace) -> int:
     summary = _with_services(args.ray_address, lambda: _run_setup(experiment_dir, model_path.name, args))
     print(f"train.py and autoraysearch.toml committed in {summary.experiment_dir}")
     print(f"baseline {summary.metric}={summary.baseline} ({summary.seconds:.1f} s); {summary.noise}")
+    for line in summary.summary:
+        print(f"  {line}")
     if summary.archived_results:
         print(f"the previous campaign's results were kept in {summary.archived_results}")
     return 0
@@ -175,6 +186,8 @@ def _check_setup_options(args: argparse.Namespace) -> None:
     check_option("--seeds", args.seeds, setting="seeds")
     check_option("--batch-size", args.batch_size, rule=lambda v: v >= 1, allowed="1 or more")
     check_option("--learning-rate", args.learning_rate, rule=positive_finite, allowed="a positive, finite number")
+    check_option("--weight-decay", args.weight_decay, rule=lambda v: positive_finite(v) or v == 0,
+                 allowed="0 or a positive, finite number")
     _check_trial_options(args)
 
 
@@ -196,7 +209,7 @@ def _setup_options(model_py: str, args: argparse.Namespace) -> dict:
         trial_timeout=args.trial_timeout, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
         data_dir=args.data_dir, data_module=args.data_module, download=args.download,
         model_kwargs=_model_kwargs(args.model_kwargs), batch_size=args.batch_size, learning_rate=args.learning_rate,
-        compile=args.compile,
+        compile=args.compile, optimizer=args.optimizer, schedule=args.schedule, weight_decay=args.weight_decay,
     )
 
 
@@ -280,13 +293,15 @@ def _precheck_ideator(settings) -> None:
 
 def _run_loop(experiment_dir: Path, args: argparse.Namespace):
     from autoraysearch.flows.loop import autoraysearch_loop
+    from autoraysearch.live_view import live_view
 
-    return autoraysearch_loop(
-        experiment_dir=str(experiment_dir), max_iterations=args.max_iterations, deadline=args.deadline,
-        max_hours=args.max_hours, target=args.target, patience=args.patience, tag=args.tag,
-        trial_timeout=args.trial_timeout, parallel=args.parallel, cpus_per_trial=args.cpus_per_trial,
-        gpus_per_trial=args.gpus_per_trial, **_ideator_overrides(args), **_decision_overrides(args),
-    )
+    with live_view(experiment_dir):  # each running trial's epoch, metric and time left, while the loop waits
+        return autoraysearch_loop(
+            experiment_dir=str(experiment_dir), max_iterations=args.max_iterations, deadline=args.deadline,
+            max_hours=args.max_hours, target=args.target, patience=args.patience, tag=args.tag,
+            trial_timeout=args.trial_timeout, parallel=args.parallel, cpus_per_trial=args.cpus_per_trial,
+            gpus_per_trial=args.gpus_per_trial, **_ideator_overrides(args), **_decision_overrides(args),
+        )
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -298,18 +313,28 @@ def cmd_status(args: argparse.Namespace) -> int:
     repo = ExperimentRepo(Path(args.experiment_dir))
     paths = ExperimentPaths(repo.experiment_dir)
     settings = load_settings(paths.root)
-    _print_results(paths.root)
+    lines = []
     branch = read_campaign_branch(paths)
     if branch and repo.branch_exists(branch):
-        print(f"campaign branch {branch} at {repo.short(repo.branch_sha(branch))}")
+        lines.append(f"campaign branch {branch} at {repo.short(repo.branch_sha(branch))}")
     else:
-        print("no campaign branch yet: `autoraysearch run` creates one")
+        lines.append("no campaign branch yet: `autoraysearch run` creates one")
     holder = read_holder(paths.lock)
     if holder is not None and holder.is_alive():
-        print(f"a run is active (pid {holder.pid} on {holder.host}, since {holder.started})")
+        lines.append(f"a run is active (pid {holder.pid} on {holder.host}, since {holder.started})")
     else:
-        print("no run is active")
-    print(f"metric {settings.metric} ({settings.direction} is better), ideator {settings.ideator}")
+        lines.append("no run is active")
+    lines.append(f"metric {settings.metric} ({settings.direction} is better), ideator {settings.ideator}")
+    if sys.stdout.isatty():
+        from autoraysearch.results_log import read_results_log
+        from autoraysearch.settings import RESULTS_FILE
+        from autoraysearch.status_view import print_status
+
+        print_status(read_results_log(paths.root / RESULTS_FILE, settings.higher_is_better), settings.metric, lines,
+                     sys.stdout)
+        return 0
+    _print_results(paths.root)
+    print("\n".join(lines))
     return 0
 
 
@@ -382,6 +407,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
         setup = autoraysearch_setup(experiment_dir=str(root), **options)
         print(f"baseline {setup.metric}={setup.baseline} ({setup.seconds:.1f} s)")
+        for line in setup.summary:
+            print(f"  {line}")
         launch = ask_all(launch_steps(), _ask_at_terminal)
         if not launch["launch"]:
             print(f"not launched; start it later with: {run_command(root, launch)}")
@@ -450,11 +477,12 @@ def create_demo_folder(target: Path) -> None:
 
 def _with_services(ray_address: str | None, work):
     """Run work with a Prefect API (the configured one, or a local server) and one Ray connection."""
-    from autoraysearch.cluster import ray_session, refuse_unreachable, resolve_address
+    from autoraysearch.cluster import describe_address, ray_session, refuse_unreachable, resolve_address
     from autoraysearch.prechecks import refuse_long_ray_temp_dir
     from autoraysearch.prefect_api import hide_refusal_tracebacks, local_prefect_api
 
     address = resolve_address(ray_address)
+    print(describe_address(ray_address))
     refuse_unreachable(address)  # before minutes are spent starting anything
     refuse_long_ray_temp_dir(address)
     with local_prefect_api(), ray_session(ray_address), hide_refusal_tracebacks():

@@ -10,6 +10,7 @@ import signal
 import socket
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -31,8 +32,101 @@ _FORWARDED_ENV = (
 
 
 def resolve_address(address: str | None) -> str:
-    """The Ray address to use: the one given, else the environment's, else a fresh local Ray."""
-    return address or os.environ.get(ADDRESS_ENV) or os.environ.get("RAY_ADDRESS") or "local"
+    """The Ray address to use: the one given, else the environment's, else a cluster already running on
+    this machine (`ray start --head`), else a fresh local Ray."""
+    return address or os.environ.get(ADDRESS_ENV) or os.environ.get("RAY_ADDRESS") or running_local_cluster() or "local"
+
+
+def running_local_cluster() -> str | None:
+    """The address of the cluster the last `ray start --head` on this machine started, while it still answers."""
+    from ray._common.utils import get_ray_address_file
+
+    try:
+        address = Path(get_ray_address_file(None)).read_text().strip()
+    except OSError:
+        return None
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        return None
+    try:  # the file outlives a cluster whose machine restarted
+        socket.create_connection((host, int(port)), timeout=1.0).close()
+    except OSError:
+        return None
+    return address
+
+
+def describe_address(address: str | None) -> str:
+    """One line on which Ray cluster a command uses, and why."""
+    resolved = resolve_address(address)
+    if resolved == "local":
+        return "Ray: a private local cluster for this command (no cluster runs on this machine)"
+    if address or os.environ.get(ADDRESS_ENV) or os.environ.get("RAY_ADDRESS"):
+        return f"Ray: the cluster at {resolved}"
+    return f"Ray: attaching to the cluster already running on this machine at {resolved} (--ray-address local for a private one)"
+
+
+@dataclass(frozen=True)
+class NodeSummary:
+    """One live node of the cluster: its host name and what it offers."""
+
+    host: str
+    cpus: float
+    gpus: float
+
+
+@dataclass(frozen=True)
+class ClusterSummary:
+    """The cluster a campaign runs on and how many of its trials fit at once."""
+
+    nodes: tuple[NodeSummary, ...]
+
+    @property
+    def gpus(self) -> float:
+        return sum(node.gpus for node in self.nodes)
+
+    def trials_at_once(self, cpus_per_trial: float, gpus_per_trial: float) -> int:
+        """Trials of these resources the cluster runs side by side (each on one node)."""
+        fits = 0
+        for node in self.nodes:
+            by_cpu = int(node.cpus / cpus_per_trial + 1e-9) if cpus_per_trial > 0 else 10**6
+            by_gpu = int(node.gpus / gpus_per_trial + 1e-9) if gpus_per_trial > 0 else 10**6
+            fits += min(by_cpu, by_gpu)
+        return fits
+
+    def lines(self, cpus_per_trial: float, gpus_per_trial: float) -> list[str]:
+        """What setup and plan print: the nodes, and the trials that fit at once."""
+        per_node = "; ".join(f"{node.host}: {node.cpus:g} CPUs, {node.gpus:g} GPUs" for node in self.nodes)
+        total_cpus = sum(node.cpus for node in self.nodes)
+        return [
+            f"cluster: {len(self.nodes)} node{'s' if len(self.nodes) != 1 else ''}, {total_cpus:g} CPUs, "
+            f"{self.gpus:g} GPUs ({per_node})",
+            f"trials at once: {self.trials_at_once(cpus_per_trial, gpus_per_trial)} "
+            f"({cpus_per_trial:g} CPU{'s' if cpus_per_trial != 1 else ''} and {gpus_per_trial:g} GPU{'s' if gpus_per_trial != 1 else ''} each)",
+        ]
+
+
+def cluster_summary() -> ClusterSummary:
+    """The live nodes of the connected Ray cluster."""
+    import ray
+
+    nodes = [
+        NodeSummary(short_host(n.get("NodeManagerHostname") or n.get("NodeManagerAddress", "?")),
+                    n["Resources"].get("CPU", 0.0), n["Resources"].get("GPU", 0.0))
+        for n in ray.nodes() if n.get("Alive")
+    ]
+    return ClusterSummary(tuple(nodes))
+
+
+def short_host(hostname: str) -> str:
+    """A host name without its domain (an IP address stays whole)."""
+    return hostname if hostname.replace(".", "").isdigit() else hostname.split(".")[0]
+
+
+def default_gpus_per_trial(gpus_per_trial: float | None) -> float:
+    """GPUs per trial: the value given, else 1 on a cluster with GPUs, else 0 (needs a connected Ray)."""
+    if gpus_per_trial is not None:
+        return gpus_per_trial
+    return 1.0 if cluster_summary().gpus > 0 else 0.0
 
 
 def enable_token_auth_if_needed(address: str) -> None:

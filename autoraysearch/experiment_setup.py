@@ -12,7 +12,7 @@ from autoraysearch.errors import AutoraysearchError
 from autoraysearch.experiment import Campaign, ExperimentPaths, TrialResult
 from autoraysearch.noise import seed_columns
 from autoraysearch.model_source import check_model_source, fingerprint, init_parameters
-from autoraysearch.rendering import TrainSpec, render_train_py
+from autoraysearch.rendering import TrainSpec, optimization_defaults, render_train_py
 from autoraysearch.repository import ExperimentRepo
 from autoraysearch.results_log import ResultRow, ResultsLog, format_log
 from autoraysearch.settings import RESULTS_FILE, STATE_DIR, CampaignSettings, dump_settings, write_atomically
@@ -46,14 +46,17 @@ def plan_setup(
     goal: str = "",
     trial_timeout: float | None = None,
     cpus_per_trial: float = 1.0,
-    gpus_per_trial: float = 0.0,
+    gpus_per_trial: float | None = 0.0,
     data_dir: str | None = None,
     data_module: str | None = None,
     download: bool = False,
     model_kwargs: dict | None = None,
     batch_size: int = 64,
-    learning_rate: float = 1e-3,
+    learning_rate: float | None = None,
     compile: bool = False,
+    optimizer: str | None = None,
+    schedule: str | None = None,
+    weight_decay: float | None = None,
 ) -> SetupPlan:
     """Check the folder and model.py, and produce the train.py text and settings to write."""
     repo = ExperimentRepo(experiment_dir)
@@ -69,6 +72,7 @@ def plan_setup(
         )
     if epochs is None and time_budget is None:
         epochs = 5
+    gpus_per_trial = gpus_per_trial or 0.0  # None: the cluster's default, chosen once Ray is up (one process either way)
     common = dict(
         goal=goal, metric=metric, direction=direction, model_py=model_py, seed=seed, seeds=seeds,
         trial_timeout=trial_timeout, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
@@ -95,9 +99,10 @@ def plan_setup(
         data_module=info.data_module, epochs=epochs, time_budget=time_budget, model_kwargs=model_kwargs,
         input_shape=list(info.input_shape), num_classes=info.num_classes,
     )
+    optimization = optimization_defaults(info.name, optimizer, schedule, learning_rate, weight_decay)
     spec = TrainSpec(
         dataset=info.name, epochs=epochs, time_budget=time_budget, seed=seed, batch_size=batch_size,
-        learning_rate=learning_rate, metric=metric, model_kwargs=model_kwargs, data_dir=info.data_dir,
+        **optimization, metric=metric, model_kwargs=model_kwargs, data_dir=info.data_dir,
         download=download, data_module=info.data_module, input_shape=info.input_shape,
         num_classes=info.num_classes, processes=processes, compile=compile,
     )
@@ -163,7 +168,32 @@ def user_train_source(root: Path, train_py: Path, model_py: str) -> str:
     )
     if not imports_model:
         raise AutoraysearchError(f"{path} does not import Model from {model_py}; add `from {module} import Model`.")
+    if calls_ray_init(tree):
+        raise AutoraysearchError(
+            f"{path} calls ray.init, but autoraysearch already runs it as a Ray task: remove the Ray set-up and "
+            "let it train on the resources it is given."
+        )
     return source
+
+
+def calls_ray_init(tree: ast.Module) -> bool:
+    """Whether a script calls ray.init (as ray.init, an alias of the ray module, or `from ray import init`)."""
+    ray_names, init_names = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            ray_names |= {alias.asname or alias.name for alias in node.names if alias.name == "ray"}
+        elif isinstance(node, ast.ImportFrom) and node.module == "ray":
+            init_names |= {alias.asname or alias.name for alias in node.names if alias.name == "init"}
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        if isinstance(func, ast.Attribute) and func.attr == "init" and isinstance(func.value, ast.Name) \
+                and func.value.id in ray_names:
+            return True
+        if isinstance(func, ast.Name) and func.id in init_names:
+            return True
+    return False
 
 
 def record_setup(plan: SetupPlan, result: TrialResult) -> tuple[ResultRow, Path | None]:
@@ -215,6 +245,33 @@ def setup_campaign(plan: SetupPlan, trial_timeout: float | None) -> Campaign:
         settings=plan.settings,
         trial_timeout=trial_timeout or plan.settings.trial_timeout or SETUP_TIMEOUT_S,
     )
+
+
+def go_summary(settings: CampaignSettings, cluster_lines: list[str], baseline: str, mode: str) -> list[str]:
+    """The confirm-and-go summary setup and plan end with: what will run, where, judged against what."""
+    goal = settings.goal or "(none given)"
+    if settings.ideator == "mutate":
+        goal += " (the offline mutate ideator ignores the goal; an LLM ideator reads it)"
+    return [
+        f"goal: {goal}",
+        f"model: {settings.model_py}, trained by {settings.train_py}"
+        + (f" on {settings.dataset}" if settings.generated else " (your own)"),
+        *cluster_lines,
+        f"GPUs per trial: {settings.gpus_per_trial:g}, CPUs per trial: {settings.cpus_per_trial:g}",
+        f"baseline: {baseline}",
+        f"scope: only {settings.model_py} changes; train.py and everything else stay as they are",
+        f"ideator: {settings.ideator}; mode: {mode}",
+    ]
+
+
+def baseline_out_of_memory(settings: CampaignSettings, batch_size: int, log_path: Path) -> AutoraysearchError:
+    """Why a baseline that ran out of GPU memory (on a whole GPU, where it was retried) is refused."""
+    where = "even on a whole GPU" if settings.gpus_per_trial > 0 else "on its GPU"
+    if settings.generated:
+        fix = f"lower --batch-size (now {batch_size}) and run setup again"
+    else:
+        fix = f"make {settings.train_py}'s batches smaller"
+    return AutoraysearchError(f"the baseline run of train.py ran out of GPU memory {where}: {fix}; its output is in {log_path}.")
 
 
 def baseline_failure(result: TrialResult, log_path: Path) -> AutoraysearchError:

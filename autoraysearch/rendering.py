@@ -63,6 +63,28 @@ SCHEDULES = ("none", "cosine")
 # defaults; SGD's are the usual ones for Nesterov SGD on small image sets.
 DEFAULT_LEARNING_RATE = {"adamw": 1e-3, "sgd": 0.05}
 DEFAULT_WEIGHT_DECAY = {"adamw": 0.01, "sgd": 5e-4}
+# Optimizer and schedule per dataset when setup is given neither (benchmarks/cifar_defaults.py measured CIFAR's).
+DEFAULT_OPTIMIZATION = {"cifar10": ("sgd", "cosine"), "cifar100": ("sgd", "cosine")}
+
+
+def optimization_defaults(
+    dataset: str,
+    optimizer: str | None = None,
+    schedule: str | None = None,
+    learning_rate: float | None = None,
+    weight_decay: float | None = None,
+) -> dict[str, Any]:
+    """The optimizer settings for train.py: those given, the rest the dataset's and the optimizer's defaults."""
+    default_optimizer, default_schedule = DEFAULT_OPTIMIZATION.get(dataset, ("adamw", "none"))
+    optimizer = optimizer or default_optimizer
+    if optimizer not in OPTIMIZERS:
+        raise AutoraysearchError(f"optimizer {optimizer!r} is unknown: use {' or '.join(OPTIMIZERS)}.")
+    return dict(
+        optimizer=optimizer,
+        schedule=schedule or default_schedule,
+        learning_rate=DEFAULT_LEARNING_RATE[optimizer] if learning_rate is None else learning_rate,
+        weight_decay=DEFAULT_WEIGHT_DECAY[optimizer] if weight_decay is None else weight_decay,
+    )
 
 
 @dataclass(frozen=True)

@@ -60,9 +60,12 @@ class Model(nn.Module):
         return self.classifier(self.features(x))
 '''
 
-# The minimal loop: same data, same model and seed, same optimizer and batch size; no checks at all.
+# The minimal loop, airbench-style: the data resident on the device, a random permutation cut into
+# batches, and on a GPU bf16 autocast and channels_last; same model, seed, optimizer and batch size as
+# train.py, no checks at all. On a GPU the clock is read after a synchronize, once per epoch.
 HAND_LOOP = '''
 import json, sys, time
+from contextlib import nullcontext
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -70,6 +73,8 @@ from model import Model
 
 dataset, epochs, batch_size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 torch.set_num_threads(int(sys.argv[4]))
+optimizer_name = sys.argv[5] if len(sys.argv) > 5 else "adamw"
+device = "cuda" if torch.cuda.is_available() else "cpu"
 if dataset == "digits":
     from sklearn.datasets import load_digits
     digits = load_digits()
@@ -78,22 +83,43 @@ if dataset == "digits":
 else:
     with np.load(dataset) as data:
         x, y = torch.tensor(data["X_train"]), torch.tensor(data["y_train"])
+x, y = x.to(device), y.to(device)
+channels_last = device == "cuda" and x.dim() == 4 and x.shape[1] >= 3
+if channels_last:
+    x = x.contiguous(memory_format=torch.channels_last)
 torch.manual_seed(0)
-model = Model(num_classes=10)
-optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+model = Model(num_classes=10).to(device)
+if channels_last:
+    model = model.to(memory_format=torch.channels_last)
+if optimizer_name == "sgd":
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
+else:
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else nullcontext()
+def sync():
+    if device == "cuda":
+        torch.cuda.synchronize()
 model.train()
-samples, start, cpu_start = 0, time.perf_counter(), time.process_time()
+samples, epoch_rates = 0, []
+sync()
+start, cpu_start = time.perf_counter(), time.process_time()
 for epoch in range(epochs):
-    order = torch.randperm(len(y))
-    for i in range(len(y) // batch_size):
+    epoch_start = time.perf_counter()
+    order = torch.randperm(len(y), device=device)
+    steps = len(y) // batch_size
+    for i in range(steps):
         batch = order[i * batch_size : (i + 1) * batch_size]
-        loss = F.cross_entropy(model(x[batch]), y[batch])
+        with autocast:
+            outputs = model(x[batch])
+        loss = F.cross_entropy(outputs.float(), y[batch])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        samples += len(batch)
+    sync()
+    samples += steps * batch_size
+    epoch_rates.append(steps * batch_size / (time.perf_counter() - epoch_start))
 wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-print(json.dumps({"wall": samples / wall, "cpu": samples / cpu}))
+print(json.dumps({"wall": samples / wall, "cpu": samples / cpu, "last_epoch": epoch_rates[-1], "epochs": epoch_rates, "device": device}))
 '''
 
 
@@ -114,8 +140,9 @@ def run_train_py(folder: Path, threads: int) -> dict[str, float]:
     return {"wall": figures["samples_per_s"], "cpu": samples / figures["train_cpu_seconds"]}
 
 
-def run_hand_loop(folder: Path, dataset: str, epochs: int, batch_size: int, threads: int) -> dict:
-    command = [sys.executable, "hand_loop.py", dataset, str(epochs), str(batch_size), str(threads)]
+def run_hand_loop(folder: Path, dataset: str, epochs: int, batch_size: int, threads: int, optimizer: str = "adamw") -> dict:
+    """The hand-written loop's samples/s (on the GPU when there is one): overall, per CPU second, last epoch."""
+    command = [sys.executable, "hand_loop.py", dataset, str(epochs), str(batch_size), str(threads), optimizer]
     out = subprocess.run(command, cwd=folder, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 

@@ -8,17 +8,19 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from autoraysearch.artifacts import publish_campaign_artifacts
-from autoraysearch.cluster import CampaignTaskRunner, with_trial_resources
+from autoraysearch.cluster import CampaignTaskRunner, cluster_summary, default_gpus_per_trial, with_trial_resources
 from autoraysearch.experiment import Candidate
 from autoraysearch.experiment_setup import (
-    baseline_failure, plan_setup, record_setup, refuse_model_failing_preflight, setup_campaign,
+    baseline_failure, baseline_out_of_memory, go_summary, plan_setup, record_setup, refuse_model_failing_preflight, setup_campaign,
 )
 from autoraysearch.lock import CampaignLock
 from autoraysearch.model_source import fingerprint
 from autoraysearch.tasks.log import save_trial_output
 from autoraysearch.tasks.verify import verify
 from autoraysearch.noise import pooled_noise
-from autoraysearch.trial_runs import confirmation_trials, make_trial, merge_runs, seeded, wait_for_trials
+from autoraysearch.trial_runs import (
+    confirmation_trials, make_trial, merge_runs, ran_out_of_gpu_memory, seeded, wait_for_trials, whole_gpu_trial,
+)
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,7 @@ class SetupSummary:
     seconds: float
     archived_results: str | None
     noise: str = ""  # the noise the baseline's seeds measured, in words
+    summary: tuple[str, ...] = ()  # the confirm-and-go summary: goal, model, cluster, GPUs, baseline, scope, mode
 
 
 @flow(name="autoraysearch-setup", task_runner=CampaignTaskRunner(), log_prints=True)
@@ -46,22 +49,31 @@ def autoraysearch_setup(
     goal: str = "",
     trial_timeout: float | None = None,
     cpus_per_trial: float = 1.0,
-    gpus_per_trial: float = 0.0,
+    gpus_per_trial: float | None = None,
     data_dir: str | None = None,
     data_module: str | None = None,
     download: bool = False,
     model_kwargs: dict | None = None,
     batch_size: int = 64,
-    learning_rate: float = 1e-3,
+    learning_rate: float | None = None,
     compile: bool = False,
+    optimizer: str | None = None,
+    schedule: str | None = None,
+    weight_decay: float | None = None,
 ) -> SetupSummary:
     """Write train.py and autoraysearch.toml, run train.py once and record its metric as iteration 0."""
+    cluster = cluster_summary()
+    gpus_per_trial = default_gpus_per_trial(gpus_per_trial)  # None: 1 on a cluster with GPUs, else 0
+    cluster_lines = cluster.lines(cpus_per_trial, gpus_per_trial)
+    for line in cluster_lines:
+        get_run_logger().info(line)
     plan = plan_setup(
         Path(experiment_dir), model_py=model_py, dataset=dataset, epochs=epochs, time_budget=time_budget,
         seed=seed, seeds=seeds, metric=metric, direction=direction, train_py=train_py, goal=goal,
         trial_timeout=trial_timeout, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
         data_dir=data_dir, data_module=data_module, download=download, model_kwargs=model_kwargs,
-        batch_size=batch_size, learning_rate=learning_rate, compile=compile,
+        batch_size=batch_size, learning_rate=learning_rate, compile=compile, optimizer=optimizer,
+        schedule=schedule, weight_decay=weight_decay,
     )
     refuse_model_failing_preflight(plan)  # a wrong output shape is named in a second, before any training
     plan.paths.make_state_dir()
@@ -74,8 +86,11 @@ def autoraysearch_setup(
         with with_trial_resources(plan.settings.cpus_per_trial, plan.settings.gpus_per_trial):
             futures = {label: verify.submit(t) for label, t in trials.items()}  # the seeds train at once
         results = wait_for_trials(futures)
+        results.update(retry_baseline_on_whole_gpus(plan.settings, trials, results))
         for label, result in results.items():
             save_trial_output(campaign, result)
+            if ran_out_of_gpu_memory(result):
+                raise baseline_out_of_memory(plan.settings, batch_size, campaign.paths.trial_log(label))
             if result.status != "ok":
                 raise baseline_failure(result, campaign.paths.trial_log(label))
         result = merge_runs(results.pop("baseline"), list(results.values()))
@@ -87,7 +102,12 @@ def autoraysearch_setup(
                        "decisions will use single runs", plan.settings.seeds)
     publish_campaign_artifacts(campaign)  # the baseline, as the loop's artifacts will show it
     logger.info("baseline %s=%s in %.1f s; %s", plan.settings.metric, row.metric, result.seconds, noise.describe())
+    noise_text = noise.describe() if plan.settings.seeds > 1 else "single runs (--seeds 1)"
     return SetupSummary(
+        summary=tuple(go_summary(
+            plan.settings, cluster_lines, f"{plan.settings.metric}={row.metric} ({noise_text})",
+            "one candidate per iteration (autoraysearch run), or --parallel N to try N at once",
+        )),
         experiment_dir=str(plan.paths.root),
         metric=plan.settings.metric,
         baseline=row.metric,
@@ -95,6 +115,18 @@ def autoraysearch_setup(
         archived_results=str(archived) if archived else None,
         noise=noise.describe() if plan.settings.seeds > 1 else "single runs (--seeds 1)",
     )
+
+
+def retry_baseline_on_whole_gpus(settings, trials: dict, results: dict) -> dict:
+    """Baseline runs that ran out of GPU memory at a fraction of a GPU, once more on a whole GPU, as trials are."""
+    if not 0 < settings.gpus_per_trial < 1:
+        return {}
+    again = {label: whole_gpu_trial(trials[label]) for label, r in results.items() if ran_out_of_gpu_memory(r)}
+    if not again:
+        return {}
+    get_run_logger().warning("the baseline ran out of GPU memory at %g GPU; retrying on a whole GPU", settings.gpus_per_trial)
+    with with_trial_resources(settings.cpus_per_trial, 1):
+        return wait_for_trials({label: verify.submit(trial) for label, trial in again.items()})
 
 
 if __name__ == "__main__":
