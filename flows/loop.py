@@ -21,6 +21,7 @@ from autoraysearch.events import announce_campaign_finished, announce_new_best
 from autoraysearch.repository import ExperimentRepo
 from autoraysearch.cluster import CampaignTaskRunner, driver_node_id, on_repo_node, with_trial_resources
 from autoraysearch.experiment import Campaign, Candidate, Ideas, Review, Trial, TrialResult, Verdict
+from autoraysearch.live_view import watching_trials
 from autoraysearch.llm_clients import LLMUnavailable
 from autoraysearch.llm_ideator import campaign_api_key, config_from_settings
 from autoraysearch.settings import CampaignSettings
@@ -307,8 +308,9 @@ def train_all(campaign: Campaign, trials: dict[str, Trial], stop_time: datetime 
     try:
         with with_trial_resources(settings.cpus_per_trial, settings.gpus_per_trial):
             futures = {label: verify.submit(trial) for label, trial in trials.items()}
-        results = wait_for_trials(futures, stop_time)
-        results.update(retry_out_of_memory(campaign, trials, results, stop_time))
+        with watching_trials(trials):  # what `autoraysearch run` shows while they train
+            results = wait_for_trials(futures, stop_time)
+            results.update(retry_out_of_memory(campaign, trials, results, stop_time))
     except BaseException:
         undo_tampering(guard)  # even a stopped trial's changes are undone
         raise
