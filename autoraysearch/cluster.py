@@ -39,6 +39,7 @@ def resolve_address(address: str | None) -> str:
 
 def running_local_cluster() -> str | None:
     """The address of the cluster the last `ray start --head` on this machine started, while it still answers."""
+    import ray  # noqa: F401  first: importing ray._common.utils before ray leaves ray half-initialised
     from ray._common.utils import get_ray_address_file
 
     try:

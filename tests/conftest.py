@@ -13,6 +13,9 @@ import pytest
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+# A command with no address attaches to a cluster `ray start --head` (or a simulated cluster) left on this
+# machine; the tests' own commands always start a private one unless a test says otherwise.
+os.environ.setdefault("AUTORAYSEARCH_RAY_ADDRESS", "local")
 # Trials may write only their scratch folder; scripted train.py files that count their calls or write
 # their pid do it under this one shared folder (see the trial_dir fixture), never in an experiment folder.
 TRIAL_WRITABLE = Path(tempfile.mkdtemp(prefix="autoraysearch-test-trials-"))
