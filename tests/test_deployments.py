@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from autoraysearch.campaign_identity import artifact_key
 from autoraysearch.results_log import read_results_log
 from conftest import git
 from test_loop import is_running, setup
@@ -133,14 +134,21 @@ class Services:
         assert found, f"flow run {flow_run_id} wrote no artifact {key}"
         return found[0]["data"]
 
-    def finished_event(self, experiment_dir: str) -> dict:
-        """The payload of the campaign-finished event of the campaign in experiment_dir."""
-        events = self.api("POST", "/events/filter", json={
-            "filter": {"event": {"name": ["autoraysearch.campaign-finished"]}}, "limit": 50,
-        })["events"]
-        mine = [e for e in events if e["resource"].get("autoraysearch.experiment-dir") == experiment_dir]
-        assert mine, "no autoraysearch.campaign-finished event for " + experiment_dir
-        return mine[0]["payload"]
+    def finished_event(self, experiment_dir: str, timeout: float = 15.0) -> dict:
+        """The payload of the campaign-finished event of the campaign in experiment_dir.
+
+        Read again for a while: the server stores the events it receives in batches.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            events = self.api("POST", "/events/filter", json={
+                "filter": {"event": {"name": ["autoraysearch.campaign-finished"]}}, "limit": 50,
+            })["events"]
+            mine = [e for e in events if e["resource"].get("autoraysearch.experiment-dir") == experiment_dir]
+            if mine:
+                return mine[0]["payload"]
+            assert time.monotonic() < deadline, "no autoraysearch.campaign-finished event for " + experiment_dir
+            time.sleep(0.5)
 
     def processes(self) -> list[int]:
         """Live processes started for this module's server, besides the server and worker themselves."""
@@ -234,11 +242,11 @@ def test_setup_and_loop_deployments_run_a_campaign(deployed: Services, example_r
     run_id = flow_run_id(out)
     names = {t["name"] for t in deployed.task_runs(run_id)}
     assert {"review-1", "ideate-1", "verify-1", "decide-1", "log-1", "verify-2"} <= names
-    final = deployed.artifact(run_id, "autoraysearch-final")
+    final = deployed.artifact(run_id, artifact_key(exp, branch, "final"))
     assert f"# Campaign {branch}: reached 2 iterations" in final
     assert "| 2 |" in final
-    for key in ("autoraysearch-results", "autoraysearch-progress", "autoraysearch-best-diff", "autoraysearch-plot"):
-        assert deployed.artifact(run_id, key) is not None
+    for kind in ("results", "progress", "best-diff", "plot"):
+        assert deployed.artifact(run_id, artifact_key(exp, branch, kind)) is not None
 
 
 def test_cancelling_a_deployment_run_stops_the_campaign_cleanly(
@@ -295,6 +303,6 @@ def test_cancelling_a_deployment_run_stops_the_campaign_cleanly(
     states = {t["name"]: t["state"]["type"] for t in deployed.task_runs(run_id)}
     assert states["verify-1a"] in {"CRASHED", "CANCELLED", "FAILED"} and states["verify-1b"] in {"CRASHED", "CANCELLED", "FAILED"}
     assert not [name for name, state in states.items() if state in {"RUNNING", "PENDING"}]
-    final = deployed.artifact(run_id, "autoraysearch-final")
+    final = deployed.artifact(run_id, artifact_key(exp, git(exp, "branch", "--show-current"), "final"))
     assert ": cancelled" in final and "logged as `stopped`: 1a, 1b" in final
     assert deployed.finished_event(str(exp))["stop_reason"] == "cancelled"
