@@ -117,3 +117,12 @@ def test_ctrl_c_with_the_local_prefect_server_the_cli_started(services, example_
     assert "Traceback" not in output, output
     rows = (example_repo / "autoraysearch-results.tsv").read_text().splitlines()
     assert rows[-1].split("\t")[4] == "stopped"  # the clean-up reached the end
+
+
+def test_looking_for_a_cluster_running_here_leaves_ray_usable():
+    """Importing ray._common.utils before ray once left ray half-initialised: every `run` failed in ray.init."""
+    env = {k: v for k, v in os.environ.items() if k not in ("AUTORAYSEARCH_RAY_ADDRESS", "RAY_ADDRESS")}
+    check = ("from autoraysearch.cluster import resolve_address; resolve_address(None); import ray; "
+             "ray._common.utils.get_default_ray_temp_dir()")
+    result = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
