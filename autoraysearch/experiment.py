@@ -149,6 +149,7 @@ class TrialResult:
     error: str = ""
     output: str = ""
     node_id: str | None = None
+    host: str = ""  # the short host name of the machine that trained it
     log_written: bool = False
     note: str = ""  # something the results log should say about how the trial ran (a retry…)
     runs: tuple[float, ...] = ()  # the metric of each seed trained, when more than the screen ran

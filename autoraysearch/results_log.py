@@ -13,7 +13,8 @@ from autoraysearch.settings import write_atomically
 
 COLUMNS = ("iteration", "commit", "metric", "delta", "status", "description")
 # seeds/std/runs: how many seeds the metric (their mean) is over, their spread and each seed's value.
-EXTRA_COLUMNS = ("candidate", "seconds", "node", "tokens", "seeds", "std", "runs")
+# node: the host that trained it; node_id: its Ray node, for `ray` commands.
+EXTRA_COLUMNS = ("candidate", "seconds", "node", "tokens", "seeds", "std", "runs", "node_id")
 # Statuses whose metric counts towards the best so far.
 BEST_STATUSES = ("baseline", "keep")
 # Terminal escape sequences: CSI (colours, cursor moves), OSC (titles, links) and two-character escapes.

@@ -39,7 +39,8 @@ def result_row(candidate: Candidate, verdict: Verdict, result: TrialResult, shor
         delta=verdict.delta,
         status=verdict.status,
         description=description,
-        extra={"candidate": candidate.fingerprint, "seconds": f"{result.seconds:g}", "node": (result.node_id or "")[:8],
+        extra={"candidate": candidate.fingerprint, "seconds": f"{result.seconds:g}", "node": result.host,
+               "node_id": (result.node_id or "")[:8],
                **seed_columns(result.runs)},
     )
 

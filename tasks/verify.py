@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import logging
+import socket
 import sys
 import time
 from pathlib import Path
@@ -124,6 +125,11 @@ def _warn_once_without_sandbox(sandbox: str) -> None:
                     "its scratch folder and signal other processes", sandbox)
 
 
+def short_hostname() -> str:
+    """This machine's name as people use it: the first label of its host name."""
+    return socket.gethostname().split(".")[0]
+
+
 def run_trial(trial: Trial, node_id: str | None = None, say: Callable[[str], None] | None = None) -> TrialResult:
     """Write the candidate's files into a scratch folder on this node and run train.py there.
 
@@ -153,6 +159,7 @@ def run_trial(trial: Trial, node_id: str | None = None, say: Callable[[str], Non
         error=error,
         output=outcome.output,
         node_id=node_id,
+        host=short_hostname(),
         log_written=live_log is not None,
     )
     if progress is not None:

@@ -113,7 +113,7 @@ def main(tmp: Path, trial_dir: Path) -> None:
         "driver_node": driver,
         "gpu_nodes": gpu_nodes,
         "review_node": where_review_runs(campaign, driver),
-        "trial_nodes": [full.get(r.extra.get("node", ""), r.extra.get("node")) for r in rows],
+        "trial_nodes": [full.get(r.extra.get("node_id", ""), r.extra.get("node_id")) for r in rows],
         "max_concurrent": max_overlap(intervals),
         "oom_rows": [{"status": r.status, "description": r.description} for r in oom_rows],
         "too_big": too_big,

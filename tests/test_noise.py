@@ -107,3 +107,14 @@ def test_status_and_report_say_the_noise():
     assert line.endswith("noise σ = 0.0016 over 3 seed runs")
     single = (ResultRow("0", "baseline", 0.97, 0.0, "baseline", "initial state"),)
     assert "decisions use single runs" in best_line(ResultsLog(higher_is_better=True, rows=single), "val_acc")
+
+
+def test_the_node_column_names_the_host_and_the_ray_node_stays_available():
+    import socket
+
+    from autoraysearch.experiment import Candidate, Verdict
+    from autoraysearch.tasks.log import result_row
+
+    result = TrialResult("4", "ok", 0.9, 3.0, node_id="a1b2c3d4e5f6", host=socket.gethostname().split(".")[0])
+    row = result_row(Candidate("4", "wider", "", "f00"), Verdict("discard", -0.01, 0.91, "x"), result, "abc1234")
+    assert row.extra["node"] == socket.gethostname().split(".")[0] and row.extra["node_id"] == "a1b2c3d4"
