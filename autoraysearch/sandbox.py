@@ -157,10 +157,8 @@ def become_subreaper() -> bool:
     return _libc().prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
 
 
-def live_descendants(root: int) -> list[int]:
-    """Pids of the live (not zombie) processes below `root`, found through the parent links in /proc."""
-    children: dict[int, list[int]] = {}
-    live = set()
+def process_table():
+    """(pid, fields) of every process in /proc, fields being its stat after the name: state, ppid, pgrp, …"""
     with os.scandir("/proc") as entries:
         for entry in entries:
             if not entry.name.isdigit():
@@ -170,12 +168,18 @@ def live_descendants(root: int) -> list[int]:
                     data = handle.read()
             except OSError:
                 continue  # exited meanwhile
-            # The command name may contain spaces and ')', so parse from the last ')': state ppid ...
-            fields = data[data.rfind(b")") + 2 :].split()
-            pid = int(entry.name)
-            children.setdefault(int(fields[1]), []).append(pid)
-            if fields[0] not in (b"Z", b"X"):
-                live.add(pid)
+            # The command name may contain spaces and ')', so parse from the last ')'.
+            yield int(entry.name), data[data.rfind(b")") + 2 :].split()
+
+
+def live_descendants(root: int) -> list[int]:
+    """Pids of the live (not zombie) processes below `root`, found through the parent links in /proc."""
+    children: dict[int, list[int]] = {}
+    live = set()
+    for pid, fields in process_table():
+        children.setdefault(int(fields[1]), []).append(pid)
+        if fields[0] not in (b"Z", b"X"):
+            live.add(pid)
     found, todo = [], list(children.get(root, []))
     while todo:
         pid = todo.pop()

@@ -482,21 +482,7 @@ def _group_has_live_members(pgid: int) -> bool:
 
 def _group_member_states(pgid: int) -> list[bytes]:
     """The /proc states of the processes whose process group is `pgid`."""
-    states = []
-    with os.scandir("/proc") as entries:
-        for entry in entries:
-            if not entry.name.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry.name}/stat", "rb") as handle:
-                    data = handle.read()
-            except OSError:
-                continue  # exited meanwhile
-            # The command name may contain spaces and ')', so parse from the last ')': state ppid pgrp ...
-            fields = data[data.rfind(b")") + 2 :].split()
-            if len(fields) > 2 and int(fields[2]) == pgid:
-                states.append(fields[0])
-    return states
+    return [fields[0] for _, fields in sandbox.process_table() if len(fields) > 2 and int(fields[2]) == pgid]
 
 
 class _LineWatcher:
