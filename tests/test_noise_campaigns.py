@@ -80,11 +80,11 @@ print(f"val_acc={{SCORE + {{0: 0.0, 1: 0.01, 2: -0.01}}.get(seed, 0.0)}}")
 SCRIPTED_MODEL = "SCORE = {score}\n\n\nclass Model:\n    pass\n"
 
 
-def test_parallel_confirmation_runs_overlap_and_resume_keeps_the_noise(services, tmp_path: Path):
+def test_parallel_confirmation_runs_overlap_and_resume_keeps_the_noise(services, tmp_path: Path, trial_dir: Path):
     from autoraysearch.flows.loop import autoraysearch_loop
     from autoraysearch.flows.setup_experiment import autoraysearch_setup
 
-    spans = tmp_path / "spans"
+    spans = trial_dir / "spans"
     exp = make_repo(tmp_path / "exp", {
         "model.py": SCRIPTED_MODEL.format(score=0.5), "train.py": SCRIPTED_TRAIN.format(spans=str(spans)),
     })
