@@ -116,7 +116,7 @@ def autoraysearch_loop(
         seeds=seeds, min_delta=min_delta, stuck_after=stuck_after, early_stop=early_stop,
     )
     with open_campaign(
-        Path(experiment_dir), tag=tag, trial_timeout=trial_timeout, repo_node_id=node, say=logger.info, **overrides
+        Path(experiment_dir), tag=tag, trial_timeout=trial_timeout, repo_node_id=node, say=logger.warning, **overrides
     ) as campaign:
         check_trial_fits(campaign.settings.cpus_per_trial, campaign.settings.gpus_per_trial)
         api_key = ideator_key(campaign.settings)

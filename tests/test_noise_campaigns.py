@@ -77,7 +77,7 @@ with open({spans!r}, "a") as f:
     f.write(f"{{SCORE}} {{seed}} {{start}} {{time.time()}}\\n")
 print(f"val_acc={{SCORE + {{0: 0.0, 1: 0.01, 2: -0.01}}.get(seed, 0.0)}}")
 '''
-SCRIPTED_MODEL = "SCORE = {score}\n\n\nclass Model:\n    pass\n"
+SCRIPTED_MODEL = "from torch import nn\n\nSCORE = {score}\n\n\nclass Model(nn.Module):\n    pass\n"
 
 
 def test_parallel_confirmation_runs_overlap_and_resume_keeps_the_noise(services, tmp_path: Path, trial_dir: Path):
