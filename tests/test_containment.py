@@ -339,3 +339,17 @@ def test_a_flood_of_output_gives_a_capped_log_that_keeps_its_start_and_end(tmp_p
     assert text.startswith("line 000000 ") and text.endswith("line 099999 " + "x" * 40 + "\nval_acc=0.5000\n")
     assert "bytes of output cut from this log ...]" in text
     assert outcome.stdout_tail[-1] == "val_acc=0.5000"
+
+
+def test_the_command_ideator_gets_none_of_the_campaigns_keys(tmp_path, monkeypatch):
+    """An agent command is a program too: it sees no LLM, Prefect or Ray key of the campaign."""
+    from autoraysearch.llm_clients import CommandChat
+
+    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "PREFECT_API_KEY", "RAY_AUTH_TOKEN"):
+        monkeypatch.setenv(name, f"sk-test-{name.lower()}")
+    agent = tmp_path / "agent.py"
+    agent.write_text("import os, sys\nsys.stdin.read()\nprint(sorted(k for k in os.environ if 'KEY' in k or 'TOKEN' in k))\n")
+    reply = CommandChat(f"{sys.executable} {agent}", timeout_s=60).complete([{"role": "user", "content": "hi"}])
+    assert "sk-test" not in reply.text
+    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "PREFECT_API_KEY", "RAY_AUTH_TOKEN"):
+        assert name not in reply.text
