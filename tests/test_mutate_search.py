@@ -189,14 +189,11 @@ def test_since_last_keep_counts_iterations_after_the_last_keep_only() -> None:
 
 
 def test_stuck_after_follows_the_setting() -> None:
-    class Patient(CampaignSettings):
-        stuck_after: int = 10  # until the setting exists, propose_mutations reads it with getattr
-
     small = propose_mutations(EXAMPLE)
     failed = [fingerprint(m.source) for m in small[:1]]
     review = review_of(EXAMPLE, set(failed), [("1", failed[0]), ("2", ""), ("3", ""), ("4", "")])
     stuck = propose_candidates_offline(review, SETTINGS, 5, ["5"]).candidates[0]
-    patient = propose_candidates_offline(review, Patient(**SETTINGS.model_dump()), 5, ["5"]).candidates[0]
+    patient = propose_candidates_offline(review, SETTINGS.model_copy(update={"stuck_after": 10}), 5, ["5"]).candidates[0]
     assert stuck.description.startswith(BOLD) and not patient.description.startswith(BOLD)
 
 
