@@ -61,18 +61,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         env.setdefault("PREFECT_HOME", str(tmp / "prefect-home"))
-        exp, stamps = tmp / "exp", tmp / "loop-stamps"
+        (tmp / "stamps").mkdir()
+        env["AUTORAYSEARCH_TRIAL_WRITABLE"] = str(tmp / "stamps")  # trials may write only there besides scratch
+        exp, stamps = tmp / "exp", tmp / "stamps" / "loop"
         make_experiment(exp, stamps)
         run = lambda *cmd: subprocess.run([str(BIN / "autoraysearch"), *cmd], cwd=exp, env=env, check=True,
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        run("setup", "model.py", "--train-py", "train.py")
+        run("setup", "model.py", "--train-py", "train.py", "--seeds", "1")  # one trial per iteration, as timed
         stamps.write_text("")
         started = time.perf_counter()
         run("run", "--max-iterations", str(args.iterations))
         total = time.perf_counter() - started
         loop_gaps = gaps(stamps)
 
-        bare_stamps = tmp / "bare-stamps"
+        bare_stamps = tmp / "stamps" / "bare"
         (exp / "train.py").write_text(TRAIN_PY.format(stamps=str(bare_stamps)))
         subprocess.run(["bash", "-c", f"for i in $(seq {args.iterations}); do {sys.executable} train.py >/dev/null; done"],
                        cwd=exp, check=True)
