@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 from autoraysearch.errors import AutoraysearchError
-from autoraysearch.sandbox import hide_secrets_in_proc_environ
+from autoraysearch.sandbox import keep_llm_keys_private
 
 EXIT_INTERRUPTED = 130
 
@@ -135,7 +135,7 @@ def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    hide_secrets_in_proc_environ()  # candidate code may read any process's /proc/PID/environ
+    keep_llm_keys_private()  # candidate code may read any process's /proc/PID/environ
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     signal.signal(signal.SIGTERM, _raise_interrupt)
     # A job started in the background by a script inherits SIGINT ignored; `kill -INT` must still stop it cleanly.

@@ -8,13 +8,13 @@ whatever is still missing after that is reported in `Ideas.rejected` while the u
 from __future__ import annotations
 
 import logging
-import os
 import shlex
 import shutil
 from dataclasses import dataclass
 from typing import Sequence
 
 from autoraysearch.errors import AutoraysearchError
+from autoraysearch.sandbox import private_key
 from autoraysearch.experiment import Candidate, Dropped, Ideas, Review
 from autoraysearch.llm_answers import Accepted, review_answer
 from autoraysearch.llm_clients import (
@@ -125,7 +125,7 @@ def resolve_api_key(config: LLMConfig, block_name: str | None = None) -> str | N
         return _load_secret_block(block_name)
     if config.kind == "command":
         return None
-    return os.environ.get(config.key_env) or None
+    return private_key(config.key_env) or None
 
 
 def _load_secret_block(block_name: str) -> str:
@@ -166,7 +166,7 @@ def propose_with_llm(
 def _key_from_environment(config: LLMConfig) -> str | None:
     if config.kind == "command":
         return None
-    key = os.environ.get(config.key_env) or None
+    key = private_key(config.key_env) or None
     # A self-hosted OpenAI-compatible server (Ollama, vLLM, LM Studio) usually needs no key at all.
     if key is None and not (config.kind == "openai" and config.base_url):
         raise AutoraysearchError(f"{config.key_env} is not set; export it or pass --api-key-block NAME.")

@@ -275,3 +275,27 @@ def hide_secrets_in_proc_environ(names=SECRET_ENV) -> None:
         for name in names:
             if name in os.environ:
                 os.putenv(name, os.environ[name])
+
+
+# The LLM keys of a campaign started from the command line live here, in this process's memory only.
+LLM_KEYS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")
+_PRIVATE_KEYS: dict = {}
+
+
+def keep_llm_keys_private() -> None:
+    """Take the LLM keys out of the environment so that no process started from here inherits them.
+
+    git (GitPython keeps `git cat-file` running), Ray and a local Prefect server are started with this
+    process's environment, and any process's /proc/PID/environ is readable. The keys stay readable to
+    this process through `private_key`; the other secrets stay in the environment (Prefect reads its
+    key there), blanked where /proc shows the initial block.
+    """
+    hide_secrets_in_proc_environ()
+    for name in LLM_KEYS:
+        if name in os.environ:
+            _PRIVATE_KEYS[name] = os.environ.pop(name)
+
+
+def private_key(name: str):
+    """An LLM key kept by keep_llm_keys_private, else the environment's (a flow started by other means)."""
+    return _PRIVATE_KEYS.get(name) or os.environ.get(name)
