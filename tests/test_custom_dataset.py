@@ -35,14 +35,12 @@ def test_custom_mse_campaign_keeps_only_lower_errors(services, tmp_path: Path):
     assert [row.iteration for row in log.rows] == ["0", "1", "2"]
     best = log.rows[0].metric
     for row in log.rows[1:]:
-        # decide judged by the lower error: a keep beats the best so far, a discard does not.
+        # decide judged by the lower error: a keep beats the best so far (by more than the noise allows).
         if row.status == "keep":
             assert row.metric < best
             best = row.metric
-        elif row.status == "discard":
-            assert row.metric >= best
-        assert row.status in {"keep", "discard", "crash"}
-    assert any(row.status in {"keep", "discard"} for row in log.rows[1:])  # trained, not only crashed
+        assert row.status in {"keep", "discard", "crash", "pruned"}
+    assert any(row.status in {"keep", "discard", "pruned"} for row in log.rows[1:])  # trained, not only crashed
     assert log.best().metric == best
     assert "val_mse=" in (exp / ".autoraysearch" / "logs" / "1.log").read_text()
     # data.py is the user's: trials got it as data, the campaign never changed it.
