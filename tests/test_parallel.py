@@ -104,7 +104,7 @@ def test_one_bad_candidate_never_spoils_the_others(services, example_repo: Path,
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
-        for _ in range(40):  # task runs reach the server as events: give the last ones a moment
+        for _ in range(120):  # task runs reach the server as events: give the last ones up to a minute
             verify_runs = [t for t in client.read_task_runs() if t.name.startswith("verify-1") and t.created >= started]
             if len(verify_runs) == 4 and all(t.state.is_final() for t in verify_runs):
                 break
