@@ -208,12 +208,15 @@ def resume(client, flow_run_id, answer: str, tries: int = 5) -> None:
 
 
 @pytest.mark.slow
-def test_plan_flow_asks_through_paused_runs_and_launches(services, example_repo: Path, trial_dir: Path, monkeypatch):
+def test_plan_flow_asks_through_paused_runs_and_launches(services, example_repo: Path, trial_dir: Path, monkeypatch,
+                                                         request):
     from autoraysearch.flows.plan import autoraysearch_plan
 
     monkeypatch.setattr("autoraysearch.flows.plan.ANSWER_POLL_S", 1)  # answers come at once here
     run_logger = logging.getLogger("prefect.flow_runs")  # the suite logs warnings only; answers are info
-    monkeypatch.setattr(run_logger, "level", logging.INFO)
+    previous = run_logger.level
+    run_logger.setLevel(logging.INFO)  # setLevel, not the attribute: it also clears the loggers' cached levels
+    request.addfinalizer(lambda: run_logger.setLevel(previous))
 
     (example_repo / "train.py").write_text(OWN_TRAIN_PY.format(counter=str(trial_dir / "calls")))
     git(example_repo, "add", "train.py")
