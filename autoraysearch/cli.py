@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 from autoraysearch.errors import AutoraysearchError
-from autoraysearch.sandbox import keep_llm_keys_private
+from autoraysearch.trials.sandbox import keep_llm_keys_private
 
 EXIT_INTERRUPTED = 130
 
@@ -171,14 +171,14 @@ def cmd_setup(args: argparse.Namespace) -> int:
 
 def _precheck_setup(experiment_dir: Path, model_py: str, args: argparse.Namespace) -> None:
     """Fail fast, before any service starts, on every mistake setup can see without training."""
-    from autoraysearch.experiment_setup import plan_setup, refuse_model_failing_preflight
+    from autoraysearch.setup.folder import plan_setup, refuse_model_failing_preflight
 
     refuse_model_failing_preflight(plan_setup(experiment_dir, **_setup_options(model_py, args)))
 
 
 def _check_setup_options(args: argparse.Namespace) -> None:
     """setup's numbers, each against the range it allows."""
-    from autoraysearch.prechecks import check_option, positive_finite
+    from autoraysearch.setup.prechecks import check_option, positive_finite
 
     check_option("--epochs", args.epochs, setting="epochs")
     check_option("--time-budget", args.time_budget, setting="time_budget")
@@ -192,8 +192,8 @@ def _check_setup_options(args: argparse.Namespace) -> None:
 
 
 def _check_trial_options(args: argparse.Namespace) -> None:
-    from autoraysearch.experiment_setup import processes_for
-    from autoraysearch.prechecks import check_option
+    from autoraysearch.campaign.settings import processes_for
+    from autoraysearch.setup.prechecks import check_option
 
     if args.gpus_per_trial is not None:
         processes_for(args.gpus_per_trial)  # says why 1.5 GPUs cannot work: DDP needs whole GPUs
@@ -233,7 +233,7 @@ def _run_setup(experiment_dir: Path, model_py: str, args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from autoraysearch.campaign import check_ready, with_overrides
+    from autoraysearch.campaign.opening import check_ready, with_overrides
 
     experiment_dir = Path(args.experiment_dir).resolve()
     _check_run_options(args, experiment_dir)
@@ -251,9 +251,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _check_run_options(args: argparse.Namespace, experiment_dir: Path) -> None:
     """run's options, each against what it allows; the loop would otherwise refuse them after start-up."""
-    from autoraysearch.campaign import BRANCH_PREFIX
-    from autoraysearch.prechecks import MAX_PARALLEL, check_option, check_tag
-    from autoraysearch.stopping import StopConditions, parse_deadline, validate
+    from autoraysearch.campaign.opening import BRANCH_PREFIX
+    from autoraysearch.setup.prechecks import MAX_PARALLEL, check_option, check_tag
+    from autoraysearch.campaign.stopping import StopConditions, parse_deadline, validate
 
     check_option("--parallel", args.parallel, rule=lambda v: 1 <= v <= MAX_PARALLEL, allowed=f"between 1 and {MAX_PARALLEL}")
     validate(StopConditions(max_iterations=args.max_iterations, max_hours=args.max_hours, target=args.target,
@@ -280,7 +280,7 @@ def _precheck_ideator(settings) -> None:
     """A missing model name, command or API key is refused before Ray and Prefect start."""
     if settings.ideator == "mutate":
         return
-    from autoraysearch.llm_ideator import campaign_api_key, config_from_settings, refuse_missing_command
+    from autoraysearch.ideators.llm.ideator import campaign_api_key, config_from_settings, refuse_missing_command
 
     config = config_from_settings(settings)
     if settings.ideator == "command":
@@ -293,7 +293,7 @@ def _precheck_ideator(settings) -> None:
 
 def _run_loop(experiment_dir: Path, args: argparse.Namespace):
     from autoraysearch.flows.loop import autoraysearch_loop
-    from autoraysearch.live_view import live_view
+    from autoraysearch.views.live_view import live_view
 
     with live_view(experiment_dir):  # each running trial's epoch, metric and time left, while the loop waits
         return autoraysearch_loop(
@@ -305,10 +305,10 @@ def _run_loop(experiment_dir: Path, args: argparse.Namespace):
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from autoraysearch.experiment import ExperimentPaths, read_campaign_branch
-    from autoraysearch.lock import read_holder
-    from autoraysearch.repository import ExperimentRepo
-    from autoraysearch.settings import load_settings
+    from autoraysearch.campaign.experiment import ExperimentPaths, read_campaign_branch
+    from autoraysearch.campaign.lock import read_holder
+    from autoraysearch.campaign.repository import ExperimentRepo
+    from autoraysearch.campaign.settings import load_settings
 
     repo = ExperimentRepo(Path(args.experiment_dir))
     paths = ExperimentPaths(repo.experiment_dir)
@@ -326,9 +326,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         lines.append("no run is active")
     lines.append(f"metric {settings.metric} ({settings.direction} is better), ideator {settings.ideator}")
     if sys.stdout.isatty():
-        from autoraysearch.results_log import read_results_log
-        from autoraysearch.settings import RESULTS_FILE
-        from autoraysearch.status_view import print_status
+        from autoraysearch.campaign.results_log import read_results_log
+        from autoraysearch.campaign.settings import RESULTS_FILE
+        from autoraysearch.views.status_view import print_status
 
         print_status(read_results_log(paths.root / RESULTS_FILE, settings.higher_is_better), settings.metric, lines,
                      sys.stdout)
@@ -339,9 +339,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _print_results(experiment_dir: Path, last: int | None = None) -> None:
-    from autoraysearch.report import best_line, format_table
-    from autoraysearch.results_log import read_results_log
-    from autoraysearch.settings import RESULTS_FILE, load_settings
+    from autoraysearch.views.report import best_line, format_table
+    from autoraysearch.campaign.results_log import read_results_log
+    from autoraysearch.campaign.settings import RESULTS_FILE, load_settings
 
     settings = load_settings(experiment_dir)
     log = read_results_log(experiment_dir / RESULTS_FILE, settings.higher_is_better)
@@ -350,12 +350,12 @@ def _print_results(experiment_dir: Path, last: int | None = None) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from autoraysearch.artifacts import plot_path
-    from autoraysearch.experiment import ExperimentPaths
-    from autoraysearch.progress_plot import save_progress_plot
-    from autoraysearch.repository import ExperimentRepo
-    from autoraysearch.results_log import read_results_log
-    from autoraysearch.settings import load_settings
+    from autoraysearch.views.artifacts import plot_path
+    from autoraysearch.campaign.experiment import ExperimentPaths
+    from autoraysearch.views.progress_plot import save_progress_plot
+    from autoraysearch.campaign.repository import ExperimentRepo
+    from autoraysearch.campaign.results_log import read_results_log
+    from autoraysearch.campaign.settings import load_settings
 
     paths = ExperimentPaths(ExperimentRepo(Path(args.experiment_dir)).experiment_dir)
     settings = load_settings(paths.root)
@@ -370,11 +370,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from autoraysearch.candidate_memory import known_labels, nearest_labels, show_candidate
-    from autoraysearch.experiment import ExperimentPaths
-    from autoraysearch.repository import ExperimentRepo
-    from autoraysearch.results_log import read_results_log
-    from autoraysearch.settings import load_settings
+    from autoraysearch.campaign.memory import known_labels, nearest_labels, show_candidate
+    from autoraysearch.campaign.experiment import ExperimentPaths
+    from autoraysearch.campaign.repository import ExperimentRepo
+    from autoraysearch.campaign.results_log import read_results_log
+    from autoraysearch.campaign.settings import load_settings
 
     paths = ExperimentPaths(ExperimentRepo(Path(args.experiment_dir)).experiment_dir)
     settings = load_settings(paths.root)
@@ -389,9 +389,9 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from autoraysearch.experiment_setup import plan_setup, refuse_model_failing_preflight
-    from autoraysearch.plan import ask_all, launch_steps, loop_options, prepare_model, run_command, setup_options, setup_steps
-    from autoraysearch.repository import ExperimentRepo
+    from autoraysearch.setup.folder import plan_setup, refuse_model_failing_preflight
+    from autoraysearch.setup.wizard import ask_all, launch_steps, loop_options, prepare_model, run_command, setup_options, setup_steps
+    from autoraysearch.campaign.repository import ExperimentRepo
 
     root = ExperimentRepo(Path(args.experiment_dir)).experiment_dir
     print(f"Planning a campaign in {root}. Press Enter to take the answer in [brackets].")
@@ -438,7 +438,7 @@ def _ask_at_terminal(question, reason: str | None) -> str:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from autoraysearch.prechecks import check_option
+    from autoraysearch.setup.prechecks import check_option
 
     check_option("--iterations", args.iterations, rule=lambda v: v >= 1, allowed="1 or more")
     check_option("--epochs", args.epochs, setting="epochs")
@@ -478,7 +478,7 @@ def create_demo_folder(target: Path) -> None:
 def _with_services(ray_address: str | None, work):
     """Run work with a Prefect API (the configured one, or a local server) and one Ray connection."""
     from autoraysearch.cluster import describe_address, ray_session, refuse_unreachable, resolve_address
-    from autoraysearch.prechecks import refuse_long_ray_temp_dir
+    from autoraysearch.setup.prechecks import refuse_long_ray_temp_dir
     from autoraysearch.prefect_api import hide_refusal_tracebacks, local_prefect_api
 
     address = resolve_address(ray_address)

@@ -202,7 +202,7 @@ class CampaignTaskRunner(RayTaskRunner):
 def _hide_worker_secrets() -> None:
     """A worker is started with the Prefect key it forwards in its environment: hide it from /proc, once."""
     if not _WORKER_PREFECT.get("secrets_hidden"):
-        from autoraysearch.sandbox import hide_secrets_in_proc_environ
+        from autoraysearch.trials.sandbox import hide_secrets_in_proc_environ
 
         hide_secrets_in_proc_environ()
         _WORKER_PREFECT["secrets_hidden"] = True
@@ -214,7 +214,7 @@ def without_secrets() -> Iterator[None]:
 
     Workers still get the Prefect key they need through the runtime environment, and hide it at once.
     """
-    from autoraysearch.sandbox import SECRET_ENV
+    from autoraysearch.trials.sandbox import SECRET_ENV
 
     hidden = {name: os.environ.pop(name) for name in SECRET_ENV - {"RAY_AUTH_TOKEN"} if name in os.environ}
     try:

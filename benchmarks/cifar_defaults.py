@@ -25,7 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from autoraysearch.rendering import TrainSpec, render_train_py  # noqa: E402
+from autoraysearch.setup.rendering import TrainSpec, render_train_py  # noqa: E402
 from benchmarks.train_throughput import CIFAR_MODEL  # noqa: E402
 
 CONFIGS = {

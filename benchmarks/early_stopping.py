@@ -77,7 +77,7 @@ def number(row) -> str:
 
 def replay(campaign, row, rule) -> Replay:
     """Feed the candidate's screen log to the rule; what it would have saved had it stopped there."""
-    from autoraysearch.pruning import CurveWatch, parse_progress
+    from autoraysearch.campaign.pruning import CurveWatch, parse_progress
 
     seconds = float(row.extra.get("seconds", "0") or 0)
     text = campaign.paths.trial_log(row.iteration).read_text(errors="replace")
@@ -95,11 +95,11 @@ def replay(campaign, row, rule) -> Replay:
 
 def replay_campaign(exp: Path, margin_scale: float) -> list[Replay]:
     """Every trained candidate against the rule the log set before its iteration (margins × margin_scale)."""
-    from autoraysearch.experiment import Campaign
-    from autoraysearch.noise import bar_from_log
-    from autoraysearch.pruning import rule_from_log
-    from autoraysearch.results_log import ResultsLog, read_results_log
-    from autoraysearch.settings import load_settings
+    from autoraysearch.campaign.experiment import Campaign
+    from autoraysearch.campaign.noise import bar_from_log
+    from autoraysearch.campaign.pruning import rule_from_log
+    from autoraysearch.campaign.results_log import ResultsLog, read_results_log
+    from autoraysearch.campaign.settings import load_settings
 
     settings = load_settings(exp)
     campaign = Campaign(experiment_dir=str(exp), branch="", settings=settings, trial_timeout=None)

@@ -41,7 +41,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from autoraysearch.rendering import TrainSpec, render_train_py  # noqa: E402  (Jinja2 and numpy only)
+from autoraysearch.setup.rendering import TrainSpec, render_train_py  # noqa: E402  (Jinja2 and numpy only)
 from benchmarks.train_throughput import HAND_LOOP  # noqa: E402
 
 TOTAL_BUDGET_S = 7 * 60  # cases still to run after this are reported as skipped, to finish within 8 minutes

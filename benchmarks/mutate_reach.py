@@ -16,8 +16,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from autoraysearch.model_source import fingerprint
-from autoraysearch.mutate import choose_mutations
+from autoraysearch.campaign.model_source import fingerprint
+from autoraysearch.ideators.mutate import choose_mutations
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "digits" / "model.py"
 

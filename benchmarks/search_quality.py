@@ -93,8 +93,8 @@ def new_experiment(root: Path, name: str) -> Path:
 
 
 def read_log(folder: Path):
-    from autoraysearch.results_log import read_results_log
-    from autoraysearch.settings import RESULTS_FILE
+    from autoraysearch.campaign.results_log import read_results_log
+    from autoraysearch.campaign.settings import RESULTS_FILE
 
     return read_results_log(folder / RESULTS_FILE, higher_is_better=True)
 
@@ -167,8 +167,8 @@ def fingerprint(source: str) -> str:
 
 def read_claims(folder: Path, rule: int, seed: int, budget: int, wall: float, models: dict[str, str]) -> Campaign:
     """The campaign as its log says within the budget; every model.py it names goes into `models`."""
-    from autoraysearch.noise import campaign_noise
-    from autoraysearch.results_log import ResultsLog
+    from autoraysearch.campaign.noise import campaign_noise
+    from autoraysearch.campaign.results_log import ResultsLog
 
     log = read_log(folder)
     rows = within_budget(log.rows, rule, budget)

@@ -34,7 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from autoraysearch.rendering import (  # noqa: E402
+from autoraysearch.setup.rendering import (  # noqa: E402
     TrainSpec,
     default_channels_last,
     render_train_py,

@@ -11,21 +11,21 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from pydantic import SecretStr
 
-from autoraysearch.artifacts import publish_campaign_artifacts
-from autoraysearch.campaign import open_campaign, roll_back
-from autoraysearch.campaign_end import close_stopped_campaign, publish_final_artifact
-from autoraysearch.campaign_identity import loop_run_name
-from autoraysearch.step_logs import fmt, summarize_iteration
+from autoraysearch.views.artifacts import publish_campaign_artifacts
+from autoraysearch.campaign.opening import open_campaign, roll_back
+from autoraysearch.views.ending import close_stopped_campaign, publish_final_artifact
+from autoraysearch.views.identity import loop_run_name
+from autoraysearch.views.step_logs import fmt, summarize_iteration
 from autoraysearch.errors import AutoraysearchError
-from autoraysearch.events import announce_campaign_finished, announce_new_best
-from autoraysearch.repository import ExperimentRepo
+from autoraysearch.views.events import announce_campaign_finished, announce_new_best
+from autoraysearch.campaign.repository import ExperimentRepo
 from autoraysearch.cluster import CampaignTaskRunner, driver_node_id, on_repo_node, with_trial_resources
-from autoraysearch.experiment import Campaign, Candidate, Ideas, Review, Trial, TrialResult, Verdict
-from autoraysearch.live_view import watching_trials
-from autoraysearch.llm_clients import LLMUnavailable
-from autoraysearch.llm_ideator import campaign_api_key, config_from_settings
-from autoraysearch.settings import CampaignSettings
-from autoraysearch.stopping import Progress, StopConditions, parse_deadline, validate
+from autoraysearch.campaign.experiment import Campaign, Candidate, Ideas, Review, Trial, TrialResult, Verdict
+from autoraysearch.views.live_view import watching_trials
+from autoraysearch.ideators.llm.clients import LLMUnavailable
+from autoraysearch.ideators.llm.ideator import campaign_api_key, config_from_settings
+from autoraysearch.campaign.settings import CampaignSettings
+from autoraysearch.campaign.stopping import Progress, StopConditions, parse_deadline, validate
 from autoraysearch.tasks.commit import candidate_branch, commit, commit_parallel
 from autoraysearch.tasks.decide import decide, decide_parallel
 from autoraysearch.tasks.ideate import IdeasExhausted, ideate, outage_wait
@@ -35,11 +35,11 @@ from autoraysearch.tasks.log import (
 from autoraysearch.tasks.modify import modify
 from autoraysearch.tasks.review import review
 from autoraysearch.tasks.verify import verify
-from autoraysearch.integrity import checked_results, take_snapshot, undo_tampering
-from autoraysearch.resume import clear_pending, write_pending
-from autoraysearch.noise import Bar, worth_confirming
-from autoraysearch.pruning import campaign_rule
-from autoraysearch.trial_runs import (
+from autoraysearch.campaign.integrity import checked_results, take_snapshot, undo_tampering
+from autoraysearch.campaign.resume import clear_pending, write_pending
+from autoraysearch.campaign.noise import Bar, worth_confirming
+from autoraysearch.campaign.pruning import campaign_rule
+from autoraysearch.trials.runs import (
     check_trial_fits,
     confirmation_trials,
     make_trial,
@@ -179,7 +179,7 @@ def review_step(campaign: Campaign, node: str | None, label: str) -> Review:
 
 
 def next_iteration_number(campaign: Campaign) -> int:
-    from autoraysearch.results_log import read_results_log
+    from autoraysearch.campaign.results_log import read_results_log
 
     return read_results_log(campaign.paths.results, campaign.settings.higher_is_better).next_iteration()
 
@@ -387,7 +387,7 @@ def why_stopped(exc: BaseException) -> str:
 
 def log_stopped(campaign: Campaign, candidates: list[Candidate], current: Review, why: str = "run interrupted") -> None:
     """Record the interrupted candidates that have no row yet, so the results log accounts for every one."""
-    from autoraysearch.results_log import read_results_log
+    from autoraysearch.campaign.results_log import read_results_log
 
     logged = {r.iteration for r in read_results_log(campaign.paths.results, campaign.settings.higher_is_better).rows}
     for candidate in candidates:

@@ -11,10 +11,10 @@ from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 
 from autoraysearch.cluster import ray_session
-from autoraysearch.experiment_setup import plan_setup
+from autoraysearch.setup.folder import plan_setup
 from autoraysearch.flows.loop import CampaignSummary, autoraysearch_loop
 from autoraysearch.flows.setup_experiment import autoraysearch_setup
-from autoraysearch.plan import (
+from autoraysearch.setup.wizard import (
     Question,
     ask_all,
     launch_steps,
@@ -24,7 +24,7 @@ from autoraysearch.plan import (
     setup_options,
     setup_steps,
 )
-from autoraysearch.repository import ExperimentRepo
+from autoraysearch.campaign.repository import ExperimentRepo
 
 # How often a paused run looks for an answer: a person in the UI never notices 2 s.
 ANSWER_POLL_S = 2

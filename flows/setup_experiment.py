@@ -7,18 +7,18 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from autoraysearch.artifacts import publish_campaign_artifacts
+from autoraysearch.views.artifacts import publish_campaign_artifacts
 from autoraysearch.cluster import CampaignTaskRunner, cluster_summary, default_gpus_per_trial, with_trial_resources
-from autoraysearch.experiment import Candidate
-from autoraysearch.experiment_setup import (
+from autoraysearch.campaign.experiment import Candidate
+from autoraysearch.setup.folder import (
     baseline_failure, baseline_out_of_memory, go_summary, plan_setup, record_setup, refuse_model_failing_preflight, setup_campaign,
 )
-from autoraysearch.lock import CampaignLock
-from autoraysearch.model_source import fingerprint
+from autoraysearch.campaign.lock import CampaignLock
+from autoraysearch.campaign.model_source import fingerprint
 from autoraysearch.tasks.log import save_trial_output
 from autoraysearch.tasks.verify import verify
-from autoraysearch.noise import pooled_noise
-from autoraysearch.trial_runs import (
+from autoraysearch.campaign.noise import pooled_noise
+from autoraysearch.trials.runs import (
     confirmation_trials, make_trial, merge_runs, ran_out_of_gpu_memory, seeded, wait_for_trials, whole_gpu_trial,
 )
 

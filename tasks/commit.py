@@ -7,8 +7,8 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from autoraysearch.experiment import Campaign, Candidate
-from autoraysearch.repository import ExperimentRepo
+from autoraysearch.campaign.experiment import Campaign, Candidate
+from autoraysearch.campaign.repository import ExperimentRepo
 
 
 def commit_message(candidate: Candidate) -> str:

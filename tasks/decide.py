@@ -7,10 +7,10 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from autoraysearch.experiment import Campaign, TrialResult, Verdict
-from autoraysearch.noise import Bar, is_kept
-from autoraysearch.repository import ExperimentRepo
-from autoraysearch.step_logs import verdict_line
+from autoraysearch.campaign.experiment import Campaign, TrialResult, Verdict
+from autoraysearch.campaign.noise import Bar, is_kept
+from autoraysearch.campaign.repository import ExperimentRepo
+from autoraysearch.views.step_logs import verdict_line
 
 
 def judge(result: TrialResult, bar: Bar) -> tuple[str, float | None]:

@@ -12,14 +12,14 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import SecretStr
 
 from autoraysearch.errors import AutoraysearchError
-from autoraysearch.experiment import Candidate, Dropped, Ideas, Review
-from autoraysearch.llm_clients import LLMUnavailable
-from autoraysearch.llm_ideator import config_from_settings, propose_with_llm
-from autoraysearch.model_source import fingerprint
-from autoraysearch.mutate import choose_mutations
-from autoraysearch.preflight import preflight_sources
-from autoraysearch.settings import CampaignSettings
-from autoraysearch.step_logs import proposal_lines
+from autoraysearch.campaign.experiment import Candidate, Dropped, Ideas, Review
+from autoraysearch.ideators.llm.clients import LLMUnavailable
+from autoraysearch.ideators.llm.ideator import config_from_settings, propose_with_llm
+from autoraysearch.campaign.model_source import fingerprint
+from autoraysearch.ideators.mutate import choose_mutations
+from autoraysearch.trials.preflight import preflight_sources
+from autoraysearch.campaign.settings import CampaignSettings
+from autoraysearch.views.step_logs import proposal_lines
 
 SPARES = 3  # mutations drawn per slot, so that a pre-flight failure has a replacement at hand
 # An LLM endpoint that is down or rate-limited past the client's own retries: the loop waits, then asks

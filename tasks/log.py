@@ -9,11 +9,11 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from autoraysearch.candidate_memory import RememberedCandidate, model_diff, remember
-from autoraysearch.experiment import Campaign, Candidate, Ideas, TrialResult, Verdict
-from autoraysearch.noise import seed_columns, summary
-from autoraysearch.results_log import ResultRow, append_result, clean_text
-from autoraysearch.settings import write_atomically
+from autoraysearch.campaign.memory import RememberedCandidate, model_diff, remember
+from autoraysearch.campaign.experiment import Campaign, Candidate, Ideas, TrialResult, Verdict
+from autoraysearch.campaign.noise import seed_columns, summary
+from autoraysearch.campaign.results_log import ResultRow, append_result, clean_text
+from autoraysearch.campaign.settings import write_atomically
 
 ERROR_CHARS = 200
 # A row that sums up many rejections stays readable in a table.
@@ -169,7 +169,7 @@ def candidate_commit(campaign: Campaign, label: str) -> tuple[str, str, str] | N
     A kept candidate is the branch's tip; a sequential one that was rolled back is the tip before the
     rollback (the branch's reflog); a parallel one is on its own branch until decide deletes it.
     """
-    from autoraysearch.repository import ExperimentRepo
+    from autoraysearch.campaign.repository import ExperimentRepo
     from autoraysearch.tasks.commit import candidate_branch
 
     if not campaign.branch:

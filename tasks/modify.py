@@ -8,9 +8,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from autoraysearch.cluster import REPEATABLE_STEP_RETRIES, infrastructure_fault
-from autoraysearch.experiment import Campaign, Candidate
-from autoraysearch.model_source import check_model_source
-from autoraysearch.settings import write_atomically
+from autoraysearch.campaign.experiment import Campaign, Candidate
+from autoraysearch.campaign.model_source import check_model_source
+from autoraysearch.campaign.settings import write_atomically
 
 
 def write_candidate(campaign: Campaign, candidate: Candidate) -> Path:

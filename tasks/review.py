@@ -8,13 +8,13 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from autoraysearch.candidate_memory import informative_diffs
-from autoraysearch.experiment import Campaign, Review
-from autoraysearch.repository import ExperimentRepo
-from autoraysearch.results_log import BEST_STATUSES, read_results_log
-from autoraysearch.noise import bar_from_log
-from autoraysearch.resume import commits_above, logged_best_commit
-from autoraysearch.model_source import fingerprint
+from autoraysearch.campaign.memory import informative_diffs
+from autoraysearch.campaign.experiment import Campaign, Review
+from autoraysearch.campaign.repository import ExperimentRepo
+from autoraysearch.campaign.results_log import BEST_STATUSES, read_results_log
+from autoraysearch.campaign.noise import bar_from_log
+from autoraysearch.campaign.resume import commits_above, logged_best_commit
+from autoraysearch.campaign.model_source import fingerprint
 from autoraysearch.cluster import REPEATABLE_STEP_RETRIES, current_node_id, infrastructure_fault
 
 RECENT_ROWS = 10

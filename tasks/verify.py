@@ -19,10 +19,10 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from autoraysearch.cluster import current_node_id
-from autoraysearch.experiment import Trial, TrialResult
-from autoraysearch.metric import parse_metric
-from autoraysearch.pruning import CurveWatch, parse_progress
-from autoraysearch.trial_process import ProcessOutcome, run_in_directory
+from autoraysearch.campaign.experiment import Trial, TrialResult
+from autoraysearch.campaign.metric import parse_metric
+from autoraysearch.campaign.pruning import CurveWatch, parse_progress
+from autoraysearch.trials.process import ProcessOutcome, run_in_directory
 
 log = logging.getLogger(__name__)
 _warned_without_sandbox = False

@@ -22,11 +22,11 @@ from conftest import EXAMPLE_MODEL, git, make_repo  # noqa: E402
 
 from autoraysearch.cluster import CampaignTaskRunner, on_repo_node, ray_init_arguments  # noqa: E402
 from autoraysearch.errors import AutoraysearchError  # noqa: E402
-from autoraysearch.experiment import Campaign  # noqa: E402
+from autoraysearch.campaign.experiment import Campaign  # noqa: E402
 from autoraysearch.flows.loop import autoraysearch_loop  # noqa: E402
 from autoraysearch.flows.setup_experiment import autoraysearch_setup  # noqa: E402
-from autoraysearch.results_log import read_results_log  # noqa: E402
-from autoraysearch.settings import load_settings  # noqa: E402
+from autoraysearch.campaign.results_log import read_results_log  # noqa: E402
+from autoraysearch.campaign.settings import load_settings  # noqa: E402
 from autoraysearch.tasks.review import review  # noqa: E402
 
 TIMED_TRAIN_PY = '''

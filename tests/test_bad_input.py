@@ -17,9 +17,9 @@ from pydantic import ValidationError
 from autoraysearch.cli import _with_services as real_with_services
 from autoraysearch.cli import main
 from autoraysearch.errors import AutoraysearchError
-from autoraysearch.experiment import Ideas
-from autoraysearch.results_log import ResultRow, ResultsLog, append_result, format_log, read_results_log
-from autoraysearch.settings import CampaignSettings, dump_settings
+from autoraysearch.campaign.experiment import Ideas
+from autoraysearch.campaign.results_log import ResultRow, ResultsLog, append_result, format_log, read_results_log
+from autoraysearch.campaign.settings import CampaignSettings, dump_settings
 from autoraysearch.tasks.log import dropped_rows
 from conftest import EXAMPLE_MODEL, git, make_repo
 
@@ -126,7 +126,7 @@ def test_settings_refuse_negative_resources_and_timeouts():
 
 
 def test_deployment_parameter_overrides_are_checked_like_the_toml():
-    from autoraysearch.campaign import with_overrides
+    from autoraysearch.campaign.opening import with_overrides
 
     with pytest.raises(AutoraysearchError, match="gpus_per_trial"):
         with_overrides(CampaignSettings(), {"gpus_per_trial": -1})
@@ -227,7 +227,7 @@ def test_run_with_model_py_deleted_but_committed_says_git_restore(tmp_path, caps
 # 10. Escape sequences and control characters from an LLM never reach the log or the terminal.
 
 def test_escape_sequences_in_a_description_are_stripped(tmp_path):
-    from autoraysearch.llm_answers import review_answer
+    from autoraysearch.ideators.llm.answers import review_answer
 
     nasty = "\x1b[31mwiden\x1b[0m the layer\x07 \x1b]0;pwned\x07now\u202e\x00"
     answer = json.dumps({"candidates": [{"description": nasty, "edits": [

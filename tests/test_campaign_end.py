@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from prefect.exceptions import TerminationSignal
 
-from autoraysearch.campaign_end import final_markdown, stop_reason
+from autoraysearch.views.ending import final_markdown, stop_reason
 from autoraysearch.errors import AutoraysearchError
-from autoraysearch.results_log import ResultRow, ResultsLog
+from autoraysearch.campaign.results_log import ResultRow, ResultsLog
 
 
 def row(iteration: str, status: str, metric: float | None, commit: str = "-", description: str = "x") -> ResultRow:

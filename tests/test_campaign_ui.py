@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from autoraysearch.artifacts import DIFF, PLOT, PROGRESS, RESULTS
-from autoraysearch.campaign_identity import artifact_key, campaign_id
+from autoraysearch.views.artifacts import DIFF, PLOT, PROGRESS, RESULTS
+from autoraysearch.views.identity import artifact_key, campaign_id
 from conftest import git, make_repo
 
 pytestmark = pytest.mark.slow

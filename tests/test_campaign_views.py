@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from autoraysearch.artifacts import EMPTY, _Published, needs_republishing, result_headline, results_table
-from autoraysearch.campaign_identity import artifact_key, campaign_id, run_name, slug
-from autoraysearch.experiment import Candidate, Ideas, TrialResult, Verdict
-from autoraysearch.noise import Bar, Noise
-from autoraysearch.results_log import ResultRow, ResultsLog
-from autoraysearch.step_logs import proposal_lines, verdict_line
+from autoraysearch.views.artifacts import EMPTY, _Published, needs_republishing, result_headline, results_table
+from autoraysearch.views.identity import artifact_key, campaign_id, run_name, slug
+from autoraysearch.campaign.experiment import Candidate, Ideas, TrialResult, Verdict
+from autoraysearch.campaign.noise import Bar, Noise
+from autoraysearch.campaign.results_log import ResultRow, ResultsLog
+from autoraysearch.views.step_logs import proposal_lines, verdict_line
 
 
 def row(iteration, status, metric, delta=None, commit="-", description="x", **extra) -> ResultRow:

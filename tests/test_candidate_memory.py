@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from autoraysearch.candidate_memory import (
+from autoraysearch.campaign.memory import (
     PROMPT_DIFF_LINES,
     RememberedCandidate,
     informative_diffs,
@@ -17,9 +17,9 @@ from autoraysearch.candidate_memory import (
     recall,
     remember,
 )
-from autoraysearch.experiment import Campaign, Candidate, ExperimentPaths, Review, TrialResult
-from autoraysearch.results_log import ResultRow, ResultsLog, append_result, read_results_log
-from autoraysearch.settings import CampaignSettings
+from autoraysearch.campaign.experiment import Campaign, Candidate, ExperimentPaths, Review, TrialResult
+from autoraysearch.campaign.results_log import ResultRow, ResultsLog, append_result, read_results_log
+from autoraysearch.campaign.settings import CampaignSettings
 from conftest import EXAMPLE_MODEL, git, make_repo
 
 EXAMPLE = EXAMPLE_MODEL.read_text()
@@ -41,7 +41,7 @@ def baseline_row(seconds: str = "5") -> ResultRow:
 
 
 def test_the_log_step_remembers_a_discarded_candidate_with_its_diff_result_and_log(tmp_path):
-    from autoraysearch.candidate_memory import show_candidate
+    from autoraysearch.campaign.memory import show_candidate
     from autoraysearch.tasks.log import log_experiment
 
     campaign = campaign_in(tmp_path)
@@ -70,7 +70,7 @@ def test_the_log_step_remembers_a_discarded_candidate_with_its_diff_result_and_l
 
 
 def test_a_candidate_of_an_earlier_campaign_under_the_same_label_is_not_shown_as_this_ones(tmp_path):
-    from autoraysearch.candidate_memory import recall_for_row
+    from autoraysearch.campaign.memory import recall_for_row
 
     paths = campaign_in(tmp_path).paths
     remember(paths, RememberedCandidate("3", "discard", 0.5, -0.1, "old idea", fingerprint="old", diff="-a\n+b\n"))
@@ -80,7 +80,7 @@ def test_a_candidate_of_an_earlier_campaign_under_the_same_label_is_not_shown_as
 
 
 def test_the_prompt_holds_the_last_keeps_and_closest_misses_with_their_diffs(tmp_path):
-    from autoraysearch.llm_prompt import build_prompt
+    from autoraysearch.ideators.llm.prompt import build_prompt
 
     paths = campaign_in(tmp_path).paths
     rows = [baseline_row()]
@@ -127,7 +127,7 @@ def test_show_names_the_nearest_labels_for_an_unknown_one(tmp_path, capsys):
 
 
 def test_default_timeout_follows_the_successful_trials_with_a_small_floor():
-    from autoraysearch.campaign import default_trial_timeout
+    from autoraysearch.campaign.opening import default_trial_timeout
 
     def log(*rows):
         return ResultsLog(True, (baseline_row("5"), *rows))
@@ -145,7 +145,7 @@ def test_default_timeout_follows_the_successful_trials_with_a_small_floor():
 def test_make_trial_follows_the_results_log_unless_a_timeout_was_given(tmp_path):
     from dataclasses import replace
 
-    from autoraysearch.trial_runs import make_trial
+    from autoraysearch.trials.runs import make_trial
 
     campaign = replace(campaign_in(tmp_path), trial_timeout=None)
     candidate = Candidate(label="1", description="x", model_source=EXAMPLE, fingerprint="c1")
@@ -201,10 +201,10 @@ def test_a_trial_slower_than_the_campaigns_trials_times_out_without_an_explicit_
     services, example_repo, tmp_path, monkeypatch,
 ):
     """The relative rule kills a trial long before the old ten-minute floor (its floor lowered to keep the test short)."""
-    import autoraysearch.campaign
+    import autoraysearch.campaign.opening
     from test_loop import loop, results, setup
 
-    monkeypatch.setattr(autoraysearch.campaign, "MIN_TRIAL_TIMEOUT", 3.0)
+    monkeypatch.setattr(autoraysearch.campaign.opening, "MIN_TRIAL_TIMEOUT", 3.0)
     exp = example_repo
     sleep_file = tmp_path / "sleep"
     (exp / "train.py").write_text(textwrap.dedent(f"""\

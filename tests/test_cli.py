@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from autoraysearch.cli import main
-from autoraysearch.results_log import ResultRow, ResultsLog, format_log
-from autoraysearch.settings import CampaignSettings, dump_settings
+from autoraysearch.campaign.results_log import ResultRow, ResultsLog, format_log
+from autoraysearch.campaign.settings import CampaignSettings, dump_settings
 from conftest import EXAMPLE_MODEL, git, make_repo
 
 

@@ -15,8 +15,8 @@ import pytest
 
 from autoraysearch.cluster import ClusterSummary, NodeSummary, describe_address, resolve_address, running_local_cluster
 from autoraysearch.errors import AutoraysearchError
-from autoraysearch.experiment_setup import baseline_out_of_memory, calls_ray_init, go_summary
-from autoraysearch.settings import CampaignSettings
+from autoraysearch.setup.folder import baseline_out_of_memory, calls_ray_init, go_summary
+from autoraysearch.campaign.settings import CampaignSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -62,7 +62,7 @@ def test_ray_init_is_detected(source, calls):
 
 
 def test_setup_refuses_a_train_py_that_calls_ray_init(tmp_path):
-    from autoraysearch.experiment_setup import user_train_source
+    from autoraysearch.setup.folder import user_train_source
 
     (tmp_path / "train.py").write_text("import ray\nfrom model import Model\nray.init()\nprint('val_acc=1.0')\n")
     with pytest.raises(AutoraysearchError, match="calls ray.init") as caught:

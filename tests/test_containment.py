@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from autoraysearch.experiment import Trial
-from autoraysearch.preflight import preflight
-from autoraysearch.rendering import TrainSpec, render_train_py
-from autoraysearch.sandbox import landlock_abi
-from autoraysearch.trial_process import run_in_directory
+from autoraysearch.campaign.experiment import Trial
+from autoraysearch.trials.preflight import preflight
+from autoraysearch.setup.rendering import TrainSpec, render_train_py
+from autoraysearch.trials.sandbox import landlock_abi
+from autoraysearch.trials.process import run_in_directory
 from tasks.verify import judge_outcome
 
 PYTHON = [sys.executable, "train.py"]
@@ -93,7 +93,7 @@ def test_trial_cannot_read_the_launchers_keys_from_proc(tmp_path):
         f"""
         import sys
         from pathlib import Path
-        from autoraysearch.trial_process import run_in_directory
+        from autoraysearch.trials.process import run_in_directory
         outcome = run_in_directory({{"train.py": {SNOOP!r}}}, [sys.executable, "train.py"], timeout=60,
                                    scratch_root=Path({str(tmp_path)!r}))
         print(outcome.stdout_tail[-1])
@@ -113,7 +113,7 @@ def test_preflight_model_code_cannot_read_the_campaigns_keys_from_proc():
     model = SNOOP.replace('print("FOUND", found)', 'raise RuntimeError(f"FOUND {found}")')
     driver = textwrap.dedent(
         f"""
-        from autoraysearch.preflight import preflight
+        from autoraysearch.trials.preflight import preflight
         print(preflight({model!r}, {{}}, None, None, timeout_s=60).reason)
         """
     )
@@ -305,7 +305,7 @@ def test_scratch_is_removed_when_the_launcher_is_killed(tmp_path, leftovers):
         f"""
         import sys
         from pathlib import Path
-        from autoraysearch.trial_process import run_in_directory
+        from autoraysearch.trials.process import run_in_directory
         script = "import os, time\\nprint('started', os.getpid(), flush=True)\\ntime.sleep(600)\\n"
         run_in_directory({{"train.py": script}}, [sys.executable, "train.py"], timeout=600,
                          scratch_root=Path({str(scratch_root)!r}), log_path=Path({str(tmp_path / 'log')!r}))
@@ -343,7 +343,7 @@ def test_a_flood_of_output_gives_a_capped_log_that_keeps_its_start_and_end(tmp_p
 
 def test_the_command_ideator_gets_none_of_the_campaigns_keys(tmp_path, monkeypatch):
     """An agent command is a program too: it sees no LLM, Prefect or Ray key of the campaign."""
-    from autoraysearch.llm_clients import CommandChat
+    from autoraysearch.ideators.llm.clients import CommandChat
 
     for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "PREFECT_API_KEY", "RAY_AUTH_TOKEN"):
         monkeypatch.setenv(name, f"sk-test-{name.lower()}")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from autoraysearch.results_log import read_results_log
+from autoraysearch.campaign.results_log import read_results_log
 from conftest import git, make_repo
 from small_datasets import CUSTOM_DATA_PY, REGRESSION_MODEL
 

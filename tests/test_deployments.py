@@ -21,8 +21,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from autoraysearch.campaign_identity import artifact_key
-from autoraysearch.results_log import read_results_log
+from autoraysearch.views.identity import artifact_key
+from autoraysearch.campaign.results_log import read_results_log
 from conftest import git
 from test_loop import is_running, setup
 

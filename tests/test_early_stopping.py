@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from autoraysearch.experiment import Trial
-from autoraysearch.pruning import PruneRule
+from autoraysearch.campaign.experiment import Trial
+from autoraysearch.campaign.pruning import PruneRule
 from autoraysearch.tasks.verify import ProgressLog, run_trial
 from conftest import EXAMPLE_MODEL, git, make_repo
 from test_loop import loop, results, setup

@@ -56,7 +56,7 @@ def test_rendering_imports_without_ray_prefect_git_or_pydantic(bare_copy):
     copy, env = bare_copy
     code = (
         "import sys; sys.path.insert(0, '.');"
-        "from autoraysearch.rendering import TrainSpec, render_train_py;"
+        "from autoraysearch.setup.rendering import TrainSpec, render_train_py;"
         "print(render_train_py(TrainSpec('cifar10', data_dir='/d', processes=2)).splitlines()[0]);"
         f"print(sorted(m for m in sys.modules if m.split('.')[0] in {BLOCKED!r}))"
     )

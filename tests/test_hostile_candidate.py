@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from autoraysearch.results_log import read_results_log
+from autoraysearch.campaign.results_log import read_results_log
 from conftest import EXAMPLE_MODEL, git
 from test_loop import loop, setup
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from autoraysearch.experiment import Campaign, TrialResult
-from autoraysearch.integrity import checked_results, take_snapshot
-from autoraysearch.settings import CampaignSettings
+from autoraysearch.campaign.experiment import Campaign, TrialResult
+from autoraysearch.campaign.integrity import checked_results, take_snapshot
+from autoraysearch.campaign.settings import CampaignSettings
 from conftest import git, make_repo
 
 LOG = "# metric_direction: higher_is_better\niteration\tcommit\tmetric\tdelta\tstatus\tdescription\n0\tbaseline\t0.5\t0.0\tbaseline\tinitial state\n"

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from autoraysearch.cli import main
-from autoraysearch.live_view import (
+from autoraysearch.views.live_view import (
     LiveView,
     TrialProgress,
     format_seconds,
@@ -21,8 +21,8 @@ from autoraysearch.live_view import (
     watching,
     current_watch,
 )
-from autoraysearch.results_log import ResultRow, ResultsLog, format_log
-from autoraysearch.settings import CampaignSettings, dump_settings
+from autoraysearch.campaign.results_log import ResultRow, ResultsLog, format_log
+from autoraysearch.campaign.settings import CampaignSettings, dump_settings
 from conftest import EXAMPLE_MODEL, make_repo
 
 OUTPUT = """\
@@ -97,7 +97,7 @@ KEEP = ResultRow("1", "abc1234", 0.95, 0.45, "keep", "features[0] Conv2d 16 -> 3
 
 
 def test_the_live_view_draws_a_table_at_a_terminal_and_plain_lines_elsewhere(tmp_path: Path, monkeypatch):
-    monkeypatch.setattr("autoraysearch.live_view.REFRESH_S", 0.1)
+    monkeypatch.setattr("autoraysearch.views.live_view.REFRESH_S", 0.1)
     exp = set_up(tmp_path / "exp", [BASELINE, KEEP])
     (exp / "2a.log").write_text(OUTPUT)
 
@@ -132,7 +132,7 @@ class BrokenTerminal(io.StringIO):
 
 
 def test_a_view_that_cannot_draw_never_disturbs_the_loop(tmp_path: Path, monkeypatch):
-    monkeypatch.setattr("autoraysearch.live_view.REFRESH_S", 0.1)
+    monkeypatch.setattr("autoraysearch.views.live_view.REFRESH_S", 0.1)
     exp = set_up(tmp_path / "exp", [BASELINE])
     (exp / "1.log").write_text(OUTPUT)
     view = LiveView(exp, BrokenTerminal()).start()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from llm_servers import ScriptedServer, anthropic_reply, error_reply, openai_reply
 
-from autoraysearch.results_log import read_results_log
+from autoraysearch.campaign.results_log import read_results_log
 from conftest import EXAMPLE_MODEL, git
 
 pytestmark = pytest.mark.slow

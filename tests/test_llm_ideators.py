@@ -14,13 +14,13 @@ import pytest
 from llm_servers import ScriptedServer, anthropic_reply, error_reply, openai_reply
 
 from autoraysearch.errors import AutoraysearchError
-from autoraysearch.experiment import Review
-from autoraysearch.llm_answers import parse_answer, review_answer
-from autoraysearch.llm_clients import LLMAuthError, LLMUnavailable
-from autoraysearch.llm_ideator import LLMConfig, propose_with_llm, resolve_api_key
-from autoraysearch.llm_prompt import build_prompt
-from autoraysearch.model_source import fingerprint
-from autoraysearch.settings import CampaignSettings
+from autoraysearch.campaign.experiment import Review
+from autoraysearch.ideators.llm.answers import parse_answer, review_answer
+from autoraysearch.ideators.llm.clients import LLMAuthError, LLMUnavailable
+from autoraysearch.ideators.llm.ideator import LLMConfig, propose_with_llm, resolve_api_key
+from autoraysearch.ideators.llm.prompt import build_prompt
+from autoraysearch.campaign.model_source import fingerprint
+from autoraysearch.campaign.settings import CampaignSettings
 
 EXAMPLE = (Path(__file__).resolve().parents[1] / "examples" / "digits" / "model.py").read_text()
 SENTINEL = "sk-SENTINEL-4f1c9e2a7b30d58e"
@@ -392,7 +392,7 @@ def test_command_ideator_timeout_kills_its_whole_process_group(tmp_path):
 
 
 def test_retry_after_and_backoff():
-    from autoraysearch.llm_clients import RetryPolicy, retry_after_seconds
+    from autoraysearch.ideators.llm.clients import RetryPolicy, retry_after_seconds
 
     assert retry_after_seconds("0") == 0 and retry_after_seconds("2.5") == 2.5 and retry_after_seconds(None) is None
     assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 0  # a date in the past

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from autoraysearch.errors import AutoraysearchError
-from autoraysearch.lock import CampaignLock, read_holder
+from autoraysearch.campaign.lock import CampaignLock, read_holder
 
 
 def test_second_holder_is_refused_with_who_holds_it(tmp_path: Path):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from autoraysearch.results_log import read_results_log
+from autoraysearch.campaign.results_log import read_results_log
 from conftest import git
 
 pytestmark = pytest.mark.slow

@@ -3,10 +3,10 @@ from datetime import datetime, timedelta
 import pytest
 
 from autoraysearch.errors import AutoraysearchError
-from autoraysearch.experiment import TrialResult
-from autoraysearch.metric import is_improvement, parse_metric
-from autoraysearch.stopping import Progress, StopConditions, parse_deadline, validate
-from autoraysearch.noise import Bar, Noise
+from autoraysearch.campaign.experiment import TrialResult
+from autoraysearch.campaign.metric import is_improvement, parse_metric
+from autoraysearch.campaign.stopping import Progress, StopConditions, parse_deadline, validate
+from autoraysearch.campaign.noise import Bar, Noise
 from autoraysearch.tasks.decide import judge
 
 NOW = datetime(2026, 11, 27, 23, 30)

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from autoraysearch.errors import AutoraysearchError
-from autoraysearch.model_source import check_model_source, fingerprint, init_parameters
-from autoraysearch.mutate import Mutation, choose_mutations, propose_mutations
+from autoraysearch.campaign.model_source import check_model_source, fingerprint, init_parameters
+from autoraysearch.ideators.mutate import Mutation, choose_mutations, propose_mutations
 
 EXAMPLE = (Path(__file__).resolve().parents[1] / "examples" / "digits" / "model.py").read_text()
 

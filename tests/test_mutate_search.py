@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from autoraysearch.experiment import Review
-from autoraysearch.model_source import fingerprint
-from autoraysearch.mutate import choose_mutations, propose_mutations
-from autoraysearch.results_log import ResultRow
-from autoraysearch.settings import CampaignSettings
+from autoraysearch.campaign.experiment import Review
+from autoraysearch.campaign.model_source import fingerprint
+from autoraysearch.ideators.mutate import choose_mutations, propose_mutations
+from autoraysearch.campaign.results_log import ResultRow
+from autoraysearch.campaign.settings import CampaignSettings
 from autoraysearch.tasks.ideate import IdeasExhausted, propose_mutations as propose_candidates_offline
 from autoraysearch.tasks.review import since_last_keep
 

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from autoraysearch.experiment import TrialResult
-from autoraysearch.noise import (
+from autoraysearch.campaign.experiment import TrialResult
+from autoraysearch.campaign.noise import (
     Bar,
     Noise,
     bar_from_log,
@@ -17,9 +17,9 @@ from autoraysearch.noise import (
     t_quantile,
     worth_confirming,
 )
-from autoraysearch.results_log import ResultRow, ResultsLog, format_log, parse_log
+from autoraysearch.campaign.results_log import ResultRow, ResultsLog, format_log, parse_log
 from autoraysearch.tasks.decide import choose_winner
-from autoraysearch.trial_runs import merge_runs
+from autoraysearch.trials.runs import merge_runs
 
 # The demo baseline's val_acc over seeds 0..2, as measured.
 BASELINE = (0.9694, 0.9721, 0.9721)
@@ -100,7 +100,7 @@ def test_the_log_keeps_every_seed_and_the_bar_is_read_back_from_it():
 
 
 def test_status_and_report_say_the_noise():
-    from autoraysearch.report import best_line
+    from autoraysearch.views.report import best_line
 
     rows = (ResultRow("0", "baseline", 0.9712, 0.0, "baseline", "initial state", seed_columns(BASELINE)),)
     line = best_line(ResultsLog(higher_is_better=True, rows=rows), "val_acc")
@@ -112,7 +112,7 @@ def test_status_and_report_say_the_noise():
 def test_the_node_column_names_the_host_and_the_ray_node_stays_available():
     import socket
 
-    from autoraysearch.experiment import Candidate, Verdict
+    from autoraysearch.campaign.experiment import Candidate, Verdict
     from autoraysearch.tasks.log import result_row
 
     result = TrialResult("4", "ok", 0.9, 3.0, node_id="a1b2c3d4e5f6", host=socket.gethostname().split(".")[0])

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from autoraysearch.noise import bar_from_log, runs_of
-from autoraysearch.results_log import read_results_log
+from autoraysearch.campaign.noise import bar_from_log, runs_of
+from autoraysearch.campaign.results_log import read_results_log
 from conftest import EXAMPLE_MODEL, git, make_repo
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from autoraysearch.errors import AutoraysearchError
-from autoraysearch.plan import (
+from autoraysearch.setup.wizard import (
     ask_all,
     check_budget,
     check_gpus,
@@ -23,7 +23,7 @@ from autoraysearch.plan import (
     setup_options,
     setup_steps,
 )
-from autoraysearch.results_log import read_results_log
+from autoraysearch.campaign.results_log import read_results_log
 from conftest import EXAMPLE_MODEL, git, make_repo
 
 NET_MODEL = EXAMPLE_MODEL.read_text().replace("class Model(nn.Module)", "class Net(nn.Module)")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from autoraysearch.preflight import preflight
-from autoraysearch.warm_check import WarmChecker
+from autoraysearch.trials.preflight import preflight
+from autoraysearch.trials.warm_check import WarmChecker
 
 EXAMPLE = (Path(__file__).resolve().parents[1] / "examples" / "digits" / "model.py").read_text()
 KWARGS = {"num_classes": 10}
@@ -148,7 +148,7 @@ class Model(nn.Module):
 def test_mutations_that_fail_preflight_are_logged_as_crashes_and_never_train(services, tmp_path):
     from autoraysearch.flows.loop import autoraysearch_loop
     from autoraysearch.flows.setup_experiment import autoraysearch_setup
-    from autoraysearch.results_log import read_results_log
+    from autoraysearch.campaign.results_log import read_results_log
     from conftest import git, make_repo
 
     exp = make_repo(tmp_path / "exp", {"model.py": FRAGILE_MODEL})

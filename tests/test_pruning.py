@@ -7,12 +7,12 @@ import textwrap
 
 import pytest
 
-from autoraysearch.noise import Bar, Noise
-from autoraysearch.pruning import (
+from autoraysearch.campaign.noise import Bar, Noise
+from autoraysearch.campaign.pruning import (
     FALLBACK_FRACTION, PRUNE_SIGMAS, CurveWatch, PruneRule, epoch_noise, margins_for, parse_progress, read_curve,
     rule_for,
 )
-from autoraysearch.trial_process import run_in_directory
+from autoraysearch.trials.process import run_in_directory
 
 REFERENCE = (0.50, 0.80, 0.90, 0.93, 0.95, 0.96)
 

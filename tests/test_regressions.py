@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from autoraysearch.experiment import Review
-from autoraysearch.preflight import PreflightResult
-from autoraysearch.settings import CampaignSettings
+from autoraysearch.campaign.experiment import Review
+from autoraysearch.trials.preflight import PreflightResult
+from autoraysearch.campaign.settings import CampaignSettings
 from conftest import EXAMPLE_MODEL, git
 from test_loop import setup
 
@@ -23,7 +23,7 @@ from test_loop import setup
 def test_a_failed_pre_flight_is_replaced_by_a_spare_in_parallel_mode(monkeypatch):
     """Two slots, six drawn mutations, m1, m2 and m4 failing: m0 and m3 fill the slots (m3 was once skipped)."""
     import autoraysearch.tasks.ideate as ideate
-    from autoraysearch.mutate.rules import Mutation
+    from autoraysearch.ideators.mutate.rules import Mutation
 
     drawn = [Mutation(kind=f"k{n}", description=f"m{n}", source=f"m{n} = {n}\n") for n in range(6)]
     checked: list[str] = []

@@ -6,15 +6,15 @@ import logging
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from autoraysearch.artifacts import EMPTY, TABLE_EXTRAS, best_diff_markdown, campaign_progress, publish_campaign_artifacts, results_table
+from autoraysearch.views.artifacts import EMPTY, TABLE_EXTRAS, best_diff_markdown, campaign_progress, publish_campaign_artifacts, results_table
 from autoraysearch.cli import main
-from autoraysearch.events import finished_payload, new_best_payload
-from autoraysearch.experiment import Campaign
-from autoraysearch.progress_plot import progress_figure, progress_points
-from autoraysearch.repository import ExperimentRepo
-from autoraysearch.results_log import COLUMNS, ResultRow, ResultsLog, format_log
-from autoraysearch.settings import CampaignSettings, dump_settings
-from autoraysearch.stopping import Progress, StopConditions
+from autoraysearch.views.events import finished_payload, new_best_payload
+from autoraysearch.campaign.experiment import Campaign
+from autoraysearch.views.progress_plot import progress_figure, progress_points
+from autoraysearch.campaign.repository import ExperimentRepo
+from autoraysearch.campaign.results_log import COLUMNS, ResultRow, ResultsLog, format_log
+from autoraysearch.campaign.settings import CampaignSettings, dump_settings
+from autoraysearch.campaign.stopping import Progress, StopConditions
 from conftest import EXAMPLE_MODEL, git, make_repo
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from autoraysearch.errors import AutoraysearchError
-from autoraysearch.repository import ExperimentRepo
+from autoraysearch.campaign.repository import ExperimentRepo
 from conftest import git, make_repo
 
 

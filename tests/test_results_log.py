@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from autoraysearch.errors import AutoraysearchError
-from autoraysearch.results_log import (
+from autoraysearch.campaign.results_log import (
     COLUMNS,
     EXTRA_COLUMNS,
     ResultRow,

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from autoraysearch.campaign import open_campaign
-from autoraysearch.experiment import Candidate, ExperimentPaths
-from autoraysearch.resume import write_pending
-from autoraysearch.results_log import read_results_log
+from autoraysearch.campaign.opening import open_campaign
+from autoraysearch.campaign.experiment import Candidate, ExperimentPaths
+from autoraysearch.campaign.resume import write_pending
+from autoraysearch.campaign.results_log import read_results_log
 from conftest import git, make_repo
 
 MODEL = "import torch.nn as nn\n\n\nclass Model(nn.Linear):\n    def __init__(self):\n        super().__init__({width}, 2)\n"
@@ -98,7 +98,7 @@ def test_a_candidate_already_rolled_back_but_never_logged_gets_its_row_from_the_
 
 
 def test_a_candidate_written_but_never_committed_is_put_back(tmp_path: Path):
-    from autoraysearch.model_source import fingerprint
+    from autoraysearch.campaign.model_source import fingerprint
 
     exp = campaign_repo(tmp_path)
     (exp / ".autoraysearch").mkdir()

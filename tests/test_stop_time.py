@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from autoraysearch.stopping import StopConditions
+from autoraysearch.campaign.stopping import StopConditions
 from conftest import git
 from test_interrupt import HANGING_TRAIN_PY, wait_for
 from test_loop import is_running, loop, results, setup

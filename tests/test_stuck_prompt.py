@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from autoraysearch.experiment import Review
-from autoraysearch.llm_prompt import build_prompt
-from autoraysearch.settings import CampaignSettings
+from autoraysearch.campaign.experiment import Review
+from autoraysearch.ideators.llm.prompt import build_prompt
+from autoraysearch.campaign.settings import CampaignSettings
 
 EXAMPLE = (Path(__file__).resolve().parents[1] / "examples" / "digits" / "model.py").read_text()
 SETTINGS = CampaignSettings(model_kwargs={"num_classes": 10}, input_shape=[1, 8, 8])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from autoraysearch.rendering import TrainSpec, render_train_py
+from autoraysearch.setup.rendering import TrainSpec, render_train_py
 
 EVAL_SPLIT_ENV = "AUTORAYSEARCH_EVAL_SPLIT"
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autoraysearch.datasets import DatasetInfo, describe_dataset
+from autoraysearch.setup.datasets import DatasetInfo, describe_dataset
 from autoraysearch.errors import AutoraysearchError
-from autoraysearch.rendering import TrainSpec, render_train_py
+from autoraysearch.setup.rendering import TrainSpec, render_train_py
 from small_datasets import (
     CUSTOM_DATA_PY,
     FASHION_MNIST_DIR,
@@ -682,7 +682,7 @@ def test_describe_a_custom_module_that_breaks_the_contract(tmp_path):
 # ---- setup's plan ----
 
 def test_setup_plan_writes_the_input_shape_and_picks_the_template(tmp_path):
-    from autoraysearch.experiment_setup import plan_setup
+    from autoraysearch.setup.folder import plan_setup
     from conftest import make_repo
 
     exp = make_repo(tmp_path / "exp", {"model.py": EXAMPLE_MODEL.read_text()})
@@ -703,8 +703,8 @@ def test_setup_plan_writes_the_input_shape_and_picks_the_template(tmp_path):
 
 
 def test_a_run_on_more_gpus_than_the_generated_train_py_uses_is_refused():
-    from autoraysearch.campaign import with_overrides
-    from autoraysearch.settings import CampaignSettings
+    from autoraysearch.campaign.opening import with_overrides
+    from autoraysearch.campaign.settings import CampaignSettings
 
     single = CampaignSettings(gpus_per_trial=1.0)
     with pytest.raises(AutoraysearchError, match=r"again with --gpus-per-trial 4 for its DDP version"):

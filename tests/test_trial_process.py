@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from autoraysearch.errors import AutoraysearchError
-from autoraysearch.trial_process import kill_process_group, run_in_directory
+from autoraysearch.trials.process import kill_process_group, run_in_directory
 
 PYTHON = [sys.executable, "train.py"]
 
@@ -35,7 +35,7 @@ DRIVER_SCRIPT = textwrap.dedent(
     """
     import signal, sys
     from pathlib import Path
-    from autoraysearch.trial_process import run_in_directory
+    from autoraysearch.trials.process import run_in_directory
     # A shell's background job starts with SIGINT ignored; the test needs Python's KeyboardInterrupt.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     script, log_path, scratch_root = sys.argv[1:]

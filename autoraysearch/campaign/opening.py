@@ -1,0 +1,184 @@
+"""Opening a campaign safely: the checks before a run, the lock, the branch, and rollback."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass, replace
+from datetime import date
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from pydantic import ValidationError
+
+from autoraysearch.errors import AutoraysearchError
+from autoraysearch.campaign.experiment import (
+    Campaign,
+    ExperimentPaths,
+    read_campaign_branch,
+    write_campaign_branch,
+)
+from autoraysearch.campaign.settings import processes_for
+from autoraysearch.campaign.lock import CampaignLock, read_holder
+from autoraysearch.campaign.model_source import check_model_source
+from autoraysearch.campaign.repository import ExperimentRepo
+from autoraysearch.campaign.results_log import ResultsLog, read_results_log
+from autoraysearch.campaign.resume import recover_campaign, restore_unlogged_model
+from autoraysearch.campaign.settings import CampaignSettings, load_settings
+
+BRANCH_PREFIX = "autoraysearch/"
+# The default trial timeout follows the campaign: a multiple of how long its successful trials took.
+TIMEOUT_FACTOR = 3.0
+TIMEOUT_PERCENTILE = 0.9  # of the successful trials' seconds, so that one slow keep raises the limit
+MIN_TRIAL_TIMEOUT = 60.0  # room for starting Python, importing torch and loading data on a busy node
+UNMEASURED_TRIAL_TIMEOUT = 600.0  # when no trial of the log says how long it took
+TIMED_STATUSES = ("baseline", "keep", "discard")  # trials that ran to the end and printed their metric
+
+
+@dataclass(frozen=True)
+class ReadyExperiment:
+    """An experiment folder that passed every check a run needs."""
+
+    paths: ExperimentPaths
+    settings: CampaignSettings
+    log: ResultsLog
+
+
+def check_ready(experiment_dir: Path) -> ReadyExperiment:
+    """Refuse, in one sentence, anything that would make a run unsafe or meaningless."""
+    repo = ExperimentRepo(experiment_dir)
+    paths = ExperimentPaths(repo.experiment_dir)
+    settings = load_settings(paths.root)
+    holder = read_holder(paths.lock)
+    if holder is not None and not holder.is_me() and holder.is_alive():
+        raise holder.refusal(paths.lock)
+    for name in (settings.model_py, settings.train_py):
+        if not (paths.root / name).exists():
+            if repo.is_tracked(name):  # deleted by accident: git still has it, and setup would start over
+                raise AutoraysearchError(
+                    f"{paths.root / name} is missing but git still has it; bring it back with "
+                    f"`git restore {name}` in {paths.root}, then run again."
+                )
+            raise AutoraysearchError(f"{paths.root / name} does not exist; run `autoraysearch setup` first.")
+    check_model_source((paths.root / settings.model_py).read_text(), settings.model_py)
+    dirty = repo.uncommitted([settings.model_py, settings.train_py])
+    if dirty:
+        raise AutoraysearchError(
+            f"{' and '.join(dirty)} {'has' if len(dirty) == 1 else 'have'} uncommitted changes; "
+            f"commit or stash them (git add {' '.join(dirty)} && git commit), then run again."
+        )
+    log = read_results_log(paths.results, settings.higher_is_better)
+    if log.baseline is None:
+        raise AutoraysearchError(
+            f"{paths.results} has no baseline; run `autoraysearch setup {settings.model_py}` first."
+        )
+    return ReadyExperiment(paths=paths, settings=settings, log=log)
+
+
+def choose_branch(repo: ExperimentRepo, paths: ExperimentPaths, tag: str | None, today: date) -> str:
+    """The campaign branch: the given tag, else the one this folder's campaign used, else a new dated one."""
+    if tag:
+        return BRANCH_PREFIX + tag
+    existing = read_campaign_branch(paths)
+    if existing and repo.branch_exists(existing):
+        return existing
+    base = f"{BRANCH_PREFIX}{today.isoformat()}"
+    name, n = base, 2
+    while repo.branch_exists(name):
+        name, n = f"{base}-{n}", n + 1
+    return name
+
+
+def default_trial_timeout(log: ResultsLog) -> float:
+    """Three times the 90th percentile of the successful trials' seconds so far (baseline included), at least a minute.
+
+    A row whose metric is the mean of several seeds counts the time of one run.
+    """
+    seconds = sorted(s for row in log.rows if row.status in TIMED_STATUSES and (s := trial_seconds(row)) is not None)
+    if not seconds:
+        return UNMEASURED_TRIAL_TIMEOUT
+    typical = seconds[max(0, math.ceil(TIMEOUT_PERCENTILE * len(seconds)) - 1)]
+    return max(MIN_TRIAL_TIMEOUT, TIMEOUT_FACTOR * typical)
+
+
+def trial_seconds(row) -> float | None:
+    """How long one training run of this row took, or None when the row does not say."""
+    try:
+        seconds = float(row.extra.get("seconds", "")) / max(1, int(row.extra.get("seeds", "") or 1))
+    except ValueError:
+        return None
+    return seconds if row.metric is not None and row.readable and math.isfinite(seconds) and seconds > 0 else None
+
+
+@contextlib.contextmanager
+def open_campaign(
+    experiment_dir: Path,
+    tag: str | None = None,
+    trial_timeout: float | None = None,
+    repo_node_id: str | None = None,
+    say: Callable[[str], None] = print,
+    **overrides: Any,
+) -> Iterator[Campaign]:
+    """Take the lock, check the folder, check out the campaign branch and make it agree with the results log.
+
+    `overrides` are settings given for this run only (None: keep autoraysearch.toml's value); `say`
+    reports, one line each, what an earlier crash left behind and was put right.
+    """
+    repo = ExperimentRepo(experiment_dir)
+    paths = ExperimentPaths(repo.experiment_dir)
+    paths.make_state_dir()
+    with CampaignLock(paths.lock) as lock:
+        if lock.stale_holder is not None:
+            say(f"removed the lock of an earlier run that is gone (pid {lock.stale_holder.pid})")
+        for line in restore_unlogged_model(repo, paths):
+            say(line)
+        ready = check_ready(repo.experiment_dir)
+        branch = choose_branch(repo, ready.paths, tag, date.today())
+        repo.switch_to_branch(branch)
+        write_campaign_branch(ready.paths, branch)
+        for line in recover_campaign(repo, ready.paths, branch, ready.settings.model_py, ready.settings.higher_is_better):
+            say(line)
+        ready = replace(ready, log=read_results_log(ready.paths.results, ready.settings.higher_is_better))
+        timeout = trial_timeout or ready.settings.trial_timeout  # None: follow the campaign's trial times
+        settings = with_overrides(ready.settings, overrides)
+        yield Campaign(
+            experiment_dir=str(ready.paths.root),
+            branch=branch,
+            settings=settings,
+            trial_timeout=timeout,
+            repo_node_id=repo_node_id,
+        )
+
+
+def with_overrides(settings: CampaignSettings, overrides: dict[str, Any]) -> CampaignSettings:
+    """The settings with this run's choices applied, validated like autoraysearch.toml itself."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if not given:
+        return settings
+    try:
+        overridden = CampaignSettings(**{**settings.model_dump(), **given})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = ".".join(str(part) for part in error["loc"])
+        raise AutoraysearchError(f"the run option {name}={given.get(name)!r} is not valid: {error['msg']}.") from None
+    refuse_gpus_train_py_would_leave_idle(settings, overridden)
+    return overridden
+
+
+def refuse_gpus_train_py_would_leave_idle(settings: CampaignSettings, overridden: CampaignSettings) -> None:
+    """A generated single-device train.py would use one of several GPUs: the DDP one must be generated."""
+    if settings.generated and processes_for(settings.gpus_per_trial) == 1 < processes_for(overridden.gpus_per_trial):
+        raise AutoraysearchError(
+            f"train.py was generated for one device per trial and would leave {overridden.gpus_per_trial - 1:g} of "
+            f"{overridden.gpus_per_trial:g} GPUs idle: run `autoraysearch setup` again with --gpus-per-trial "
+            f"{overridden.gpus_per_trial:g} for its DDP version."
+        )
+
+
+def roll_back(campaign: Campaign, best_sha: str) -> None:
+    """Put the campaign branch and model.py back on the best commit after an interrupted iteration."""
+    repo = ExperimentRepo(Path(campaign.experiment_dir))
+    if repo.current_branch() != campaign.branch:
+        return
+    if repo.head_sha() != best_sha or repo.uncommitted([campaign.settings.model_py]):
+        repo.move_branch_to(best_sha, campaign.settings.model_py)

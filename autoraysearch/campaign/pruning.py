@@ -1,0 +1,230 @@
+"""Early stopping: a screen run clearly behind the best model's learning curve is stopped and logged `pruned`.
+
+The rule is a curve comparison with a noise margin; a reader can check it by hand from the training logs:
+
+* Reference. The best model's curve: its metric after each epoch, read from the progress lines
+  (`epoch=3/20 train_loss=0.41 val_acc=0.8123 elapsed_s=12.0`) of its screen run's log in
+  .autoraysearch/logs (`baseline.log` at first, then the log of each keep, e.g. `7.log` or `7b.log`).
+  That run used the campaign's first seed, as every screen run does, so the two curves differ by the
+  candidate's change and not by the seed.
+* Check. After epoch e of E, once e ≥ E/3 and while e < E (E: the `e/E` of the lines; without it, as with a time
+  budget, the length of the reference curve), a screen run is pruned when even its best value so far is
+  behind the reference's value at epoch e by more than the margin. Behind means lower for a metric where
+  higher is better, higher where lower is better. Its best value so far, not its last, so that one bad
+  epoch never kills a run.
+* Margin. PRUNE_SIGMAS × √2 × σ_e at epoch e: three standard deviations of the difference of two single
+  runs. σ_e is the campaign's seed noise at that epoch: the pooled spread, epoch by epoch, of the curves
+  of every model trained with several seeds (the baseline's K seeds at setup, each confirmed candidate;
+  their logs `baseline.log`, `baseline-seed2.log` …), and never less than the noise of final values that
+  decisions use (noise.py). Early epochs spread more than final values, so σ_e is usually the larger.
+  When no noise is measured (one seed, or identical runs) the margin is a fixed FALLBACK_FRACTION (5 %)
+  of the best's final value (|value|), at least FALLBACK_FLOOR.
+* Never pruned: confirmation runs (the other seeds of a promising screen), the baseline, a run whose
+  train.py prints no such lines or whose best's log has none, epochs beyond the reference curve, and
+  every run when early stopping is off (`autoraysearch run --no-early-stop`, setting early_stop).
+
+A pruned run's seconds are what it used; its row says where it stopped and its last value.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from autoraysearch.campaign.noise import IDENTICAL, NOISE_STATUSES, Bar, Noise
+
+if TYPE_CHECKING:
+    from autoraysearch.campaign.experiment import Campaign
+
+MIN_FRACTION = 1 / 3  # share of the epochs a run trains before it may be pruned
+PRUNE_SIGMAS = 3.0  # standard deviations of the difference of two single runs
+FALLBACK_FRACTION = 0.05  # the margin without measured noise, as a share of the reference's value
+FALLBACK_FLOOR = 1e-3  # ... and at least this, for a reference value near 0
+NOISE_ROWS = 20  # the latest multi-seed rows whose curves measure the per-epoch noise
+_EPOCH = re.compile(r"^\s*epoch=(\d+)(?:/(\d+))?(?:\s|$)")
+_NUMBER = r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan|inf|-inf)"
+
+
+@dataclass(frozen=True)
+class EpochPoint:
+    """One progress line: the epoch, the epochs planned (None with a time budget), and the metric then."""
+
+    epoch: int
+    epochs: int | None
+    value: float
+
+
+@dataclass(frozen=True)
+class PruneRule:
+    """What a screen run is held against: the best's curve, the margin, and which way is better."""
+
+    reference: tuple[float, ...]  # the best model's metric after epoch 1, 2, …
+    margins: tuple[float, ...]  # how far behind the reference a run may fall at epoch 1, 2, … (the last for later ones)
+    higher_is_better: bool = True
+    min_fraction: float = MIN_FRACTION
+
+    def margin(self, epoch: int) -> float:
+        return self.margins[min(epoch, len(self.margins)) - 1]
+
+    def budget(self, point: EpochPoint) -> int:
+        """The epochs the run will train: what its line says, else as many as the best trained."""
+        return point.epochs or len(self.reference)
+
+    def may_prune_at(self, point: EpochPoint) -> bool:
+        """Whether the run has trained enough, has epochs left to save, and the reference reaches this far."""
+        budget = self.budget(point)
+        return self.min_fraction * budget <= point.epoch < budget and point.epoch <= len(self.reference)
+
+    def behind(self, value: float, epoch: int) -> bool:
+        """Whether `value` is worse than the reference at `epoch` by more than the margin."""
+        gap = self.reference[epoch - 1] - value
+        return (gap if self.higher_is_better else -gap) > self.margin(epoch)
+
+
+def parse_progress(line: str, metric: str) -> EpochPoint | None:
+    """The epoch and metric of a progress line such as `epoch=3/20 … val_acc=0.8123 …`; None for other lines."""
+    match = _EPOCH.match(line)
+    if match is None:
+        return None
+    found = re.search(rf"(?:^|\s){re.escape(metric)}={_NUMBER}(?:\s|$)", line)
+    if found is None:
+        return None
+    value = float(found.group(1))
+    epoch, epochs = int(match.group(1)), int(match.group(2)) if match.group(2) else None
+    if not math.isfinite(value) or epoch < 1:
+        return None
+    return EpochPoint(epoch=epoch, epochs=epochs, value=value)
+
+
+def read_curve(text: str, metric: str) -> tuple[float, ...]:
+    """The metric after each epoch, from epoch 1 on for as long as the epochs follow each other."""
+    values: dict[int, float] = {}
+    for line in text.splitlines():
+        point = parse_progress(line, metric)
+        if point is not None:
+            values.setdefault(point.epoch, point.value)
+    curve = []
+    while len(curve) + 1 in values:
+        curve.append(values[len(curve) + 1])
+    return tuple(curve)
+
+
+def epoch_noise(groups: list[list[tuple[float, ...]]]) -> tuple[float, ...]:
+    """Per epoch, the pooled standard deviation of several models' seed curves (groups of one add nothing)."""
+    sigmas = []
+    for epoch in itertools.count():
+        squares, dof = 0.0, 0
+        for curves in groups:
+            values = [curve[epoch] for curve in curves if len(curve) > epoch]
+            if len(values) >= 2:
+                mean = sum(values) / len(values)
+                squares += sum((x - mean) ** 2 for x in values)
+                dof += len(values) - 1
+        if not dof:
+            return tuple(sigmas)
+        sigmas.append(math.sqrt(squares / dof))
+    raise AssertionError("unreachable")
+
+
+def margins_for(reference: tuple[float, ...], noise: Noise, sigmas: tuple[float, ...] = ()) -> tuple[float, ...]:
+    """How far behind the reference a run must be, epoch by epoch, to be pruned (see the module docstring)."""
+    margins = []
+    for epoch in range(len(reference)):
+        sigma = max(noise.sigma if noise.measured else 0.0, sigmas[epoch] if epoch < len(sigmas) else 0.0)
+        if sigma > IDENTICAL:
+            margins.append(PRUNE_SIGMAS * math.sqrt(2) * sigma)
+        else:
+            margins.append(max(FALLBACK_FLOOR, FALLBACK_FRACTION * abs(reference[-1])))
+    return tuple(margins)
+
+
+def rule_for(reference: tuple[float, ...], bar: Bar, sigmas: tuple[float, ...] = ()) -> PruneRule | None:
+    """The rule against the best's curve; None when there is no curve to compare with."""
+    if not reference:
+        return None
+    return PruneRule(reference=reference, margins=margins_for(reference, bar.noise, sigmas),
+                     higher_is_better=bar.higher_is_better)
+
+
+def curve_log_name(status: str, iteration: str) -> str:
+    """The training log holding a results-log row's screen run: the baseline's, else the row's label."""
+    return "baseline" if status == "baseline" else iteration
+
+
+def logged_curve(campaign: Campaign, label: str) -> tuple[float, ...]:
+    """The curve in .autoraysearch/logs/<label>.log; empty when it is missing or printed no progress lines."""
+    try:
+        text = Path(campaign.paths.trial_log(label)).read_text(errors="replace")
+    except OSError:
+        return ()
+    return read_curve(text, campaign.settings.metric)
+
+
+def seed_curves(campaign: Campaign, row) -> list[tuple[float, ...]]:
+    """The curves of a multi-seed row's runs: its screen run's log, then <label>-seed2.log …"""
+    name = curve_log_name(row.status, row.iteration)
+    try:
+        seeds = int(row.extra.get("seeds", "") or 1)
+    except ValueError:
+        return []
+    labels = [name, *(f"{name}-seed{n}" for n in range(2, seeds + 1))]
+    return [curve for label in labels if (curve := logged_curve(campaign, label))]
+
+
+def campaign_rule(campaign: Campaign, bar: Bar) -> PruneRule | None:
+    """The rule for this iteration's screen runs; None when early stopping is off or the best has no curve."""
+    from autoraysearch.campaign.results_log import read_results_log
+
+    if not campaign.settings.early_stop:
+        return None
+    return rule_from_log(campaign, read_results_log(campaign.paths.results, campaign.settings.higher_is_better), bar)
+
+
+def rule_from_log(campaign: Campaign, log, bar: Bar) -> PruneRule | None:
+    """The rule a results log (as it stood at some iteration) sets: its best's curve, its rows' seed curves."""
+    best = log.best()
+    if best is None:
+        return None
+    noisy = [r for r in log.rows if r.status in NOISE_STATUSES and r.extra.get("seeds", "1") not in ("", "1")]
+    sigmas = epoch_noise([seed_curves(campaign, row) for row in noisy[-NOISE_ROWS:]])
+    return rule_for(logged_curve(campaign, curve_log_name(best.status, best.iteration)), bar, sigmas)
+
+
+class CurveWatch:
+    """Follows one run's progress lines and says when it falls clearly behind the rule's reference."""
+
+    def __init__(self, rule: PruneRule | None, metric: str):
+        self.rule = rule
+        self.metric = metric
+        self.last: EpochPoint | None = None
+        self.best_so_far: float | None = None
+        self.reason = ""  # why it was pruned, once it was
+
+    def see(self, line: str) -> bool:
+        """Take one stdout line; True when the run should be stopped now."""
+        point = parse_progress(line, self.metric)
+        if point is None:
+            return False
+        self.last = point
+        if self.best_so_far is None:
+            self.best_so_far = point.value
+        else:
+            pick = max if (self.rule is None or self.rule.higher_is_better) else min
+            self.best_so_far = pick(self.best_so_far, point.value)
+        rule = self.rule
+        if rule is None or self.reason or not rule.may_prune_at(point) or not rule.behind(self.best_so_far, point.epoch):
+            return False
+        self.reason = pruned_reason(point, rule, self.metric)
+        return True
+
+
+def pruned_reason(point: EpochPoint, rule: PruneRule, metric: str) -> str:
+    """'pruned at epoch 2/6: val_acc=0.1000, best had 0.9200 there (margin 0.021)'."""
+    return (
+        f"pruned at epoch {point.epoch}/{rule.budget(point)}: {metric}={point.value:.4f}, "
+        f"best had {rule.reference[point.epoch - 1]:.4f} there (margin {rule.margin(point.epoch):.2g})"
+    )

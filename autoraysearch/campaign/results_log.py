@@ -1,0 +1,182 @@
+"""The results log: a tab-separated record of every experiment of a campaign."""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from autoraysearch.errors import AutoraysearchError
+from autoraysearch.campaign.settings import write_atomically
+
+COLUMNS = ("iteration", "commit", "metric", "delta", "status", "description")
+# seeds/std/runs: how many seeds the metric (their mean) is over, their spread and each seed's value.
+# node: the host that trained it; node_id: its Ray node, for `ray` commands.
+EXTRA_COLUMNS = ("candidate", "seconds", "node", "tokens", "seeds", "std", "runs", "node_id")
+# Statuses whose metric counts towards the best so far.
+BEST_STATUSES = ("baseline", "keep")
+# Terminal escape sequences: CSI (colours, cursor moves), OSC (titles, links) and two-character escapes.
+# Bidirectional overrides make a terminal show text in another order than it is stored.
+_BIDI_CONTROLS = set("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One experiment: its iteration label, commit, metric, change against the best, and verdict."""
+
+    iteration: str
+    commit: str
+    metric: float | None
+    delta: float | None
+    status: str
+    description: str
+    extra: dict[str, str] = field(default_factory=dict)
+    # The line as read, for a hand-edited row whose metric or delta cannot be read: it is written back
+    # exactly as it was (never "corrected" to '-') and takes no part in decisions.
+    raw: str | None = None
+
+    @property
+    def readable(self) -> bool:
+        return self.raw is None
+
+
+@dataclass(frozen=True)
+class ResultsLog:
+    """All rows of a campaign and the direction its metric improves in."""
+
+    higher_is_better: bool
+    rows: tuple[ResultRow, ...] = ()
+
+    def with_row(self, row: ResultRow) -> "ResultsLog":
+        return replace(self, rows=self.rows + (row,))
+
+    @property
+    def baseline(self) -> ResultRow | None:
+        return next((r for r in self.rows if r.status == "baseline" and r.readable), None)
+
+    def best(self) -> ResultRow | None:
+        """The baseline or kept row with the best metric."""
+        scored = [r for r in self.rows if r.status in BEST_STATUSES and r.metric is not None and r.readable]
+        if not scored:
+            return None
+        pick = max if self.higher_is_better else min
+        return pick(scored, key=lambda r: r.metric)
+
+    def next_iteration(self) -> int:
+        """The number the next iteration gets: one more than the highest so far."""
+        numbers = [int(m.group()) for r in self.rows if (m := re.match(r"\d+", r.iteration))]
+        return max(numbers, default=-1) + 1
+
+    def tried_candidates(self) -> set[str]:
+        return {r.extra["candidate"] for r in self.rows if r.extra.get("candidate")}
+
+
+def clean_text(text: str) -> str:
+    """Text that cannot break the format or the terminal: no escape sequences, control characters or runs of spaces.
+
+    Descriptions come from LLMs and from model code's errors; an escape sequence in one would recolour
+    or rewrite the reader's terminal each time the log is shown.
+    """
+    text = _ANSI_ESCAPE.sub("", text)
+    text = "".join(" " if unicodedata.category(ch) == "Cc" or ch in _BIDI_CONTROLS else ch for ch in text)
+    return " ".join(text.split())
+
+
+def format_number(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "-"
+    text = f"{value:+.6g}" if signed else f"{value:.6g}"
+    return text
+
+
+def format_log(log: ResultsLog) -> str:
+    """The whole file's text."""
+    direction = "higher_is_better" if log.higher_is_better else "lower_is_better"
+    lines = [f"# metric_direction: {direction}", "\t".join(COLUMNS + EXTRA_COLUMNS)]
+    for row in log.rows:
+        if row.raw is not None:
+            lines.append(row.raw)
+            continue
+        cells = [
+            clean_text(row.iteration),
+            clean_text(row.commit) or "-",
+            format_number(row.metric),
+            "0.0" if row.status == "baseline" else format_number(row.delta, signed=True),
+            clean_text(row.status),
+            clean_text(row.description),
+        ] + [clean_text(row.extra.get(name, "")) for name in EXTRA_COLUMNS]
+        lines.append("\t".join(cells))
+    return "\n".join(lines) + "\n"
+
+
+def parse_log(text: str, source: str = "results log") -> ResultsLog:
+    """Read a results log's text, tolerating extra columns after the six of the format."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines or not lines[0].startswith("# metric_direction:"):
+        raise AutoraysearchError(
+            f"{source} does not start with '# metric_direction: ...'; restore it or move it away."
+        )
+    direction = lines[0].split(":", 1)[1].strip()
+    if direction not in ("higher_is_better", "lower_is_better"):
+        raise AutoraysearchError(f"{source} names an unknown metric direction {direction!r}.")
+    header = lines[1].split("\t") if len(lines) > 1 else list(COLUMNS)
+    if tuple(header[: len(COLUMNS)]) != COLUMNS:
+        raise AutoraysearchError(f"{source} has an unexpected header; it must start with {' '.join(COLUMNS)}.")
+    rows = []
+    for number, line in enumerate(lines[2:], start=3):
+        cells = line.split("\t")
+        if len(cells) < len(COLUMNS):
+            raise AutoraysearchError(f"{source} line {number} has {len(cells)} columns, expected at least 6.")
+        values = dict(zip(header, cells))
+        metric, delta = _parse_number(values["metric"]), _parse_number(values["delta"])
+        unreadable = metric is _UNREADABLE or delta is _UNREADABLE
+        rows.append(
+            ResultRow(
+                iteration=values["iteration"],
+                commit=values["commit"],
+                metric=None if unreadable else metric,
+                delta=None if unreadable else delta,
+                status=values["status"],
+                description=values["description"],
+                extra={k: v for k, v in values.items() if k not in COLUMNS and v},
+                raw=line if unreadable else None,
+            )
+        )
+    return ResultsLog(higher_is_better=direction == "higher_is_better", rows=tuple(rows))
+
+
+_UNREADABLE = object()
+
+
+def _parse_number(cell: str) -> float | None | object:
+    """A finite number, None for an empty cell ('-'), or _UNREADABLE for anything else."""
+    if cell.strip() in ("", "-"):
+        return None
+    try:
+        value = float(cell)
+    except ValueError:
+        return _UNREADABLE
+    return value if math.isfinite(value) else _UNREADABLE
+
+
+def read_results_log(path: Path, higher_is_better: bool) -> ResultsLog:
+    """The log at path, or an empty one when the campaign has no results yet."""
+    if not path.exists():
+        return ResultsLog(higher_is_better=higher_is_better)
+    log = parse_log(path.read_text(), source=str(path))
+    if log.higher_is_better != higher_is_better:
+        raise AutoraysearchError(
+            f"{path} was written for the opposite metric direction; "
+            "move it away or set `direction` in autoraysearch.toml to match."
+        )
+    return log
+
+
+def append_result(path: Path, row: ResultRow, higher_is_better: bool) -> ResultsLog:
+    """Add one row, rewriting the file atomically so it is never half-written."""
+    log = read_results_log(path, higher_is_better).with_row(row)
+    write_atomically(path, format_log(log))
+    return log

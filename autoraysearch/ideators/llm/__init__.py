@@ -1,0 +1,1 @@
+"""The LLM ideators: HTTP and command clients, the prompt, reading and checking answers."""

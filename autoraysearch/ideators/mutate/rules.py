@@ -1,0 +1,70 @@
+"""The offline ideator's single edits, found by reading model.py's syntax tree.
+
+Every rule finds spots in the source (a layer size, an activation, a dropout rate...) and
+rewrites only the text of those spots, so the user's comments and layout survive. A rule makes
+an edit only when it can tell from the code alone that the model still builds: a layer made
+wider carries its new size to the layers that consume it, or the edit is not proposed.
+Nothing here imports torch or runs the model.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+from autoraysearch.campaign.model_source import check_model_source, defines_model, fingerprint
+from autoraysearch.ideators.mutate.layers import activation_rule, dropout_rule, kernel_rule, norm_rule
+from autoraysearch.ideators.mutate.reading import ModelFile
+from autoraysearch.ideators.mutate.sizes import depth_rule, width_rule
+from autoraysearch.ideators.mutate.source import SMALL_STEPS, Change, Steps
+
+BOLD_PREFIX = "bold: "
+
+RULES: tuple[Callable[[ModelFile], Iterator[Change]], ...] = (
+    width_rule,
+    depth_rule,
+    activation_rule,
+    dropout_rule,
+    norm_rule,
+    kernel_rule,
+)
+
+
+@dataclass(frozen=True)
+class Mutation:
+    """One proposed change: its rule group, what exactly changed, and the complete new model.py."""
+
+    kind: str  # "width", or "activation+width" for edits combined
+    description: str
+    source: str
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The rule groups the change is made of."""
+        return tuple(self.kind.split("+"))
+
+
+def propose_mutations(source: str, steps: Steps = SMALL_STEPS) -> list[Mutation]:
+    """Every single edit the rules can make to this model.py, in a deterministic order."""
+    model = ModelFile(source, check_model_source(source), steps)
+    prefix = BOLD_PREFIX if steps.bold else ""
+    seen = {fingerprint(source)}
+    mutations = []
+    for rule in RULES:
+        for change in rule(model):
+            new_source = model.text.apply(change.edits)
+            key = fingerprint(new_source)
+            if key in seen or not _still_a_model(new_source):
+                continue
+            seen.add(key)
+            mutations.append(Mutation(change.kind, prefix + change.description, new_source))
+    return mutations
+
+
+def _still_a_model(source: str) -> bool:
+    """True when an edited model.py parses and still binds `Model`."""
+    try:
+        return defines_model(ast.parse(source))
+    except SyntaxError:
+        return False

@@ -1,0 +1,221 @@
+"""Turning a candidate into a Trial, and waiting for it on Ray without ever leaving it running."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+
+from autoraysearch.errors import AutoraysearchError
+from autoraysearch.campaign.experiment import Campaign, Candidate, Trial, TrialResult
+from autoraysearch.campaign.pruning import PruneRule
+
+# A fractional trial caps its GPU memory a little under its share, so neighbours never collide.
+GPU_MEMORY_HEADROOM = 0.95
+CANCEL_GRACE_S = 5.0
+REPO_STEP_GRACE_S = 10.0  # a repository step interrupted mid-way gets this long to finish before the rollback
+SIGNAL_POLL_S = 0.5
+_OOM = re.compile(r"CUDA out of memory|OutOfMemoryError|CUDA error: out of memory", re.IGNORECASE)
+
+
+def trial_env(cpus: float, gpus: float) -> dict[str, str]:
+    """Environment train.py reads: its thread count, its GPU memory cap when it has a fraction, and the split.
+
+    Decisions are always made on the validation split, whatever the caller's environment says: the test
+    split is for judging a campaign afterwards (benchmarks/search_quality.py), never for steering it.
+    """
+    env = {"AUTORAYSEARCH_NUM_THREADS": str(max(1, math.floor(cpus))), "AUTORAYSEARCH_EVAL_SPLIT": "validation"}
+    if 0 < gpus < 1:
+        env["AUTORAYSEARCH_GPU_MEMORY_FRACTION"] = f"{gpus * GPU_MEMORY_HEADROOM:.3f}"
+    return env
+
+
+def make_trial(campaign: Campaign, candidate: Candidate, train_source: str, label: str | None = None) -> Trial:
+    """The candidate's model.py and the campaign's train.py, as data the trial's node writes itself.
+
+    Without an explicit timeout (campaign.trial_timeout None) the limit follows the results log as it
+    stands now: a multiple of how long the campaign's successful trials took (campaign.default_trial_timeout).
+    """
+    settings = campaign.settings
+    label = label or candidate.label
+    files = {Path(settings.model_py).name: candidate.model_source, Path(settings.train_py).name: train_source}
+    if settings.generated and settings.data_module:
+        # A custom dataset's module travels with the candidate like model.py: trials never read the repo.
+        files[settings.data_module] = (campaign.paths.root / settings.data_module).read_text()
+    timeout = campaign.trial_timeout
+    if not timeout:
+        from autoraysearch.campaign.opening import default_trial_timeout
+        from autoraysearch.campaign.results_log import read_results_log
+
+        timeout = default_trial_timeout(read_results_log(campaign.paths.results, settings.higher_is_better))
+    return Trial(
+        label=label,
+        files=files,
+        metric=settings.metric,
+        timeout=timeout,
+        env=trial_env(settings.cpus_per_trial, settings.gpus_per_trial),
+        log_path=str(campaign.paths.trial_log(label)),
+        repo_node_id=campaign.repo_node_id,
+    )
+
+
+SEED_ENV = "AUTORAYSEARCH_SEED"
+LABEL_ENV = "AUTORAYSEARCH_TRIAL_LABEL"  # which run this is (5, 5b, 5-seed2), for a train.py that logs elsewhere
+
+
+def seeded(trial: Trial, seed: int, label: str, pruning: PruneRule | None = None) -> Trial:
+    """The same trial with another training seed, under its own label (and log file); pruned only by `pruning`."""
+    log_path = str(Path(trial.log_path).with_name(f"{label}.log")) if trial.log_path else None
+    env = {**trial.env, SEED_ENV: str(seed), LABEL_ENV: label}
+    return replace(trial, label=label, env=env, log_path=log_path, pruning=pruning)
+
+
+def confirmation_trials(trial: Trial, first_seed: int, seeds: int) -> dict[str, Trial]:
+    """The runs that confirm a screened candidate: every seed after the first, labelled 5-seed2, 5-seed3 …"""
+    return {f"{trial.label}-seed{n}": seeded(trial, first_seed + n - 1, f"{trial.label}-seed{n}") for n in range(2, seeds + 1)}
+
+
+def merge_runs(screen: TrialResult, confirmations: list[TrialResult]) -> TrialResult:
+    """One candidate's result over all its seeds: the mean, every run's seconds; a failed seed fails it."""
+    from statistics import fmean
+
+    total = round(screen.seconds + sum(r.seconds for r in confirmations), 2)
+    failed = next((r for r in confirmations if r.status != "ok"), None)
+    if failed is not None:
+        error = f"seed run {failed.label.rsplit('-seed', 1)[-1]} of {len(confirmations) + 1}: {failed.error}"
+        return replace(screen, status=failed.status, metric=None, seconds=total, error=error, screen=screen.metric)
+    runs = (screen.metric, *(r.metric for r in confirmations))
+    return replace(screen, metric=fmean(runs), seconds=total, runs=runs, screen=screen.metric)
+
+
+class StopTimeReached(Exception):
+    """The campaign's deadline (or its hours) came while trials were running; they were cancelled."""
+
+
+def wait_for_trial(future, label: str, until: datetime | None = None) -> TrialResult:
+    """The trial's result; a lost Ray worker becomes a crash, an interruption or `until` cancels the trial."""
+    return wait_for_trials({label: future}, until)[label]
+
+
+def wait_for_trials(futures: dict[str, object], until: datetime | None = None) -> dict[str, TrialResult]:
+    """Every trial's result once all have ended; each one's failure stays its own."""
+    try:
+        wait_interruptibly(list(futures.values()), until)
+    except BaseException:
+        cancel_trials(list(futures.values()))
+        raise
+    return {label: result_of(future, label) for label, future in futures.items()}
+
+
+def result_of(future, label: str) -> TrialResult:
+    """A finished trial's result; a lost Ray worker becomes a crash row (its future made the task run Crashed)."""
+    try:
+        return future.result()
+    except Exception as exc:  # infrastructure: the worker died, the node went away
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        message = f"the Ray task running the trial failed: {first}"
+        return TrialResult(label=label, status="crash", metric=None, seconds=0.0, error=message)
+
+
+def wait_interruptibly(futures: list, until: datetime | None = None) -> None:
+    """Block until every trial ends, returning to Python often so Ctrl-C and SIGTERM are handled.
+
+    An unbounded ray.get blocks in C++ where SIGTERM's Python handler never gets to run.
+    """
+    import ray
+
+    refs = [f.wrapped_future for f in futures if getattr(f, "wrapped_future", None) is not None]
+    if not refs or not ray.is_initialized():
+        return
+    while True:
+        if until is not None and datetime.now() >= until:
+            raise StopTimeReached(f"stopped at {until:%H:%M}, the campaign's time limit")
+        try:
+            if len(ray.wait(refs, num_returns=len(refs), timeout=SIGNAL_POLL_S)[0]) == len(refs):
+                return
+        except SystemError as exc:
+            # A signal handler that raised inside Ray's C++ wait surfaces as SystemError
+            # (Ctrl-C, or the SIGTERM that Prefect's flow engine turns into TerminationSignal).
+            original = exc.__cause__ or exc.__context__
+            if isinstance(original, BaseException) and not isinstance(original, Exception):
+                raise original from None
+            raise
+
+
+def step_result(future, cancel: bool = False):
+    """A loop step's result, waited for so that Ctrl-C, SIGTERM and a cancel are handled within a second.
+
+    On an interruption a step that may be abandoned (ideate: an LLM call, a command, a pre-flight) is
+    cancelled; a step that writes the repository (commit, decide, log) is given a moment to finish,
+    so the rollback that follows never races a half-done git operation.
+    """
+    try:
+        wait_interruptibly([future])
+    except BaseException:
+        if cancel:
+            cancel_trials([future])
+        else:
+            let_finish([future])
+        raise
+    return future.result()
+
+
+def let_finish(futures: list) -> None:
+    import ray
+
+    refs = [f.wrapped_future for f in futures if getattr(f, "wrapped_future", None) is not None]
+    if refs and ray.is_initialized():
+        try:
+            ray.wait(refs, num_returns=len(refs), timeout=REPO_STEP_GRACE_S)
+        except Exception:
+            pass  # Ray is going down; the rollback still runs
+
+
+def cancel_trials(futures: list) -> None:
+    """Stop running trials: an interrupt first (their process trees are killed), then the workers."""
+    import ray
+
+    refs = [f.wrapped_future for f in futures if getattr(f, "wrapped_future", None) is not None]
+    if not refs or not ray.is_initialized():
+        return
+    try:
+        for ref in refs:
+            ray.cancel(ref, force=False)
+        _, pending = ray.wait(refs, num_returns=len(refs), timeout=CANCEL_GRACE_S)
+        for ref in pending:
+            ray.cancel(ref, force=True)
+    except Exception:
+        pass  # the tasks already finished or Ray is going down; nothing is left to stop
+
+
+def ran_out_of_gpu_memory(result: TrialResult) -> bool:
+    """A crash whose output shows CUDA running out of memory."""
+    return result.status == "crash" and bool(_OOM.search(result.output or "") or _OOM.search(result.error))
+
+
+def whole_gpu_trial(trial: Trial) -> Trial:
+    """The same trial without a GPU memory cap, for a retry on a whole GPU."""
+    env = {k: v for k, v in trial.env.items() if k != "AUTORAYSEARCH_GPU_MEMORY_FRACTION"}
+    return replace(trial, env=env)
+
+
+def fits_on_a_node(nodes: list[dict[str, float]], cpus: float, gpus: float) -> bool:
+    """Whether some node of the cluster could ever place one trial (Ray would queue it forever otherwise)."""
+    return any(n.get("CPU", 0) >= cpus and n.get("GPU", 0) >= gpus for n in nodes)
+
+
+def check_trial_fits(cpus: float, gpus: float) -> None:
+    """Refuse, in one sentence, trial resources that no node of the cluster has."""
+    import ray
+
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    if fits_on_a_node(nodes, cpus, gpus):
+        return
+    most_cpus = max((n.get("CPU", 0) for n in nodes), default=0)
+    most_gpus = max((n.get("GPU", 0) for n in nodes), default=0)
+    raise AutoraysearchError(
+        f"a trial asks for {cpus:g} CPUs and {gpus:g} GPUs but no node of the Ray cluster has that much "
+        f"(the largest has {most_cpus:g} CPUs and {most_gpus:g} GPUs); lower --cpus-per-trial/--gpus-per-trial."
+    )
