@@ -97,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     plan = commands.add_parser("plan", help="guided set-up: goal, model, train.py, baseline, then launch the loop")
     plan.add_argument("experiment_dir", nargs="?", default=".", help="experiment folder, a git repository (default: here)")
+    plan.add_argument("--goal", help="what you want from the model, in plain words (skips that question)")
     _add_cluster_options(plan)
 
     demo = commands.add_parser("demo", help="set up and run the bundled digits example in a new folder")
@@ -395,7 +396,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     root = ExperimentRepo(Path(args.experiment_dir)).experiment_dir
     print(f"Planning a campaign in {root}. Press Enter to take the answer in [brackets].")
-    answers = ask_all(setup_steps(root), _ask_at_terminal)
+    answers = ask_all(setup_steps(root), _ask_at_terminal, answers={"goal": args.goal} if args.goal else None)
     prepare_model(root, answers)
     options = setup_options(answers)
     # Everything checkable without training, before services start.

@@ -16,6 +16,10 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 # A command with no address attaches to a cluster `ray start --head` (or a simulated cluster) left on this
 # machine; the tests' own commands always start a private one unless a test says otherwise.
 os.environ.setdefault("AUTORAYSEARCH_RAY_ADDRESS", "local")
+
+# Prefect's console log handler keeps the stream it first sees; configure it now, while that is the
+# session's, not a stream a test's capsys closes (a handler on a closed stream recurses until a flow dies).
+import prefect.main  # noqa: E402,F401
 # Trials may write only their scratch folder; scripted train.py files that count their calls or write
 # their pid do it under this one shared folder (see the trial_dir fixture), never in an experiment folder.
 TRIAL_WRITABLE = Path(tempfile.mkdtemp(prefix="autoraysearch-test-trials-"))

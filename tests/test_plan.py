@@ -18,6 +18,7 @@ from autoraysearch.setup.wizard import (
     check_gpus,
     check_stop,
     launch_steps,
+    loop_options,
     prepare_model,
     run_command,
     setup_options,
@@ -107,19 +108,26 @@ def test_answer_checks():
                         (check_gpus, "1.5"), (check_gpus, "-1"), (check_gpus, "many")]:
         with pytest.raises(AutoraysearchError):
             check(text)
-    answers = ask_all(launch_steps(), Script(["4", "07:00", "no"]))
+    answers = ask_all(launch_steps(), Script(["4", "07:00", "", "no"]))
     assert run_command(Path("/exp"), answers) == "autoraysearch run /exp --parallel 4 --deadline 07:00"
+    answers = ask_all(launch_steps(), Script(["1", "", "gemini", "command", "", "my-agent --json", "no"]))
+    assert run_command(Path("/exp"), answers) == "autoraysearch run /exp --ideator command --command 'my-agent --json'"
+    answers = ask_all(launch_steps(), Script(["1", "20", "openai", "gpt-test", "http://localhost:11434/v1", "no"]))
+    assert loop_options(answers) == {"parallel": 1, "max_iterations": 20, "ideator": "openai", "llm_model": "gpt-test",
+                                     "llm_base_url": "http://localhost:11434/v1"}
 
 
 @pytest.mark.slow
-def test_plan_at_a_terminal_sets_up_and_launches(services, tmp_path: Path, monkeypatch, capsys):
+def test_plan_at_a_terminal_sets_up_and_launches(services, tmp_path: Path, monkeypatch, capfd):
+    """capfd, not capsys: Prefect's console log handler may be created here and must not keep a stream that closes."""
     from autoraysearch.cli import main
 
     exp = make_repo(tmp_path / "exp", {"model.py": NET_MODEL})
-    typed = ["digits, but better", "nope.py", "", "", "", "", "1", "", "", "1", ""]
+    typed = ["nope.py", "", "", "", "", "1", "", "", "1", "", ""]
     monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(typed) + "\n"))
-    assert main(["plan", str(exp)]) == 0
-    out = capsys.readouterr().out
+    assert main(["plan", str(exp), "--goal", "digits, but better"]) == 0
+    out = capfd.readouterr().out
+    assert "What do you want from the model" not in out  # --goal answered it
     assert f"not accepted: {exp / 'nope.py'} does not exist; give the path of your model file." in out
     assert "model.py has no `Model`. Which class is your model?" in out and "[Net]" in out
     assert "baseline val_acc=" in out and "stopped: reached 1 iterations" in out
@@ -231,7 +239,7 @@ def test_plan_flow_asks_through_paused_runs_and_launches(services, example_repo:
 
     worker = threading.Thread(target=run)
     worker.start()
-    answers = ["a higher score", "nope.py", "model.py", "train.py", "score", "", "0", "1", "1", "yes"]
+    answers = ["a higher score", "nope.py", "model.py", "train.py", "score", "", "0", "1", "1", "mutate", "yes"]
     try:
         asked = answer_plan_run(answers, worker)
     finally:

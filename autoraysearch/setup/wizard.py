@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import re
+import shlex
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -54,6 +55,8 @@ LABELS = {
     "data_dir": "Dataset folder", "download": "Download the dataset (yes/no)", "data_module": "Data module",
     "budget": "Training per trial (epochs, or 300s, 10m)", "gpus_per_trial": "GPUs per trial",
     "parallel": "Candidates per iteration", "stop": "Stop after (20, 07:00, 8h or empty)",
+    "ideator": "Who proposes changes", "llm_model": "LLM model name", "llm_base_url": "LLM server URL (or empty)",
+    "llm_command": "Ideator command",
     "launch": "Start the campaign now (yes/no)",
 }
 
@@ -94,7 +97,9 @@ def setup_steps(experiment_dir: Path) -> list[Step]:
     repo = ExperimentRepo(experiment_dir)
     root = repo.experiment_dir
 
-    def goal(answers: Answers) -> Question:
+    def goal(answers: Answers) -> Question | None:
+        if answers.get("goal"):  # given on the command line (plan --goal)
+            return None
         return Question("goal", "What do you want from the model, in plain words?", "better validation accuracy",
                         lambda text: text)
 
@@ -339,10 +344,48 @@ def launch_steps() -> list[Step]:
         return Question("stop", "When should the campaign stop? A number of iterations (20), a time of day "
                         "(07:00), a number of hours (8h), or leave it empty to run until you stop it.", "", check_stop)
 
+    def ideator(answers: Answers) -> Question:
+        return Question("ideator", "Who should propose the changes? mutate (offline rules; it ignores the goal), "
+                        "openai (any OpenAI-compatible endpoint), anthropic, or command (a CLI that reads the prompt "
+                        "on stdin, such as 'claude -p').", "mutate", check_ideator)
+
+    def llm_model(answers: Answers) -> Question | None:
+        if answers["ideator"] not in ("openai", "anthropic"):
+            return None
+        return Question("llm_model", "Which model should it ask (e.g. gpt-4.1, claude-sonnet-4-5)?", "",
+                        lambda text: check_given(text, "the model's name"))
+
+    def llm_base_url(answers: Answers) -> Question | None:
+        if answers["ideator"] != "openai":
+            return None
+        return Question("llm_base_url", "Which server (e.g. http://localhost:11434/v1 for Ollama)? Leave it empty "
+                        "for OpenAI's own.", "", lambda text: text or None)
+
+    def llm_command(answers: Answers) -> Question | None:
+        if answers["ideator"] != "command":
+            return None
+        return Question("llm_command", "Which command should read the prompt on stdin and answer on stdout?", "",
+                        lambda text: check_given(text, "a command line"))
+
     def launch(answers: Answers) -> Question:
         return Question("launch", "Start the campaign now (yes/no)?", "yes", check_yes_no)
 
-    return [parallel, stop, launch]
+    return [parallel, stop, ideator, llm_model, llm_base_url, llm_command, launch]
+
+
+IDEATORS = ("mutate", "openai", "anthropic", "command")
+
+
+def check_ideator(text: str) -> str:
+    if text not in IDEATORS:
+        raise AutoraysearchError(f"{text!r} is not an ideator; answer one of {', '.join(IDEATORS)}.")
+    return text
+
+
+def check_given(text: str, what: str) -> str:
+    if not text:
+        raise AutoraysearchError(f"this ideator needs {what}; type it.")
+    return text
 
 
 def check_parallel(text: str) -> int:
@@ -379,14 +422,20 @@ def check_yes_no(text: str) -> bool:
 
 
 def loop_options(answers: Answers) -> dict[str, Any]:
-    return {"parallel": answers["parallel"], **answers["stop"]}
+    options = {"parallel": answers["parallel"], **answers["stop"]}
+    if answers.get("ideator", "mutate") != "mutate":  # mutate is the campaign's default: nothing to say
+        options["ideator"] = answers["ideator"]
+        options.update({k: answers[k] for k in ("llm_model", "llm_base_url", "llm_command") if answers.get(k)})
+    return options
 
 
 def run_command(experiment_dir: Path, answers: Answers) -> str:
     """The `autoraysearch run` command that starts the planned campaign later."""
     flags = {"parallel": "--parallel", "max_iterations": "--max-iterations", "deadline": "--deadline",
-             "max_hours": "--max-hours"}
+             "max_hours": "--max-hours", "ideator": "--ideator", "llm_model": "--model", "llm_base_url": "--base-url",
+             "llm_command": "--command"}
     options = loop_options(answers)
     if options["parallel"] == 1:
         del options["parallel"]
-    return " ".join(["autoraysearch run", str(experiment_dir)] + [f"{flags[k]} {v}" for k, v in options.items()])
+    words = [f"{flags[k]} {shlex.quote(str(v))}" for k, v in options.items()]
+    return " ".join(["autoraysearch run", str(experiment_dir)] + words)
