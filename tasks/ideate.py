@@ -13,7 +13,6 @@ from pydantic import SecretStr
 
 from autoraysearch.errors import AutoraysearchError
 from autoraysearch.campaign.experiment import Candidate, Dropped, Ideas, Review
-from autoraysearch.ideators.llm.clients import LLMUnavailable
 from autoraysearch.ideators.llm.ideator import config_from_settings, propose_with_llm
 from autoraysearch.campaign.model_source import fingerprint
 from autoraysearch.ideators.mutate import choose_mutations

@@ -13,7 +13,6 @@ from autoraysearch.campaign.memory import (
     PROMPT_DIFF_LINES,
     RememberedCandidate,
     informative_diffs,
-    model_diff,
     recall,
     remember,
 )
@@ -161,7 +160,7 @@ def test_make_trial_follows_the_results_log_unless_a_timeout_was_given(tmp_path)
 @pytest.mark.slow
 def test_show_prints_a_discarded_candidates_diff_and_log_after_its_rollback(services, example_repo, tmp_path, capsys):
     from autoraysearch.cli import main
-    from test_loop import loop, results, setup
+    from helpers import loop, results, setup
 
     exp = example_repo
     agent = tmp_path / "agent.py"
@@ -202,7 +201,7 @@ def test_a_trial_slower_than_the_campaigns_trials_times_out_without_an_explicit_
 ):
     """The relative rule kills a trial long before the old ten-minute floor (its floor lowered to keep the test short)."""
     import autoraysearch.campaign.opening
-    from test_loop import loop, results, setup
+    from helpers import loop, results, setup
 
     monkeypatch.setattr(autoraysearch.campaign.opening, "MIN_TRIAL_TIMEOUT", 3.0)
     exp = example_repo

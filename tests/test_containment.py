@@ -10,10 +10,10 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
+from helpers import is_running, wait_until
 
 from autoraysearch.campaign.experiment import Trial
 from autoraysearch.trials.preflight import preflight
@@ -58,30 +58,13 @@ ESCAPE = textwrap.dedent(
 )
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except FileNotFoundError:
-        return False
-
-
-def _wait_until(predicate, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
 @pytest.fixture
 def leftovers():
     """Pids to SIGKILL at teardown, so a failing test does not leak sleeping processes."""
     pids: list[int] = []
     yield pids
     for pid in pids:
-        if _alive(pid):
+        if is_running(pid):
             os.kill(pid, signal.SIGKILL)
 
 
@@ -276,7 +259,7 @@ def test_a_process_that_left_the_session_is_gone_after_the_trial(tmp_path, lefto
     leftovers.append(escaped)
 
     assert outcome.timed_out is hang
-    assert _wait_until(lambda: not _alive(escaped), 1.0)
+    assert wait_until(lambda: not is_running(escaped), 1.0)
 
 
 @linux_only
@@ -294,7 +277,7 @@ def test_preflight_leaves_no_process_that_left_its_session(leftovers):
 
     escaped = int(result.reason.split("ESCAPED ")[1].split()[0])
     leftovers.append(escaped)
-    assert _wait_until(lambda: not _alive(escaped), 1.0)
+    assert wait_until(lambda: not is_running(escaped), 1.0)
 
 
 @linux_only
@@ -314,7 +297,7 @@ def test_scratch_is_removed_when_the_launcher_is_killed(tmp_path, leftovers):
     launcher = subprocess.Popen([sys.executable, "-c", driver], start_new_session=True)
     leftovers.append(launcher.pid)
     log = tmp_path / "log"
-    assert _wait_until(lambda: log.exists() and "started" in log.read_text(), 30)
+    assert wait_until(lambda: log.exists() and "started" in log.read_text(), 30)
     trial = int(log.read_text().split()[1])
     leftovers.append(trial)
     assert list(scratch_root.iterdir())
@@ -322,7 +305,7 @@ def test_scratch_is_removed_when_the_launcher_is_killed(tmp_path, leftovers):
     launcher.kill()  # the launcher dies before its own clean-up can run
     launcher.wait()
 
-    assert _wait_until(lambda: not _alive(trial) and not list(scratch_root.iterdir()), 10)
+    assert wait_until(lambda: not is_running(trial) and not list(scratch_root.iterdir()), 10)
 
 
 def test_a_flood_of_output_gives_a_capped_log_that_keeps_its_start_and_end(tmp_path):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import textwrap
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from autoraysearch.campaign.experiment import Trial
 from autoraysearch.campaign.pruning import PruneRule
 from autoraysearch.tasks.verify import ProgressLog, run_trial
 from conftest import EXAMPLE_MODEL, git, make_repo
-from test_loop import loop, results, setup
+from helpers import loop, results, setup
 from test_noise_campaigns import agent_proposing
 
 EXAMPLE = EXAMPLE_MODEL.read_text()

@@ -11,7 +11,7 @@ import pytest
 
 from autoraysearch.campaign.results_log import read_results_log
 from conftest import EXAMPLE_MODEL, git
-from test_loop import loop, setup
+from helpers import loop, setup
 
 pytestmark = pytest.mark.slow
 

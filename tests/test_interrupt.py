@@ -13,7 +13,7 @@ import pytest
 
 from autoraysearch.campaign.results_log import read_results_log
 from conftest import git
-from test_loop import is_running, setup
+from helpers import is_running, setup
 
 pytestmark = pytest.mark.slow
 

@@ -2,33 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import textwrap
 from pathlib import Path
 
 import pytest
 
-from autoraysearch.campaign.results_log import read_results_log
 from conftest import git
+from helpers import is_running, loop, results, setup
 
 pytestmark = pytest.mark.slow
-
-
-def setup(experiment: Path, **options):
-    from autoraysearch.flows.setup_experiment import autoraysearch_setup
-
-    options.setdefault("seeds", 1)  # single runs, as scripted train.py files expect; the noise tests ask for more
-    return autoraysearch_setup(experiment_dir=str(experiment), **options)
-
-
-def loop(experiment: Path, **options):
-    from autoraysearch.flows.loop import autoraysearch_loop
-
-    return autoraysearch_loop(experiment_dir=str(experiment), **options)
-
-
-def results(experiment: Path, higher_is_better: bool = True):
-    return read_results_log(experiment / "autoraysearch-results.tsv", higher_is_better)
 
 
 def test_campaign_keeps_only_improvements_and_never_touches_the_users_work(services, example_repo: Path):
@@ -132,15 +113,6 @@ def test_crashes_missing_metrics_and_hangs_are_results_not_failures(services, ex
 
     trial_pid, grandchild_pid = map(int, pids_file.read_text().split())
     assert not is_running(trial_pid) and not is_running(grandchild_pid)
-
-
-def is_running(pid: int) -> bool:
-    """Alive and not a zombie (an orphan's zombie may linger where PID 1 does not reap)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state != "Z"
 
 
 def test_status_and_demo_from_the_command_line(services, tmp_path: Path, capsys):

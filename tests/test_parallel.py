@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from autoraysearch.campaign.results_log import read_results_log
 from conftest import git
-from test_loop import is_running, loop, results, setup
+from helpers import is_running, loop, results, setup
 
 pytestmark = pytest.mark.slow
 HERE = Path(__file__).resolve().parent

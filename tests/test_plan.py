@@ -86,7 +86,7 @@ def test_image_sets_ask_for_their_folder_and_custom_data_for_its_module(tmp_path
                                                     "gpus_per_trial"]
     reasons = [reason for _, reason in script.asked if reason]
     assert reasons[0].startswith("dataset 'imagenet' is unknown: use 'digits', 'mnist'")
-    assert reasons[1].startswith(f"train.py cannot train without the MNIST files; put train-images-idx3-ubyte.gz")
+    assert reasons[1].startswith("train.py cannot train without the MNIST files; put train-images-idx3-ubyte.gz")
     options = setup_options(answers)
     assert (options["dataset"], options["data_dir"], options["download"]) == ("mnist", str(exp / "data"), True)
 

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import is_running
 
 from autoraysearch.trials.preflight import preflight
 from autoraysearch.trials.warm_check import WarmChecker
@@ -105,9 +106,9 @@ def test_the_warm_helper_hides_named_variables_kills_overruns_and_restarts(tmp_p
         assert hung.timed_out
         grandchild = int(hung.output.split()[0])
         deadline = time.monotonic() + 5
-        while _alive(grandchild) and time.monotonic() < deadline:
+        while is_running(grandchild) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not _alive(grandchild)
+        assert not is_running(grandchild)
 
         # The helper itself died: the next check starts a new one.
         checker._proc.kill()
@@ -116,14 +117,6 @@ def test_the_warm_helper_hides_named_variables_kills_overruns_and_restarts(tmp_p
         assert after.returncode == 0 and after.output.strip() == "sk-SENTINEL-warm None"
     finally:
         checker.close()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"  # PID 1 here may not reap zombies
-    except FileNotFoundError:
-        return False
 
 
 FRAGILE_MODEL = '''import torch

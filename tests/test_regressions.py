@@ -15,7 +15,7 @@ from autoraysearch.campaign.experiment import Review
 from autoraysearch.trials.preflight import PreflightResult
 from autoraysearch.campaign.settings import CampaignSettings
 from conftest import EXAMPLE_MODEL, git
-from test_loop import setup
+from helpers import setup
 
 # ---- spare mutations are pre-flighted one at a time until every slot is filled ----
 

@@ -180,7 +180,7 @@ def wait_for(condition, seconds: float, what: str) -> None:
 def test_sigkill_at_any_step_then_resume_leaves_the_branch_on_the_logs_best(
     when, services, example_repo, tmp_path, trial_dir
 ):
-    from test_loop import setup
+    from helpers import setup
 
     exp = example_repo
     pid_file, cli_pid = trial_dir / "trial.pid", tmp_path / "cli.pid"

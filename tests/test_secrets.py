@@ -13,7 +13,7 @@ import pytest
 
 from autoraysearch.campaign.results_log import read_results_log
 from conftest import EXAMPLE_MODEL
-from test_loop import setup
+from helpers import setup
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ import pytest
 from autoraysearch.campaign.stopping import StopConditions
 from conftest import git
 from test_interrupt import HANGING_TRAIN_PY, wait_for
-from test_loop import is_running, loop, results, setup
+from helpers import is_running, loop, results, setup
 
 START = datetime(2026, 1, 1, 22, 0)
 

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
 from conftest import EXAMPLE_MODEL, git
-from test_loop import is_running, setup
+from helpers import is_running, setup
 
 pytestmark = pytest.mark.slow
 

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import is_running, wait_until
 
 from autoraysearch.errors import AutoraysearchError
 from autoraysearch.trials.process import kill_process_group, run_in_directory
@@ -45,21 +46,6 @@ DRIVER_SCRIPT = textwrap.dedent(
 )
 
 
-def _alive(pid: int) -> bool:
-    """Whether `pid` is a live process; zombies count as dead (PID 1 in a container may never reap them)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        data = Path(f"/proc/{pid}/stat").read_bytes()
-    except FileNotFoundError:
-        return False
-    return data[data.rfind(b")") + 2 :].split()[0] not in (b"Z", b"X")
-
-
 def _group_alive(pgid: int) -> bool:
     """Whether any live (non-zombie) process is in the group."""
     with os.scandir("/proc") as entries:
@@ -75,16 +61,6 @@ def _group_alive(pgid: int) -> bool:
     return False
 
 
-def _wait_until(predicate, seconds: float) -> bool:
-    """Poll `predicate` until true or `seconds` pass."""
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
 def _pids_from_log(log_path: Path, seconds: float = 15.0) -> list[int]:
     """Wait for the TREE_SCRIPT's `pids ...` line in a trial log."""
 
@@ -92,7 +68,7 @@ def _pids_from_log(log_path: Path, seconds: float = 15.0) -> list[int]:
         text = log_path.read_text() if log_path.exists() else ""
         return [line for line in text.splitlines() if line.startswith("pids ")]
 
-    assert _wait_until(find, seconds), "trial never reported its pids"
+    assert wait_until(find, seconds), "trial never reported its pids"
     return [int(x) for x in find()[0].split()[1:]]
 
 
@@ -107,7 +83,7 @@ def leftovers():
     pids: list[int] = []
     yield pids
     for pid in pids:
-        if _alive(pid):
+        if is_running(pid):
             os.kill(pid, signal.SIGKILL)
 
 
@@ -205,7 +181,7 @@ def test_stray_grandchild_is_killed_after_normal_exit(tmp_path, leftovers):
     leftovers.append(grandchild)
     assert outcome.returncode == 0 and not outcome.timed_out
     assert time.monotonic() - started < 4  # it holds our pipes: without the kill we would wait for it
-    assert not _alive(grandchild)
+    assert not is_running(grandchild)
 
 
 def test_timeout_kills_child_and_grandchild(tmp_path, leftovers):
@@ -218,7 +194,7 @@ def test_timeout_kills_child_and_grandchild(tmp_path, leftovers):
     leftovers += [child, grandchild]
     assert outcome.timed_out and outcome.returncode is None
     assert 2 <= elapsed < 8 and 2 <= outcome.seconds < 8
-    assert not _alive(child) and not _alive(grandchild)
+    assert not is_running(child) and not is_running(grandchild)
     assert not _group_alive(pgid)
     assert list(tmp_path.iterdir()) == []
 
@@ -240,7 +216,7 @@ def test_timeout_kills_child_that_ignores_sigterm(tmp_path, leftovers):
     leftovers.append(child)
     assert outcome.timed_out and outcome.returncode is None
     assert time.monotonic() - started < 7  # 1 s timeout + 3 s grace + slack
-    assert not _alive(child)
+    assert not is_running(child)
 
 
 def test_sigint_to_launcher_kills_trial_tree_and_reraises(tmp_path, leftovers):
@@ -253,7 +229,7 @@ def test_sigint_to_launcher_kills_trial_tree_and_reraises(tmp_path, leftovers):
     _, stderr = driver.communicate(timeout=15)
 
     assert driver.returncode != 0 and "KeyboardInterrupt" in stderr
-    assert not _alive(child) and not _alive(grandchild) and not _group_alive(pgid)
+    assert not is_running(child) and not is_running(grandchild) and not _group_alive(pgid)
     assert list(scratch_root.iterdir()) == []
 
 
@@ -282,7 +258,7 @@ def test_async_interrupt_in_worker_thread_kills_trial_tree(tmp_path, leftovers):
 
     assert not worker.is_alive()
     assert len(raised) == 1 and isinstance(raised[0], KeyboardInterrupt)
-    assert not _alive(child) and not _alive(grandchild) and not _group_alive(pgid)
+    assert not is_running(child) and not is_running(grandchild) and not _group_alive(pgid)
     assert list(scratch_root.iterdir()) == []
 
 
@@ -296,8 +272,8 @@ def test_sigkilled_launcher_takes_trial_tree_down(tmp_path, leftovers):
     os.kill(driver.pid, signal.SIGKILL)
     driver.communicate(timeout=15)
 
-    assert _wait_until(lambda: not _alive(child) and not _alive(grandchild), 5.0)
-    assert _wait_until(lambda: not _group_alive(pgid), 5.0)
+    assert wait_until(lambda: not is_running(child) and not is_running(grandchild), 5.0)
+    assert wait_until(lambda: not _group_alive(pgid), 5.0)
 
 
 def test_output_is_capped_to_its_tail(tmp_path):
@@ -345,8 +321,8 @@ def test_launcher_and_its_direct_children_sigkilled_together_still_take_the_tree
     os.kill(supervisor, signal.SIGKILL)
     driver.communicate(timeout=15)
 
-    assert _wait_until(lambda: not _alive(child) and not _alive(grandchild), 8.0)
-    assert _wait_until(lambda: not _group_alive(pgid), 5.0)
+    assert wait_until(lambda: not is_running(child) and not is_running(grandchild), 8.0)
+    assert wait_until(lambda: not _group_alive(pgid), 5.0)
 
 
 def test_api_keys_never_reach_the_trial(tmp_path, monkeypatch):

@@ -6,7 +6,7 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from autoraysearch.campaign.results_log import BEST_STATUSES, ResultsLog, format_number
+from autoraysearch.campaign.results_log import BEST_STATUSES, ResultsLog
 
 LABEL_CHARS = 40
 MAX_TICKS = 40  # iteration labels on the x axis before only every n-th one is written
