@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -45,6 +46,18 @@ def make_repo(path: Path, files: dict[str, str]) -> Path:
     git(path, "add", *files)
     git(path, "commit", "-q", "-m", "initial")
     return path
+
+
+@pytest.fixture
+def leftovers():
+    """Pids to SIGKILL at teardown, so a failing test does not leak sleeping processes."""
+    from helpers import is_running
+
+    pids: list[int] = []
+    yield pids
+    for pid in pids:
+        if is_running(pid):
+            os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture

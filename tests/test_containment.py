@@ -6,7 +6,6 @@ Each test runs a hostile train.py or model.py in real processes, the way a trial
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -56,16 +55,6 @@ ESCAPE = textwrap.dedent(
         handle.write(str(escaped.pid))
     """
 )
-
-
-@pytest.fixture
-def leftovers():
-    """Pids to SIGKILL at teardown, so a failing test does not leak sleeping processes."""
-    pids: list[int] = []
-    yield pids
-    for pid in pids:
-        if is_running(pid):
-            os.kill(pid, signal.SIGKILL)
 
 
 # ---- secrets ----

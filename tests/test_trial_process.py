@@ -77,16 +77,6 @@ def _pids_from_tail(lines: list[str]) -> list[int]:
     return [int(x) for x in next(line for line in lines if line.startswith("pids ")).split()[1:]]
 
 
-@pytest.fixture
-def leftovers():
-    """Pids to SIGKILL at teardown, so a failing test does not leak sleeping processes."""
-    pids: list[int] = []
-    yield pids
-    for pid in pids:
-        if is_running(pid):
-            os.kill(pid, signal.SIGKILL)
-
-
 def _start_driver(tmp_path: Path) -> tuple[subprocess.Popen, Path, Path]:
     """Start a launcher process running TREE_SCRIPT; return it, its trial log and its scratch root."""
     (tmp_path / "tree.py").write_text(TREE_SCRIPT)
