@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -12,7 +14,7 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from prefect_ray import RayTaskRunner
 from prefect_ray.context import RemoteOptionsContext, remote_options
@@ -245,6 +247,32 @@ def infrastructure_fault(task: Any, task_run: Any, state: Any) -> bool:
     except Exception:
         return True
     return False
+
+
+def sends_its_logs(step: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorate a step so that its queued log lines reach the Prefect API before it returns.
+
+    A Ray worker sends log lines in batches every two seconds and is stopped without ceremony when the
+    campaign ends, so without this the last steps' lines (the verdict, the log row) never reach the UI.
+    (A Prefect hook would do it too, but Prefect logs two lines of its own for every hook it runs.)
+    """
+    @functools.wraps(step)
+    def step_then_send(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return step(*args, **kwargs)
+        finally:
+            send_logs_now()
+
+    return step_then_send
+
+
+def send_logs_now() -> None:
+    from prefect.logging.handlers import APILogWorker
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        APILogWorker.drain_all(timeout=5)  # only outside an event loop: inside one, a drain would block it
 
 
 class CampaignFuture(PrefectRayFuture):

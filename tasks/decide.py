@@ -10,6 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from autoraysearch.campaign.experiment import Campaign, TrialResult, Verdict
 from autoraysearch.campaign.noise import Bar, is_kept
 from autoraysearch.campaign.repository import ExperimentRepo
+from autoraysearch.cluster import sends_its_logs
 from autoraysearch.views.step_logs import verdict_line
 
 
@@ -48,6 +49,7 @@ def best_mean(bar: Bar) -> float | None:
 
 # Never retried: moving a branch is not an operation to repeat blindly.
 @task(name="decide", task_run_name="decide-{result.label}", cache_policy=NO_CACHE, retries=0)
+@sends_its_logs
 def decide(campaign: Campaign, result: TrialResult, candidate_sha: str, bar: Bar, best_sha: str) -> Verdict:
     """Keep a gain the noise cannot explain; roll anything else back to the previous best."""
     verdict = decide_candidate(campaign, result, candidate_sha, bar, best_sha)
@@ -91,6 +93,7 @@ def decide_parallel_candidates(
 
 
 @task(name="decide", task_run_name="decide-{iteration}", cache_policy=NO_CACHE, retries=0)
+@sends_its_logs
 def decide_parallel(
     campaign: Campaign, results: list[TrialResult], shas: dict[str, str], bar: Bar, best_sha: str, iteration: int,
 ) -> dict[str, Verdict]:

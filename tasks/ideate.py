@@ -18,6 +18,7 @@ from autoraysearch.campaign.model_source import fingerprint
 from autoraysearch.ideators.mutate import choose_mutations
 from autoraysearch.trials.preflight import preflight_sources
 from autoraysearch.campaign.settings import CampaignSettings
+from autoraysearch.cluster import sends_its_logs
 from autoraysearch.views.step_logs import proposal_lines
 
 SPARES = 3  # mutations drawn per slot, so that a pre-flight failure has a replacement at hand
@@ -78,6 +79,7 @@ def outage_wait(attempt: int, longest: float) -> float:
 
 # Not retried here: an LLM outage is waited out by the loop, bounded by the campaign's stop conditions.
 @task(name="ideate", task_run_name="ideate-{iteration}", cache_policy=NO_CACHE)
+@sends_its_logs
 def ideate(
     review: Review, settings: CampaignSettings, iteration: int, labels: list[str], api_key: SecretStr | None = None
 ) -> Ideas:

@@ -18,7 +18,7 @@ from typing import Callable
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from autoraysearch.cluster import current_node_id
+from autoraysearch.cluster import current_node_id, sends_its_logs
 from autoraysearch.campaign.experiment import Trial, TrialResult
 from autoraysearch.campaign.metric import parse_metric
 from autoraysearch.campaign.pruning import CurveWatch, parse_progress
@@ -168,6 +168,7 @@ def run_trial(trial: Trial, node_id: str | None = None, say: Callable[[str], Non
 
 
 @task(name="verify", task_run_name="verify-{trial.label}", cache_policy=NO_CACHE)
+@sends_its_logs
 def verify(trial: Trial) -> TrialResult:
     """Train the candidate and extract its metric; a crash, a timeout or a pruned run is a result."""
     logger = get_run_logger()  # on this, the launching thread: the trial's lines are said from here
