@@ -26,41 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     setup = commands.add_parser("setup", help="generate train.py for a model.py and record the baseline")
-    setup.add_argument("model_py", help="path of the model file (defines class Model)")
-    setup.add_argument(
-        "--dataset", default="digits",
-        help="digits (bundled), mnist, fashionmnist, cifar10, cifar100 (from --data-dir), npz:PATH, or custom "
-        "(--data-module) (default: digits)",
-    )
-    setup.add_argument("--data-dir", help="the folder holding mnist/fashionmnist/cifar10/cifar100's files")
-    setup.add_argument("--download", action="store_true", help="let train.py fetch missing files with torchvision")
-    setup.add_argument("--data-module", metavar="DATA_PY", help="for --dataset custom: your data.py (see README)")
-    setup.add_argument("--model-kwargs", metavar="JSON", help="Model's arguments, e.g. '{\"num_classes\": 10}'")
-    setup.add_argument("--batch-size", type=int, default=64,
-                       help="training samples per step, per process with DDP (default 64)")
-    setup.add_argument("--optimizer", choices=["adamw", "sgd"],
-                       help="adamw, or sgd with Nesterov momentum 0.9 (default: sgd for cifar10/cifar100, else adamw)")
-    setup.add_argument("--learning-rate", type=float,
-                       help="the optimizer's peak learning rate (default: 0.001 for adamw, 0.05 for sgd)")
-    setup.add_argument("--weight-decay", type=float, help="weight decay (default: 0.01 for adamw, 0.0005 for sgd)")
-    setup.add_argument("--schedule", choices=["none", "cosine"],
-                       help="cosine: a 5%% linear warm-up, then a cosine decay to 0 (default: cosine for "
-                       "cifar10/cifar100, else none)")
-    setup.add_argument("--compile", action="store_true", help="torch.compile the model in train.py")
-    budget = setup.add_mutually_exclusive_group()
-    budget.add_argument("--epochs", type=int, help="training epochs per trial (default 5)")
-    budget.add_argument("--time-budget", type=float, metavar="SECONDS", help="train for this many seconds instead")
-    setup.add_argument("--seed", type=int, default=0, help="training and ideator seed (default 0)")
-    setup.add_argument(
-        "--seeds", type=int, default=3, metavar="K",
-        help="train the baseline with K seeds to measure the noise, and confirm promising candidates over K seeds "
-        "(default 3; 1: decide on single runs)",
-    )
-    setup.add_argument("--metric", default="val_acc", help="metric name train.py prints last (default val_acc)")
-    setup.add_argument("--direction", choices=["higher", "lower"], default="higher", help="which way is better")
-    setup.add_argument("--train-py", help="use your own train.py instead of generating one")
-    setup.add_argument("--goal", default="", help="what you want from the model, in plain words")
-    _add_trial_options(setup)
+    _add_setup_options(setup)
     _add_cluster_options(setup)
 
     run = commands.add_parser("run", help="run the loop until a stop condition holds (none given: forever)")
@@ -108,11 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_trial_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--trial-timeout", type=float, metavar="SECONDS", help="kill a trial after this long")
-    parser.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial (default 1)")
-    parser.add_argument("--gpus-per-trial", type=float,
-                        help="GPUs per trial, fractions allowed (default: 1 on a cluster with GPUs, else 0)")
+def _add_setup_options(parser: argparse.ArgumentParser) -> None:
+    """setup's flags, one per entry of the setup options' list (model.py is the positional argument)."""
+    from autoraysearch.setup.options import MODEL_PY, SETUP_OPTIONS
+
+    parser.add_argument(MODEL_PY.name, help=MODEL_PY.help)
+    budget = parser.add_mutually_exclusive_group()
+    for option in SETUP_OPTIONS:
+        if option is not MODEL_PY:
+            (budget if option.budget else parser).add_argument(option.flag, **option.argparse_kwargs())
 
 
 def _add_ideator_options(parser: argparse.ArgumentParser) -> None:
@@ -204,27 +174,9 @@ def _check_trial_options(args: argparse.Namespace) -> None:
 
 
 def _setup_options(model_py: str, args: argparse.Namespace) -> dict:
-    return dict(
-        model_py=model_py, dataset=args.dataset, epochs=args.epochs, time_budget=args.time_budget,
-        seed=args.seed, seeds=args.seeds, metric=args.metric, direction=args.direction, train_py=args.train_py, goal=args.goal,
-        trial_timeout=args.trial_timeout, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
-        data_dir=args.data_dir, data_module=args.data_module, download=args.download,
-        model_kwargs=_model_kwargs(args.model_kwargs), batch_size=args.batch_size, learning_rate=args.learning_rate,
-        compile=args.compile, optimizer=args.optimizer, schedule=args.schedule, weight_decay=args.weight_decay,
-    )
+    from autoraysearch.setup.options import SETUP_OPTIONS
 
-
-def _model_kwargs(text: str | None) -> dict | None:
-    """--model-kwargs as a dict, or None to let setup choose (num_classes when Model takes it)."""
-    if text is None:
-        return None
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise AutoraysearchError(f"--model-kwargs is not valid JSON ({exc}): pass an object such as '{{\"width\": 64}}'.") from None
-    if not isinstance(value, dict):
-        raise AutoraysearchError("--model-kwargs must be a JSON object such as '{\"num_classes\": 10}'.")
-    return value
+    return {option.name: option.value(getattr(args, option.name)) for option in SETUP_OPTIONS} | {"model_py": model_py}
 
 
 def _run_setup(experiment_dir: Path, model_py: str, args: argparse.Namespace):

@@ -46,7 +46,7 @@ def plan_setup(
     goal: str = "",
     trial_timeout: float | None = None,
     cpus_per_trial: float = 1.0,
-    gpus_per_trial: float | None = 0.0,
+    gpus_per_trial: float | None = None,
     data_dir: str | None = None,
     data_module: str | None = None,
     download: bool = False,
