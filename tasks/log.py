@@ -12,7 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from autoraysearch.campaign.memory import RememberedCandidate, model_diff, remember
 from autoraysearch.campaign.experiment import Campaign, Candidate, Ideas, TrialResult, Verdict
 from autoraysearch.campaign.noise import seed_columns, summary
-from autoraysearch.campaign.results_log import ResultRow, append_result, clean_text
+from autoraysearch.campaign.results_log import ResultRow, append_result, clean_text, node_columns
 from autoraysearch.campaign.settings import write_atomically
 
 ERROR_CHARS = 200
@@ -39,9 +39,8 @@ def result_row(candidate: Candidate, verdict: Verdict, result: TrialResult, shor
         delta=verdict.delta,
         status=verdict.status,
         description=description,
-        extra={"candidate": candidate.fingerprint, "seconds": f"{result.seconds:g}", "node": result.host,
-               "node_id": (result.node_id or "")[:8],
-               **seed_columns(result.runs)},
+        extra={"candidate": candidate.fingerprint, "seconds": f"{result.seconds:g}",
+               **node_columns(result.host, result.node_id), **seed_columns(result.runs)},
     )
 
 

@@ -13,7 +13,7 @@ import pytest
 from autoraysearch.cli import main
 from autoraysearch.campaign.results_log import ResultRow, ResultsLog, format_log
 from autoraysearch.campaign.settings import CampaignSettings, dump_settings
-from conftest import EXAMPLE_MODEL, git, make_repo
+from helpers import EXAMPLE_MODEL, git, make_repo
 
 
 def ready_experiment(path: Path) -> Path:

@@ -25,9 +25,13 @@ from autoraysearch.setup.wizard import (
     setup_steps,
 )
 from autoraysearch.campaign.results_log import read_results_log
-from conftest import EXAMPLE_MODEL, git, make_repo
+from helpers import EXAMPLE_MODEL, git, make_repo
 
 NET_MODEL = EXAMPLE_MODEL.read_text().replace("class Model(nn.Module)", "class Net(nn.Module)")
+
+
+class OutOfAnswers(Exception):
+    """The script had no answer left for this question."""
 
 
 class Script:
@@ -39,6 +43,8 @@ class Script:
 
     def __call__(self, question, reason):
         self.asked.append((question.key, reason))
+        if not self.answers:
+            raise OutOfAnswers(question.key)
         return self.answers.pop(0)
 
 
@@ -58,14 +64,14 @@ def test_a_wrong_answer_is_asked_again_with_the_reason(tmp_path: Path):
     assert any("autoraysearch trains the class named `Model` and model.py has none; answer one of Net" in r for r in reasons)
     assert any(r.startswith("'ten' is not a training budget") for r in reasons)
     assert answers == {"goal": "better validation accuracy", "model_py": "model.py", "alias": "Net", "train_py": None,
-                       "dataset": "digits", "budget": {"epochs": 2}, "gpus_per_trial": 0.0}
+                       "dataset": "digits", "budget": {"epochs": 2}, "gpus_per_trial": None}
 
     prepare_model(exp, answers)
     assert (exp / "model.py").read_text().endswith("\nModel = Net\n")
     assert git(exp, "log", "-1", "--format=%s") == "autoraysearch plan: Model = Net in model.py"
     assert git(exp, "status", "--porcelain") == "?? draft.py"  # only model.py was committed
     assert setup_options(answers) == {"model_py": "model.py", "goal": "better validation accuracy",
-                                      "gpus_per_trial": 0.0, "dataset": "digits", "epochs": 2}
+                                      "gpus_per_trial": None, "dataset": "digits", "epochs": 2}
 
 
 def test_own_train_py_asks_for_its_metric_instead_of_a_dataset(tmp_path: Path):
@@ -91,7 +97,7 @@ def test_image_sets_ask_for_their_folder_and_custom_data_for_its_module(tmp_path
     assert (options["dataset"], options["data_dir"], options["download"]) == ("mnist", str(exp / "data"), True)
 
     script = Script(["", "", "", "custom", "", "loader.py"])
-    with pytest.raises(IndexError):  # the script runs out while the module is still being asked for
+    with pytest.raises(OutOfAnswers, match="^data_module$"):  # still asking for the module when the script ends
         ask_all(setup_steps(exp), script)
     assert [key for key, _ in script.asked][-3:] == ["data_module"] * 3
     assert script.asked[-2][1].startswith(f"data module {exp / 'data.py'} is not an existing .py file")

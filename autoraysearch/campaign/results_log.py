@@ -15,6 +15,14 @@ COLUMNS = ("iteration", "commit", "metric", "delta", "status", "description")
 # seeds/std/runs: how many seeds the metric (their mean) is over, their spread and each seed's value.
 # node: the host that trained it; node_id: its Ray node, for `ray` commands.
 EXTRA_COLUMNS = ("candidate", "seconds", "node", "tokens", "seeds", "std", "runs", "node_id")
+NODE_ID_CHARS = 8  # enough to tell nodes apart; `ray list nodes` matches on a prefix
+
+
+def node_columns(host: str | None, node_id: str | None) -> dict[str, str]:
+    """The node/node_id cells of a row: where its trial trained."""
+    return {"node": host or "", "node_id": (node_id or "")[:NODE_ID_CHARS]}
+
+
 # Statuses whose metric counts towards the best so far.
 BEST_STATUSES = ("baseline", "keep")
 # Terminal escape sequences: CSI (colours, cursor moves), OSC (titles, links) and two-character escapes.

@@ -172,8 +172,9 @@ def setup_steps(experiment_dir: Path) -> list[Step]:
                         "in seconds (300s) or minutes (10m).", "5", check_budget)
 
     def gpus(answers: Answers) -> Question:
-        return Question("gpus_per_trial", "How many GPUs per trial? 0 for CPU only, 0.5 to share a GPU "
-                        "between two trials, 2 or more for DDP on one node.", "0", check_gpus)
+        return Question("gpus_per_trial", "How many GPUs per trial? auto: 1 on a cluster with GPUs, else 0; 0 for "
+                        "CPU only, 0.5 to share a GPU between two trials, 2 or more for DDP on one node.", "auto",
+                        check_gpus)
 
     return [goal, model_py, alias, train_py, metric, direction, dataset, data_dir, download, data_module, budget, gpus]
 
@@ -302,7 +303,10 @@ def check_budget(text: str) -> dict[str, float | int]:
     return {"time_budget": value * (60 if unit.startswith("m") else 1)}
 
 
-def check_gpus(text: str) -> float:
+def check_gpus(text: str) -> float | None:
+    """None for auto: the cluster decides once Ray is up (the questions are asked before it starts)."""
+    if text.strip().lower() in ("", "auto"):
+        return None
     try:
         gpus = float(text)
     except ValueError:
