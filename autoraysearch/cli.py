@@ -205,10 +205,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _check_run_options(args: argparse.Namespace, experiment_dir: Path) -> None:
     """run's options, each against what it allows; the loop would otherwise refuse them after start-up."""
     from autoraysearch.campaign.opening import BRANCH_PREFIX
-    from autoraysearch.setup.prechecks import MAX_PARALLEL, check_option, check_tag
+    from autoraysearch.setup.prechecks import check_option, check_parallel, check_tag
     from autoraysearch.campaign.stopping import StopConditions, parse_deadline, validate
 
-    check_option("--parallel", args.parallel, rule=lambda v: 1 <= v <= MAX_PARALLEL, allowed=f"between 1 and {MAX_PARALLEL}")
+    check_parallel(args.parallel)
     validate(StopConditions(max_iterations=args.max_iterations, max_hours=args.max_hours, target=args.target,
                             patience=args.patience))
     if args.deadline:

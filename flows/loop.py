@@ -39,6 +39,7 @@ from autoraysearch.campaign.integrity import checked_results, take_snapshot, und
 from autoraysearch.campaign.resume import clear_pending, write_pending
 from autoraysearch.campaign.noise import Bar, worth_confirming
 from autoraysearch.campaign.pruning import campaign_rule
+from autoraysearch.setup.prechecks import PARALLEL_LETTERS, check_parallel
 from autoraysearch.trials.runs import (
     check_trial_fits,
     confirmation_trials,
@@ -52,7 +53,6 @@ from autoraysearch.trials.runs import (
     whole_gpu_trial,
 )
 
-LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 
 @dataclass(frozen=True)
@@ -107,8 +107,7 @@ def autoraysearch_loop(
             patience=patience,
         )
     )
-    if parallel < 1 or parallel > len(LETTERS):
-        raise AutoraysearchError(f"--parallel must be between 1 and {len(LETTERS)}.")
+    check_parallel(parallel)
     node = driver_node_id()
     overrides = dict(
         cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, ideator=ideator, llm_model=llm_model,
@@ -322,7 +321,7 @@ def run_parallel_iteration(
     stop_time: datetime | None = None,
 ) -> Verdict:
     """N candidates on N slices of the cluster; the best one that beats the best so far is kept."""
-    labels = [f"{iteration}{letter}" for letter in LETTERS[:parallel]]
+    labels = [f"{iteration}{letter}" for letter in PARALLEL_LETTERS[:parallel]]
     current = review_step(campaign, node, str(iteration))
     candidates: list[Candidate] = []
     settings = campaign.settings

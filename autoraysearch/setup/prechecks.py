@@ -16,7 +16,8 @@ from autoraysearch.errors import AutoraysearchError
 from autoraysearch.campaign.settings import setting_problem
 
 # Iteration labels of a parallel iteration are 5a … 5z.
-MAX_PARALLEL = 26
+PARALLEL_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+MAX_PARALLEL = len(PARALLEL_LETTERS)
 # Linux's limit on an AF_UNIX socket path (108 bytes with its terminating NUL), which Ray enforces.
 SOCKET_PATH_MAX = 107
 # The longest socket a local Ray makes under its temp folder: a session named by date, microseconds and pid.
@@ -39,6 +40,10 @@ def check_option(flag: str, value: Any, setting: str | None = None,
     if problem:
         shown = f"{value:g}" if isinstance(value, float) else str(value)
         raise AutoraysearchError(f"{flag} {shown} is not valid: it {problem}.")
+
+
+def check_parallel(parallel: int) -> None:
+    check_option("--parallel", parallel, rule=lambda v: 1 <= v <= MAX_PARALLEL, allowed=f"between 1 and {MAX_PARALLEL}")
 
 
 def positive_finite(value: float) -> bool:
