@@ -18,7 +18,7 @@ from prefect import flow
 from ray.cluster_utils import Cluster
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest import EXAMPLE_MODEL, git, make_repo  # noqa: E402
+from helpers import EXAMPLE_MODEL, git, make_repo  # noqa: E402
 
 from autoraysearch.cluster import CampaignTaskRunner, on_repo_node, ray_init_arguments  # noqa: E402
 from autoraysearch.errors import AutoraysearchError  # noqa: E402
@@ -76,7 +76,7 @@ def max_overlap(intervals: list[tuple[float, float]]) -> int:
 
 
 def main(tmp: Path, trial_dir: Path) -> None:
-    os.environ["AUTORAYSEARCH_TRIAL_WRITABLE"] = str(trial_dir)  # importing conftest chose a folder of its own
+    os.environ["AUTORAYSEARCH_TRIAL_WRITABLE"] = str(trial_dir)  # the test's own, not the session's shared folder
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
     for _ in range(2):
         cluster.add_node(num_cpus=2, num_gpus=1)

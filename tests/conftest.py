@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -21,38 +19,19 @@ os.environ.setdefault("AUTORAYSEARCH_RAY_ADDRESS", "local")
 # Prefect's console log handler keeps the stream it first sees; configure it now, while that is the
 # session's, not a stream a test's capsys closes (a handler on a closed stream recurses until a flow dies).
 import prefect.main  # noqa: E402,F401
+
+# EXAMPLE_MODEL, git and make_repo are re-exported for the test modules that still import them from here.
+from helpers import EXAMPLE_MODEL, git, is_running, make_repo  # noqa: E402,F401
+
 # Trials may write only their scratch folder; scripted train.py files that count their calls or write
 # their pid do it under this one shared folder (see the trial_dir fixture), never in an experiment folder.
 TRIAL_WRITABLE = Path(tempfile.mkdtemp(prefix="autoraysearch-test-trials-"))
 os.environ["AUTORAYSEARCH_TRIAL_WRITABLE"] = str(TRIAL_WRITABLE)
 
-EXAMPLE_MODEL = Path(__file__).resolve().parents[1] / "examples" / "digits" / "model.py"
-
-
-def git(repo: Path, *args: str) -> str:
-    """Run git in repo as a user would, with a fixed identity."""
-    result = subprocess.run(
-        ["git", "-c", "user.name=Test User", "-c", "user.email=test@example.com", *args],
-        cwd=repo, check=True, capture_output=True, text=True,
-    )
-    return result.stdout.strip()
-
-
-def make_repo(path: Path, files: dict[str, str]) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    git(path, "init", "-q", "-b", "main")
-    for name, text in files.items():
-        (path / name).write_text(text)
-    git(path, "add", *files)
-    git(path, "commit", "-q", "-m", "initial")
-    return path
-
 
 @pytest.fixture
 def leftovers():
     """Pids to SIGKILL at teardown, so a failing test does not leak sleeping processes."""
-    from helpers import is_running
-
     pids: list[int] = []
     yield pids
     for pid in pids:
@@ -99,7 +78,3 @@ def ray_local(prefect_api):
 def services(prefect_api, ray_local):
     """Prefect and Ray, ready for flows."""
     yield
-
-
-def has_git() -> bool:
-    return shutil.which("git") is not None

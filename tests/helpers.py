@@ -1,11 +1,104 @@
-"""What many test modules share: running a campaign in-process, and watching processes come and go."""
+"""What many test modules share: real git repositories, scripted train.py files, running a campaign in-process,
+and watching processes come and go. Test modules import from here, never from each other or from conftest."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import textwrap
 import time
 from pathlib import Path
 
 from autoraysearch.campaign.results_log import read_results_log
+
+EXAMPLE_MODEL = Path(__file__).resolve().parents[1] / "examples" / "digits" / "model.py"
+
+
+def git(repo: Path, *args: str) -> str:
+    """Run git in repo as a user would, with a fixed identity."""
+    result = subprocess.run(
+        ["git", "-c", "user.name=Test User", "-c", "user.email=test@example.com", *args],
+        cwd=repo, check=True, capture_output=True, text=True,
+    )
+    return result.stdout.strip()
+
+
+def make_repo(path: Path, files: dict[str, str]) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    git(path, "init", "-q", "-b", "main")
+    for name, text in files.items():
+        (path / name).write_text(text)
+    git(path, "add", *files)
+    git(path, "commit", "-q", "-m", "initial")
+    return path
+
+
+# A train.py that never loads the model: what a run does comes from its number (from 0, the baseline first).
+# Parallel trials start together, so each claims its number by creating a file of that name, atomically.
+COUNTING_TRAIN_PY = '''
+import os, subprocess, sys, time
+
+
+def load_model():  # never called
+    from model import Model
+
+
+os.makedirs({counter!r}, exist_ok=True)
+calls = 0
+while True:
+    try:
+        os.close(os.open(os.path.join({counter!r}, str(calls)), os.O_CREAT | os.O_EXCL))
+        break
+    except FileExistsError:
+        calls += 1
+'''
+
+
+def counting_train_py(counter: Path, *runs: str, later: str) -> str:
+    """A train.py whose run n executes the Python lines runs[n] and every later run `later` (which may read `calls`,
+    the run's number); the runs are counted in the folder `counter`."""
+    def block(code: str) -> str:
+        return textwrap.indent(code.rstrip("\n") + "\n", "    " if runs else "")
+
+    branches = "".join(f"{'if' if n == 0 else 'elif'} calls == {n}:\n" + block(code) for n, code in enumerate(runs))
+    return COUNTING_TRAIN_PY.format(counter=str(counter)) + branches + ("else:\n" if runs else "") + block(later)
+
+
+def hang(pids: Path, child: bool = True) -> str:
+    """Python lines for a run that sleeps ten minutes, after starting a sleeping child of its own unless told not to.
+    It first writes its pid and the child's to `pids`, or to a file named by its pid in there if `pids` is a folder,
+    by a rename, so that a file that exists is complete."""
+    return (f"PIDS = {str(pids)!r}\n"
+            + ('child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])\n' if child else "")
+            + textwrap.dedent(f"""\
+                path = os.path.join(PIDS, str(os.getpid())) if os.path.isdir(PIDS) else PIDS
+                with open(f"{{PIDS}}.{{os.getpid()}}.part", "w") as f:
+                    f.write({'f"{os.getpid()} {child.pid}"' if child else 'str(os.getpid())'})
+                os.replace(f.name, path)
+                time.sleep(600)
+            """))
+
+
+def hanging_experiment(exp: Path, trial_dir: Path, pids: Path) -> str:
+    """Commit a train.py whose baseline scores val_acc=0.5 and whose every later run hangs (see hang), and set the
+    campaign up; returns the set-up commit, the campaign's best until something is kept."""
+    (exp / "train.py").write_text(counting_train_py(trial_dir / "calls", 'print("val_acc=0.5")', later=hang(pids)))
+    git(exp, "add", "train.py")
+    git(exp, "commit", "-q", "-m", "train.py that hangs for every candidate")
+    setup(exp, train_py="train.py")
+    return git(exp, "rev-parse", "HEAD")
+
+
+def agent_proposing(tmp_path: Path, *candidates: dict) -> str:
+    """A command ideator that always answers with these candidates."""
+    agent = tmp_path / "agent.py"
+    agent.write_text(textwrap.dedent(f"""\
+        import json, sys
+        sys.stdin.read()
+        print(json.dumps({{"candidates": {json.dumps(list(candidates))}}}))
+    """))
+    return f"{sys.executable} {agent}"
 
 
 def setup(experiment: Path, **options):

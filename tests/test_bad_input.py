@@ -21,7 +21,7 @@ from autoraysearch.campaign.experiment import Ideas
 from autoraysearch.campaign.results_log import ResultRow, ResultsLog, append_result, format_log, read_results_log
 from autoraysearch.campaign.settings import CampaignSettings, dump_settings
 from autoraysearch.tasks.log import dropped_rows
-from conftest import EXAMPLE_MODEL, git, make_repo
+from helpers import EXAMPLE_MODEL, git, make_repo
 
 EXAMPLE = EXAMPLE_MODEL.read_text()
 

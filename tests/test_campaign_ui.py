@@ -12,7 +12,7 @@ import pytest
 
 from autoraysearch.views.artifacts import DIFF, PLOT, PROGRESS, RESULTS
 from autoraysearch.views.identity import artifact_key, campaign_id
-from conftest import git, make_repo
+from helpers import git, make_repo
 
 pytestmark = pytest.mark.slow
 

@@ -19,7 +19,7 @@ from autoraysearch.campaign.memory import (
 from autoraysearch.campaign.experiment import Campaign, Candidate, ExperimentPaths, Review, TrialResult
 from autoraysearch.campaign.results_log import ResultRow, ResultsLog, append_result, read_results_log
 from autoraysearch.campaign.settings import CampaignSettings
-from conftest import EXAMPLE_MODEL, git, make_repo
+from helpers import EXAMPLE_MODEL, git, make_repo
 
 EXAMPLE = EXAMPLE_MODEL.read_text()
 ZEROED = {

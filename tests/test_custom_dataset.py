@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from autoraysearch.campaign.results_log import read_results_log
-from conftest import git, make_repo
+from helpers import git, make_repo
 from small_datasets import CUSTOM_DATA_PY, REGRESSION_MODEL
 
 pytestmark = pytest.mark.slow

@@ -23,8 +23,7 @@ import pytest
 
 from autoraysearch.views.identity import artifact_key
 from autoraysearch.campaign.results_log import read_results_log
-from conftest import git
-from helpers import is_running, setup
+from helpers import git, is_running, setup
 
 pytestmark = pytest.mark.slow
 

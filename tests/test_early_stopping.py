@@ -10,9 +10,7 @@ import pytest
 from autoraysearch.campaign.experiment import Trial
 from autoraysearch.campaign.pruning import PruneRule
 from autoraysearch.tasks.verify import ProgressLog, run_trial
-from conftest import EXAMPLE_MODEL, git, make_repo
-from helpers import loop, results, setup
-from test_noise_campaigns import agent_proposing
+from helpers import EXAMPLE_MODEL, agent_proposing, git, loop, make_repo, results, setup
 
 EXAMPLE = EXAMPLE_MODEL.read_text()
 FORWARD = "        return self.classifier(self.features(x))\n"

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from autoraysearch.campaign.results_log import read_results_log
-from conftest import EXAMPLE_MODEL, git
-from helpers import loop, setup
+from helpers import EXAMPLE_MODEL, git, loop, setup
 
 pytestmark = pytest.mark.slow
 

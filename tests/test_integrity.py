@@ -7,7 +7,7 @@ from pathlib import Path
 from autoraysearch.campaign.experiment import Campaign, TrialResult
 from autoraysearch.campaign.integrity import checked_results, take_snapshot
 from autoraysearch.campaign.settings import CampaignSettings
-from conftest import git, make_repo
+from helpers import git, make_repo
 
 LOG = "# metric_direction: higher_is_better\niteration\tcommit\tmetric\tdelta\tstatus\tdescription\n0\tbaseline\t0.5\t0.0\tbaseline\tinitial state\n"
 

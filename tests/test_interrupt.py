@@ -6,42 +6,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from autoraysearch.campaign.results_log import read_results_log
-from conftest import git
-from helpers import is_running, setup
+from helpers import git, hanging_experiment, is_running, wait_until
 
 pytestmark = pytest.mark.slow
-
-HANGING_TRAIN_PY = '''
-import os, subprocess, sys, time
-
-
-def load_model():  # never called: the trial's behaviour comes from the counter
-    from model import Model
-
-
-calls = int(open({counter!r}).read()) if os.path.exists({counter!r}) else 0
-open({counter!r}, "w").write(str(calls + 1))
-if calls == 0:
-    print("val_acc=0.5")
-else:
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-    with open({pids!r}, "w") as f:
-        f.write(f"{{os.getpid()}} {{child.pid}}")
-    time.sleep(600)
-'''
-
-
-def wait_for(path: Path, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while not (path.exists() and path.read_text().strip()):
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.2)
 
 
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
@@ -50,11 +22,7 @@ def test_stopping_a_run_kills_the_trial_and_leaves_the_best_commit(how, services
 
     exp = example_repo
     pids = trial_dir / "pids"
-    (exp / "train.py").write_text(HANGING_TRAIN_PY.format(counter=str(trial_dir / "calls"), pids=str(pids)))
-    git(exp, "add", "train.py")
-    git(exp, "commit", "-q", "-m", "train.py that hangs for every candidate")
-    setup(exp, train_py="train.py")
-    best = git(exp, "rev-parse", "HEAD")
+    best = hanging_experiment(exp, trial_dir, pids)
 
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
     cli = subprocess.Popen(
@@ -62,7 +30,7 @@ def test_stopping_a_run_kills_the_trial_and_leaves_the_best_commit(how, services
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
     try:
-        wait_for(pids, 180)
+        assert wait_until(pids.exists, 180), "the trial never started"
         if how == "ctrl-c":
             os.killpg(cli.pid, signal.SIGINT)  # a terminal signals the whole foreground group
         else:
@@ -74,11 +42,9 @@ def test_stopping_a_run_kills_the_trial_and_leaves_the_best_commit(how, services
     assert cli.returncode == 130, output
     assert "stopped; the campaign branch is on its best commit" in output
 
-    trial_pid, grandchild_pid = map(int, pids.read_text().split())
-    deadline = time.monotonic() + 10  # the trial's supervisor may still be finishing its kill
-    while (is_running(trial_pid) or is_running(grandchild_pid)) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not is_running(trial_pid) and not is_running(grandchild_pid)
+    trial_pids = list(map(int, pids.read_text().split()))
+    # the trial's supervisor may still be finishing its kill
+    assert wait_until(lambda: not any(map(is_running, trial_pids)), 60), trial_pids
 
     assert git(exp, "rev-parse", "HEAD") == best
     assert git(exp, "branch", "--show-current").startswith("autoraysearch/")

@@ -23,7 +23,7 @@ from autoraysearch.views.live_view import (
 )
 from autoraysearch.campaign.results_log import ResultRow, ResultsLog, format_log
 from autoraysearch.campaign.settings import CampaignSettings, dump_settings
-from conftest import EXAMPLE_MODEL, make_repo
+from helpers import EXAMPLE_MODEL, make_repo
 
 OUTPUT = """\
 loading digits

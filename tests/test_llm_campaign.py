@@ -11,37 +11,16 @@ import time
 from pathlib import Path
 
 import pytest
+from llm_answers import DROPOUT, SHAPE_ERROR, WIDER, answer
 from llm_servers import ScriptedServer, anthropic_reply, error_reply, openai_reply
 
 from autoraysearch.campaign.results_log import read_results_log
-from conftest import EXAMPLE_MODEL, git
+from helpers import git
 
 pytestmark = pytest.mark.slow
 
-EXAMPLE = EXAMPLE_MODEL.read_text()
 SENTINEL = "sk-SENTINEL-campaign-9d27c4e1b08f"
-DROPOUT = {
-    "description": "lower the classifier dropout from 0.25 to 0.1",
-    "kind": "regularisation",
-    "edits": [{"search": "nn.Dropout(0.25)", "replace": "nn.Dropout(0.1)"}],
-}
-WIDER = {
-    "description": "widen the hidden classifier layer from 64 to 128",
-    "kind": "width",
-    "model_py": EXAMPLE.replace("nn.Linear(32 * 4 * 4, 64)", "nn.Linear(32 * 4 * 4, 128)").replace(
-        "nn.Linear(64, num_classes)", "nn.Linear(128, num_classes)"
-    ),
-}
-SHAPE_ERROR = {
-    "description": "shrink the classifier input to 256 features",
-    "kind": "width",
-    "edits": [{"search": "nn.Linear(32 * 4 * 4, 64)", "replace": "nn.Linear(256, 64)"}],
-}
 EDITS_TRAIN_PY = {"description": "train for longer", "path": "train.py", "model_py": "EPOCHS = 50\n"}
-
-
-def answer(*candidates: dict) -> str:
-    return json.dumps({"candidates": list(candidates)})
 
 
 @pytest.fixture(autouse=True)

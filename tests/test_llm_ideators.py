@@ -11,6 +11,7 @@ import traceback
 from pathlib import Path
 
 import pytest
+from llm_answers import DROPOUT, DROPOUT_SOURCE, EXAMPLE, SHAPE_ERROR, WIDER, WIDER_SOURCE, answer
 from llm_servers import ScriptedServer, anthropic_reply, error_reply, openai_reply
 
 from autoraysearch.errors import AutoraysearchError
@@ -22,32 +23,10 @@ from autoraysearch.ideators.llm.prompt import build_prompt
 from autoraysearch.campaign.model_source import fingerprint
 from autoraysearch.campaign.settings import CampaignSettings
 
-EXAMPLE = (Path(__file__).resolve().parents[1] / "examples" / "digits" / "model.py").read_text()
 SENTINEL = "sk-SENTINEL-4f1c9e2a7b30d58e"
 SETTINGS = CampaignSettings(
     goal="reach 0.97 validation accuracy on digits", model_kwargs={"num_classes": 10}, input_shape=[1, 8, 8]
 )
-
-DROPOUT = {
-    "description": "lower the classifier dropout from 0.25 to 0.1",
-    "kind": "regularisation",
-    "edits": [{"search": "nn.Dropout(0.25)", "replace": "nn.Dropout(0.1)"}],
-}
-DROPOUT_SOURCE = EXAMPLE.replace("nn.Dropout(0.25)", "nn.Dropout(0.1)")
-WIDER_SOURCE = EXAMPLE.replace("nn.Linear(32 * 4 * 4, 64)", "nn.Linear(32 * 4 * 4, 128)").replace(
-    "nn.Linear(64, num_classes)", "nn.Linear(128, num_classes)"
-)
-WIDER = {"description": "widen the hidden classifier layer from 64 to 128", "kind": "width", "model_py": WIDER_SOURCE}
-# Parses and defines Model, but the first Linear no longer matches the 32*4*4 features: only running it shows.
-SHAPE_ERROR = {
-    "description": "shrink the classifier input to 256 features",
-    "kind": "width",
-    "edits": [{"search": "nn.Linear(32 * 4 * 4, 64)", "replace": "nn.Linear(256, 64)"}],
-}
-
-
-def answer(*candidates: dict) -> str:
-    return json.dumps({"candidates": list(candidates)})
 
 
 def make_review(*tried_sources: str) -> Review:

@@ -7,8 +7,9 @@ import re
 import pytest
 
 from autoraysearch.tasks.ideate import outage_wait
+from helpers import loop, results, setup
+from llm_answers import DROPOUT, answer
 from llm_servers import ScriptedServer, error_reply, openai_reply
-from test_llm_campaign import DROPOUT, answer, loop_state, rows, setup
 
 
 def test_the_waits_grow_and_never_pass_the_setting():
@@ -29,28 +30,30 @@ def overloaded(times: int) -> list:
 @pytest.mark.slow
 def test_an_outage_longer_than_the_retries_is_waited_out(services, example_repo, monkeypatch):
     exp = example_repo
-    setup(exp)
+    setup(exp, epochs=1)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-outage")
     set_outage_wait(exp, 1.0)
     with ScriptedServer(overloaded(2) + [openai_reply(answer(DROPOUT))]) as server:
-        state = loop_state(exp, max_iterations=1, ideator="openai", llm_model="m", llm_base_url=server.url + "/v1")
+        state = loop(exp, return_state=True, max_iterations=1, ideator="openai", llm_model="m",
+                     llm_base_url=server.url + "/v1")
     assert state.is_completed(), state
     assert state.result().iterations == 1
     assert len(server.requests) == 9
-    [row] = rows(exp)[1:]
+    [row] = results(exp).rows[1:]
     assert row.description.startswith(DROPOUT["description"]) and row.status in ("keep", "discard")
 
 
 @pytest.mark.slow
 def test_an_outage_until_the_time_limit_ends_the_run_cleanly(services, example_repo, monkeypatch):
     exp = example_repo
-    setup(exp)
+    setup(exp, epochs=1)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-outage")
     set_outage_wait(exp, 2.0)
     with ScriptedServer(overloaded(1000)) as server:
-        state = loop_state(exp, max_hours=20 / 3600, ideator="openai", llm_model="m", llm_base_url=server.url + "/v1")
+        state = loop(exp, return_state=True, max_hours=20 / 3600, ideator="openai", llm_model="m",
+                     llm_base_url=server.url + "/v1")
     assert state.is_completed(), state
     summary = state.result()
     assert summary.iterations == 0 and "unavailable" in summary.stop_reason or "hours" in summary.stop_reason
     assert len(server.requests) >= 8  # it kept asking
-    assert [r.status for r in rows(exp)] == ["baseline"]
+    assert [r.status for r in results(exp).rows] == ["baseline"]

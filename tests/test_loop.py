@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import git
-from helpers import is_running, loop, results, setup
+from helpers import git, is_running, loop, results, setup
 
 pytestmark = pytest.mark.slow
 

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from autoraysearch.campaign.noise import bar_from_log, runs_of
 from autoraysearch.campaign.results_log import read_results_log
-from conftest import EXAMPLE_MODEL, git, make_repo
+from helpers import EXAMPLE_MODEL, agent_proposing, git, make_repo
 
 pytestmark = pytest.mark.slow
 
@@ -20,17 +17,6 @@ EXAMPLE = EXAMPLE_MODEL.read_text()
 NULL_CHANGE = EXAMPLE.replace("        super().__init__()\n", "        super().__init__()\n        self.unused = nn.Linear(8, 8)\n")
 # A model crippled to two hidden units, and the change that undoes it.
 CRIPPLED = EXAMPLE.replace("nn.Linear(32 * 4 * 4, 64)", "nn.Linear(32 * 4 * 4, 2)").replace("nn.Linear(64, num_classes)", "nn.Linear(2, num_classes)")
-
-
-def agent_proposing(tmp_path: Path, *candidates: dict) -> str:
-    """A command ideator that always answers with these whole model.py files."""
-    agent = tmp_path / "agent.py"
-    agent.write_text(textwrap.dedent(f"""\
-        import json, sys
-        sys.stdin.read()
-        print(json.dumps({{"candidates": {json.dumps(list(candidates))}}}))
-    """))
-    return f"{sys.executable} {agent}"
 
 
 def campaign(tmp_path: Path, model: str, candidate: str, seed: int, **setup_options):

@@ -142,7 +142,7 @@ def test_mutations_that_fail_preflight_are_logged_as_crashes_and_never_train(ser
     from autoraysearch.flows.loop import autoraysearch_loop
     from autoraysearch.flows.setup_experiment import autoraysearch_setup
     from autoraysearch.campaign.results_log import read_results_log
-    from conftest import git, make_repo
+    from helpers import git, make_repo
 
     exp = make_repo(tmp_path / "exp", {"model.py": FRAGILE_MODEL})
     autoraysearch_setup(experiment_dir=str(exp), epochs=1)

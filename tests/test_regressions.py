@@ -14,8 +14,7 @@ import pytest
 from autoraysearch.campaign.experiment import Review
 from autoraysearch.trials.preflight import PreflightResult
 from autoraysearch.campaign.settings import CampaignSettings
-from conftest import EXAMPLE_MODEL, git
-from helpers import setup
+from helpers import EXAMPLE_MODEL, git, setup
 
 # ---- spare mutations are pre-flighted one at a time until every slot is filled ----
 

@@ -15,7 +15,7 @@ from autoraysearch.campaign.repository import ExperimentRepo
 from autoraysearch.campaign.results_log import COLUMNS, ResultRow, ResultsLog, format_log
 from autoraysearch.campaign.settings import CampaignSettings, dump_settings
 from autoraysearch.campaign.stopping import Progress, StopConditions
-from conftest import EXAMPLE_MODEL, git, make_repo
+from helpers import EXAMPLE_MODEL, git, make_repo
 
 
 def row(iteration, metric, status, description="", commit="-"):

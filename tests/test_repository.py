@@ -6,7 +6,7 @@ import pytest
 
 from autoraysearch.errors import AutoraysearchError
 from autoraysearch.campaign.repository import ExperimentRepo
-from conftest import git, make_repo
+from helpers import git, make_repo
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from autoraysearch.campaign.opening import open_campaign
 from autoraysearch.campaign.experiment import Candidate, ExperimentPaths
 from autoraysearch.campaign.resume import write_pending
 from autoraysearch.campaign.results_log import read_results_log
-from conftest import git, make_repo
+from helpers import git, make_repo
 
 MODEL = "import torch.nn as nn\n\n\nclass Model(nn.Linear):\n    def __init__(self):\n        super().__init__({width}, 2)\n"
 TRAIN = "from model import Model\nprint('val_acc=0.5')\n"

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from autoraysearch.campaign.results_log import read_results_log
-from conftest import EXAMPLE_MODEL
-from helpers import setup
+from helpers import EXAMPLE_MODEL, setup
 
 pytestmark = pytest.mark.slow
 

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from autoraysearch.campaign.stopping import StopConditions
-from conftest import git
-from test_interrupt import HANGING_TRAIN_PY, wait_for
-from helpers import is_running, loop, results, setup
+from helpers import git, hanging_experiment, is_running, loop, results, wait_until
 
 START = datetime(2026, 1, 1, 22, 0)
 
@@ -31,11 +28,7 @@ def test_a_trial_running_at_the_stop_time_is_stopped_and_the_branch_left_on_its_
 ):
     exp = example_repo
     pids = trial_dir / "pids"
-    (exp / "train.py").write_text(HANGING_TRAIN_PY.format(counter=str(trial_dir / "calls"), pids=str(pids)))
-    git(exp, "add", "train.py")
-    git(exp, "commit", "-q", "-m", "train.py that hangs for every candidate")
-    setup(exp, train_py="train.py")
-    best = git(exp, "rev-parse", "HEAD")
+    best = hanging_experiment(exp, trial_dir, pids)
 
     started = datetime.now()
     run = loop(exp, max_hours=20 / 3600)  # 20 s; the first candidate's trial hangs for ten minutes
@@ -48,9 +41,6 @@ def test_a_trial_running_at_the_stop_time_is_stopped_and_the_branch_left_on_its_
     assert "the campaign's time limit" in rows[1].description
     assert git(exp, "rev-parse", "HEAD") == best and run.best_sha == best
     assert git(exp, "status", "--porcelain", "model.py") == ""
-    wait_for(pids, 1)
-    trial_pid, grandchild_pid = map(int, pids.read_text().split())
-    deadline = time.monotonic() + 10  # the trial's supervisor may still be finishing its kill
-    while (is_running(trial_pid) or is_running(grandchild_pid)) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not is_running(trial_pid) and not is_running(grandchild_pid)
+    trial_pids = list(map(int, pids.read_text().split()))  # written before the trial hung
+    # the trial's supervisor may still be finishing its kill
+    assert wait_until(lambda: not any(map(is_running, trial_pids)), 60), trial_pids

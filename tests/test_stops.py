@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EXAMPLE_MODEL, git
-from helpers import is_running, setup
+from helpers import EXAMPLE_MODEL, git, is_running, setup
 
 pytestmark = pytest.mark.slow
 

@@ -683,7 +683,7 @@ def test_describe_a_custom_module_that_breaks_the_contract(tmp_path):
 
 def test_setup_plan_writes_the_input_shape_and_picks_the_template(tmp_path):
     from autoraysearch.setup.folder import plan_setup
-    from conftest import make_repo
+    from helpers import make_repo
 
     exp = make_repo(tmp_path / "exp", {"model.py": EXAMPLE_MODEL.read_text()})
     write_cifar10_folder(tmp_path / "cifar", per_batch=2, val=2)
