@@ -16,7 +16,7 @@ from llm_servers import ScriptedServer, anthropic_reply, error_reply, openai_rep
 
 from autoraysearch.errors import AutoraysearchError
 from autoraysearch.campaign.experiment import Review
-from autoraysearch.ideators.llm.answers import parse_answer, review_answer
+from autoraysearch.ideators.llm.answers import parse_answer, review_answer, size_limit
 from autoraysearch.ideators.llm.clients import LLMAuthError, LLMUnavailable
 from autoraysearch.ideators.llm.ideator import LLMConfig, propose_with_llm, resolve_api_key
 from autoraysearch.ideators.llm.prompt import build_prompt
@@ -122,16 +122,60 @@ def test_usual_wrappers_around_the_json_are_tolerated(text):
         ({**WIDER, "model_py": "class Model(:\n"}, "does not parse"),
         ({**WIDER, "model_py": EXAMPLE + "# a comment\n"}, "does not change model.py's code"),
         ({**WIDER, "model_py": EXAMPLE + "#" * 200_001}, "more than the limit"),
+        # far under the 200 KB cap, but past the limit a small model.py grows to (see size_limit)
+        ({**WIDER, "model_py": WIDER_SOURCE + "#" * 20_000}, "more than the limit of 20,000"),
         ({"edits": DROPOUT["edits"]}, '"description"'),
         ({**DROPOUT, "model_py": WIDER_SOURCE}, 'either "model_py"'),
+        ({**DROPOUT, "edits": []}, '"edits" must be a non-empty list'),
+        ({**DROPOUT, "edits": DROPOUT["edits"][0]}, '"edits" must be a non-empty list'),
+        ({**DROPOUT, "edits": ["nn.Dropout(0.1)"]}, 'edit 1 must be an object with string "search" and "replace"'),
+        ({**DROPOUT, "edits": [*DROPOUT["edits"], {"search": "nn.ReLU()"}]}, 'edit 2 must be an object with string'),
+        ({**DROPOUT, "edits": [{"search": "nn.Dropout(0.25)", "replace": 0.1}]}, "edit 1 must be an object with string"),
+        ({**DROPOUT, "edits": [{"search": "", "replace": "x = 1\n"}]}, 'edit 1 has an empty "search"'),
+        # each search occurs once in model.py, but the first edit already replaced the second's text
+        ({**DROPOUT, "edits": [*DROPOUT["edits"], {"search": "Dropout(0.25)", "replace": "Dropout(0.3)"}]},
+         "edit 2 overlaps an earlier edit; combine them into one"),
     ],
     ids=["path-train", "parent-path", "train_py-key", "files", "edit-path", "no-match", "3-matches",
-         "no-Model", "syntax", "unchanged", "too-big", "no-description", "both-forms"],
+         "no-Model", "syntax", "unchanged", "too-big", "grown-too-much", "no-description", "both-forms",
+         "edits-empty", "edits-not-a-list", "edit-not-an-object", "edit-without-replace", "edit-not-a-string",
+         "empty-search", "overlapping-edits"],
 )
 def test_bad_proposals_are_rejected_with_their_reason(candidate, reason):
     review = review_answer(answer(candidate), EXAMPLE, make_review().tried)
     assert not review.accepted
     assert reason in review.rejected[0][1], review.rejected
+
+
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        (json.dumps({"candidates": DROPOUT}), '"candidates" must be a JSON list of objects'),
+        (json.dumps({"candidates": "lower the dropout"}), '"candidates" must be a JSON list of objects'),
+        (json.dumps({"candidates": [DROPOUT, "lower the dropout"]}), "candidate 2 is not a JSON object"),
+        (json.dumps({"candidates": []}), "the answer proposes no candidates"),
+    ],
+    ids=["candidates-object", "candidates-string", "candidate-not-an-object", "no-candidates"],
+)
+def test_a_malformed_answer_is_rejected_whole(text, reason):
+    """Even the well-formed candidate of such an answer is not taken: the LLM is asked to answer again."""
+    review = review_answer(text, EXAMPLE, make_review().tried)
+    assert (review.accepted, review.rejected, review.proposals) == ((), (("answer", reason),), 0)
+
+
+def test_the_size_limit_grows_with_the_current_model_py():
+    """Five times the current file, never under 20 KB (room for one new block) nor over the 200 KB cap."""
+    assert [size_limit("x" * n) for n in (1_000, 10_000, 50_000)] == [20_000, 50_000, 200_000]
+    current = EXAMPLE + "# notes\n" * 1_150  # about 10 KB: its limit is 5x, 50 KB
+    limit = size_limit(current)
+    wider = current.replace("nn.Linear(32 * 4 * 4, 64)", "nn.Linear(32 * 4 * 4, 128)").replace(
+        "nn.Linear(64, num_classes)", "nn.Linear(128, num_classes)")
+    fits = wider + "#" * (limit - len(wider) - 1) + "\n"
+    grown = fits + "#\n"
+    review = review_answer(answer({**WIDER, "model_py": fits}, {**WIDER, "model_py": grown}), current, ())
+    assert [a.source for a in review.accepted] == [fits]
+    assert review.rejected == ((WIDER["description"], f"the new model.py is {limit + 2:,} bytes, more than the limit of "
+                                                      f"{limit:,}; propose a smaller change"),)
 
 
 def test_model_py_path_and_duplicates_within_an_answer():
@@ -408,6 +452,28 @@ def test_parallel_preflight_failure_goes_back_to_the_llm():
     assert "exactly 2 changes" in prompt and "must differ in kind" in prompt
     assert "mat1 and mat2 shapes cannot be multiplied" in repair
     assert "Propose 1 new change" in repair and DROPOUT["description"] in repair  # accepted one listed
+
+
+def test_a_failed_repair_turn_keeps_the_candidates_in_hand():
+    """The endpoint goes down after a first answer with one usable candidate: that one goes on, with the reason."""
+    down = [error_reply(503, "overloaded", {"Retry-After": "0"})] * 4  # every attempt of the repair turn
+    with ScriptedServer([openai_reply(answer(DROPOUT, SHAPE_ERROR), 300, 40), *down]) as server:
+        ideas = propose_with_llm(make_review(), SETTINGS, ["5a", "5b"], openai_config(server), api_key="sk-test")
+    assert [(c.label, c.model_source) for c in ideas.candidates] == [("5a", DROPOUT_SOURCE)]
+    assert len(server.requests) == 5 and "mat1 and mat2 shapes" in user_messages(server, 1)[-1]
+    assert [r[1].split(":")[0] for r in ideas.rejected] == ["pre-flight", "the repair turn failed"]
+    assert ideas.rejected[-1] == ("answer", f"the repair turn failed: the OpenAI-compatible endpoint at {server.url}/v1 "
+                                            "answered 503 4 times in a row; try again later.")
+    assert ideas.usage == {"input_tokens": 300, "output_tokens": 40}
+
+
+def test_a_failed_repair_turn_with_nothing_in_hand_is_an_outage():
+    """No candidate to go on with: the outage is raised, for the ideate step to wait out, not an empty iteration."""
+    down = [error_reply(503, "overloaded", {"Retry-After": "0"})] * 4
+    with ScriptedServer([openai_reply("no JSON here"), *down]) as server:
+        with pytest.raises(LLMUnavailable, match="answered 503 4 times in a row"):
+            propose_with_llm(make_review(), SETTINGS, ["4"], openai_config(server), api_key="sk-test")
+    assert len(server.requests) == 5
 
 
 # ---- secrets ----
