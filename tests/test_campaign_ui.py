@@ -12,30 +12,9 @@ import pytest
 
 from autoraysearch.views.artifacts import DIFF, PLOT, PROGRESS, RESULTS
 from autoraysearch.views.identity import artifact_key, campaign_id
-from helpers import git, make_repo
+from helpers import counting_train_py, git, make_repo
 
 pytestmark = pytest.mark.slow
-
-# Every candidate scores better than the one before: each iteration keeps exactly one change.
-IMPROVING_TRAIN_PY = '''
-import os
-
-
-def load_model():  # never called: the score comes from the counter, not the model
-    from model import Model
-
-# Parallel trials start together: each claims the next number by creating its file, atomically.
-CALLS = {calls!r}
-calls = 0
-while True:
-    try:
-        os.close(os.open(os.path.join(CALLS, str(calls)), os.O_CREAT | os.O_EXCL))
-        break
-    except FileExistsError:
-        calls += 1
-print(f"score={{0.5 + 0.1 * calls:.1f}}")
-'''
-
 
 def run_loop(experiment: Path, **options):
     from autoraysearch.flows.loop import autoraysearch_loop
@@ -111,8 +90,8 @@ def test_steps_artifacts_and_events_of_a_campaign(services, example_repo: Path, 
     level = prefect_logger.level
     prefect_logger.setLevel(logging.INFO)  # the suite runs at WARNING; the flow's story is logged at INFO
     request.addfinalizer(lambda: prefect_logger.setLevel(level))
-    (trial_dir / "calls").mkdir()
-    (exp / "train.py").write_text(IMPROVING_TRAIN_PY.format(calls=str(trial_dir / "calls")))
+    # every run scores better than the one before: each iteration keeps exactly one change
+    (exp / "train.py").write_text(counting_train_py(trial_dir / "calls", later='print(f"score={0.5 + 0.1 * calls:.1f}")'))
     git(exp, "add", "train.py")
     git(exp, "commit", "-q", "-m", "my own train.py")
     setup_run = autoraysearch_setup(experiment_dir=str(exp), train_py="train.py", metric="score", seeds=1, return_state=True)

@@ -23,34 +23,13 @@ import pytest
 
 from autoraysearch.views.identity import artifact_key
 from autoraysearch.campaign.results_log import read_results_log
-from helpers import git, is_running, setup
+from helpers import git, hanging_experiment, is_running
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVER_START_S = 180
 RUN_TIMEOUT_S = 300
-
-# First call: the baseline's metric; every later call hangs with a child, recording both pids.
-HANGING_TRAIN_PY = '''
-import os, subprocess, sys, time
-
-
-def load_model():  # never called: the trial's behaviour comes from the counter
-    from model import Model
-
-
-calls = int(open({counter!r}).read()) if os.path.exists({counter!r}) else 0
-open({counter!r}, "w").write(str(calls + 1))
-if calls == 0:
-    print("val_acc=0.5")
-else:
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-    with open(os.path.join({pids!r}, str(os.getpid())), "w") as f:
-        f.write(f"{{os.getpid()}} {{child.pid}}")
-    time.sleep(600)
-'''
-
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -253,12 +232,8 @@ def test_cancelling_a_deployment_run_stops_the_campaign_cleanly(
 ):
     exp = example_repo
     pids = trial_dir / "pids"
-    pids.mkdir()
-    (exp / "train.py").write_text(HANGING_TRAIN_PY.format(counter=str(trial_dir / "calls"), pids=str(pids)))
-    git(exp, "add", "train.py")
-    git(exp, "commit", "-q", "-m", "train.py that hangs for every candidate")
-    setup(exp, train_py="train.py")  # the setup deployment has its own test above; this one is about the loop
-    best = git(exp, "rev-parse", "HEAD")
+    pids.mkdir()  # a file per hanging trial
+    best = hanging_experiment(exp, trial_dir, pids)  # the setup deployment has its own test; this one is the loop's
 
     out = deployed.prefect("loop start", "deployment", "run", "autoraysearch-loop/loop", "-p", f"experiment_dir={exp}",
                            "-p", "parallel=2")
@@ -269,7 +244,6 @@ def test_cancelling_a_deployment_run_stops_the_campaign_cleanly(
         assert deployed.flow_run_state(run_id) in {"SCHEDULED", "PENDING", "RUNNING"}, deployed.log_tail("worker")
         time.sleep(0.5)
     deployed.timings["loop start until both trials run"] = round(time.monotonic() - started, 1)
-    time.sleep(1)  # both pid files complete
 
     started = time.monotonic()
     deployed.prefect("flow-run cancel", "flow-run", "cancel", run_id)

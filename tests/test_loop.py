@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import git, is_running, loop, results, setup
+from helpers import counting_train_py, git, hang, is_running, loop, results, setup
 
 pytestmark = pytest.mark.slow
 
@@ -63,36 +63,12 @@ def test_campaign_keeps_only_improvements_and_never_touches_the_users_work(servi
     assert len({r.extra["candidate"] for r in results(exp).rows}) == 5  # never the same model twice
 
 
-FAILING_TRAIN_PY = '''
-import os, subprocess, sys, time
-
-
-def load_model():  # never called: the trial's behaviour comes from the counter, not the model
-    from model import Model
-
-COUNTER = {counter!r}
-PIDS = {pids!r}
-
-calls = int(open(COUNTER).read()) if os.path.exists(COUNTER) else 0
-open(COUNTER, "w").write(str(calls + 1))
-if calls == 0:
-    print("val_loss=0.5")
-elif calls == 1:
-    raise RuntimeError("boom in candidate")
-elif calls == 2:
-    print("training finished without a metric")
-else:
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-    with open(PIDS, "w") as f:
-        f.write(f"{{os.getpid()}} {{child.pid}}")
-    time.sleep(600)
-'''
-
-
 def test_crashes_missing_metrics_and_hangs_are_results_not_failures(services, example_repo: Path, trial_dir: Path):
     exp = example_repo
     pids_file = trial_dir / "pids"
-    (exp / "train.py").write_text(FAILING_TRAIN_PY.format(counter=str(trial_dir / "calls"), pids=str(pids_file)))
+    (exp / "train.py").write_text(counting_train_py(
+        trial_dir / "calls", 'print("val_loss=0.5")', 'raise RuntimeError("boom in candidate")',
+        'print("training finished without a metric")', later=hang(pids_file)))
     git(exp, "add", "train.py")
     git(exp, "commit", "-q", "-m", "my own train.py")
 

@@ -14,7 +14,7 @@ import pytest
 from autoraysearch.campaign.experiment import Review
 from autoraysearch.trials.preflight import PreflightResult
 from autoraysearch.campaign.settings import CampaignSettings
-from helpers import EXAMPLE_MODEL, git, setup
+from helpers import EXAMPLE_MODEL, hanging_experiment
 
 # ---- spare mutations are pre-flighted one at a time until every slot is filled ----
 
@@ -47,31 +47,10 @@ def test_a_failed_pre_flight_is_replaced_by_a_spare_in_parallel_mode(monkeypatch
 
 # ---- signals reach a run however it was started ----
 
-HANGING_TRAIN = '''
-import os, time
-from model import Model
-calls = int(open({counter!r}).read()) if os.path.exists({counter!r}) else 0
-open({counter!r}, "w").write(str(calls + 1))
-if calls:
-    open({pid_file!r}, "w").write(str(os.getpid()))
-    time.sleep(600)
-print("val_acc=0.5")
-'''
-
-
-def hanging_campaign(exp: Path, trial_dir: Path) -> Path:
-    pid_file = trial_dir / "trial.pid"
-    (exp / "train.py").write_text(HANGING_TRAIN.format(counter=str(trial_dir / "calls"), pid_file=str(pid_file)))
-    git(exp, "add", "train.py")
-    git(exp, "commit", "-q", "-m", "train.py that hangs for every candidate")
-    setup(exp, train_py="train.py")
-    return pid_file
-
-
 def stop_when_training(cli: subprocess.Popen, pid_file: Path, stop) -> str:
     try:
         deadline = time.monotonic() + 240
-        while not (pid_file.exists() and pid_file.read_text()):
+        while not pid_file.exists():
             assert cli.poll() is None, cli.communicate()[0]
             assert time.monotonic() < deadline, "the trial never started"
             time.sleep(0.2)
@@ -87,7 +66,8 @@ def test_kill_int_stops_a_run_started_in_the_background(services, example_repo: 
     """A job started by a script inherits SIGINT ignored; `kill -INT` must still stop the campaign cleanly."""
     from prefect.settings import PREFECT_API_URL
 
-    pid_file = hanging_campaign(example_repo, trial_dir)
+    pid_file = trial_dir / "trial.pid"
+    hanging_experiment(example_repo, trial_dir, pid_file)
     cli = subprocess.Popen(
         [sys.executable, "-m", "autoraysearch.cli", "run", str(example_repo), "--trial-timeout", "300"],
         env={**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}, stdout=subprocess.PIPE,
@@ -103,7 +83,8 @@ def test_kill_int_stops_a_run_started_in_the_background(services, example_repo: 
 def test_ctrl_c_with_the_local_prefect_server_the_cli_started(services, example_repo: Path, trial_dir: Path,
                                                               tmp_path: Path):
     """Ctrl-C signals the whole foreground group; the local server must outlive it to record the clean-up."""
-    pid_file = hanging_campaign(example_repo, trial_dir)
+    pid_file = trial_dir / "trial.pid"
+    hanging_experiment(example_repo, trial_dir, pid_file)
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env["PREFECT_HOME"] = str(tmp_path / "prefect-home")  # a server of its own, on its own database
     cli = subprocess.Popen(

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from autoraysearch.campaign.opening import open_campaign
 from autoraysearch.campaign.experiment import Candidate, ExperimentPaths
 from autoraysearch.campaign.resume import write_pending
 from autoraysearch.campaign.results_log import read_results_log
-from helpers import git, make_repo
+from helpers import counting_train_py, git, hang, make_repo, wait_until
 
 MODEL = "import torch.nn as nn\n\n\nclass Model(nn.Linear):\n    def __init__(self):\n        super().__init__({width}, 2)\n"
 TRAIN = "from model import Model\nprint('val_acc=0.5')\n"
@@ -144,17 +143,6 @@ def test_leftover_candidate_branches_and_a_dead_lock_are_cleaned_and_said(tmp_pa
 
 # ---- a real campaign killed with SIGKILL, then resumed ----
 
-# Call 0 is the baseline; with HANG the first candidate hangs until killed; every later one scores below the baseline.
-COUNTING_TRAIN = '''
-import os, time
-from model import Model
-calls = int(open({counter!r}).read()) if os.path.exists({counter!r}) else 0
-open({counter!r}, "w").write(str(calls + 1))
-if {hang!r} and calls == 1:
-    open({pid_file!r}, "w").write(str(os.getpid()))
-    time.sleep(600)
-print("val_acc=0.5" if calls == 0 else "val_acc=0.4")
-'''
 POST_COMMIT_KILL = "#!/bin/sh\nkill -9 $(cat {cli_pid})\n"
 
 
@@ -168,13 +156,6 @@ def start_run(exp: Path) -> subprocess.Popen:
     )
 
 
-def wait_for(condition, seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"{what} never happened"
-        time.sleep(0.2)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("when", ["after commit", "during verify"])
 def test_sigkill_at_any_step_then_resume_leaves_the_branch_on_the_logs_best(
@@ -184,8 +165,10 @@ def test_sigkill_at_any_step_then_resume_leaves_the_branch_on_the_logs_best(
 
     exp = example_repo
     pid_file, cli_pid = trial_dir / "trial.pid", tmp_path / "cli.pid"
-    train = COUNTING_TRAIN.format(counter=str(trial_dir / "calls"), hang=when == "during verify", pid_file=str(pid_file))
-    (exp / "train.py").write_text(train)
+    # the baseline scores 0.5; during verify, the first candidate hangs until killed; every other run scores 0.4
+    first = hang(pid_file, child=False) if when == "during verify" else 'print("val_acc=0.4")'
+    (exp / "train.py").write_text(counting_train_py(trial_dir / "calls", 'print("val_acc=0.5")', first,
+                                                    later='print("val_acc=0.4")'))
     git(exp, "add", "train.py")
     git(exp, "commit", "-q", "-m", "train.py")
     setup(exp, train_py="train.py")
@@ -196,7 +179,7 @@ def test_sigkill_at_any_step_then_resume_leaves_the_branch_on_the_logs_best(
     cli = start_run(exp)
     cli_pid.write_text(str(cli.pid))
     if when == "during verify":
-        wait_for(pid_file.exists, 240, "the trial's start")
+        assert wait_until(pid_file.exists, 240), "the trial never started"
         os.kill(cli.pid, signal.SIGKILL)
     cli.wait(240)
     hook.unlink(missing_ok=True)
