@@ -40,7 +40,7 @@ COUNTING_TRAIN_PY = '''
 import os, subprocess, sys, time
 
 
-def load_model():  # never called
+def load_model():  # setup wants train.py to import Model; never called, so no run pays for torch
     from model import Model
 
 
