@@ -26,6 +26,7 @@ from autoraysearch.tasks.decide import decide
 from autoraysearch.tasks.log import log
 from autoraysearch.tasks.modify import modify
 from autoraysearch.tasks.review import review
+from autoraysearch.tasks.verify import verify
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import tests/
 
@@ -36,26 +37,44 @@ def next_attempt(counter: str) -> int:
     return done
 
 
+def lose_the_worker_once_running() -> None:
+    """Kill this Ray worker, as when its node is lost, once the API shows the step Running: a real step's
+    Running state has long reached the server by the time its node goes."""
+    from prefect.client.orchestration import get_client
+    from prefect.context import TaskRunContext
+    from prefect.exceptions import ObjectNotFound
+
+    task_run_id = TaskRunContext.get().task_run.id
+    deadline = time.monotonic() + 60
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            try:
+                if client.read_task_run(task_run_id).state.is_running():
+                    break
+            except ObjectNotFound:  # task runs reach the server as events, a moment late
+                pass
+            time.sleep(0.2)
+    os._exit(1)
+
+
 @task(name="reads-the-repo", cache_policy=NO_CACHE, retries=REPEATABLE_STEP_RETRIES,
       retry_condition_fn=infrastructure_fault)
-def repeatable_step(counter: str) -> str:
-    if next_attempt(counter) == 0:
-        os._exit(1)  # the Ray worker process dies under the step, as when its node is lost
+def repeatable_step(counter: str, lost_every_time: bool = False) -> str:
+    if next_attempt(counter) == 0 or lost_every_time:
+        lose_the_worker_once_running()
     return "read"
 
 
 @task(name="moves-a-branch", cache_policy=NO_CACHE, retries=0)
 def unrepeatable_step(counter: str) -> str:
     next_attempt(counter)
-    time.sleep(3)  # long enough for its Running state to reach the server, as any real step's does
-    os._exit(1)
+    lose_the_worker_once_running()
 
 
 @flow(task_runner=CampaignTaskRunner())
-def run_step(repeatable: bool, counter: str) -> tuple[str, str]:
-    step = repeatable_step if repeatable else unrepeatable_step
+def run_step(repeatable: bool, counter: str, lost_every_time: bool = False) -> tuple[str, str]:
     with on_repo_node(None):
-        future = step.submit(counter)
+        future = repeatable_step.submit(counter, lost_every_time) if repeatable else unrepeatable_step.submit(counter)
     try:
         return future.result(), str(future.task_run_id)
     except Exception as exc:
@@ -89,6 +108,15 @@ def test_a_step_safe_to_repeat_runs_again_on_a_new_worker(services, tmp_path: Pa
 
 
 @pytest.mark.slow
+def test_a_step_safe_to_repeat_is_run_again_only_as_often_as_it_allows_retries(services, tmp_path: Path):
+    counter = str(tmp_path / "attempts")
+    value, task_run_id = run_step(True, counter, lost_every_time=True)
+    assert value.startswith("lost: ")
+    assert Path(counter).read_text() == str(1 + REPEATABLE_STEP_RETRIES)  # Ray's default would have run it four times
+    assert final_task_run_state(task_run_id) == "CRASHED"
+
+
+@pytest.mark.slow
 def test_a_step_not_safe_to_repeat_ends_crashed_and_stops_there(services, tmp_path: Path):
     counter = str(tmp_path / "attempts")
     value, task_run_id = run_step(False, counter)
@@ -98,9 +126,14 @@ def test_a_step_not_safe_to_repeat_ends_crashed_and_stops_there(services, tmp_pa
 
 
 def test_only_reads_and_whole_file_writes_are_repeated():
-    assert lost_worker_retries(review.retries) == lost_worker_retries(modify.retries) == REPEATABLE_STEP_RETRIES
-    assert lost_worker_retries(commit.retries) == lost_worker_retries(decide.retries) == 0
-    assert lost_worker_retries(log.retries) == 0  # a repeated append would log a row twice
+    """How often Ray runs each loop step again after losing its worker (Ray's own default is three times)."""
+    steps = {"review": review, "modify": modify, "commit": commit, "decide": decide, "log": log, "verify": verify}
+    assert {name: lost_worker_retries(step.retries) for name, step in steps.items()} == {
+        "review": 2, "modify": 2,
+        "commit": 0, "decide": 0, "verify": 0,
+        "log": 0,  # a repeated append would log a row twice
+    }
+    assert [lost_worker_retries(n) for n in (None, -1, 0, 3)] == [0, 0, 0, 3]  # no retries declared: never repeated
 
 
 def test_infrastructure_faults_are_retried_and_mistakes_are_not():
