@@ -29,13 +29,17 @@ from autoraysearch.campaign.results_log import read_results_log  # noqa: E402
 from autoraysearch.campaign.settings import load_settings  # noqa: E402
 from autoraysearch.tasks.review import review  # noqa: E402
 
+# A candidate waits until three candidates run at once (two minutes at most), so that packing shows
+# however slowly the machine starts them; without packing only two would ever run together.
 TIMED_TRAIN_PY = '''
 import os, random, sys, time
 def load_model():
     from model import Model
 start = time.time()
-if os.path.exists({marker!r}):  # candidates take a while, so packing shows
-    time.sleep(3)
+if os.path.exists({marker!r}):
+    open(os.path.join({started!r}, str(os.getpid())), "w").close()
+    while len(os.listdir({started!r})) < 3 and time.time() < start + 120:
+        time.sleep(0.1)
 with open(os.path.join({times!r}, str(os.getpid())), "w") as f:
     f.write(f"{{start}} {{time.time()}}")
 open({marker!r}, "a").close()
@@ -86,9 +90,11 @@ def main(tmp: Path, trial_dir: Path) -> None:
     driver = ray.get_runtime_context().get_node_id()
     gpu_nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("GPU")]
 
-    times = trial_dir / "times"
+    times, started = trial_dir / "times", trial_dir / "started"
     times.mkdir()
-    placed = experiment(tmp / "placed", TIMED_TRAIN_PY.format(marker=str(trial_dir / "placed.marker"), times=str(times)))
+    started.mkdir()
+    placed = experiment(tmp / "placed", TIMED_TRAIN_PY.format(
+        marker=str(trial_dir / "placed.marker"), times=str(times), started=str(started)))
     autoraysearch_setup(experiment_dir=str(placed), train_py="train.py", gpus_per_trial=0.5, cpus_per_trial=0.5, seeds=1)
     for stamp in times.iterdir():
         stamp.unlink()  # the baseline ran alone; only the parallel iteration counts

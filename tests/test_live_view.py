@@ -23,7 +23,7 @@ from autoraysearch.views.live_view import (
 )
 from autoraysearch.campaign.results_log import ResultRow, ResultsLog, format_log
 from autoraysearch.campaign.settings import CampaignSettings, dump_settings
-from helpers import EXAMPLE_MODEL, make_repo
+from helpers import EXAMPLE_MODEL, make_repo, wait_until
 
 OUTPUT = """\
 loading digits
@@ -102,20 +102,21 @@ def test_the_live_view_draws_a_table_at_a_terminal_and_plain_lines_elsewhere(tmp
     (exp / "2a.log").write_text(OUTPUT)
 
     terminal = Terminal()
+    shown = ("iteration 2: 2 trials running", "2a", "3/20", "0.8123", "12s", "1m08s", "2b",
+             "best val_acc=0.95 from iteration 1 (abc1234)")
     view = LiveView(exp, terminal).start()
     with watching({"2a": exp / "2a.log", "2b": None}, "val_acc"):
-        time.sleep(1.5)
+        wait_until(lambda: all(text in terminal.getvalue() for text in shown), 30)
     view.stop()
     drawn = terminal.getvalue()
-    for shown in ("iteration 2: 2 trials running", "2a", "3/20", "0.8123", "12s", "1m08s", "2b",
-                  "best val_acc=0.95 from iteration 1 (abc1234)"):
-        assert shown in drawn, shown
+    for text in shown:
+        assert text in drawn, text
 
     log = io.StringIO()
     (exp / "2a.log").write_text(OUTPUT)  # written during this wait, as a running trial's log is
     view = LiveView(exp, log, plain_every_s=0.3).start()
     with watching({"2a": exp / "2a.log"}, "val_acc"):
-        time.sleep(1.5)
+        wait_until(lambda: "trial 2a (iteration 2)" in log.getvalue(), 30)
     view.stop()
     printed = log.getvalue().splitlines()
     assert "\x1b" not in log.getvalue()  # no terminal codes in a file

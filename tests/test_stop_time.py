@@ -30,17 +30,19 @@ def test_a_trial_running_at_the_stop_time_is_stopped_and_the_branch_left_on_its_
     pids = trial_dir / "pids"
     best = hanging_experiment(exp, trial_dir, pids)
 
+    # 60 s: time for the first candidate's trial to start on a busy machine; it would hang for ten minutes
     started = datetime.now()
-    run = loop(exp, max_hours=20 / 3600)  # 20 s; the first candidate's trial hangs for ten minutes
+    run = loop(exp, max_hours=60 / 3600)
     took = (datetime.now() - started).total_seconds()
 
-    assert run.stop_reason == f"ran for {20 / 3600:g} hours"
-    assert took < 60
+    assert pids.exists(), "the limit came before the trial started: nothing was running at the stop time"
+    assert run.stop_reason == f"ran for {60 / 3600:g} hours"
+    assert 60 <= took < 180
     rows = results(exp).rows
     assert [r.status for r in rows] == ["baseline", "stopped"]
     assert "the campaign's time limit" in rows[1].description
     assert git(exp, "rev-parse", "HEAD") == best and run.best_sha == best
     assert git(exp, "status", "--porcelain", "model.py") == ""
-    trial_pids = list(map(int, pids.read_text().split()))  # written before the trial hung
+    trial_pids = list(map(int, pids.read_text().split()))
     # the trial's supervisor may still be finishing its kill
     assert wait_until(lambda: not any(map(is_running, trial_pids)), 60), trial_pids
