@@ -228,8 +228,9 @@ def without_secrets() -> Iterator[None]:
 def lost_worker_retries(task_retries: int | None) -> int:
     """How often Ray re-runs a step whose worker was lost: as often as the step allows retries at all.
 
-    Ray's own default re-runs every task three times. Steps declared safe to repeat (review, ideate,
-    modify) are re-run; a commit, a branch move or a log append is never repeated blindly.
+    Ray's own default re-runs every task three times. Steps declared safe to repeat (review, modify) are
+    re-run; a commit, a branch move or a log append is never repeated blindly, and ideate is not retried
+    here (an LLM outage is waited out by the loop, within the campaign's stop conditions).
     """
     return max(0, task_retries or 0)
 

@@ -195,7 +195,7 @@ def flow_run_id(output: str) -> str:
 def test_setup_and_loop_deployments_run_a_campaign(deployed: Services, example_repo: Path):
     exp = example_repo
     out = deployed.prefect("setup run", "deployment", "run", "autoraysearch-setup/setup", "-p", f"experiment_dir={exp}",
-                           "-p", "epochs=1", "--watch", "--watch-interval", "1")
+                           "-p", "epochs=1", "-p", "seeds=1", "--watch", "--watch-interval", "1")
     assert "Completed" in out
     setup_sha = git(exp, "rev-parse", "HEAD")
 

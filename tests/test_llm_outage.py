@@ -54,6 +54,6 @@ def test_an_outage_until_the_time_limit_ends_the_run_cleanly(services, example_r
                      llm_base_url=server.url + "/v1")
     assert state.is_completed(), state
     summary = state.result()
-    assert summary.iterations == 0 and "unavailable" in summary.stop_reason or "hours" in summary.stop_reason
+    assert summary.iterations == 0 and ("unavailable" in summary.stop_reason or "hours" in summary.stop_reason)
     assert len(server.requests) >= 8  # it kept asking
     assert [r.status for r in results(exp).rows] == ["baseline"]

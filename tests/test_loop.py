@@ -85,12 +85,12 @@ def test_crashes_missing_metrics_and_hangs_are_results_not_failures(services, ex
     assert summary.baseline == 0.5
     best_before = git(exp, "rev-parse", "HEAD")
 
-    run = loop(exp, max_iterations=3, trial_timeout=3)
+    run = loop(exp, max_iterations=3, trial_timeout=8)  # long enough to start on a loaded machine
     rows = results(exp, higher_is_better=False).rows
     assert [r.status for r in rows] == ["baseline", "crash", "crash", "timeout"]
     assert rows[1].description.endswith("(crash: RuntimeError: boom in candidate)")
     assert "last line of output is not val_loss=VALUE" in rows[2].description
-    assert rows[3].description.endswith("(timeout: killed after the trial timeout of 3 s)")
+    assert rows[3].description.endswith("(timeout: killed after the trial timeout of 8 s)")
     assert all(r.commit == "-" and r.metric is None for r in rows[1:])
     assert run.best_sha == best_before == git(exp, "rev-parse", "HEAD")
     assert git(exp, "status", "--porcelain", "model.py") == ""
