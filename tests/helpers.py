@@ -101,11 +101,17 @@ def agent_proposing(tmp_path: Path, *candidates: dict) -> str:
     return f"{sys.executable} {agent}"
 
 
+# Every campaign a test sets up kills a hung trial after this long (far above any test trial's few
+# seconds), instead of the relative rule's first ten minutes; a test of that rule passes None.
+TEST_TRIAL_TIMEOUT_S = 120.0
+
+
 def setup(experiment: Path, **options):
     """The setup flow on an experiment folder; single runs unless a test asks for seeds."""
     from autoraysearch.flows.setup_experiment import autoraysearch_setup
 
     options.setdefault("seeds", 1)  # single runs, as scripted train.py files expect; the noise tests ask for more
+    options.setdefault("trial_timeout", TEST_TRIAL_TIMEOUT_S)
     return autoraysearch_setup(experiment_dir=str(experiment), **options)
 
 
