@@ -16,7 +16,6 @@ from autoraysearch.campaign.opening import open_campaign, roll_back
 from autoraysearch.views.ending import close_stopped_campaign, publish_final_artifact
 from autoraysearch.views.identity import loop_run_name
 from autoraysearch.views.step_logs import fmt, summarize_iteration
-from autoraysearch.errors import AutoraysearchError
 from autoraysearch.views.events import announce_campaign_finished, announce_new_best
 from autoraysearch.campaign.repository import ExperimentRepo
 from autoraysearch.cluster import CampaignTaskRunner, driver_node_id, on_repo_node, with_trial_resources

@@ -20,8 +20,7 @@ os.environ.setdefault("AUTORAYSEARCH_RAY_ADDRESS", "local")
 # session's, not a stream a test's capsys closes (a handler on a closed stream recurses until a flow dies).
 import prefect.main  # noqa: E402,F401
 
-# EXAMPLE_MODEL, git and make_repo are re-exported for the test modules that still import them from here.
-from helpers import EXAMPLE_MODEL, git, is_running, make_repo  # noqa: E402,F401
+from helpers import EXAMPLE_MODEL, is_running, make_repo  # noqa: E402
 
 # Trials may write only their scratch folder; scripted train.py files that count their calls or write
 # their pid do it under this one shared folder (see the trial_dir fixture), never in an experiment folder.
