@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import json
@@ -21,7 +20,7 @@ from prefect_ray.context import RemoteOptionsContext, remote_options
 from prefect_ray.task_runners import PrefectRayFuture
 
 from autoraysearch.errors import AutoraysearchError
-from autoraysearch.prefect_api import current_api_url, mark_task_run_crashed
+from autoraysearch.prefect_api import current_api_url, mark_task_run_crashed, send_queued_logs
 
 ADDRESS_ENV = "AUTORAYSEARCH_RAY_ADDRESS"
 CONNECT_CHECK_S = 5.0
@@ -262,18 +261,9 @@ def sends_its_logs(step: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return step(*args, **kwargs)
         finally:
-            send_logs_now()
+            send_queued_logs()
 
     return step_then_send
-
-
-def send_logs_now() -> None:
-    from prefect.logging.handlers import APILogWorker
-
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        APILogWorker.drain_all(timeout=5)  # only outside an event loop: inside one, a drain would block it
 
 
 class CampaignFuture(PrefectRayFuture):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import logging
@@ -140,10 +141,19 @@ def _die_with_parent() -> None:
 def drain_to_api() -> None:
     """Send the logs and events still queued in this process before the server goes away."""
     from prefect.events.worker import EventsWorker
+
+    send_queued_logs()
+    EventsWorker.drain_all(timeout=5)
+
+
+def send_queued_logs() -> None:
+    """Send the log lines queued in this process now, instead of with the next batch."""
     from prefect.logging.handlers import APILogWorker
 
-    APILogWorker.drain_all(timeout=5)
-    EventsWorker.drain_all(timeout=5)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        APILogWorker.drain_all(timeout=5)  # only outside an event loop: inside one, a drain would block it
 
 
 def mark_task_run_crashed(task_run_id, message: str, wait_s: float = TASK_RUN_APPEAR_S) -> None:

@@ -14,6 +14,7 @@ from autoraysearch.setup.folder import (
     baseline_failure, baseline_out_of_memory, go_summary, plan_setup, record_setup, refuse_model_failing_preflight, setup_campaign,
 )
 from autoraysearch.campaign.lock import CampaignLock
+from autoraysearch.setup.options import chosen
 from autoraysearch.campaign.model_source import fingerprint
 from autoraysearch.tasks.log import save_trial_output
 from autoraysearch.tasks.verify import verify
@@ -62,19 +63,13 @@ def autoraysearch_setup(
     weight_decay: float | None = None,
 ) -> SetupSummary:
     """Write train.py and autoraysearch.toml, run train.py once and record its metric as iteration 0."""
+    options = chosen(locals())  # every parameter but the folder, as plan_setup takes them (test_setup_options)
     cluster = cluster_summary()
     gpus_per_trial = default_gpus_per_trial(gpus_per_trial)  # None: 1 on a cluster with GPUs, else 0
     cluster_lines = cluster.lines(cpus_per_trial, gpus_per_trial)
     for line in cluster_lines:
         get_run_logger().info(line)
-    plan = plan_setup(
-        Path(experiment_dir), model_py=model_py, dataset=dataset, epochs=epochs, time_budget=time_budget,
-        seed=seed, seeds=seeds, metric=metric, direction=direction, train_py=train_py, goal=goal,
-        trial_timeout=trial_timeout, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
-        data_dir=data_dir, data_module=data_module, download=download, model_kwargs=model_kwargs,
-        batch_size=batch_size, learning_rate=learning_rate, compile=compile, optimizer=optimizer,
-        schedule=schedule, weight_decay=weight_decay,
-    )
+    plan = plan_setup(Path(experiment_dir), **{**options, "gpus_per_trial": gpus_per_trial})
     refuse_model_failing_preflight(plan)  # a wrong output shape is named in a second, before any training
     plan.paths.make_state_dir()
     with CampaignLock(plan.paths.lock):

@@ -34,8 +34,7 @@ class SetupOption:
         if self.switch:
             return dict(action="store_true", help=self.help)
         given = dict(type=self.type, choices=self.choices, metavar=self.metavar)
-        default = None if self.from_text else self.default  # a converted option converts its absence too
-        return dict(default=default, help=self.help, **{k: v for k, v in given.items() if v is not None})
+        return dict(default=self.default, help=self.help, **{k: v for k, v in given.items() if v is not None})
 
     def value(self, cli_value: Any) -> Any:
         return self.from_text(cli_value) if self.from_text else cli_value
@@ -88,6 +87,11 @@ SETUP_OPTIONS: tuple[SetupOption, ...] = (
                 "cifar10/cifar100, else none)", choices=("none", "cosine")),
     SetupOption("weight_decay", None, "weight decay (default: 0.01 for adamw, 0.0005 for sgd)", type=float),
 )
+
+
+def chosen(values: dict[str, Any]) -> dict[str, Any]:
+    """The setup options among a function's arguments (the setup flow's `locals()` at its start)."""
+    return {option.name: values[option.name] for option in SETUP_OPTIONS}
 
 
 def defaults() -> dict[str, Any]:
