@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -108,12 +110,11 @@ def with_tokens(row: ResultRow, tokens: dict[str, str]) -> ResultRow:
 
 
 def save_trial_output(campaign: Campaign, result: TrialResult) -> None:
-    """Keep the trial's output under .autoraysearch/logs unless it was streamed there already."""
-    if result.log_written:
-        return
-    path = campaign.paths.trial_log(result.label)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, result.output)
+    """Keep the trial's output (unless it was streamed there already) and its curve under .autoraysearch/logs."""
+    campaign.paths.logs.mkdir(parents=True, exist_ok=True)
+    write_atomically(campaign.paths.trial_curve(result.label), json.dumps(list(result.curve)))
+    if not result.log_written:
+        write_atomically(campaign.paths.trial_log(result.label), result.output)
 
 
 def log_experiment(

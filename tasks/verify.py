@@ -21,13 +21,14 @@ from prefect.cache_policies import NO_CACHE
 from autoraysearch.cluster import current_node_id, sends_its_logs
 from autoraysearch.campaign.experiment import Trial, TrialResult
 from autoraysearch.campaign.metric import parse_metric
-from autoraysearch.campaign.pruning import CurveWatch, parse_progress
+from autoraysearch.campaign.pruning import CurveWatch, parse_progress, read_curve
 from autoraysearch.trials.process import ProcessOutcome, run_in_directory
 
 log = logging.getLogger(__name__)
 _warned_without_sandbox = False
 PROGRESS_EVERY_S = 5.0  # the most often a progress line goes to the task run's log
 ERROR_LINES = 5  # lines of a failed run's output the task run's log shows
+MAX_PROGRESS_LINES = 100_000  # the most progress lines of one run kept for its curve
 
 
 class ProgressLog:
@@ -73,28 +74,30 @@ def judge_outcome(trial: Trial, outcome: ProcessOutcome, pruned_reason: str = ""
     if outcome.returncode != 0:
         reason = outcome.last_error_line or f"train.py exited with code {outcome.returncode}"
         return "crash", None, reason
-    last_line = outcome.stdout_tail[-1] if outcome.stdout_tail else ""
     try:
-        if outcome.metric_lines:
-            return "ok", reported_metric(outcome.metric_lines, last_line, trial.metric), ""
-        # A user's own train.py that does not know the channel: the last stdout line, as always.
-        return "ok", parse_metric(last_line, trial.metric), ""
+        if trial.trusted_channel:
+            return "ok", reported_metric(outcome.channel_lines, trial.metric), ""
+        # A user's own train.py: its last stdout line, which its model code could forge.
+        return "ok", parse_metric(outcome.stdout_tail[-1] if outcome.stdout_tail else "", trial.metric), ""
     except ValueError as exc:
         return "crash", None, str(exc)
 
 
-def reported_metric(channel_lines: tuple[str, ...], last_line: str, name: str) -> float:
-    """The metric train.py wrote to its channel, which must be one line and agree with the printed one."""
-    if len(channel_lines) > 1:
-        raise ValueError("the metric was written more than once: the model code tried to report its own score")
-    metric = parse_metric(channel_lines[0], name)
-    if last_line.strip() != channel_lines[0]:
-        shown = last_line.strip()[:120] or "nothing"
+def reported_metric(channel_lines: tuple[str, ...], name: str) -> float:
+    """The metric a generated train.py's judge wrote to its channel, after its progress lines: exactly once."""
+    finals = [line for line in channel_lines if not line.startswith("epoch=")]
+    if not finals:
         raise ValueError(
-            f"the last printed line ({shown}) differs from the metric train.py reported ({channel_lines[0]}): "
-            "the model code tried to report its own score"
+            "train.py exited without reporting a metric on its channel (the model code may have ended it early)"
         )
-    return metric
+    if len(finals) > 1:
+        raise ValueError("train.py reported its metric more than once on its channel")
+    return parse_metric(finals[0], name)
+
+
+def trusted_curve(trial: Trial, outcome: ProcessOutcome, seen: list[str]) -> tuple[float, ...]:
+    """The metric after each epoch: from the channel for a generated train.py, else from the progress lines seen."""
+    return read_curve("\n".join(outcome.channel_lines if trial.trusted_channel else seen), trial.metric)
 
 
 def writable_folders(files: dict[str, str]) -> list[Path]:
@@ -140,14 +143,18 @@ def run_trial(trial: Trial, node_id: str | None = None, say: Callable[[str], Non
     watch = CurveWatch(trial.pruning, trial.metric)
     progress = ProgressLog(say, trial.metric) if say is not None else None
 
+    seen: list[str] = []
+
     def on_line(line: str) -> bool:
+        if len(seen) < MAX_PROGRESS_LINES:
+            seen.append(line)
         if progress is not None:
             progress.see(line)
         return watch.see(line)
 
     outcome = run_in_directory(
         trial.files, [sys.executable, "train.py"], timeout=trial.timeout, env=trial.env, log_path=live_log,
-        writable=writable_folders(trial.files), on_line=on_line,
+        writable=writable_folders(trial.files), on_line=on_line, watch_channel=trial.trusted_channel,
     )
     _warn_once_without_sandbox(outcome.sandbox)
     status, metric, error = judge_outcome(trial, outcome, watch.reason)
@@ -161,6 +168,7 @@ def run_trial(trial: Trial, node_id: str | None = None, say: Callable[[str], Non
         node_id=node_id,
         host=short_hostname(),
         log_written=live_log is not None,
+        curve=trusted_curve(trial, outcome, seen),
     )
     if progress is not None:
         progress.finish(result, outcome)

@@ -53,6 +53,10 @@ class ExperimentPaths:
     def trial_log(self, label: str) -> Path:
         return self.logs / f"{label}.log"
 
+    def trial_curve(self, label: str) -> Path:
+        """The trial's metric after each epoch, as its trusted progress said (JSON list): what pruning compares with."""
+        return self.logs / f"{label}.curve.json"
+
 
 @dataclass(frozen=True)
 class Campaign:
@@ -136,6 +140,9 @@ class Trial:
     log_path: str | None = None
     repo_node_id: str | None = None
     pruning: PruneRule | None = None  # the best's curve a screen run is stopped against; None: run to the end
+    # A generated train.py reports its progress and metric on a channel the model code cannot reach;
+    # a user's own train.py is judged by its last stdout line (forgeable by the model code).
+    trusted_channel: bool = False
 
 
 @dataclass(frozen=True)
@@ -154,6 +161,7 @@ class TrialResult:
     note: str = ""  # something the results log should say about how the trial ran (a retry…)
     runs: tuple[float, ...] = ()  # the metric of each seed trained, when more than the screen ran
     screen: float | None = None  # the first seed's metric, when confirmation runs followed it
+    curve: tuple[float, ...] = ()  # the metric after each epoch, as the trial's progress lines said
 
 
 @dataclass(frozen=True)

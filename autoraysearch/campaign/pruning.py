@@ -29,6 +29,7 @@ A pruned run's seconds are what it used; its row says where it stopped and its l
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import re
 from dataclasses import dataclass
@@ -156,12 +157,18 @@ def curve_log_name(status: str, iteration: str) -> str:
 
 
 def logged_curve(campaign: Campaign, label: str) -> tuple[float, ...]:
-    """The curve in .autoraysearch/logs/<label>.log; empty when it is missing or printed no progress lines."""
+    """The curve in .autoraysearch/logs/<label>.curve.json; empty when it is missing or unreadable.
+
+    It holds what the trial's trusted progress said (a generated train.py's channel), never what the
+    model code printed, so no candidate can set the reference the ones after it are stopped against.
+    """
     try:
-        text = Path(campaign.paths.trial_log(label)).read_text(errors="replace")
-    except OSError:
+        values = json.loads(Path(campaign.paths.trial_curve(label)).read_text())
+    except (OSError, ValueError):
         return ()
-    return read_curve(text, campaign.settings.metric)
+    if not isinstance(values, list):
+        return ()
+    return tuple(float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v))
 
 
 def seed_curves(campaign: Campaign, row) -> list[tuple[float, ...]]:

@@ -25,7 +25,6 @@ from autoraysearch.trials.warm_check import CheckOutcome, shared_checker
 
 log = logging.getLogger(__name__)
 
-RESULT_MARKER = "AUTORAYSEARCH_PREFLIGHT "
 CHECK_SCRIPT = "autoraysearch_preflight.py"
 ARGUMENTS_FILE = "autoraysearch_preflight.json"
 MAX_REASON_CHARS = 300
@@ -35,15 +34,19 @@ DEFAULT_TIMEOUT_S = 60.0
 HIDDEN_ENV = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")
 CHECK_ENV = {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}  # a CPU check; leave the GPUs alone
 
-# Runs in the scratch folder next to model.py; prints RESULT_MARKER + JSON as its last stdout line.
-# Every stage catches its own failure so the reason names the stage; the model is imported before
-# torch so that an import error or a hang at import is reported without paying for torch first.
+# Runs in the scratch folder next to model.py; writes its verdict, one JSON line, to the pipe named by
+# AUTORAYSEARCH_METRIC_FD (taken before model.py is imported; printing cannot forge it). Every stage
+# catches its own failure so the reason names the stage; the model is imported before torch so that
+# an import error or a hang at import is reported without paying for torch first.
 _CHECK = r"""
 import importlib, json, os, sys
 
+VERDICT = os.fdopen(int(os.environ.pop("AUTORAYSEARCH_METRIC_FD")), "w")
+
 def finish(**result):
     # os._exit: no SystemExit for the except below to catch, no atexit hooks of the model's code.
-    print("AUTORAYSEARCH_PREFLIGHT " + json.dumps(result), flush=True)
+    VERDICT.write(json.dumps(result) + "\n")
+    VERDICT.flush()
     os._exit(0)
 
 def describe(exc):
@@ -150,17 +153,17 @@ def preflight(
         env = {name: "" for name in hidden}
         env.update(CHECK_ENV)
         cold = run_in_directory(files, [sys.executable, CHECK_SCRIPT], timeout=timeout_s, env=env)
-        outcome = CheckOutcome(cold.returncode, cold.timed_out, "\n".join(cold.stdout_tail))
+        outcome = CheckOutcome(cold.returncode, cold.timed_out, cold.output, verdict="\n".join(cold.channel_lines))
         last_error = cold.last_error_line
     else:
         last_error = _last_line(outcome.output)
     seconds = round(time.monotonic() - started, 2)
     if outcome.timed_out:
         return PreflightResult(False, f"did not finish within {timeout_s:g} s", seconds, None, "timeout")
-    result = _read_result(outcome.output.splitlines())
+    result, problem = read_verdict(outcome.verdict)
     if result is None:
-        # No verdict line: the interpreter died (segfault, os._exit, out of memory) before printing one.
-        reason = last_error or f"the check exited with code {outcome.returncode} without a result"
+        # No verdict: the interpreter died (segfault, os._exit, out of memory) before writing one.
+        reason = problem or last_error or f"the check exited with code {outcome.returncode} without a result"
         return PreflightResult(False, _clip(reason), seconds, None, "crash")
     return PreflightResult(
         ok=bool(result.get("ok")),
@@ -206,19 +209,24 @@ def _run_warm(files: dict[str, str], timeout_s: float, hidden: tuple[str, ...]) 
 
 
 def _last_line(output: str) -> str:
-    lines = [line for line in output.splitlines() if line.strip() and not line.startswith(RESULT_MARKER)]
+    lines = [line for line in output.splitlines() if line.strip()]
     return lines[-1].strip() if lines else ""
 
 
-def _read_result(stdout_tail: list[str]) -> dict | None:
-    """The verdict the check printed last, if any."""
-    for line in reversed(stdout_tail):
-        if line.startswith(RESULT_MARKER):
-            try:
-                return json.loads(line[len(RESULT_MARKER) :])
-            except ValueError:
-                return None
-    return None
+def read_verdict(text: str) -> tuple[dict | None, str]:
+    """(the check's verdict, "") from its channel, or (None, why not): it must be exactly one JSON object."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        return None, ""
+    if len(lines) > 1:
+        return None, "the model code wrote to the pre-flight's verdict channel"
+    try:
+        verdict = json.loads(lines[0])
+    except ValueError:
+        verdict = None
+    if not isinstance(verdict, dict):
+        return None, "the pre-flight's verdict channel held no verdict"
+    return verdict, ""
 
 
 def _clip(text: str) -> str:

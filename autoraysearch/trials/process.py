@@ -54,8 +54,9 @@ log = logging.getLogger(__name__)
 
 SCRATCH_PREFIX = "autoraysearch-trial-"
 SECRET_ENV = sandbox.SECRET_ENV  # re-exported: the one list of keys model code never gets to see
-METRIC_FD_ENV = "AUTORAYSEARCH_METRIC_FD"  # names the pipe a train.py may write METRIC=value to, once
-MAX_METRIC_BYTES = 4096  # what is kept of the metric channel; more is drained and dropped
+METRIC_FD_ENV = "AUTORAYSEARCH_METRIC_FD"  # names the pipe a generated train.py's judge writes its progress and metric to
+CONTAIN_ENV = "AUTORAYSEARCH_CONTAIN"  # the command prefix a generated train.py's judge starts its model side with
+MAX_CHANNEL_BYTES = 1_000_000  # what is kept of the metric channel; more is drained and dropped
 DEFAULT_MAX_LOG_BYTES = 10_000_000  # a log file over this keeps its first half and its latest lines
 TERM_GRACE_SECONDS = 3.0  # time a trial gets between SIGTERM and SIGKILL
 KILL_WAIT_SECONDS = 30.0  # after SIGKILL; dying CUDA processes can take a while to release the GPU
@@ -190,10 +191,26 @@ def supervise():
 supervise()
 """
 
+# What a generated train.py's judge starts its model side with (`AUTORAYSEARCH_CONTAIN`), after
+# sandbox.py's source: `python -I -S -c SOURCE CONFIG_JSON <command...>`. It hides the raw data the
+# validation labels come from and execs the model side in a Landlock domain of its own.
+_MODEL_SIDE_MAIN = r"""
+import json, sys
+
+config, command = json.loads(sys.argv[1]), sys.argv[2:]
+hide_files([path for path in config.get("hide", []) if isinstance(path, str)])
+os.execvp(command[0], command)
+"""
+
 
 def _supervisor_source() -> str:
     """sandbox.py's code followed by the supervisor's: one program that imports nothing of ours."""
     return Path(sandbox.__file__).read_text(encoding="utf-8") + _SUPERVISOR_MAIN
+
+
+def model_side_prefix() -> list[str]:
+    """The command prefix that contains a generated train.py's model side (see _MODEL_SIDE_MAIN)."""
+    return [sys.executable, "-I", "-S", "-c", Path(sandbox.__file__).read_text(encoding="utf-8") + _MODEL_SIDE_MAIN]
 
 
 @dataclass(frozen=True)
@@ -206,7 +223,7 @@ class ProcessOutcome:
     stdout_tail: list[str]  # last non-empty stdout lines, without newlines
     output: str  # combined stdout+stderr as logged, the last max_output_bytes with a cut note
     last_error_line: str  # last non-empty stderr line, else of output; "" if none
-    metric_lines: tuple[str, ...] = ()  # what the command wrote to the metric channel (AUTORAYSEARCH_METRIC_FD)
+    channel_lines: tuple[str, ...] = ()  # what the command wrote to the metric channel (AUTORAYSEARCH_METRIC_FD)
     sandbox: str = "none"  # which containment was in force, e.g. "landlock ABI 7"; "none: why" without one
     stopped_early: bool = False  # the caller's on_line asked to stop it (returncode None, timed_out False)
 
@@ -223,6 +240,7 @@ def run_in_directory(
     writable: list[Path] | tuple[Path, ...] = (),
     max_log_bytes: int = DEFAULT_MAX_LOG_BYTES,
     on_line: Callable[[str], bool | None] | None = None,
+    watch_channel: bool = False,
 ) -> ProcessOutcome:
     """Write `files` (relative name -> text) into a fresh scratch directory, run `command` there, clean up.
 
@@ -231,7 +249,9 @@ def run_in_directory(
 
     `on_line` gets every stdout line (without its newline) on the calling thread, within a poll
     interval of its arrival, and the last ones after the exit; returning True while the command runs
-    stops it like a timeout, and the outcome says `stopped_early`.
+    stops it like a timeout, and the outcome says `stopped_early`. With `watch_channel` it gets the
+    metric channel's lines instead: a generated train.py's judge writes its progress there, where
+    the model code cannot.
     """
     if not command:
         raise ValueError("command must not be empty")
@@ -243,7 +263,8 @@ def run_in_directory(
     try:
         _write_files(scratch, files)
         writable = [str(Path(path).resolve()) for path in writable]
-        return _run(command, scratch, timeout, env, log_path, max_output_bytes, writable, max_log_bytes, on_line)
+        return _run(command, scratch, timeout, env, log_path, max_output_bytes, writable, max_log_bytes, on_line,
+                    watch_channel)
     finally:
         _remove_tree(scratch)
 
@@ -304,10 +325,11 @@ def _run(
     writable: list[str],
     max_log_bytes: int,
     on_line: Callable[[str], bool | None] | None = None,
+    watch_channel: bool = False,
 ) -> ProcessOutcome:
     """Start the command in its own session, stream its output and metric channel, and end its whole tree."""
     watcher = _LineWatcher(on_line) if on_line is not None else None
-    collector = _OutputCollector(log_path, max_output_bytes, max_log_bytes, watcher)
+    collector = _OutputCollector(log_path, max_output_bytes, max_log_bytes, watcher, watch_channel)
     metric_read, metric_write = os.pipe()
     report_read, report_write = os.pipe()
     try:
@@ -389,6 +411,8 @@ def _child_env(extra: dict[str, str] | None, scratch: Path, metric_fd: int) -> d
         folder.mkdir(parents=True, exist_ok=True)
         env[name] = str(folder)
     env[METRIC_FD_ENV] = str(metric_fd)
+    if _supervised():
+        env[CONTAIN_ENV] = json.dumps(model_side_prefix())
     env.update(extra or {})
     return env
 
@@ -519,9 +543,11 @@ class _OutputCollector:
     """Takes lines from both pipes: writes them to the log file and keeps what the outcome needs."""
 
     def __init__(self, log_path: Path | None, max_output_bytes: int, max_log_bytes: int = DEFAULT_MAX_LOG_BYTES,
-                 watcher: _LineWatcher | None = None):
+                 watcher: _LineWatcher | None = None, watch_channel: bool = False):
         """Open the log file (parents created) and set up bounded in-memory buffers."""
         self._watcher = watcher
+        self._watch_channel = watch_channel
+        self._channel_partial = b""
         self._lock = threading.Lock()
         self._log_cap = max(2, max_log_bytes)
         self._log_head = 0  # bytes of the log's first part, kept whatever follows
@@ -556,7 +582,7 @@ class _OutputCollector:
                     self._last_stderr_line = text.strip()
                 else:
                     self._stdout_tail.append(text)
-                    if self._watcher is not None:
+                    if self._watcher is not None and not self._watch_channel:
                         self._watcher.lines.put(text)
 
     def _write_log(self, line: bytes) -> None:
@@ -588,10 +614,16 @@ class _OutputCollector:
         self._log.write(f"[... {self._log_cut} bytes of output cut from this log ...]\n".encode())
         self._log.write(keep)
 
-    def add_metric(self, data: bytes) -> None:
-        """Keep what arrived on the metric channel, up to MAX_METRIC_BYTES."""
+    def add_channel(self, data: bytes) -> None:
+        """Keep what arrived on the metric channel, up to MAX_CHANNEL_BYTES; pass whole lines to a channel watcher."""
         with self._lock:
-            self._metric += data[: max(0, MAX_METRIC_BYTES - len(self._metric))]
+            kept = data[: max(0, MAX_CHANNEL_BYTES - len(self._metric))]
+            self._metric += kept
+            if self._watcher is not None and self._watch_channel:
+                *lines, self._channel_partial = (self._channel_partial + kept).split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        self._watcher.lines.put(line.decode(errors="replace").strip())
 
     def _keep_tail(self, line: bytes) -> None:
         """Keep at least the last max_output_bytes, trimming in batches to stay cheap."""
@@ -617,7 +649,7 @@ class _OutputCollector:
                 stdout_tail=list(self._stdout_tail),
                 output=output,
                 last_error_line=self._last_stderr_line or self._last_output_line,
-                metric_lines=tuple(line.strip() for line in self._metric.decode(errors="replace").splitlines()),
+                channel_lines=tuple(line.strip() for line in self._metric.decode(errors="replace").splitlines()),
                 sandbox=sandbox,
                 stopped_early=stopped_early,
             )
@@ -659,7 +691,7 @@ def _pump_metric(fd: int, collector: _OutputCollector) -> None:
     with open(fd, "rb", buffering=0) as stream:
         try:
             while data := stream.read(4096):
-                collector.add_metric(data)
+                collector.add_channel(data)
         except OSError:
             pass
 

@@ -58,6 +58,7 @@ def make_trial(campaign: Campaign, candidate: Candidate, train_source: str, labe
         env=trial_env(settings.cpus_per_trial, settings.gpus_per_trial),
         log_path=str(campaign.paths.trial_log(label)),
         repo_node_id=campaign.repo_node_id,
+        trusted_channel=settings.generated,
     )
 
 

@@ -15,6 +15,10 @@ What `contain` gives a process and everything it starts afterwards:
   the campaign's API keys live.
 * With Landlock ABI 6 or newer, signal scoping: it cannot kill or stop processes outside its domain.
 
+What `hide_files` adds for the model side of a generated train.py, a process its judge starts: a
+nested domain in which the given files (where the validation labels come from) cannot be read, and
+from which the judge, outside it, cannot be traced, signalled or looked into through /proc.
+
 Where Landlock is missing (old kernel, a seccomp filter), `contain` says so and changes nothing;
 callers report that in their outcome.
 """
@@ -58,6 +62,7 @@ _LANDLOCK_SCOPE_SIGNAL = 1 << 1
 
 # Landlock's filesystem rights that change something; reading and executing are never restricted.
 _WRITE_FILE, _TRUNCATE = 1 << 1, 1 << 14
+_READ_FILE = 1 << 2
 _DIRECTORY_WRITES = sum(1 << bit for bit in range(4, 13))  # REMOVE_DIR ... MAKE_SYM
 _REFER = 1 << 13
 
@@ -143,6 +148,78 @@ def _allow_writes(libc, ruleset: int, path: str, folder_rights: int, file_rights
         rule = _PathBeneathAttr(rights, fd)
         if libc.syscall(_SYS_LANDLOCK_ADD_RULE, ruleset, _LANDLOCK_RULE_PATH_BENEATH, ctypes.byref(rule), 0) != 0:
             os.write(2, f"autoraysearch: cannot allow writes to {path}: {os.strerror(ctypes.get_errno())}\n".encode())
+    finally:
+        os.close(fd)
+
+
+def hide_files(hidden: list[str]) -> str:
+    """Put this process in a further Landlock domain where `hidden` files and folders cannot be read.
+
+    Only reading files is handled (listing folders and executing stay free), so every other file
+    reads as before. Landlock only allows, so the rules allow reading everything beside the hidden
+    paths: each sibling along the way down to them gets a rule of its own.
+    """
+    abi = landlock_abi()
+    if abi < 1:
+        return "none: this kernel offers no Landlock"
+    libc = _libc()
+    attr = _RulesetAttr(_READ_FILE, 0, _LANDLOCK_SCOPE_SIGNAL if abi >= 6 else 0)
+    size = 24 if abi >= 6 else 16 if abi >= 4 else 8
+    ruleset = libc.syscall(_SYS_LANDLOCK_CREATE_RULESET, ctypes.byref(attr), size, 0)
+    if ruleset < 0:
+        return f"none: landlock_create_ruleset failed ({os.strerror(ctypes.get_errno())})"
+    try:
+        for path in readable_beside(hidden):
+            _allow(libc, ruleset, path, _READ_FILE)
+        if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+            return f"none: prctl(PR_SET_NO_NEW_PRIVS) failed ({os.strerror(ctypes.get_errno())})"
+        if libc.syscall(_SYS_LANDLOCK_RESTRICT_SELF, ruleset, 0) != 0:
+            return f"none: landlock_restrict_self failed ({os.strerror(ctypes.get_errno())})"
+    finally:
+        os.close(ruleset)
+    return f"landlock ABI {abi}"
+
+
+def readable_beside(hidden: list[str]) -> list[str]:
+    """Paths whose trees together hold every file except the `hidden` ones (real paths, symlinks resolved)."""
+    hidden = {os.path.realpath(path) for path in hidden if os.path.exists(path)}
+    if not hidden:
+        return ["/"]
+    on_the_way = set()
+    for path in hidden:
+        while path != "/":
+            path = os.path.dirname(path)
+            on_the_way.add(path)
+
+    def covers_hidden(path: str) -> bool:
+        return path in on_the_way or any(path == h or path.startswith(h.rstrip("/") + "/") for h in hidden)
+
+    found, todo = [], ["/"]
+    while todo:
+        folder = todo.pop()
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for name in names:
+            path = os.path.join(folder, name)
+            real = os.path.realpath(path)
+            if real in on_the_way and not os.path.islink(path):
+                todo.append(path)
+            elif not covers_hidden(real):
+                found.append(real)
+    return found
+
+
+def _allow(libc, ruleset: int, path: str, rights: int) -> None:
+    """Grant `rights` beneath `path` (only the file rights when it is a file); a missing path is skipped."""
+    try:
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        rule = _PathBeneathAttr(rights, fd)
+        libc.syscall(_SYS_LANDLOCK_ADD_RULE, ruleset, _LANDLOCK_RULE_PATH_BENEATH, ctypes.byref(rule), 0)
     finally:
         os.close(fd)
 

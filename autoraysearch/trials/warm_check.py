@@ -8,15 +8,19 @@ scratch folder, and is killed with its whole group when it overruns. The helper 
 model code and never starts torch's thread pool, so forking it is safe.
 
 Protocol (one JSON object per line): the client writes {"dir": SCRATCH, "timeout": SECONDS, "script":
-NAME, "hide": [ENV NAMES]}; the helper answers {"returncode": N, "timed_out": BOOL, "sandbox": TEXT} once every
-process the check started is gone. Each check runs contained (sandbox.contain: writes only to SCRATCH). The
-check's stdout and stderr land in SCRATCH/output.txt.
+NAME, "hide": [ENV NAMES]}; the helper answers {"returncode": N, "timed_out": BOOL, "sandbox": TEXT,
+"verdict": TEXT} once every process the check started is gone. Each check runs contained
+(sandbox.contain: writes only to SCRATCH). The check's verdict is what it wrote (at most MAX_VERDICT
+bytes) to the pipe named by AUTORAYSEARCH_METRIC_FD; its stdout and stderr land in SCRATCH/output.txt,
+of which the client reads the last MAX_OUTPUT_BYTES.
 """
 
 from __future__ import annotations
 
 import atexit
 import json
+import os
+import stat
 import subprocess
 import sys
 import threading
@@ -26,6 +30,7 @@ from pathlib import Path
 from autoraysearch.trials import sandbox
 
 OUTPUT_FILE = "output.txt"
+MAX_OUTPUT_BYTES = 64 * 1024  # the end of a check's output that is read back; the rest is never loaded
 ANSWER_SLACK_SECONDS = 30.0  # beyond the check's own timeout, before the helper counts as stuck
 
 # Runs after sandbox.py's source, which gives it contain(), become_subreaper() and sweep_descendants().
@@ -37,12 +42,17 @@ set_parent_death_signal(signal.SIGKILL)  # the helper dies with its client
 become_subreaper()  # what a check starts in a session of its own still comes back to us
 make_undumpable()  # a check that gets past its sandbox still cannot read our /proc/PID/environ
 
+MAX_VERDICT = 64 * 1024
+
 def run_check(request):
     report_read, report_write = os.pipe()
+    verdict_read, verdict_write = os.pipe()
     pid = os.fork()
     if pid == 0:
         try:
             os.close(report_read)
+            os.close(verdict_read)
+            os.environ["AUTORAYSEARCH_METRIC_FD"] = str(verdict_write)
             set_parent_death_signal(signal.SIGKILL)
             os.setsid()
             for name in request["hide"]:
@@ -70,6 +80,7 @@ def run_check(request):
             finally:
                 os._exit(1)
     os.close(report_write)
+    os.close(verdict_write)
     deadline = time.monotonic() + request["timeout"]
     timed_out, status = False, None
     while status is None:
@@ -85,7 +96,14 @@ def run_check(request):
     sweep_descendants(0, 30.0)  # whatever the model code started outlives nothing, even outside its group
     with os.fdopen(report_read, "rb") as report:
         note = report.read().decode(errors="replace") or "none: the check did not start"
-    return {"returncode": os.waitstatus_to_exitcode(status), "timed_out": timed_out, "sandbox": note}
+    os.set_blocking(verdict_read, False)  # every writer is gone, unless one escaped: never wait for it
+    try:
+        verdict = os.read(verdict_read, MAX_VERDICT).decode(errors="replace")
+    except BlockingIOError:
+        verdict = ""
+    os.close(verdict_read)
+    return {"returncode": os.waitstatus_to_exitcode(status), "timed_out": timed_out, "sandbox": note,
+            "verdict": verdict}
 
 for line in sys.stdin:
     answer = run_check(json.loads(line))
@@ -100,8 +118,9 @@ class CheckOutcome:
 
     returncode: int
     timed_out: bool
-    output: str
+    output: str  # the end of what it printed (stdout and stderr)
     sandbox: str = "none"  # which containment was in force, as sandbox.contain says
+    verdict: str = ""  # what it wrote to its verdict channel (AUTORAYSEARCH_METRIC_FD)
 
 
 class WarmChecker:
@@ -129,9 +148,8 @@ class WarmChecker:
                 self._stop_helper()
                 raise RuntimeError("the pre-flight helper process died; it is restarted on the next check")
             answer = json.loads(line)
-        output_path = scratch / OUTPUT_FILE
-        output = output_path.read_text(errors="replace") if output_path.exists() else ""
-        return CheckOutcome(answer["returncode"], answer["timed_out"], output, answer.get("sandbox", "none"))
+        return CheckOutcome(answer["returncode"], answer["timed_out"], read_end(scratch / OUTPUT_FILE),
+                            answer.get("sandbox", "none"), answer.get("verdict", ""))
 
     def close(self) -> None:
         with self._lock:
@@ -150,6 +168,20 @@ class WarmChecker:
             self._proc.kill()
             self._proc.wait()
             self._proc = None
+
+
+def read_end(path: Path, limit: int = MAX_OUTPUT_BYTES) -> str:
+    """The last `limit` bytes of a file as text; "" when it is missing (a check's output can be any size)."""
+    # The model code may have swapped the file for a link, a FIFO or a device: read only a regular file.
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return ""
+    with open(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return ""
+        handle.seek(max(0, handle.seek(0, 2) - limit))
+        return handle.read(limit).decode(errors="replace")
 
 
 def _helper_source() -> str:
