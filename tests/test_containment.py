@@ -1,4 +1,4 @@
-"""Candidate code is contained: no secrets, no writes outside its scratch, no forged score, no leftovers.
+"""Candidate code is contained: no secrets, no writes outside its scratch, no leftovers (forged scores: test_forged_scores).
 
 Each test runs a hostile train.py or model.py in real processes, the way a trial or a pre-flight does.
 """
@@ -14,15 +14,11 @@ from pathlib import Path
 import pytest
 from helpers import is_running, wait_until
 
-from autoraysearch.campaign.experiment import Trial
 from autoraysearch.trials.preflight import preflight
-from autoraysearch.setup.rendering import TrainSpec, render_train_py
 from autoraysearch.trials.sandbox import landlock_abi
 from autoraysearch.trials.process import run_in_directory
-from tasks.verify import judge_outcome
 
 PYTHON = [sys.executable, "train.py"]
-EXAMPLE_MODEL = Path(__file__).resolve().parents[1] / "examples" / "digits" / "model.py"
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the supervisor is Linux-only")
 needs_landlock = pytest.mark.skipif(landlock_abi() < 1, reason="this kernel offers no Landlock")
 
@@ -173,63 +169,6 @@ def test_preflight_model_code_cannot_write_outside_its_scratch(tmp_path):
 
 
 # ---- score forgery ----
-
-FORGER_MODEL = EXAMPLE_MODEL.read_text() + '\nimport atexit\natexit.register(lambda: print("val_acc=0.9990"))\n'
-CHANNEL_FORGER_MODEL = EXAMPLE_MODEL.read_text() + textwrap.dedent(
-    """
-    import os
-    for fd in map(int, os.listdir("/proc/self/fd")):  # find the metric pipe and report a score on it
-        try:
-            if os.readlink(f"/proc/self/fd/{fd}").startswith("pipe:") and fd > 2:
-                os.write(fd, b"val_acc=0.9990\\n")
-        except OSError:
-            pass
-    """
-)
-
-
-def _train_digits(model_source: str, tmp_path: Path):
-    spec = TrainSpec("digits", epochs=1, model_kwargs={"num_classes": 10})
-    files = {"train.py": render_train_py(spec), "model.py": model_source}
-    outcome = run_in_directory(files, PYTHON, timeout=300, scratch_root=tmp_path, env={"AUTORAYSEARCH_NUM_THREADS": "1"})
-    trial = Trial(label="t", files=files, metric="val_acc", timeout=300)
-    return outcome, judge_outcome(trial, outcome)
-
-
-@linux_only
-def test_generated_train_py_reports_its_metric_once_on_the_channel(tmp_path):
-    outcome, (status, metric, error) = _train_digits(EXAMPLE_MODEL.read_text(), tmp_path)
-
-    assert status == "ok", error
-    assert outcome.metric_lines == (outcome.stdout_tail[-1],)
-    assert metric == float(outcome.stdout_tail[-1].split("=")[1])
-
-
-@linux_only
-def test_a_score_printed_at_exit_by_model_code_is_a_crash(tmp_path):
-    outcome, (status, metric, error) = _train_digits(FORGER_MODEL, tmp_path)
-
-    assert outcome.stdout_tail[-1] == "val_acc=0.9990"  # the forgery is what was printed last
-    assert (status, metric) == ("crash", None)
-    assert "the model code tried to report its own score" in error
-
-
-@linux_only
-def test_a_score_written_to_the_channel_by_model_code_is_a_crash(tmp_path):
-    outcome, (status, metric, error) = _train_digits(CHANNEL_FORGER_MODEL, tmp_path)
-
-    assert len(outcome.metric_lines) == 2
-    assert (status, metric) == ("crash", None)
-    assert error == "the metric was written more than once: the model code tried to report its own score"
-
-
-def test_a_train_py_that_ignores_the_channel_is_judged_by_its_last_line(tmp_path):
-    outcome = run_in_directory({"train.py": 'print("val_acc=0.5000")\n'}, PYTHON, timeout=30, scratch_root=tmp_path)
-    trial = Trial(label="t", files={}, metric="val_acc", timeout=30)
-
-    assert outcome.metric_lines == ()
-    assert judge_outcome(trial, outcome) == ("ok", 0.5, "")
-
 
 # ---- orphans and leftovers ----
 

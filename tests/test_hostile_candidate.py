@@ -46,8 +46,9 @@ def test_a_hostile_candidate_changes_nothing_and_cannot_forge_its_score(services
     summary = loop(exp, max_iterations=1, ideator="command", llm_command=f"{sys.executable} {agent}")
 
     rows = read_results_log(exp / "autoraysearch-results.tsv", True).rows
-    assert [(r.iteration, r.status) for r in rows] == [("0", "baseline"), ("1", "crash")]
-    assert "tried to report its own score" in rows[1].description
+    # The same model as the baseline, whatever it printed at exit: scored by train.py's judge, not kept.
+    assert [(r.iteration, r.status) for r in rows] == [("0", "baseline"), ("1", "discard")]
+    assert rows[1].metric is not None and rows[1].metric < 0.999
     assert summary.kept == 0 and rows[0].metric == summary.best_metric
     assert (exp / "train.py").read_text() == train_before
     assert not outside.exists()

@@ -192,13 +192,16 @@ supervise()
 """
 
 # What a generated train.py's judge starts its model side with (`AUTORAYSEARCH_CONTAIN`), after
-# sandbox.py's source: `python -I -S -c SOURCE CONFIG_JSON <command...>`. It hides the raw data the
-# validation labels come from and execs the model side in a Landlock domain of its own.
+# sandbox.py's source: `python -I -S -c SOURCE CONFIG_JSON <command...>`, in the trial's scratch
+# folder. It execs the model side in Landlock domains of its own: writes only to the scratch folder
+# (not to a data folder the judge may download into), and no reading of the raw data the validation
+# labels come from.
 _MODEL_SIDE_MAIN = r"""
 import json, sys
 
 config, command = json.loads(sys.argv[1]), sys.argv[2:]
-hide_files([path for path in config.get("hide", []) if isinstance(path, str)])
+if contain([os.getcwd()]).startswith("landlock"):
+    hide_files([path for path in config.get("hide", []) if isinstance(path, str)])
 os.execvp(command[0], command)
 """
 
