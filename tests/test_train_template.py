@@ -255,8 +255,12 @@ def test_render_has_header_and_imports_model_only_inside_a_function():
     assert "model" not in top_level_imports
     train = next(node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == "train")
     assert any(isinstance(node, ast.ImportFrom) and node.module == "model" for node in ast.walk(train))
-    for section in ("data", "model", "training", "evaluation", "report"):
+    for section in ("data", "model", "training", "evaluation", "reports to the judge", "the judge"):
         assert f"# ---- {section} ----" in source
+    # The judge, which holds the validation labels, never trains (so never imports model.py).
+    judge = next(node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == "judge")
+    called = {node.func.id for node in ast.walk(judge) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)}
+    assert "train" not in called and "model_side" not in called and "start_model_side" in called
 
 
 VARIANTS = [

@@ -249,8 +249,20 @@ def go_summary(settings: CampaignSettings, cluster_lines: list[str], baseline: s
         f"GPUs per trial: {settings.gpus_per_trial:g}, CPUs per trial: {settings.cpus_per_trial:g}",
         f"baseline: {baseline}",
         f"scope: only {settings.model_py} changes; train.py and everything else stay as they are",
+        f"score: {score_guarantee(settings)}",
         f"ideator: {settings.ideator}; mode: {mode}",
     ]
+
+
+def score_guarantee(settings: CampaignSettings) -> str:
+    """How far the metric is out of the model code's reach, in words (README: What a candidate can and cannot do)."""
+    if not settings.generated:
+        return (f"your own {settings.train_py} is judged by its last printed line, which model code can forge "
+                "(not forge-proof; a generated train.py is)")
+    if settings.dataset == "custom":
+        return (f"{settings.data_module} is called beside the model code, which can reach its validation labels "
+                "(and its evaluate(), if any, computes the metric there)")
+    return "computed by train.py's judge from the model's predictions; model code cannot reach it or the labels"
 
 
 def baseline_out_of_memory(settings: CampaignSettings, batch_size: int, log_path: Path) -> AutoraysearchError:

@@ -9,7 +9,7 @@ possibly on another machine, so the guarantees below are about that worker's hos
   thread) and on normal exit (stray grandchildren), the group gets SIGTERM, a grace period, then
   SIGKILL, and we wait until no live member remains.
 * On Linux, if the launching worker is SIGKILLed, the tree is taken down too: the command is started
-  through a tiny supervisor that asks the kernel (``prctl(PR_SET_PDEATHSIG)``) for a signal when its
+  through a tiny supervisor (supervisor.py) that asks the kernel (``prctl(PR_SET_PDEATHSIG)``) for a signal when its
   parent dies and then kills its group; since Ray SIGKILLs a dead worker's direct children at once,
   the supervisor also forks a watchdog that does the same when the supervisor itself dies. The
   supervisor is used instead of a ``preexec_fn`` because
@@ -48,173 +48,24 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Callable
 
 from autoraysearch.trials import sandbox
+from autoraysearch.trials.supervisor import (
+    KILL_WAIT_SECONDS, SCRATCH_PREFIX, TERM_GRACE_SECONDS, launch_argv, model_side_prefix,
+)
 from autoraysearch.errors import AutoraysearchError
 
 log = logging.getLogger(__name__)
 
-SCRATCH_PREFIX = "autoraysearch-trial-"
 SECRET_ENV = sandbox.SECRET_ENV  # re-exported: the one list of keys model code never gets to see
 METRIC_FD_ENV = "AUTORAYSEARCH_METRIC_FD"  # names the pipe a generated train.py's judge writes its progress and metric to
 CONTAIN_ENV = "AUTORAYSEARCH_CONTAIN"  # the command prefix a generated train.py's judge starts its model side with
 MAX_CHANNEL_BYTES = 1_000_000  # what is kept of the metric channel; more is drained and dropped
 DEFAULT_MAX_LOG_BYTES = 10_000_000  # a log file over this keeps its first half and its latest lines
-TERM_GRACE_SECONDS = 3.0  # time a trial gets between SIGTERM and SIGKILL
-KILL_WAIT_SECONDS = 30.0  # after SIGKILL; dying CUDA processes can take a while to release the GPU
 # How long the launcher lets the supervisor stop the command and sweep before killing the group itself.
 SUPERVISOR_STOP_SECONDS = 2 * TERM_GRACE_SECONDS + 5.0
 POLL_SECONDS = 0.05  # short sleeps keep async exceptions (Ray cancellation) responsive
 READER_JOIN_SECONDS = 5.0  # only a process that escaped the group can hold the pipes longer
 STDOUT_TAIL_LINES = 50
 MAX_LINE_BYTES = 64 * 1024  # bounds memory for output without newlines (progress bars)
-
-# The supervisor's own part; it runs after sandbox.py's source as
-# `python -I -S -c SOURCE CONFIG_JSON <command...>` in the trial's cwd. -I keeps the trial's own files
-# (e.g. a user `signal.py`) from shadowing the stdlib here. Two processes: the outer one is the
-# launcher's direct child, which Ray SIGKILLs at once when a worker dies; the keeper, its child,
-# survives that, and is the one that runs the command, sweeps what it leaves and removes the scratch.
-_SUPERVISOR_MAIN = r"""
-import json, shutil, stat, sys
-
-config, command = json.loads(sys.argv[1]), sys.argv[2:]
-launcher, grace, kill_wait = config["launcher"], config["grace"], config["kill_wait"]
-
-def exit_like(code):
-    # Exit like the command did, so the launcher sees the same returncode as without us.
-    if code >= 0:
-        os._exit(code)
-    if -code not in (signal.SIGKILL, signal.SIGSTOP):  # those two cannot (and need not) be reset
-        signal.signal(-code, signal.SIG_DFL)
-    import resource
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    os.kill(os.getpid(), -code)
-    os._exit(128 - code)
-
-def close_command_fds():
-    for fd in config["fds"]:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-
-def remove_scratch():
-    # The launcher died before its own clean-up; the folder must not pile up night after night.
-    def retry(func, path, _):
-        os.chmod(os.path.dirname(path), stat.S_IRWXU)
-        func(path)
-    if os.path.basename(config["scratch"]).startswith(config["prefix"]):
-        shutil.rmtree(config["scratch"], onerror=retry)
-
-def run_command():
-    # In the forked child: contain it, tell the launcher how, and become the command.
-    note = contain(config["writable"])
-    os.write(config["report_fd"], note.encode())
-    os.close(config["report_fd"])
-    try:
-        os.execvp(command[0], command)
-    except OSError as exc:
-        os.write(2, f"autoraysearch: cannot run {command[0]!r}: {exc}\n".encode())
-    os._exit(127)
-
-def keeper(supervisor):
-    stop = {"at": None, "orphaned": False}
-    def on_term(signum, frame):
-        stop["at"] = stop["at"] or time.monotonic()
-    def on_hangup(signum, frame):
-        stop["orphaned"] = True  # the outer supervisor died or says the launcher did
-        on_term(signum, frame)
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGHUP, on_hangup)
-    set_parent_death_signal(signal.SIGHUP)
-    if os.getppid() != supervisor:
-        on_hangup(None, None)
-    become_subreaper()
-    make_undumpable()
-    child = os.fork()
-    if child == 0:
-        run_command()
-    close_command_fds()
-    termed = killed = False
-    while True:
-        done, status = os.waitpid(child, os.WNOHANG)
-        if done:
-            break
-        if stop["at"] is not None and not termed:
-            signal_descendants(signal.SIGTERM)  # also those that left the process group
-            termed = True
-        elif termed and not killed and time.monotonic() - stop["at"] >= grace:
-            signal_descendants(signal.SIGKILL)
-            killed = True
-        time.sleep(0.05)
-    sweep_descendants(0 if killed else grace, kill_wait)
-    if stop["orphaned"] or os.getppid() != supervisor:
-        remove_scratch()
-    exit_like(os.waitstatus_to_exitcode(status))
-
-def supervise():
-    state = {"launcher_gone": False, "keeper": None}
-    def on_hangup(signum, frame):
-        # SIGHUP is our parent-death signal; ignore it unless the launcher really is gone.
-        if os.getppid() != launcher:
-            state["launcher_gone"] = True
-            tell_keeper()
-    def tell_keeper():
-        try:
-            if state["keeper"]:
-                os.kill(state["keeper"], signal.SIGHUP)
-        except ProcessLookupError:
-            pass  # already reaped
-    signal.signal(signal.SIGHUP, on_hangup)
-    # The launcher's SIGTERM to the group is meant for the command; the keeper acts on it.
-    signal.signal(signal.SIGTERM, lambda signum, frame: None)
-    if not set_parent_death_signal(signal.SIGHUP):
-        os.write(2, b"autoraysearch: prctl(PR_SET_PDEATHSIG) failed; the trial may outlive its launcher\n")
-    if os.getppid() != launcher:
-        os._exit(1)  # the launcher died before the death signal was armed
-    become_subreaper()  # if the keeper is killed, what it ran comes to us
-    make_undumpable()
-    supervisor = os.getpid()
-    child = os.fork()
-    if child == 0:
-        keeper(supervisor)
-    state["keeper"] = child
-    if state["launcher_gone"]:
-        tell_keeper()
-    close_command_fds()
-    os.close(config["report_fd"])
-    status = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
-    state["keeper"] = None
-    sweep_descendants(0, kill_wait)  # only when the keeper itself was killed
-    if state["launcher_gone"] or os.getppid() != launcher:
-        remove_scratch()
-    exit_like(status)
-
-supervise()
-"""
-
-# What a generated train.py's judge starts its model side with (`AUTORAYSEARCH_CONTAIN`), after
-# sandbox.py's source: `python -I -S -c SOURCE CONFIG_JSON <command...>`, in the trial's scratch
-# folder. It execs the model side in Landlock domains of its own: writes only to the scratch folder
-# (not to a data folder the judge may download into), and no reading of the raw data the validation
-# labels come from.
-_MODEL_SIDE_MAIN = r"""
-import json, sys
-
-config, command = json.loads(sys.argv[1]), sys.argv[2:]
-if contain([os.getcwd()]).startswith("landlock"):
-    hide_files([path for path in config.get("hide", []) if isinstance(path, str)])
-os.execvp(command[0], command)
-"""
-
-
-def _supervisor_source() -> str:
-    """sandbox.py's code followed by the supervisor's: one program that imports nothing of ours."""
-    return Path(sandbox.__file__).read_text(encoding="utf-8") + _SUPERVISOR_MAIN
-
-
-def model_side_prefix() -> list[str]:
-    """The command prefix that contains a generated train.py's model side (see _MODEL_SIDE_MAIN)."""
-    return [sys.executable, "-I", "-S", "-c", Path(sandbox.__file__).read_text(encoding="utf-8") + _MODEL_SIDE_MAIN]
-
 
 @dataclass(frozen=True)
 class ProcessOutcome:
@@ -338,7 +189,7 @@ def _run(
     try:
         started = time.monotonic()
         supervised = _supervised()
-        argv = _launch_argv(command, scratch, writable, [metric_write], report_write) if supervised else command
+        argv = launch_argv(command, scratch, writable, [metric_write], report_write) if supervised else command
         proc = subprocess.Popen(
             argv,
             cwd=scratch,
@@ -388,21 +239,6 @@ def _run(
 def _supervised() -> bool:
     """Whether the command runs behind the Linux supervisor (sandbox, sweep, parent-death handling)."""
     return sys.platform.startswith("linux") and bool(sys.executable)
-
-
-def _launch_argv(command: list[str], scratch: Path, writable: list[str], fds: list[int], report_fd: int) -> list[str]:
-    """The argv that starts the command behind the supervisor."""
-    config = {
-        "launcher": os.getpid(),
-        "grace": TERM_GRACE_SECONDS,
-        "kill_wait": KILL_WAIT_SECONDS,
-        "scratch": str(scratch),
-        "prefix": SCRATCH_PREFIX,
-        "writable": [str(scratch), *writable],
-        "fds": fds,
-        "report_fd": report_fd,
-    }
-    return [sys.executable, "-I", "-S", "-c", _supervisor_source(), json.dumps(config), *command]
 
 
 def _child_env(extra: dict[str, str] | None, scratch: Path, metric_fd: int) -> dict[str, str]:
