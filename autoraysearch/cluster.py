@@ -215,9 +215,9 @@ def without_secrets() -> Iterator[None]:
 
     Workers still get the Prefect key they need through the runtime environment, and hide it at once.
     """
-    from autoraysearch.trials.sandbox import SECRET_ENV
+    from autoraysearch.trials.sandbox import is_secret
 
-    hidden = {name: os.environ.pop(name) for name in SECRET_ENV - {"RAY_AUTH_TOKEN"} if name in os.environ}
+    hidden = {name: os.environ.pop(name) for name in list(os.environ) if is_secret(name) and name != "RAY_AUTH_TOKEN"}
     try:
         yield
     finally:

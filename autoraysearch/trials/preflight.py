@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autoraysearch.campaign.settings import CampaignSettings
-from autoraysearch.trials.process import SECRET_ENV, run_in_directory
+from autoraysearch.trials import sandbox
+from autoraysearch.trials.process import run_in_directory
 from autoraysearch.trials.warm_check import CheckOutcome, shared_checker
 
 log = logging.getLogger(__name__)
@@ -194,13 +195,13 @@ def preflight_sources(
 
 def _run_warm(files: dict[str, str], timeout_s: float, hidden: tuple[str, ...]) -> CheckOutcome | None:
     """The check in a fork of this process's warm helper, or None when the helper is unavailable."""
-    env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV and k not in hidden}
+    env = {k: v for k, v in sandbox.trial_environment(os.environ).items() if k not in hidden}
     env.update(CHECK_ENV)
     scratch = Path(tempfile.mkdtemp(prefix="autoraysearch-preflight-"))
     try:
         for name, text in files.items():
             (scratch / name).write_text(text)
-        return shared_checker(env).run(scratch, CHECK_SCRIPT, timeout_s, hide=(*SECRET_ENV, *hidden))
+        return shared_checker(env).run(scratch, CHECK_SCRIPT, timeout_s, hide=hidden)
     except RuntimeError as exc:
         log.warning("pre-flight falls back to a fresh interpreter: %s", exc)
         return None

@@ -55,7 +55,6 @@ from autoraysearch.errors import AutoraysearchError
 
 log = logging.getLogger(__name__)
 
-SECRET_ENV = sandbox.SECRET_ENV  # re-exported: the one list of keys model code never gets to see
 METRIC_FD_ENV = "AUTORAYSEARCH_METRIC_FD"  # names the pipe a generated train.py's judge writes its progress and metric to
 CONTAIN_ENV = "AUTORAYSEARCH_CONTAIN"  # the command prefix a generated train.py's judge starts its model side with
 MAX_CHANNEL_BYTES = 1_000_000  # what is kept of the metric channel; more is drained and dropped
@@ -242,8 +241,8 @@ def _supervised() -> bool:
 
 
 def _child_env(extra: dict[str, str] | None, scratch: Path, metric_fd: int) -> dict[str, str]:
-    """The caller's environment, less API keys, caches in the scratch, plus `extra`; unbuffered output."""
-    env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
+    """The caller's environment, less credentials and service addresses, caches in the scratch, plus `extra`."""
+    env = sandbox.trial_environment(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
     for name, relative in sandbox.CACHE_ENV.items():
         folder = scratch / relative

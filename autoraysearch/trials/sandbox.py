@@ -26,12 +26,19 @@ callers report that in their outcome.
 from __future__ import annotations
 
 import ctypes
+import fnmatch
 import os
 import signal
+import struct
 import time
 
 # Keys the campaign may hold (LLM ideators, Prefect Cloud, a Ray cluster) that model code never sees.
 SECRET_ENV = frozenset({"OPENAI_API_KEY", "ANTHROPIC_API_KEY", "PREFECT_API_KEY", "RAY_AUTH_TOKEN"})
+# Every variable whose name looks like a credential is hidden too (HF_TOKEN, WANDB_API_KEY, AWS_...).
+SECRET_PATTERNS = ("*_KEY", "*_KEYS", "*_TOKEN", "*_SECRET", "*PASSWORD*", "*_CREDENTIALS", "AWS_*")
+EXTRA_SECRETS_ENV = "AUTORAYSEARCH_SECRET_ENV"  # more names or patterns to hide, separated by commas
+# Variables that name a service a trial has no business with: it gets none of them.
+SERVICE_ENV_PREFIXES = ("PREFECT_", "RAY_")
 # Tools that cache into $HOME or /tmp by default; a contained trial can only write to its scratch.
 CACHE_ENV = {
     "TMPDIR": "tmp",
@@ -79,6 +86,18 @@ class _PathBeneathAttr(ctypes.Structure):
 
 def _libc():
     return ctypes.CDLL(None, use_errno=True)
+
+
+def is_secret(name: str) -> bool:
+    """Whether an environment variable holds a credential: a known key, a credential-like name, or one named in EXTRA_SECRETS_ENV."""
+    extra = [p.strip().upper() for p in os.environ.get(EXTRA_SECRETS_ENV, "").split(",") if p.strip()]
+    upper = name.upper()
+    return upper in SECRET_ENV or any(fnmatch.fnmatchcase(upper, pattern) for pattern in (*SECRET_PATTERNS, *extra))
+
+
+def trial_environment(environ) -> dict:
+    """`environ` without credentials and without the variables that name a service (Prefect, Ray)."""
+    return {k: v for k, v in environ.items() if not is_secret(k) and not k.upper().startswith(SERVICE_ENV_PREFIXES)}
 
 
 def landlock_abi() -> int:
@@ -224,6 +243,60 @@ def _allow(libc, ruleset: int, path: str, rights: int) -> None:
         os.close(fd)
 
 
+_CLONE_NEWNS, _CLONE_NEWUSER, _CLONE_NEWNET = 0x00020000, 0x10000000, 0x40000000
+_MS_NOSUID, _MS_NODEV, _MS_REC, _MS_PRIVATE = 0x2, 0x4, 0x4000, 0x40000
+_SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
+NETWORK_ENV = "AUTORAYSEARCH_TRIAL_NETWORK"  # "host" keeps trials on the host's network (isolation off)
+
+
+def isolate(private_folders=("/dev/shm",)) -> str:
+    """A network of this process's own (loopback only) and fresh tmpfs over `private_folders`; say what holds.
+
+    The network namespace keeps every TCP port and abstract Unix socket of the host (the Prefect API,
+    Ray, local servers) out of reach, while DDP ranks still meet on their own loopback. The mount
+    namespace gives /dev/shm to this trial alone, and it vanishes with it. As root this needs nothing
+    else; otherwise a user namespace that maps our user to itself, where the kernel allows one.
+    Call it in a single-threaded process before `contain` (Landlock forbids mounting).
+    """
+    if os.environ.get(NETWORK_ENV, "") == "host":
+        return "host network (AUTORAYSEARCH_TRIAL_NETWORK=host)"
+    libc = _libc()
+    uid, gid = os.getuid(), os.getgid()
+    if libc.unshare(_CLONE_NEWNET | _CLONE_NEWNS) != 0:
+        if libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNET | _CLONE_NEWNS) != 0:
+            return f"no network isolation: unshare failed ({os.strerror(ctypes.get_errno())})"
+        try:
+            for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
+                with open(f"/proc/self/{name}", "w") as handle:
+                    handle.write(text)
+        except OSError as exc:
+            return f"no network isolation: user namespace mapping failed ({exc.strerror})"
+    if not _loopback_up():
+        return "no network isolation: the private loopback did not come up"
+    libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None)  # our mounts stay ours
+    shared = "private network"
+    for folder in private_folders:
+        if os.path.isdir(folder) and libc.mount(b"tmpfs", folder.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV,
+                                                 b"mode=1777") == 0:
+            shared += f", private {folder}"
+    return shared
+
+
+def _loopback_up() -> bool:
+    """Bring up `lo` in this (new) network namespace."""
+    import fcntl
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            request = struct.pack("16sH14x", b"lo", 0)
+            flags = struct.unpack("16sH14x", fcntl.ioctl(probe, _SIOCGIFFLAGS, request))[1]
+            fcntl.ioctl(probe, _SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | _IFF_UP))
+        return True
+    except OSError:
+        return False
+
+
 def set_parent_death_signal(signum: int) -> bool:
     """Ask the kernel for `signum` when this process's parent dies; False where that failed."""
     return _libc().prctl(_PR_SET_PDEATHSIG, int(signum), 0, 0, 0) == 0
@@ -311,8 +384,8 @@ def sweep_descendants(grace: float, kill_wait: float) -> bool:
         time.sleep(0.02)
 
 
-def scrub_secrets_from_environ_block(names=SECRET_ENV) -> int:
-    """Blank the values of `names` in this process's initial environment block; how many were blanked.
+def scrub_secrets_from_environ_block(names=None) -> int:
+    """Blank the values of `names` (default: every secret, see is_secret) in this process's initial environment block.
 
     /proc/PID/environ shows that block, as it was at exec, to any process allowed to read it, however
     os.environ changes afterwards. Python's os.environ is a copy, so the campaign keeps its keys.
@@ -330,7 +403,8 @@ def scrub_secrets_from_environ_block(names=SECRET_ENV) -> int:
     blanked, offset = 0, 0
     for entry in block.split(b"\0"):
         name, sep, value = entry.partition(b"=")
-        if sep and value and name.decode(errors="replace") in names:
+        text = name.decode(errors="replace")
+        if sep and value and (is_secret(text) if names is None else text in names):
             ctypes.memset(start + offset + len(name) + 1, ord("x"), len(value))
             blanked += 1
         offset += len(entry) + 1
@@ -342,16 +416,15 @@ def make_undumpable() -> None:
     _libc().prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
 
 
-def hide_secrets_in_proc_environ(names=SECRET_ENV) -> None:
+def hide_secrets_in_proc_environ(names=None) -> None:
     """Blank this process's keys where /proc/PID/environ shows them, keeping them for its own use.
 
     After the block is blanked, libc's environment still points into it; setting each key again moves
     it to memory /proc does not show, so this process and what it starts later still see the real value.
     """
     if scrub_secrets_from_environ_block(names):
-        for name in names:
-            if name in os.environ:
-                os.putenv(name, os.environ[name])
+        for name in [n for n in os.environ if (is_secret(n) if names is None else n in names)]:
+            os.putenv(name, os.environ[name])
 
 
 # The LLM keys of a campaign started from the command line live here, in this process's memory only.

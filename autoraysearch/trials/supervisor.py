@@ -62,8 +62,9 @@ def remove_scratch():
         shutil.rmtree(config["scratch"], onerror=retry)
 
 def run_command():
-    # In the forked child: contain it, tell the launcher how, and become the command.
-    note = contain(config["writable"])
+    # In the forked child: isolate and contain it, tell the launcher how, and become the command.
+    isolation = isolate()
+    note = f"{contain(config['writable'])}; {isolation}"
     os.write(config["report_fd"], note.encode())
     os.close(config["report_fd"])
     try:

@@ -62,7 +62,8 @@ def run_check(request):
                 os.makedirs(relative, exist_ok=True)
                 os.environ[name] = os.path.join(request["dir"], relative)
             out = os.open("output.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            os.write(report_write, contain([request["dir"]]).encode())
+            isolation = isolate()
+            os.write(report_write, f"{contain([request['dir']])}; {isolation}".encode())
             os.close(report_write)
             os.dup2(out, 1)
             os.dup2(out, 2)
@@ -134,7 +135,8 @@ class WarmChecker:
     def run(self, scratch: Path, script: str, timeout: float, hide: tuple[str, ...] = ()) -> CheckOutcome:
         """Run SCRATCH/script with SCRATCH as working folder and without the `hide` variables; one at a time."""
         # Blank our own keys in /proc/self/environ: the check is our grandchild and may read it.
-        sandbox.scrub_secrets_from_environ_block((*sandbox.SECRET_ENV, *hide))
+        sandbox.scrub_secrets_from_environ_block()
+        sandbox.scrub_secrets_from_environ_block(hide)
         with self._lock:
             proc = self._helper()
             request = json.dumps({"dir": str(scratch), "timeout": timeout, "script": script, "hide": list(hide)})

@@ -37,7 +37,6 @@ Messages = list[dict[str, str]]
 ANTHROPIC_VERSION = "2023-06-01"
 MAX_DETAIL_CHARS = 200
 # Never handed to a command ideator: it runs third-party code that has no business with them.
-SECRET_ENV = tuple(sorted(sandbox.SECRET_ENV))
 
 
 class LLMError(AutoraysearchError):
@@ -295,7 +294,7 @@ class CommandChat:
         if not self.argv:
             raise LLMError("the ideator command is empty; give one such as 'claude -p'.")
         self.timeout_s = timeout_s
-        self.hidden_env = frozenset((*SECRET_ENV, *hidden_env))
+        self.hidden_env = frozenset(hidden_env)
         self._secrets = tuple(s for s in secrets if s)
 
     def __repr__(self) -> str:
@@ -303,7 +302,7 @@ class CommandChat:
 
     def complete(self, messages: Messages) -> Reply:
         prompt = flatten_conversation(messages).encode()
-        env = {k: v for k, v in os.environ.items() if k not in self.hidden_env}
+        env = {k: v for k, v in os.environ.items() if not sandbox.is_secret(k) and k not in self.hidden_env}
         shown = redact(self.command, self._secrets)
         # An empty scratch folder as cwd: an agent that edits files it finds cannot touch the experiment.
         with tempfile.TemporaryDirectory(prefix="autoraysearch-ideator-", ignore_cleanup_errors=True) as cwd:

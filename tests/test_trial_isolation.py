@@ -1,0 +1,156 @@
+"""A trial reaches no service and no secret: its own network, its own /dev/shm, no credentials in sight.
+
+Each test runs model code the way a trial does (process.run_in_directory: the supervisor and its
+sandbox) and has it try to get out for real.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import uuid
+from pathlib import Path
+
+import pytest
+
+from autoraysearch.trials.process import run_in_directory
+from autoraysearch.trials.sandbox import is_secret, trial_environment
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the supervisor is Linux-only")
+PYTHON = [sys.executable, "train.py"]
+
+
+def isolated(outcome) -> bool:
+    return "private network" in outcome.sandbox
+
+
+@pytest.fixture
+def tcp_server():
+    """A TCP server on 127.0.0.1 that answers every connection with `hello`, as a local service would."""
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve():
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                continue
+            with connection:
+                connection.sendall(b"hello")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join()
+    server.close()
+
+
+@pytest.fixture
+def abstract_socket_server():
+    """A Unix socket server in the abstract namespace, as Ray and other services use."""
+    name = f"\0autoraysearch-test-{uuid.uuid4().hex}"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(name)
+    server.listen()
+    yield name
+    server.close()
+
+
+CONNECT = textwrap.dedent("""
+    import socket, sys
+    for family, address in ((socket.AF_INET, ("127.0.0.1", PORT)), (socket.AF_UNIX, ABSTRACT)):
+        probe = socket.socket(family, socket.SOCK_STREAM)
+        probe.settimeout(5)
+        try:
+            probe.connect(address)
+            print("CONNECTED", family.name, flush=True)
+        except OSError as exc:
+            print("BLOCKED", family.name, type(exc).__name__, flush=True)
+        finally:
+            probe.close()
+""")
+
+
+def test_model_code_reaches_no_local_service(tmp_path, tcp_server, abstract_socket_server):
+    script = CONNECT.replace("PORT", str(tcp_server)).replace("ABSTRACT", repr(abstract_socket_server))
+    outcome = run_in_directory({"train.py": script}, PYTHON, timeout=60, scratch_root=tmp_path)
+    if not isolated(outcome):
+        pytest.skip(f"this host gives trials no network of their own: {outcome.sandbox}")
+    assert outcome.returncode == 0, outcome.output
+    assert "CONNECTED" not in outcome.output
+    assert "BLOCKED AF_INET" in outcome.output and "BLOCKED AF_UNIX" in outcome.output
+    # The same script outside the sandbox does connect: the servers were there to be reached.
+    outside = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert outside.stdout.count("CONNECTED") == 2, outside.stdout
+
+
+def test_ranks_of_one_trial_still_meet_on_their_own_loopback(tmp_path):
+    script = textwrap.dedent("""
+        import socket
+        server = socket.create_server(("127.0.0.1", 0))
+        client = socket.create_connection(server.getsockname(), timeout=5)
+        connection, _ = server.accept()
+        client.sendall(b"rank")
+        print("LOOPBACK", connection.recv(4).decode(), flush=True)
+    """)
+    outcome = run_in_directory({"train.py": script}, PYTHON, timeout=60, scratch_root=tmp_path)
+    assert outcome.returncode == 0, outcome.output
+    assert "LOOPBACK rank" in outcome.output
+
+
+def test_dev_shm_is_the_trials_own_and_goes_with_it(tmp_path):
+    name = f"autoraysearch-test-{uuid.uuid4().hex}"
+    write = f"open('/dev/shm/{name}', 'w').write('left for the next candidate')\nprint('WROTE', flush=True)\n"
+    read = f"import os\nprint('SEEN' if os.path.exists('/dev/shm/{name}') else 'UNSEEN', flush=True)\n"
+    first = run_in_directory({"train.py": write}, PYTHON, timeout=60, scratch_root=tmp_path)
+    if "private /dev/shm" not in first.sandbox:
+        pytest.skip(f"this host gives trials no /dev/shm of their own: {first.sandbox}")
+    second = run_in_directory({"train.py": read}, PYTHON, timeout=60, scratch_root=tmp_path)
+    assert "WROTE" in first.output and "UNSEEN" in second.output
+    assert not Path("/dev/shm", name).exists()
+
+
+CREDENTIALS = {
+    "HF_TOKEN": "hf-secret", "WANDB_API_KEY": "wandb-secret", "AWS_SECRET_ACCESS_KEY": "aws-secret",
+    "AWS_ACCESS_KEY_ID": "aws-id", "GITHUB_TOKEN": "gh-secret", "DB_PASSWORD": "db-secret",
+    "MY_COMPANY_THING": "company-secret",  # hidden only because AUTORAYSEARCH_SECRET_ENV names it
+}
+SERVICES = {"PREFECT_API_URL": "http://127.0.0.1:4200/api", "RAY_ADDRESS": "127.0.0.1:6379"}
+
+
+def test_no_credential_or_service_address_reaches_model_code(tmp_path, monkeypatch):
+    for name, value in {**CREDENTIALS, **SERVICES}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AUTORAYSEARCH_SECRET_ENV", "MY_COMPANY_*")
+    script = "import os\nprint(sorted(os.environ.items()), flush=True)\nprint(open('/proc/self/environ').read())\n"
+    outcome = run_in_directory({"train.py": script}, PYTHON, timeout=60, scratch_root=tmp_path)
+    assert outcome.returncode == 0, outcome.output
+    for value in {**CREDENTIALS, **SERVICES}.values():
+        assert value not in outcome.output
+
+
+def test_what_counts_as_a_secret():
+    for name in ("OPENAI_API_KEY", "HF_TOKEN", "hf_token", "AWS_SESSION_TOKEN", "AWS_REGION", "PGPASSWORD",
+                 "SLACK_WEBHOOK_SECRET", "GOOGLE_APPLICATION_CREDENTIALS"):
+        assert is_secret(name), name
+    for name in ("PATH", "HOME", "CUDA_VISIBLE_DEVICES", "TOKENIZERS_PARALLELISM", "KEYBOARD"):
+        assert not is_secret(name), name
+    assert trial_environment({"PATH": "/bin", "PREFECT_API_URL": "x", "RAY_ADDRESS": "y", "HF_TOKEN": "z"}) == {
+        "PATH": "/bin"
+    }
+
+
+def test_the_network_can_be_left_to_the_host_on_purpose(tmp_path, monkeypatch, tcp_server):
+    monkeypatch.setenv("AUTORAYSEARCH_TRIAL_NETWORK", "host")
+    script = CONNECT.replace("PORT", str(tcp_server)).replace("ABSTRACT", repr("\0nothing-listens-here"))
+    outcome = run_in_directory({"train.py": script}, PYTHON, timeout=60, scratch_root=tmp_path)
+    assert "CONNECTED AF_INET" in outcome.output
+    assert "host network" in outcome.sandbox
+    assert os.environ["AUTORAYSEARCH_TRIAL_NETWORK"] == "host"
