@@ -325,7 +325,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     from autoraysearch.campaign.memory import known_labels, nearest_labels, show_candidate
     from autoraysearch.campaign.experiment import ExperimentPaths
     from autoraysearch.campaign.repository import ExperimentRepo
-    from autoraysearch.campaign.results_log import read_results_log
+    from autoraysearch.campaign.results_log import read_results_log, terminal_text
     from autoraysearch.campaign.settings import load_settings
 
     paths = ExperimentPaths(ExperimentRepo(Path(args.experiment_dir)).experiment_dir)
@@ -336,7 +336,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         nearest = nearest_labels(args.label, known_labels(paths, log))
         hint = f"the nearest are {', '.join(nearest)}" if nearest else "it holds no candidates yet"
         raise AutoraysearchError(f"{paths.results} has no candidate labelled {args.label!r}; {hint}.")
-    print(text)
+    print(terminal_text(text))
     return 0
 
 

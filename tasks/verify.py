@@ -22,6 +22,7 @@ from autoraysearch.cluster import current_node_id, sends_its_logs
 from autoraysearch.campaign.experiment import Trial, TrialResult
 from autoraysearch.campaign.metric import parse_metric
 from autoraysearch.campaign.pruning import CurveWatch, parse_progress, read_curve
+from autoraysearch.campaign.results_log import clean_text, terminal_text
 from autoraysearch.trials.process import ProcessOutcome, run_in_directory
 
 log = logging.getLogger(__name__)
@@ -58,9 +59,9 @@ class ProgressLog:
         if result.status == "ok":
             self.say(f"{result.label}: {self.metric}={result.metric:.4f} in {result.seconds:.1f} s")
             return
-        self.say(f"{result.label} {result.status} after {result.seconds:.1f} s: {result.error}")
+        self.say(f"{result.label} {result.status} after {result.seconds:.1f} s: {clean_text(result.error)}")
         if result.status in ("crash", "timeout"):
-            tail = [line for line in outcome.output.splitlines() if line.strip()][-ERROR_LINES:]
+            tail = [line for line in terminal_text(outcome.output).splitlines() if line.strip()][-ERROR_LINES:]
             if tail:
                 self.say("last lines of its output:\n" + "\n".join(tail))
 
@@ -169,6 +170,7 @@ def run_trial(trial: Trial, node_id: str | None = None, say: Callable[[str], Non
         host=short_hostname(),
         log_written=live_log is not None,
         curve=trusted_curve(trial, outcome, seen),
+        sandbox=outcome.sandbox,
     )
     if progress is not None:
         progress.finish(result, outcome)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from autoraysearch.campaign.experiment import Campaign, TrialResult
-from autoraysearch.campaign.integrity import checked_results, take_snapshot
+from autoraysearch.campaign.integrity import UserChange, checked_results, take_snapshot
 from autoraysearch.campaign.settings import CampaignSettings
 from helpers import git, make_repo
 
@@ -64,3 +66,47 @@ def test_when_no_trial_is_known_to_have_run_here_every_one_is_blamed(tmp_path: P
     results = checked_results(snapshot, {"5a": ok("5a", "node-x"), "5b": ok("5b", "node-y")}, None)
     assert {r.status for r in results.values()} == {"crash"}
     assert (Path(c.experiment_dir) / "model.py").read_text() == "class Model: pass\n"
+
+
+def sandboxed(label: str, node: str) -> TrialResult:
+    return TrialResult(label=label, status="ok", metric=0.9, seconds=1.0, node_id=node, sandbox="landlock ABI 7")
+
+
+def test_a_planted_hook_a_changed_mode_and_a_symlink_are_undone_without_writing_through(tmp_path: Path):
+    c = campaign(tmp_path)
+    exp = Path(c.experiment_dir)
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not the experiment's\n")
+    snapshot = take_snapshot(c)
+    hook = exp / ".git" / "hooks" / "post-checkout"
+    hook.write_text("#!/bin/sh\ncurl evil\n")
+    (exp / ".git" / "config").write_text((exp / ".git" / "config").read_text() + "[core]\n\tfsmonitor = evil\n")
+    (exp / "autoraysearch-results.tsv").chmod(0)
+    (exp / "train.py").unlink()
+    (exp / "train.py").symlink_to(outside)
+
+    results = checked_results(snapshot, {"5": ok("5", "node-a")}, "node-a")
+
+    assert not hook.exists() and "fsmonitor" not in (exp / ".git" / "config").read_text()
+    assert (exp / "autoraysearch-results.tsv").stat().st_mode & 0o777 == snapshot.files["autoraysearch-results.tsv"][1]
+    assert not (exp / "train.py").is_symlink() and (exp / "train.py").read_text() == "print('val_acc=0.5')\n"
+    assert outside.read_text() == "not the experiment's\n"
+    assert results["5"].status == "crash" and ".git/hooks/post-checkout" in results["5"].error
+    saved = list((exp / ".autoraysearch" / "undone").glob("*/.git/hooks/post-checkout"))
+    assert saved and saved[0].read_text() == "#!/bin/sh\ncurl evil\n"  # what was undone is kept, for a look
+
+
+def test_a_change_no_sandboxed_trial_could_make_is_the_users_kept_and_stops_the_campaign(tmp_path: Path):
+    c = campaign(tmp_path)
+    exp = Path(c.experiment_dir)
+    snapshot = take_snapshot(c)
+    (exp / "model.py").write_text("class Model: pass\n# a note I added while it trained\n")
+
+    with pytest.raises(UserChange) as refused:
+        checked_results(snapshot, {"5a": sandboxed("5a", "node-a"), "5b": ok("5b", "node-b")}, "node-a")
+
+    message = str(refused.value)
+    assert "model.py changed" in message and "no trial could have written there" in message
+    saved = list((exp / ".autoraysearch" / "undone").glob("*/model.py"))
+    assert len(saved) == 1 and saved[0].read_text().endswith("# a note I added while it trained\n")
+    assert str(saved[0].parent) in message

@@ -87,3 +87,10 @@ def test_missing_log_is_empty_and_wrong_direction_is_refused(tmp_path: Path):
 def test_damaged_logs_get_one_clear_sentence(text, message):
     with pytest.raises(AutoraysearchError, match=message):
         parse_log(text)
+
+
+def test_terminal_text_keeps_lines_and_drops_what_would_drive_the_terminal():
+    from autoraysearch.campaign.results_log import terminal_text
+
+    raw = "epoch 1\n\x1b[2J\x1b[31mcleared\x1b[0m\tcol\x07\x1b]0;new title\x07\rback\u202eevil"
+    assert terminal_text(raw) == "epoch 1\ncleared\tcol??back?evil"

@@ -162,6 +162,7 @@ class TrialResult:
     runs: tuple[float, ...] = ()  # the metric of each seed trained, when more than the screen ran
     screen: float | None = None  # the first seed's metric, when confirmation runs followed it
     curve: tuple[float, ...] = ()  # the metric after each epoch, as the trial's progress lines said
+    sandbox: str = ""  # the containment it ran in ("landlock ABI 7; private network, ..."); "" when unknown
 
 
 @dataclass(frozen=True)

@@ -93,6 +93,14 @@ def clean_text(text: str) -> str:
     return " ".join(text.split())
 
 
+def terminal_text(text: str) -> str:
+    """Lines of text (a trial's output, a diff) safe to show in a terminal: no escape sequences or controls but newlines and tabs."""
+    text = _ANSI_ESCAPE.sub("", text)
+    return "".join(
+        ch if ch in "\n\t" or (unicodedata.category(ch) != "Cc" and ch not in _BIDI_CONTROLS) else "?" for ch in text
+    )
+
+
 def format_number(value: float | None, signed: bool = False) -> str:
     if value is None:
         return "-"
