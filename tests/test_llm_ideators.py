@@ -512,3 +512,41 @@ def test_sentinel_key_never_leaks(monkeypatch, caplog):
 def test_the_prompt_names_the_dataset_train_py_uses(dataset, phrase):
     settings = SETTINGS.model_copy(update={"dataset": dataset, "data_module": "data.py" if dataset == "custom" else None})
     assert f"dataset: {phrase}" in build_prompt(make_review(), settings, 1)
+
+
+def test_an_endpoint_that_trickles_its_answer_is_cut_off_at_the_total_timeout():
+    import socket
+    import threading
+    import time as clock
+
+    from autoraysearch.ideators.llm.clients import LLMUnavailable, OpenAIChat, RetryPolicy
+
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def trickle():
+        # Headers, then one byte of body every 0.2 s: no single read ever waits long, so only a total deadline ends it.
+        connection, _ = server.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n")
+            for _ in range(150):  # 30 s at most: the server stops by itself
+                if stop.is_set():
+                    return
+                try:
+                    connection.sendall(b" ")
+                except OSError:
+                    return
+                clock.sleep(0.2)
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    chat = OpenAIChat(f"http://127.0.0.1:{server.getsockname()[1]}/v1", "m", None, "OPENAI_API_KEY", 1.5, RetryPolicy())
+    started = clock.monotonic()
+    try:
+        with pytest.raises(LLMUnavailable, match="did not answer within 1.5 s"):
+            chat.complete([{"role": "user", "content": "hi"}])
+    finally:
+        stop.set()
+        server.close()
+    assert clock.monotonic() - started < 5

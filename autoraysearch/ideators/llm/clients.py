@@ -17,8 +17,10 @@ import email.utils
 import logging
 import os
 import shlex
+import queue
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -124,8 +126,8 @@ class JSONEndpoint:
     def post(self, body: dict) -> dict:
         """The JSON the endpoint answered with, after retrying 429 and 5xx."""
         secrets = [v.split()[-1] for k, v in self.headers.items() if k.lower() in ("authorization", "x-api-key") and v]
-        with httpx.Client(timeout=self.timeout_s) as client:
-            for attempt in range(1, self.retry.attempts + 1):
+        for attempt in range(1, self.retry.attempts + 1):
+            with httpx.Client(timeout=self.timeout_s) as client:  # a fresh one: a timed-out one is closed
                 outcome = self._send(client, body)
                 if isinstance(outcome, _Failure):
                     if outcome.kind == "transport" and attempt < self.retry.attempts:
@@ -159,6 +161,23 @@ class JSONEndpoint:
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _send(self, client: httpx.Client, body: dict) -> httpx.Response | _Failure:
+        """One request within timeout_s in all, however slowly the endpoint trickles its answer.
+
+        httpx's timeouts count per read, so an answer that sends a byte every few seconds never hits
+        them: the request runs in a thread of its own, and a request that outlives the total deadline
+        is abandoned (its connection is closed under it) and counts as a timeout.
+        """
+        answer: queue.Queue = queue.Queue(maxsize=1)
+        worker = threading.Thread(target=lambda: answer.put(self._post_once(client, body)), daemon=True,
+                                  name="llm-request")
+        worker.start()
+        try:
+            return answer.get(timeout=self.timeout_s)
+        except queue.Empty:
+            client.close()
+            return _Failure("timeout", "")
+
+    def _post_once(self, client: httpx.Client, body: dict) -> httpx.Response | _Failure:
         """One request; a failure without a response comes back as a value, so no exception escapes."""
         try:
             return client.post(self.url, json=body, headers=self.headers)
@@ -172,6 +191,8 @@ class JSONEndpoint:
         except httpx.TransportError as exc:
             # A dropped connection mid-answer: worth another try.
             return _Failure("transport", type(exc).__name__)
+        except RuntimeError:  # the client was closed under a request that outlived its deadline
+            return _Failure("timeout", "")
 
     def _failure_sentence(self, failure: _Failure) -> str:
         if failure.kind == "timeout":
