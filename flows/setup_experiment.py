@@ -102,6 +102,7 @@ def autoraysearch_setup(
         summary=tuple(go_summary(
             plan.settings, cluster_lines, f"{plan.settings.metric}={row.metric} ({noise_text})",
             "one candidate per iteration (autoraysearch run), or --parallel N to try N at once",
+            sandbox=result.sandbox,
         )),
         experiment_dir=str(plan.paths.root),
         metric=plan.settings.metric,

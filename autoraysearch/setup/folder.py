@@ -236,7 +236,7 @@ def setup_campaign(plan: SetupPlan, trial_timeout: float | None) -> Campaign:
     )
 
 
-def go_summary(settings: CampaignSettings, cluster_lines: list[str], baseline: str, mode: str) -> list[str]:
+def go_summary(settings: CampaignSettings, cluster_lines: list[str], baseline: str, mode: str, sandbox: str = "") -> list[str]:
     """The confirm-and-go summary setup and plan end with: what will run, where, judged against what."""
     goal = settings.goal or "(none given)"
     if settings.ideator == "mutate":
@@ -250,8 +250,19 @@ def go_summary(settings: CampaignSettings, cluster_lines: list[str], baseline: s
         f"baseline: {baseline}",
         f"scope: only {settings.model_py} changes; train.py and everything else stay as they are",
         f"score: {score_guarantee(settings)}",
+        *([f"trials run contained: {containment_words(sandbox)}"] if sandbox else []),
         f"ideator: {settings.ideator}; mode: {mode}",
     ]
+
+
+def containment_words(sandbox: str) -> str:
+    """The baseline trial's sandbox note, with what is missing said plainly (README: the guarantee table)."""
+    missing = []
+    if not sandbox.startswith("landlock"):
+        missing.append("no Landlock: model code can write and read what your user can")
+    if "private network" not in sandbox and "host network" not in sandbox:
+        missing.append("no network namespace: model code can reach local services (Prefect, Ray)")
+    return sandbox + "".join(f"; MISSING {what}" for what in missing)
 
 
 def score_guarantee(settings: CampaignSettings) -> str:
