@@ -159,3 +159,27 @@ def test_mutations_that_fail_preflight_are_logged_as_crashes_and_never_train(ser
     assert len({r.extra["candidate"] for r in rows[1:]}) == 3  # three different changes, each now 'tried'
     assert not list((exp / ".autoraysearch" / "logs").glob("1*.log"))  # no trial ever started
     assert summary.iterations == 1 and git(exp, "rev-parse", summary.branch) == baseline_head
+
+
+CUDA_IN_INIT = """
+import torch.nn as nn
+
+class Model(nn.Module):
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(64, num_classes)).cuda()
+
+    def forward(self, x):
+        return self.net(x)
+"""
+
+
+def test_a_model_that_moves_itself_to_the_gpu_passes_only_where_trials_get_one():
+    from autoraysearch.campaign.settings import CampaignSettings
+    from autoraysearch.trials.preflight import preflight_sources
+
+    common = dict(model_kwargs={"num_classes": 10}, input_shape=[1, 8, 8])
+    [on_cpu] = preflight_sources([CUDA_IN_INIT], CampaignSettings(gpus_per_trial=0, **common))
+    [on_gpu] = preflight_sources([CUDA_IN_INIT], CampaignSettings(gpus_per_trial=1, **common))
+    assert not on_cpu.ok and on_cpu.stage == "build"
+    assert on_gpu.ok and on_gpu.stage == "gpu" and "needs a GPU" in on_gpu.reason

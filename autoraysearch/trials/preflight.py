@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from autoraysearch.campaign.settings import CampaignSettings
@@ -34,6 +35,11 @@ DEFAULT_TIMEOUT_S = 60.0
 # Credentials the untrusted model code must not be able to read (and print into a reason).
 HIDDEN_ENV = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")
 CHECK_ENV = {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}  # a CPU check; leave the GPUs alone
+# What a model that moves itself to the GPU in its own code (`.cuda()` in __init__) fails with on the CPU.
+_NEEDS_A_GPU = re.compile(
+    r"Torch not compiled with CUDA|No CUDA GPUs are available|Found no NVIDIA driver|no CUDA-capable device"
+    r"|CUDA driver initialization failed", re.IGNORECASE,
+)
 
 # Runs in the scratch folder next to model.py; writes its verdict, one JSON line, to the pipe named by
 # AUTORAYSEARCH_METRIC_FD (taken before model.py is imported; printing cannot forge it). Every stage
@@ -184,13 +190,22 @@ def preflight_sources(
 ) -> list[PreflightResult]:
     """Pre-flight candidate model.py texts with the arguments and input shape the campaign's train.py uses."""
     num_outputs = settings.model_kwargs.get("num_classes")
-    return [
+    results = [
         preflight(
             source, settings.model_kwargs, settings.input_shape, num_outputs if isinstance(num_outputs, int) else None,
             param_cap=param_cap, timeout_s=timeout_s, hidden_env=hidden_env,
         )
         for source in sources  # one at a time: a warm check takes a few hundredths of a second
     ]
+    return [passed_for_its_gpu(r) if settings.gpus_per_trial > 0 else r for r in results]
+
+
+def passed_for_its_gpu(result: PreflightResult) -> PreflightResult:
+    """A model that failed only because the CPU check has no GPU passes: its trials get one, and judge it there."""
+    if result.ok or result.stage not in ("import", "build", "forward") or not _NEEDS_A_GPU.search(result.reason):
+        return result
+    return replace(result, ok=True, reason=f"needs a GPU in its own code, checked on the GPU it trains on ({result.reason})",
+                   stage="gpu")
 
 
 def _run_warm(files: dict[str, str], timeout_s: float, hidden: tuple[str, ...]) -> CheckOutcome | None:
