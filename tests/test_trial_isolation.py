@@ -154,3 +154,28 @@ def test_the_network_can_be_left_to_the_host_on_purpose(tmp_path, monkeypatch, t
     assert "CONNECTED AF_INET" in outcome.output
     assert "host network" in outcome.sandbox
     assert os.environ["AUTORAYSEARCH_TRIAL_NETWORK"] == "host"
+
+
+def test_honest_code_reads_the_users_caches_and_writes_only_to_its_scratch(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    checkpoints = home / ".cache" / "torch" / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "resnet.pth").write_bytes(b"pretrained weights")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("TORCH_HOME", raising=False)
+    script = textwrap.dedent("""
+        import os, pathlib, tempfile, torch.hub
+        cached = pathlib.Path(torch.hub.get_dir()) / "checkpoints" / "resnet.pth"
+        print("CACHED", cached.read_bytes().decode(), flush=True)
+        (cached.parent / "new.pth").write_bytes(b"downloaded")  # a download next to it
+        pathlib.Path(os.path.expanduser("~/.keras")).mkdir()
+        with tempfile.NamedTemporaryFile() as scratch_file:
+            scratch_file.write(b"x")
+        print("WROTE", flush=True)
+    """)
+    (tmp_path / "scratch").mkdir()
+    outcome = run_in_directory({"train.py": script}, PYTHON, timeout=120, scratch_root=tmp_path / "scratch")
+    assert outcome.returncode == 0, outcome.output
+    assert "CACHED pretrained weights" in outcome.output and "WROTE" in outcome.output
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["resnet.pth"]  # nothing landed in the real home
+    assert not (home / ".keras").exists()

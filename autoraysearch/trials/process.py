@@ -48,6 +48,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Callable
 
 from autoraysearch.trials import sandbox
+from autoraysearch.trials.scratch_home import prepare_home
 from autoraysearch.trials.supervisor import (
     KILL_WAIT_SECONDS, SCRATCH_PREFIX, TERM_GRACE_SECONDS, launch_argv, model_side_prefix,
 )
@@ -248,6 +249,7 @@ def _child_env(extra: dict[str, str] | None, scratch: Path, metric_fd: int) -> d
         folder = scratch / relative
         folder.mkdir(parents=True, exist_ok=True)
         env[name] = str(folder)
+    env.update(prepare_home(scratch, os.environ))
     env[METRIC_FD_ENV] = str(metric_fd)
     if _supervised():
         env[CONTAIN_ENV] = json.dumps(model_side_prefix())

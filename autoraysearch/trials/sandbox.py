@@ -44,7 +44,7 @@ CACHE_ENV = {
     "TMPDIR": "tmp",
     "TORCHINDUCTOR_CACHE_DIR": "cache/torchinductor",
     "TRITON_CACHE_DIR": "cache/triton",
-    "XDG_CACHE_HOME": "cache",
+    "XDG_CACHE_HOME": "home/.cache",  # the trial's own home (scratch_home.py), where the user's caches show
     "MPLCONFIGDIR": "cache/matplotlib",
     "CUDA_CACHE_PATH": "cache/nv",
 }
