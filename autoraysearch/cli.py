@@ -11,7 +11,7 @@ from datetime import datetime
 from importlib import resources
 from pathlib import Path
 
-from autoraysearch.errors import AutoraysearchError
+from autoraysearch.errors import AutoraysearchError, describe_failure
 from autoraysearch.trials.sandbox import keep_llm_keys_private
 
 EXIT_INTERRUPTED = 130
@@ -118,6 +118,21 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("autoraysearch: stopped; the campaign branch is on its best commit.", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as exc:  # git, the disk, the OS, a lost cluster: a sentence, the details in a file
+        details = _write_traceback(exc)
+        print(f"autoraysearch: {describe_failure(exc)}. The results log and the branch are as the last "
+              f"completed step left them (details: {details}).", file=sys.stderr)
+        return 1
+
+
+def _write_traceback(exc: BaseException) -> str:
+    """The failure's full traceback in a temporary file, for a bug report; its path."""
+    import tempfile
+    import traceback
+
+    with tempfile.NamedTemporaryFile("w", prefix="autoraysearch-error-", suffix=".txt", delete=False) as handle:
+        handle.write("".join(traceback.format_exception(exc)))
+    return handle.name
 
 
 def _raise_interrupt(signum, frame):

@@ -1,0 +1,51 @@
+"""Failures nobody planned for (git on a full disk, the OS) become one sentence, from a real full disk."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import git
+import pytest
+
+from autoraysearch.errors import describe_failure
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path):
+    """A 1 MiB tmpfs (needs root), filled up once the test has what it needs on it."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)]).returncode:
+        pytest.skip("mounting a small tmpfs needs root")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(folder: Path) -> None:
+    with open(folder / "filler", "wb") as handle:
+        try:
+            while True:
+                handle.write(b"\0" * 65536)
+        except OSError:
+            pass
+
+
+def test_git_on_a_full_disk_is_one_sentence_that_names_the_cause(full_disk: Path):
+    repo = git.Repo.init(full_disk / "exp")
+    (full_disk / "exp" / "model.py").write_text("class Model: pass\n")
+    fill(full_disk)
+    with pytest.raises(git.GitCommandError) as failure:
+        repo.git.add("model.py")
+        repo.git.commit("-m", "x", "--author", "a <a@b>")
+    sentence = describe_failure(failure.value)
+    assert sentence.startswith("`git ") and "No space left on device" in sentence and "\n" not in sentence
+
+
+def test_the_os_refusing_a_write_is_one_sentence(full_disk: Path):
+    fill(full_disk)
+    with pytest.raises(OSError) as failure:
+        (full_disk / "more.txt").write_text("x" * 100_000)
+    sentence = describe_failure(failure.value)
+    assert "No space left on device" in sentence and "\n" not in sentence
