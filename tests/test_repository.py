@@ -112,3 +112,22 @@ def test_commit_file_beside_leaves_the_working_tree_and_index_alone(repo_dir: Pa
     assert "M  notes.md" in git(repo_dir, "status", "--porcelain")
     repo.delete_branches(["autoraysearch/p-exp/1a", "autoraysearch/p-exp/1b", "not-there"])
     assert "p-exp" not in git(repo_dir, "branch", "--list")
+
+
+def test_a_stale_index_lock_is_removed_but_a_held_or_fresh_one_stays(tmp_path: Path):
+    import os
+    import time
+
+    exp = make_repo(tmp_path / "exp", {"model.py": "class Model: pass\n"})
+    repo = ExperimentRepo(exp)
+    lock = exp / ".git" / "index.lock"
+    lock.write_text("")
+    assert repo.remove_stale_index_lock() is None and lock.exists()  # brand new: a git may be writing it
+    old = time.time() - 60
+    os.utime(lock, (old, old))
+    with open(lock):  # a live git holds it
+        assert repo.remove_stale_index_lock() is None and lock.exists()
+    said = repo.remove_stale_index_lock()
+    assert said is not None and "stale" in said and not lock.exists()
+    (exp / "model.py").write_text("class Model: pass  # changed\n")
+    repo.commit_files(["model.py"], "works again")  # git works after it

@@ -130,6 +130,8 @@ def open_campaign(
     with CampaignLock(paths.lock) as lock:
         if lock.stale_holder is not None:
             say(f"removed the lock of an earlier run that is gone (pid {lock.stale_holder.pid})")
+        if (removed := repo.remove_stale_index_lock()) is not None:
+            say(removed)
         for line in restore_unlogged_model(repo, paths):
             say(line)
         ready = check_ready(repo.experiment_dir)

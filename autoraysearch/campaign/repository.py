@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import git
@@ -87,6 +88,22 @@ class ExperimentRepo:
         return [head.name for head in self.repo.heads if head.name.startswith(prefix)]
 
     # ---- writing ----
+
+    def remove_stale_index_lock(self, min_age_s: float = 2.0) -> str | None:
+        """Remove a .git/index.lock that no process holds open (left by a git killed mid-write); say so, or None.
+
+        A crash at the wrong moment (kill -9, a lost machine) leaves it behind, and every git command
+        after it fails until it is gone. One that a running git still holds, or that is brand new, stays.
+        """
+        lock = Path(self.repo.git_dir) / "index.lock"
+        try:
+            age = time.time() - lock.stat().st_mtime
+        except FileNotFoundError:
+            return None
+        if age < min_age_s or _held_open(lock):
+            return None
+        lock.unlink(missing_ok=True)
+        return f"removed a stale {lock} that a git process killed mid-write had left"
 
     def commit_files(self, names: list[str], message: str) -> str:
         """Commit exactly these files (whatever else the user has staged stays staged); return the SHA."""
@@ -191,3 +208,17 @@ class _GitIdentity:
     def __exit__(self, *exc):
         for var, value in self.saved.items():
             self.repo.git.update_environment(**{var: value})
+
+
+def _held_open(path: Path) -> bool:
+    """Whether any process this user can see has `path` open (Linux /proc; elsewhere assume it is)."""
+    if not Path("/proc/self/fd").is_dir():
+        return True
+    target = str(path.resolve())
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            if any(os.readlink(link) == target for link in fd_dir.iterdir()):
+                return True
+        except OSError:
+            continue
+    return False
