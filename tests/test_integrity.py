@@ -110,3 +110,17 @@ def test_a_change_no_sandboxed_trial_could_make_is_the_users_kept_and_stops_the_
     saved = list((exp / ".autoraysearch" / "undone").glob("*/model.py"))
     assert len(saved) == 1 and saved[0].read_text().endswith("# a note I added while it trained\n")
     assert str(saved[0].parent) in message
+
+
+def test_a_locked_out_experiment_folder_gets_its_mode_back(tmp_path: Path):
+    c = campaign(tmp_path)
+    exp = Path(c.experiment_dir)
+    mode = exp.stat().st_mode & 0o777
+    snapshot = take_snapshot(c)
+    exp.chmod(0)
+    (exp / ".git").chmod(0)
+
+    results = checked_results(snapshot, {"5": ok("5", "node-a")}, "node-a")
+
+    assert exp.stat().st_mode & 0o777 == mode and (exp / ".git").stat().st_mode & 0o777 != 0
+    assert "the mode of the experiment folder" in results["5"].error

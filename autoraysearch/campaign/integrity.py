@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import stat
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from autoraysearch.campaign.experiment import Campaign, TrialResult
@@ -28,6 +28,7 @@ from autoraysearch.errors import AutoraysearchError
 UNDONE_DIR = ".autoraysearch/undone"
 GIT_GUARDED = (".git/config", ".git/info/attributes", ".git/info/exclude")
 GIT_GUARDED_FOLDERS = (".git/hooks", ".git/refs/replace")  # every file in them, and any new one
+GUARDED_FOLDERS = (".", ".git", ".autoraysearch")  # their modes: a chmod 000 would lock the campaign out
 
 
 class UserChange(AutoraysearchError):
@@ -42,6 +43,7 @@ class Snapshot:
     files: dict[str, tuple[bytes, int] | None]
     branch: str
     branch_sha: str
+    folder_modes: dict[str, int] = field(default_factory=dict)  # the experiment folder's and git's own
 
 
 def guarded_names(campaign: Campaign) -> list[str]:
@@ -78,13 +80,30 @@ def take_snapshot(campaign: Campaign) -> Snapshot:
         files={name: _read(root / name) for name in guarded_names(campaign)},
         branch=campaign.branch,
         branch_sha=repo.branch_sha(campaign.branch),
+        folder_modes={name: stat.S_IMODE(os.lstat(root / name).st_mode) for name in GUARDED_FOLDERS
+                      if (root / name).is_dir()},
     )
 
 
+def restore_folder_modes(snapshot: Snapshot) -> list[str]:
+    """Give the guarded folders their modes back first (everything else is read through them); which changed."""
+    changed = []
+    for name, mode in snapshot.folder_modes.items():
+        path = Path(snapshot.root) / name
+        if path.is_dir() and stat.S_IMODE(os.lstat(path).st_mode) != mode:
+            os.chmod(path, mode)
+            changed.append(f"the mode of {name if name != '.' else 'the experiment folder'}")
+    return changed
+
+
 def changed_names(snapshot: Snapshot) -> list[str]:
-    """The guarded files that differ from the snapshot (content, mode or kind), and files new in guarded git folders."""
+    """The guarded files that differ from the snapshot (content, mode or kind), and files new in guarded git folders.
+
+    Folders whose mode changed get it back at once, and are named first.
+    """
     root = Path(snapshot.root)
-    changed = [name for name, before in snapshot.files.items() if _read(root / name) != before]
+    changed = restore_folder_modes(snapshot)
+    changed += [name for name, before in snapshot.files.items() if _read(root / name) != before]
     for folder in GIT_GUARDED_FOLDERS:
         if (root / folder).is_dir():
             changed += sorted(name for p in (root / folder).rglob("*")
@@ -96,7 +115,7 @@ def save_and_restore(snapshot: Snapshot, names: list[str]) -> Path | None:
     """Save the changed files as they are now under .autoraysearch/undone/<time>/, then put back the snapshot's."""
     root = Path(snapshot.root)
     saved = root / UNDONE_DIR / time.strftime("%Y%m%d-%H%M%S") if names else None
-    for name in names:
+    for name in [n for n in names if n in snapshot.files or not n.startswith("the mode of")]:
         path = root / name
         now = _read(path)
         if now is not None:
@@ -115,9 +134,9 @@ def save_and_restore(snapshot: Snapshot, names: list[str]) -> Path | None:
     return saved
 
 
-def undo_tampering(snapshot: Snapshot) -> list[str]:
+def undo_tampering(snapshot: Snapshot, changed: list[str] | None = None) -> list[str]:
     """Put back every guarded file and the branch as the snapshot has them (saving what was there); what had changed."""
-    changed = changed_names(snapshot)
+    changed = changed_names(snapshot) if changed is None else list(changed)
     save_and_restore(snapshot, changed)
     repo = ExperimentRepo(Path(snapshot.root))
     if repo.branch_sha(snapshot.branch) != snapshot.branch_sha:
@@ -159,4 +178,4 @@ def checked_results(snapshot: Snapshot, results: dict[str, TrialResult], repo_no
             f"sandboxed){where}. The campaign stopped so that nothing of yours is lost: commit your change on "
             "another branch, or put it back, and run again."
         )
-    return blame(results, undo_tampering(snapshot), repo_node_id)
+    return blame(results, undo_tampering(snapshot, changed), repo_node_id)
