@@ -20,7 +20,7 @@ from prefect_ray.context import RemoteOptionsContext, remote_options
 from prefect_ray.task_runners import PrefectRayFuture
 
 from autoraysearch.errors import AutoraysearchError
-from autoraysearch.prefect_api import current_api_url, mark_task_run_crashed, send_queued_logs
+from autoraysearch.prefect_api import current_api_url, mark_task_run_crashed, quiet_completed_task_runs, send_queued_logs
 
 ADDRESS_ENV = "AUTORAYSEARCH_RAY_ADDRESS"
 CONNECT_CHECK_S = 5.0
@@ -183,6 +183,7 @@ class CampaignTaskRunner(RayTaskRunner):
     def _run_prefect_task(*upstream_refs: Any, context: dict[str, Any], **kwargs: Any) -> Any:
         """Run the task in the Ray worker, reusing the Prefect settings hydrated for earlier tasks."""
         _hide_worker_secrets()
+        quiet_completed_task_runs()
         context = dict(context)
         settings = context.pop("settings_context", None)
         with _worker_prefect(settings):
@@ -191,6 +192,7 @@ class CampaignTaskRunner(RayTaskRunner):
     def __enter__(self):
         import ray
 
+        quiet_completed_task_runs()  # for a step run in this process; each worker installs its own
         starts_ray = not ray.is_initialized()
         if starts_ray:
             self.address, self.init_kwargs = ray_init_arguments(self.address, self.init_kwargs)

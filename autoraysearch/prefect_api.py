@@ -23,6 +23,7 @@ PR_SET_PDEATHSIG = 1
 API_CHECK_TIMEOUT_S = 5.0
 # Where Prefect's engine logs a flow or task run's exception, with its traceback.
 RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
+TASK_RUN_LOGGER = "prefect.task_runs"
 
 
 def current_api_url() -> str | None:
@@ -92,6 +93,28 @@ class HideRefusalTracebacks(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         return not (record.name.startswith(RUN_LOGGERS) and isinstance(exc, AutoraysearchError))
+
+
+class QuietCompletedTaskRuns(logging.Filter):
+    """Turn Prefect's "Finished in state Completed()" line of every task run into a debug line.
+
+    A campaign runs seven steps per iteration: overnight that is hundreds of lines burying the
+    campaign's own. Only the completed ones go: a failure, a crash or a retry is logged at a higher
+    level and still shows. The line comes back with PREFECT_LOGGING_LEVEL=DEBUG.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING or not str(record.msg).startswith("Finished in state"):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+def quiet_completed_task_runs() -> None:
+    """Install QuietCompletedTaskRuns on Prefect's task-run logger of this process, once."""
+    logger = logging.getLogger(TASK_RUN_LOGGER)
+    if not any(isinstance(f, QuietCompletedTaskRuns) for f in logger.filters):
+        logger.addFilter(QuietCompletedTaskRuns())
 
 
 @contextlib.contextmanager
