@@ -125,13 +125,15 @@ def _raise_interrupt(signum, frame):
 
 
 def cmd_setup(args: argparse.Namespace) -> int:
+    from autoraysearch.views.step_logs import fmt
+
     _check_setup_options(args)
     model_path = Path(args.model_py).resolve()
     experiment_dir = model_path.parent
     _precheck_setup(experiment_dir, model_path.name, args)
     summary = _with_services(args.ray_address, lambda: _run_setup(experiment_dir, model_path.name, args))
     print(f"train.py and autoraysearch.toml committed in {summary.experiment_dir}")
-    print(f"baseline {summary.metric}={summary.baseline} ({summary.seconds:.1f} s); {summary.noise}")
+    print(f"baseline {summary.metric}={fmt(summary.baseline)} ({summary.seconds:.1f} s); {summary.noise}")
     for line in summary.summary:
         print(f"  {line}")
     if summary.archived_results:
@@ -354,11 +356,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
     refuse_model_failing_preflight(plan_setup(root, **options))
 
     def baseline_then_launch():
+        from autoraysearch.views.step_logs import fmt
         from autoraysearch.flows.loop import autoraysearch_loop
         from autoraysearch.flows.setup_experiment import autoraysearch_setup
 
         setup = autoraysearch_setup(experiment_dir=str(root), **options)
-        print(f"baseline {setup.metric}={setup.baseline} ({setup.seconds:.1f} s)")
+        print(f"baseline {setup.metric}={fmt(setup.baseline)} ({setup.seconds:.1f} s)")
         for line in setup.summary:
             print(f"  {line}")
         launch = ask_all(launch_steps(), _ask_at_terminal)

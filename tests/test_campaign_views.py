@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from autoraysearch.views.artifacts import EMPTY, _Published, needs_republishing, result_headline, results_table
+from autoraysearch.views.artifacts import EMPTY, _Published, needs_republishing, result_headline, results_table, short
 from autoraysearch.views.identity import artifact_key, campaign_id, run_name, slug
 from autoraysearch.campaign.experiment import Candidate, Ideas, TrialResult, Verdict
 from autoraysearch.campaign.noise import Bar, Noise
@@ -41,7 +41,12 @@ def test_the_table_formats_every_number_one_way_and_no_cell_is_a_lone_dash():
     assert [r["metric"] for r in table] == ["0.8521", "0.9387", "0.9387", EMPTY]
     assert table[2]["commit"] == EMPTY and table[0]["seeds"] == "3" and table[1]["seeds"] == EMPTY
     assert all(cell.strip() != "-" for r in table for cell in r.values())
-    assert len(table[1]["description"]) <= 60 and table[1]["description"].endswith("…")
+    assert table[1]["description"] == LOG.rows[1].description  # short enough to show whole
+    reason = "(pruned at epoch 1/2: val_acc=0.4100, best had 0.8000 there)"
+    cut = short("features[0] Conv2d kernel_size 3 -> 5, padding 1 -> 2 and a great many more words " + reason)
+    assert len(cut) <= 90 and cut.endswith("… " + reason)  # the change is cut, never the reason
+    assert [r["needed"] for r in results_table(ResultsLog(True, (row("4", "discard", 0.9, 0.01, needed="+0.0518"),)))] \
+        == ["> +0.0518"]
     assert result_headline(LOG, "val_acc") == "best val_acc=0.9387 (+0.0866) after 3 experiments"
 
 

@@ -76,7 +76,8 @@ def test_progress_follows_the_stop_condition_nearest_to_holding():
 def test_results_table_and_event_payloads_follow_the_log():
     table = results_table(LOG)
     assert [r["iteration"] for r in table] == ["0", "1", "2", "3a", "3b", "4"]
-    assert list(table[2]) == list(COLUMNS + TABLE_EXTRAS)  # the TSV's first columns, in its order
+    # the TSV's first columns in its order, with the delta a keep needed beside the delta
+    assert list(table[2]) == ["iteration", "commit", "metric", "delta", "needed", "status", "description", *TABLE_EXTRAS]
     # an empty cell is a dash that markdown never turns into a list bullet
     assert [table[2][c] for c in COLUMNS] == ["2", EMPTY, EMPTY, EMPTY, "crash", "deeper (crash: boom)"]
     best = new_best_payload(LOG, "val_acc")
