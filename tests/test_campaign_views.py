@@ -114,3 +114,25 @@ def test_task_runs_are_named_after_their_verdict():
     assert parallel_state_name({"5a": discard, "5b": keep}) == "Kept 5b"
     assert parallel_state_name({"5a": discard, "5b": discard}) == "Discarded"
     assert parallel_state_name({"5a": discard, "5b": Verdict("crash", None, 0.9, "x")}) == "Nothing kept"
+
+
+def test_only_completed_task_runs_lose_their_finished_line():
+    import logging
+
+    from autoraysearch.prefect_api import QuietCompletedTaskRuns
+
+    level = logging.getLogger("prefect.task_runs").level
+
+    def shown(level: int, message: str, enabled: int = logging.INFO) -> bool:
+        logging.getLogger("prefect.task_runs").setLevel(enabled)
+        record = logging.LogRecord("prefect.task_runs", level, __file__, 1, message, None, None)
+        return QuietCompletedTaskRuns().filter(record)
+
+    try:
+        assert not shown(logging.INFO, "Finished in state Kept()")
+        assert shown(logging.INFO, "Finished in state Kept()", enabled=logging.DEBUG)  # at debug level, still there
+        assert shown(logging.ERROR, "Finished in state Failed('Task run encountered an exception ValueError')")
+        assert shown(logging.ERROR, "Task run failed with exception: ValueError - Retry 1/2 will start 1 second(s) from now")
+        assert shown(logging.INFO, "4a keep: val_acc=0.95 (+0.04 against the best 0.91; a keep needs > +0.01)")
+    finally:
+        logging.getLogger("prefect.task_runs").setLevel(level)

@@ -261,24 +261,25 @@ def _publish(campaign: Campaign, progress: Progress | None, conditions: StopCond
     if not needs_republishing(state, log, now, final=stop_reason is not None):
         return
     table = results_table(log)
-    if is_new(keys[RESULTS], json.dumps(table), description):
+    if is_new(keys[RESULTS], json.dumps(table)):
         create_table_artifact(table, key=keys[RESULTS], description=description)
     kept = sum(r.status == "keep" for r in log.rows)
     if kept != state.kept or stop_reason is not None:
         repo = ExperimentRepo(Path(campaign.experiment_dir))
         diff = best_diff_markdown(repo, log, settings.model_py, settings.metric)
-        if is_new(keys[DIFF], diff, description):
-            create_markdown_artifact(diff, key=keys[DIFF], description=description)
+        if is_new(keys[DIFF], diff):  # described by what it shows, so that only a new best makes a new version
+            create_markdown_artifact(diff, key=keys[DIFF], description=f"{run_name(campaign.experiment_dir, campaign.branch)}: "
+                                     f"{best_summary(log, settings.metric)}, against the baseline")
     path = plot_path(campaign.paths)
     plot = plot_markdown(save_progress_plot(log, settings.metric, path), path)
-    if is_new(keys[PLOT], plot, description):
+    if is_new(keys[PLOT], plot):
         create_markdown_artifact(plot, key=keys[PLOT], description=description)
     state.at, state.kept, state.rows = now, kept, len(log.rows)
     state.statuses = frozenset(r.status for r in log.rows)
 
 
-def is_new(key: str, data: str, description: str) -> bool:
-    """Whether data or description differ from the key's latest version on the server (no version: new)."""
+def is_new(key: str, data: str) -> bool:
+    """Whether data differs from the key's latest version on the server (no version: new)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactCollectionFilter, ArtifactCollectionFilterKey
 
@@ -290,7 +291,7 @@ def is_new(key: str, data: str, description: str) -> bool:
     stored = latest[0].data
     if not isinstance(stored, str):
         stored = json.dumps(stored)
-    return stored != data or latest[0].description != description
+    return stored != data
 
 
 def publish_setup_artifacts(campaign: Campaign) -> None:
@@ -308,7 +309,7 @@ def publish_setup_artifacts(campaign: Campaign) -> None:
                 f"start the campaign with `autoraysearch run` — {campaign.experiment_dir}")
         create_progress_artifact(100.0, key=keys[PROGRESS], description=done)
         table, description = results_table(log), campaign_description(ahead, log)
-        if is_new(keys[RESULTS], json.dumps(table), description):
+        if is_new(keys[RESULTS], json.dumps(table)):
             create_table_artifact(table, key=keys[RESULTS], description=description)
     except Exception as exc:  # the UI is a view: it must never stop the set-up
         _logger().warning("could not publish the set-up's artifacts: %s", exc)
