@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     keep_llm_keys_private()  # candidate code may read any process's /proc/PID/environ
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    quiet_prefect_notice()
     signal.signal(signal.SIGTERM, _raise_interrupt)
     # A job started in the background by a script inherits SIGINT ignored; `kill -INT` must still stop it cleanly.
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -118,6 +119,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("autoraysearch: stopped; the campaign branch is on its best commit.", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def quiet_prefect_notice() -> None:
+    """No first-run telemetry banner from Prefect's client where its analytics are off.
+
+    That is the case for the private server a command starts (see local_prefect_api) and wherever the
+    user turned them off; Prefect's client only reads DO_NOT_TRACK, so say it there too, before Prefect
+    is imported.
+    """
+    private_server = "PREFECT_API_URL" not in os.environ
+    analytics_off = os.environ.get("PREFECT_SERVER_ANALYTICS_ENABLED", "").lower() in ("false", "0", "no")
+    if private_server or analytics_off:
+        os.environ.setdefault("DO_NOT_TRACK", "1")
 
 
 def _raise_interrupt(signum, frame):
@@ -432,7 +446,7 @@ def create_demo_folder(target: Path) -> None:
 
 def _with_services(ray_address: str | None, work):
     """Run work with a Prefect API (the configured one, or a local server) and one Ray connection."""
-    from autoraysearch.cluster import describe_address, ray_session, refuse_unreachable, resolve_address
+    from autoraysearch.cluster import cluster_stopped, describe_address, ray_session, refuse_unreachable, resolve_address
     from autoraysearch.setup.prechecks import refuse_long_ray_temp_dir
     from autoraysearch.prefect_api import hide_refusal_tracebacks, local_prefect_api
 
@@ -442,7 +456,16 @@ def _with_services(ray_address: str | None, work):
     refuse_long_ray_temp_dir(address)
     with local_prefect_api(), ray_session(ray_address), hide_refusal_tracebacks():
         signal.signal(signal.SIGTERM, _raise_interrupt)  # ray.init replaced it with a bare sys.exit
-        return work()
+        try:
+            return work()
+        except Exception as exc:
+            if isinstance(exc, AutoraysearchError) or not cluster_stopped(address):
+                raise
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise AutoraysearchError(
+                f"the Ray cluster at {address} stopped answering during the command ({first}); start it again "
+                "(`ray start --head`) and rerun the command, or pass --ray-address local to use a private one."
+            ) from None
 
 
 COMMANDS = {

@@ -122,7 +122,10 @@ def flush_events(timeout: float = FLUSH_TIMEOUT_S) -> None:
     try:
         from prefect.events.worker import EventsWorker
 
-        EventsWorker.drain_all(timeout=timeout, at_exit=False)
+        from autoraysearch.prefect_api import quiet_drain
+
+        with quiet_drain():
+            EventsWorker.drain_all(timeout=timeout, at_exit=False)
     except Exception as exc:
         logging.getLogger("autoraysearch").warning("could not send the campaign's events: %s", exc)
 
