@@ -154,6 +154,21 @@ def enable_token_auth_if_needed(address: str) -> None:
     maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
+def ask_for_token_auth() -> None:
+    """Token authentication for a new local cluster, asked for explicitly; a mode the user chose stands.
+
+    Ray turns it on for every new cluster anyway, and then warns that it did, on every command.
+    Asked for, it is the same protection without the warning.
+    """
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    try:
+        from ray._private.authentication.authentication_token_setup import _enable_token_auth
+    except ImportError:  # a Ray without token authentication
+        return
+    _enable_token_auth()  # sets RAY_AUTH_MODE=token and refreshes the configuration Ray cached at import
+
+
 def worker_env() -> dict[str, str]:
     """Environment variables every Ray worker of a campaign gets."""
     env = {name: os.environ[name] for name in _FORWARDED_ENV if name in os.environ}
@@ -330,9 +345,7 @@ def ray_init_arguments(address: str | None, init_kwargs: dict[str, Any] | None =
     kwargs.setdefault("logging_level", logging.WARNING)
     kwargs.setdefault("log_to_driver", False)
     if address == "local":
-        # Ray turns token authentication on for a new cluster and warns that it did, on every command;
-        # asking for it explicitly keeps the same protection without the warning. A user's choice stands.
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
+        ask_for_token_auth()
         # A small local Ray starts faster and lighter without its dashboard.
         kwargs.setdefault("include_dashboard", False)
         # Fractional trials need more worker processes than CPUs; by default Ray kills the idle

@@ -163,3 +163,13 @@ def test_another_programs_own_cluster_is_named_and_left_alone(own_ray_tmpdir):
         assert f"belongs to another program, pid {os.getpid()}: " in line and line.endswith("and is left alone)")
     finally:
         cluster.shutdown()
+
+
+@pytest.mark.slow
+def test_a_private_cluster_starts_without_rays_token_warning(own_ray_tmpdir):
+    code = ("from autoraysearch.cluster import ray_session, cluster_summary\n"
+            "with ray_session('local'):\n    print(cluster_summary().nodes[0].cpus > 0)\n")
+    env = {name: value for name, value in os.environ.items() if name != "RAY_AUTH_MODE"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0 and done.stdout.strip().endswith("True"), done.stderr
+    assert "Token authentication" not in done.stderr + done.stdout  # still on: Ray's default, asked for explicitly
