@@ -236,9 +236,9 @@ class LiveView:
             ours = self.stream is sys.stdout  # print() goes above the table too, but only on our own stdout
             live = Live(table, console=Console(file=self.stream), refresh_per_second=2, transient=True,
                         redirect_stdout=ours, redirect_stderr=ours and _same_terminal(sys.stderr, self.stream))
+            self._rerouted = reroute_log_handlers(live.console, self.stream)  # before the first draw
             live.start()
             self._live = live
-            self._rerouted = reroute_log_handlers(live.console, self.stream)
         else:
             self._live.update(table)
 
