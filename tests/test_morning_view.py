@@ -119,7 +119,7 @@ def test_a_mornings_runs_read_back_from_the_api(services, tmp_path: Path, trial_
             limit=10).events, lambda e: len(e) >= 2)
         event = max(finished, key=lambda e: e.occurred)
         assert event.resource["prefect.resource.name"] == f"alpha/{today}: reached 1 iteration; best score=0.6"
-        related = {r["prefect.resource.role"]: r["prefect.resource.name"] for r in event.related}
+        related = {r["prefect.resource.role"]: r.id for r in event.related}  # the card shows their ids
         assert related["autoraysearch-best"] == "best score=0.6"
         assert related["autoraysearch-stop-reason"] == "stopped: reached 1 iteration"
         assert "flow-run" in related  # and the run it came from

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from autoraysearch.views.identity import campaign_id, run_name, slug
+from autoraysearch.views.identity import campaign_id, run_name
 from autoraysearch.views.step_logs import fmt
 from autoraysearch.campaign.experiment import Campaign
 from autoraysearch.campaign.results_log import ResultsLog, read_results_log
@@ -49,7 +49,7 @@ def headline(payload: dict[str, Any]) -> str:
 
 
 def related_resources(payload: dict[str, Any]) -> list[dict[str, str]]:
-    """The payload's numbers as related resources: the UI's event card lists each one by its name."""
+    """The payload's numbers as related resources: the UI's event card lists each one (`best val_acc=0.9397`)."""
     metric = payload.get("metric", "metric")
     shown = []
     if payload.get("value") is not None:
@@ -60,9 +60,9 @@ def related_resources(payload: dict[str, Any]) -> list[dict[str, str]]:
         shown.append(("best", f"best {metric}={fmt(payload['best'])}"))
     if payload.get("stop_reason"):
         shown.append(("stop-reason", f"stopped: {payload['stop_reason']}"))
+    # The UI's event card shows a related resource of a kind it does not know by its id: the id is the text.
     return [
-        {"prefect.resource.id": f"autoraysearch.{role}.{slug(name)}", "prefect.resource.role": f"autoraysearch-{role}",
-         "prefect.resource.name": name}
+        {"prefect.resource.id": name, "prefect.resource.role": f"autoraysearch-{role}", "prefect.resource.name": name}
         for role, name in shown
     ]
 
