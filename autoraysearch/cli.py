@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     keep_llm_keys_private()  # candidate code may read any process's /proc/PID/environ
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    quiet_prefect_notice()
     signal.signal(signal.SIGTERM, _raise_interrupt)
     # A job started in the background by a script inherits SIGINT ignored; `kill -INT` must still stop it cleanly.
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -135,18 +136,33 @@ def _write_traceback(exc: BaseException) -> str:
     return handle.name
 
 
+def quiet_prefect_notice() -> None:
+    """No first-run telemetry banner from Prefect's client where its analytics are off.
+
+    That is the case for the private server a command starts (see local_prefect_api) and wherever the
+    user turned them off; Prefect's client only reads DO_NOT_TRACK, so say it there too, before Prefect
+    is imported.
+    """
+    private_server = "PREFECT_API_URL" not in os.environ
+    analytics_off = os.environ.get("PREFECT_SERVER_ANALYTICS_ENABLED", "").lower() in ("false", "0", "no")
+    if private_server or analytics_off:
+        os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
 def cmd_setup(args: argparse.Namespace) -> int:
+    from autoraysearch.views.step_logs import fmt
+
     _check_setup_options(args)
     model_path = Path(args.model_py).resolve()
     experiment_dir = model_path.parent
     _precheck_setup(experiment_dir, model_path.name, args)
     summary = _with_services(args.ray_address, lambda: _run_setup(experiment_dir, model_path.name, args))
     print(f"train.py and autoraysearch.toml committed in {summary.experiment_dir}")
-    print(f"baseline {summary.metric}={summary.baseline} ({summary.seconds:.1f} s); {summary.noise}")
+    print(f"baseline {summary.metric}={fmt(summary.baseline)} ({summary.seconds:.1f} s); {summary.noise}")
     for line in summary.summary:
         print(f"  {line}")
     if summary.archived_results:
@@ -369,11 +385,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
     refuse_model_failing_preflight(plan_setup(root, **options))
 
     def baseline_then_launch():
+        from autoraysearch.views.step_logs import fmt
         from autoraysearch.flows.loop import autoraysearch_loop
         from autoraysearch.flows.setup_experiment import autoraysearch_setup
 
         setup = autoraysearch_setup(experiment_dir=str(root), **options)
-        print(f"baseline {setup.metric}={setup.baseline} ({setup.seconds:.1f} s)")
+        print(f"baseline {setup.metric}={fmt(setup.baseline)} ({setup.seconds:.1f} s)")
         for line in setup.summary:
             print(f"  {line}")
         launch = ask_all(launch_steps(), _ask_at_terminal)
@@ -444,7 +461,7 @@ def create_demo_folder(target: Path) -> None:
 
 def _with_services(ray_address: str | None, work):
     """Run work with a Prefect API (the configured one, or a local server) and one Ray connection."""
-    from autoraysearch.cluster import describe_address, ray_session, refuse_unreachable, resolve_address
+    from autoraysearch.cluster import cluster_stopped, describe_address, ray_session, refuse_unreachable, resolve_address
     from autoraysearch.setup.prechecks import refuse_long_ray_temp_dir
     from autoraysearch.prefect_api import hide_refusal_tracebacks, local_prefect_api
 
@@ -454,7 +471,16 @@ def _with_services(ray_address: str | None, work):
     refuse_long_ray_temp_dir(address)
     with local_prefect_api(), ray_session(ray_address), hide_refusal_tracebacks():
         signal.signal(signal.SIGTERM, _raise_interrupt)  # ray.init replaced it with a bare sys.exit
-        return work()
+        try:
+            return work()
+        except Exception as exc:
+            if isinstance(exc, AutoraysearchError) or not cluster_stopped(address):
+                raise
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise AutoraysearchError(
+                f"the Ray cluster at {address} stopped answering during the command ({first}); start it again "
+                "(`ray start --head`) and rerun the command, or pass --ray-address local to use a private one."
+            ) from None
 
 
 COMMANDS = {

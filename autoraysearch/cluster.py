@@ -12,7 +12,6 @@ import socket
 import sys
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from prefect_ray import RayTaskRunner
@@ -20,7 +19,8 @@ from prefect_ray.context import RemoteOptionsContext, remote_options
 from prefect_ray.task_runners import PrefectRayFuture
 
 from autoraysearch.errors import AutoraysearchError
-from autoraysearch.prefect_api import current_api_url, mark_task_run_crashed, send_queued_logs
+from autoraysearch.local_cluster import found_local_cluster
+from autoraysearch.prefect_api import current_api_url, mark_task_run_crashed, quiet_completed_task_runs, send_queued_logs
 
 ADDRESS_ENV = "AUTORAYSEARCH_RAY_ADDRESS"
 CONNECT_CHECK_S = 5.0
@@ -33,38 +33,42 @@ _FORWARDED_ENV = (
 
 
 def resolve_address(address: str | None) -> str:
-    """The Ray address to use: the one given, else the environment's, else a cluster already running on
-    this machine (`ray start --head`), else a fresh local Ray."""
+    """The Ray address to use: the one given, else the environment's, else a cluster `ray start --head` left
+    running on this machine, else a fresh local Ray."""
     return address or os.environ.get(ADDRESS_ENV) or os.environ.get("RAY_ADDRESS") or running_local_cluster() or "local"
 
 
 def running_local_cluster() -> str | None:
-    """The address of the cluster the last `ray start --head` on this machine started, while it still answers."""
-    import ray  # noqa: F401  first: importing ray._common.utils before ray leaves ray half-initialised
-    from ray._common.utils import get_ray_address_file
-
-    try:
-        address = Path(get_ray_address_file(None)).read_text().strip()
-    except OSError:
-        return None
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        return None
-    try:  # the file outlives a cluster whose machine restarted
-        socket.create_connection((host, int(port)), timeout=1.0).close()
-    except OSError:
-        return None
-    return address
+    """The address of the cluster a user started on this machine with `ray start --head`, while it answers."""
+    found = found_local_cluster()
+    return found.address if found is not None and found.owner is None else None
 
 
 def describe_address(address: str | None) -> str:
     """One line on which Ray cluster a command uses, and why."""
-    resolved = resolve_address(address)
-    if resolved == "local":
-        return "Ray: a private local cluster for this command (no cluster runs on this machine)"
     if address or os.environ.get(ADDRESS_ENV) or os.environ.get("RAY_ADDRESS"):
-        return f"Ray: the cluster at {resolved}"
-    return f"Ray: attaching to the cluster already running on this machine at {resolved} (--ray-address local for a private one)"
+        resolved = resolve_address(address)
+        return "Ray: a private local cluster for this command" if resolved == "local" else f"Ray: the cluster at {resolved}"
+    found = found_local_cluster()
+    if found is None:
+        return "Ray: a private local cluster for this command (no cluster runs on this machine)"
+    if found.owner is not None:
+        return (f"Ray: a private local cluster for this command (the cluster at {found.address} belongs to another "
+                f"program, {found.owner}, and is left alone)")
+    return (f"Ray: attaching to the cluster `ray start` left running on this machine at {found.address} "
+            "(--ray-address local for a private one)")
+
+
+def cluster_stopped(address: str) -> bool:
+    """Whether an attached cluster no longer answers at its address (a private one never counts as stopped)."""
+    host, _, port = address.rpartition(":")
+    if address == "local" or "://" in address or not host or not port.isdigit():
+        return False
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_CHECK_S).close()
+    except OSError:
+        return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -150,6 +154,21 @@ def enable_token_auth_if_needed(address: str) -> None:
     maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
+def ask_for_token_auth() -> None:
+    """Token authentication for a new local cluster, asked for explicitly; a mode the user chose stands.
+
+    Ray turns it on for every new cluster anyway, and then warns that it did, on every command.
+    Asked for, it is the same protection without the warning.
+    """
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    try:
+        from ray._private.authentication.authentication_token_setup import _enable_token_auth
+    except ImportError:  # a Ray without token authentication
+        return
+    _enable_token_auth()  # sets RAY_AUTH_MODE=token and refreshes the configuration Ray cached at import
+
+
 def worker_env() -> dict[str, str]:
     """Environment variables every Ray worker of a campaign gets."""
     env = {name: os.environ[name] for name in _FORWARDED_ENV if name in os.environ}
@@ -183,6 +202,7 @@ class CampaignTaskRunner(RayTaskRunner):
     def _run_prefect_task(*upstream_refs: Any, context: dict[str, Any], **kwargs: Any) -> Any:
         """Run the task in the Ray worker, reusing the Prefect settings hydrated for earlier tasks."""
         _hide_worker_secrets()
+        quiet_completed_task_runs()
         context = dict(context)
         settings = context.pop("settings_context", None)
         with _worker_prefect(settings):
@@ -191,6 +211,7 @@ class CampaignTaskRunner(RayTaskRunner):
     def __enter__(self):
         import ray
 
+        quiet_completed_task_runs()  # for a step run in this process; each worker installs its own
         starts_ray = not ray.is_initialized()
         if starts_ray:
             self.address, self.init_kwargs = ray_init_arguments(self.address, self.init_kwargs)
@@ -324,6 +345,7 @@ def ray_init_arguments(address: str | None, init_kwargs: dict[str, Any] | None =
     kwargs.setdefault("logging_level", logging.WARNING)
     kwargs.setdefault("log_to_driver", False)
     if address == "local":
+        ask_for_token_auth()
         # A small local Ray starts faster and lighter without its dashboard.
         kwargs.setdefault("include_dashboard", False)
         # Fractional trials need more worker processes than CPUs; by default Ray kills the idle

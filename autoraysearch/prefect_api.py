@@ -23,6 +23,9 @@ PR_SET_PDEATHSIG = 1
 API_CHECK_TIMEOUT_S = 5.0
 # Where Prefect's engine logs a flow or task run's exception, with its traceback.
 RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
+TASK_RUN_LOGGER = "prefect.task_runs"
+# Prefect's background queues of log lines and events: each logs under its class name.
+DRAINED_QUEUES = ("APILogWorker", "EventsWorker")
 
 
 def current_api_url() -> str | None:
@@ -94,6 +97,28 @@ class HideRefusalTracebacks(logging.Filter):
         return not (record.name.startswith(RUN_LOGGERS) and isinstance(exc, AutoraysearchError))
 
 
+class QuietCompletedTaskRuns(logging.Filter):
+    """Turn Prefect's "Finished in state Completed()" line of every task run into a debug line.
+
+    A campaign runs seven steps per iteration: overnight that is hundreds of lines burying the
+    campaign's own. Only the completed ones go: a failure, a crash or a retry is logged at a higher
+    level and still shows. The line comes back with PREFECT_LOGGING_LEVEL=DEBUG.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING or not str(record.msg).startswith("Finished in state"):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+def quiet_completed_task_runs() -> None:
+    """Install QuietCompletedTaskRuns on Prefect's task-run logger of this process, once."""
+    logger = logging.getLogger(TASK_RUN_LOGGER)
+    if not any(isinstance(f, QuietCompletedTaskRuns) for f in logger.filters):
+        logger.addFilter(QuietCompletedTaskRuns())
+
+
 @contextlib.contextmanager
 def hide_refusal_tracebacks() -> Iterator[None]:
     """Install HideRefusalTracebacks on the terminal's log handlers (the API handlers still get the record)."""
@@ -143,7 +168,32 @@ def drain_to_api() -> None:
     from prefect.events.worker import EventsWorker
 
     send_queued_logs()
-    EventsWorker.drain_all(timeout=5)
+    with quiet_drain():
+        EventsWorker.drain_all(timeout=5)
+
+
+class QuietDrainProgress(logging.Filter):
+    """Drop Prefect's "Still processing items: N items remaining..." while a queue is emptied on purpose.
+
+    It is a progress note of a wait we asked for, not a problem; a full queue dropping items still warns.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Still processing items")
+
+
+@contextlib.contextmanager
+def quiet_drain() -> Iterator[None]:
+    """QuietDrainProgress on Prefect's log and event queues for the duration of a drain."""
+    quiet = QuietDrainProgress()
+    loggers = [logging.getLogger(name) for name in DRAINED_QUEUES]
+    for logger in loggers:
+        logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(quiet)
 
 
 def send_queued_logs() -> None:
@@ -153,7 +203,8 @@ def send_queued_logs() -> None:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        APILogWorker.drain_all(timeout=5)  # only outside an event loop: inside one, a drain would block it
+        with quiet_drain():
+            APILogWorker.drain_all(timeout=5)  # only outside an event loop: inside one, a drain would block it
 
 
 def mark_task_run_crashed(task_run_id, message: str, wait_s: float = TASK_RUN_APPEAR_S) -> None:

@@ -15,7 +15,7 @@ from autoraysearch.views.artifacts import publish_campaign_artifacts
 from autoraysearch.campaign.opening import open_campaign, roll_back
 from autoraysearch.views.ending import close_stopped_campaign, publish_final_artifact
 from autoraysearch.views.identity import loop_run_name
-from autoraysearch.views.step_logs import fmt, summarize_iteration
+from autoraysearch.views.step_logs import candidate_line, fmt, summarize_iteration
 from autoraysearch.views.events import announce_campaign_finished, announce_new_best
 from autoraysearch.campaign.repository import ExperimentRepo
 from autoraysearch.cluster import CampaignTaskRunner, driver_node_id, on_repo_node, with_trial_resources
@@ -123,7 +123,7 @@ def autoraysearch_loop(
         progress = Progress(iterations=0, started=started, best=best_metric, iterations_since_keep=0)
         iteration = next_iteration_number(campaign)
         kept = 0
-        logger.info("campaign %s: best %s=%s at %s", campaign.branch, campaign.settings.metric, best_metric, best_sha[:7])
+        logger.info("campaign %s: best %s=%s at %s", campaign.branch, campaign.settings.metric, fmt(best_metric), best_sha[:7])
         publish_campaign_artifacts(campaign, progress, conditions)
         stop_time = conditions.stop_time(started)  # an overnight run ends by its deadline, mid-iteration if need be
         try:
@@ -157,7 +157,7 @@ def autoraysearch_loop(
             # Cancelled, interrupted or failed: the iteration already put the branch back on its best.
             close_stopped_campaign(campaign, progress, conditions, exc)
             raise
-        logger.info("stopping: %s; best %s=%s at %s", reason, campaign.settings.metric, best_metric, best_sha[:7])
+        logger.info("stopping: %s; best %s=%s at %s", reason, campaign.settings.metric, fmt(best_metric), best_sha[:7])
         publish_campaign_artifacts(campaign, progress, conditions, stop_reason=reason)
         publish_final_artifact(campaign, reason)
         announce_campaign_finished(campaign, reason)
@@ -251,7 +251,7 @@ def run_iteration(
         result = screen_then_confirm(campaign, {label: trial}, current.bar, stop_time)[label]
         with on_repo_node(node):
             verdict = step_result(decide.submit(campaign, result, sha, current.bar, current.best_sha))
-            row = with_tokens(result_row(candidate, verdict, result, sha[:7]), tokens)
+            row = with_tokens(result_row(candidate, verdict, result, sha[:7], current.bar), tokens)
             step_result(log.submit(campaign, row, result, candidate=candidate, base_source=current.model_source))
         clear_pending(campaign.paths)
     except BaseException as exc:
@@ -260,10 +260,7 @@ def run_iteration(
         if candidate is not None:
             log_stopped(campaign, [candidate], current, why_stopped(exc))
         raise
-    get_run_logger().info(
-        "%s %s %s=%s (%s): %s", label, verdict.status, campaign.settings.metric, fmt(result.metric),
-        fmt(verdict.delta, signed=True), candidate.description,
-    )
+    get_run_logger().info(candidate_line(result, verdict, current.bar, campaign.settings.metric, candidate.description))
     return verdict
 
 
@@ -341,7 +338,7 @@ def run_parallel_iteration(
             ))
             for candidate, result in zip(candidates, ordered):
                 verdict = verdicts[candidate.label]
-                row = with_tokens(result_row(candidate, verdict, result, shas[candidate.label][:7]), tokens)
+                row = with_tokens(result_row(candidate, verdict, result, shas[candidate.label][:7], current.bar), tokens)
                 step_result(log.submit(campaign, row, result, candidate=candidate, base_source=current.model_source))
                 tokens = {}
         clear_pending(campaign.paths)
@@ -351,10 +348,8 @@ def run_parallel_iteration(
         log_stopped(campaign, candidates, current, why_stopped(exc))
         raise
     for candidate, result in zip(candidates, ordered):
-        get_run_logger().info(
-            "%s %s %s=%s (%s): %s", candidate.label, verdicts[candidate.label].status, settings.metric,
-            fmt(result.metric), fmt(verdicts[candidate.label].delta, signed=True), candidate.description,
-        )
+        get_run_logger().info(candidate_line(result, verdicts[candidate.label], current.bar, settings.metric,
+                                             candidate.description))
     kept = [v for v in verdicts.values() if v.status == "keep"]
     return kept[0] if kept else next(iter(verdicts.values()))
 

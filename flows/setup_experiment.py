@@ -7,7 +7,9 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from autoraysearch.views.artifacts import publish_campaign_artifacts
+from autoraysearch.views.artifacts import publish_setup_artifacts
+from autoraysearch.views.identity import setup_run_name
+from autoraysearch.views.step_logs import fmt
 from autoraysearch.cluster import CampaignTaskRunner, cluster_summary, default_gpus_per_trial, with_trial_resources
 from autoraysearch.campaign.experiment import Candidate
 from autoraysearch.setup.folder import (
@@ -35,7 +37,7 @@ class SetupSummary:
     summary: tuple[str, ...] = ()  # the confirm-and-go summary: goal, model, cluster, GPUs, baseline, scope, mode
 
 
-@flow(name="autoraysearch-setup", task_runner=CampaignTaskRunner(), log_prints=True)
+@flow(name="autoraysearch-setup", flow_run_name=setup_run_name, task_runner=CampaignTaskRunner(), log_prints=True)
 def autoraysearch_setup(
     experiment_dir: str = ".",
     model_py: str = "model.py",
@@ -95,12 +97,12 @@ def autoraysearch_setup(
     if plan.settings.seeds > 1 and not noise.measured:
         logger.warning("the %d baseline runs gave identical metrics (train.py ignores AUTORAYSEARCH_SEED?): "
                        "decisions will use single runs", plan.settings.seeds)
-    publish_campaign_artifacts(campaign)  # the baseline, as the loop's artifacts will show it
-    logger.info("baseline %s=%s in %.1f s; %s", plan.settings.metric, row.metric, result.seconds, noise.describe())
+    publish_setup_artifacts(campaign)  # the baseline, under the keys of the campaign that follows
+    logger.info("baseline %s=%s in %.1f s; %s", plan.settings.metric, fmt(row.metric), result.seconds, noise.describe())
     noise_text = noise.describe() if plan.settings.seeds > 1 else "single runs (--seeds 1)"
     return SetupSummary(
         summary=tuple(go_summary(
-            plan.settings, cluster_lines, f"{plan.settings.metric}={row.metric} ({noise_text})",
+            plan.settings, cluster_lines, f"{plan.settings.metric}={fmt(row.metric)} ({noise_text})",
             "one candidate per iteration (autoraysearch run), or --parallel N to try N at once",
             sandbox=result.sandbox,
         )),

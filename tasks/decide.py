@@ -11,6 +11,7 @@ from autoraysearch.campaign.experiment import Campaign, TrialResult, Verdict
 from autoraysearch.campaign.noise import Bar, is_kept
 from autoraysearch.campaign.repository import ExperimentRepo
 from autoraysearch.cluster import sends_its_logs
+from autoraysearch.views.run_states import verdict_state, verdicts_state
 from autoraysearch.views.step_logs import verdict_line
 
 
@@ -54,7 +55,7 @@ def decide(campaign: Campaign, result: TrialResult, candidate_sha: str, bar: Bar
     """Keep a gain the noise cannot explain; roll anything else back to the previous best."""
     verdict = decide_candidate(campaign, result, candidate_sha, bar, best_sha)
     get_run_logger().info(verdict_line(result, verdict, bar, campaign.settings.metric, verdict.best_sha))
-    return verdict
+    return verdict_state(verdict)  # the run's state is named after the verdict: Kept, Discarded, Pruned…
 
 
 def choose_winner(results: list[TrialResult], bar: Bar) -> str | None:
@@ -103,4 +104,4 @@ def decide_parallel(
     for result in results:
         verdict = verdicts[result.label]
         logger.info(verdict_line(result, verdict, bar, campaign.settings.metric, verdict.best_sha))
-    return verdicts
+    return verdicts_state(verdicts)

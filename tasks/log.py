@@ -13,17 +13,24 @@ from prefect.cache_policies import NO_CACHE
 
 from autoraysearch.campaign.memory import RememberedCandidate, model_diff, remember
 from autoraysearch.campaign.experiment import Campaign, Candidate, Ideas, TrialResult, Verdict
-from autoraysearch.campaign.noise import seed_columns, summary
-from autoraysearch.campaign.results_log import ResultRow, append_result, clean_text, node_columns
+from autoraysearch.campaign.noise import Bar, seed_columns, summary
+from autoraysearch.campaign.results_log import ResultRow, append_result, clean_text, format_number, node_columns
 from autoraysearch.campaign.settings import write_atomically
+from autoraysearch.views.run_states import completed_as, state_name
+from autoraysearch.views.step_logs import needed_delta
 
 ERROR_CHARS = 200
 # A row that sums up many rejections stays readable in a table.
 REJECTED_CHARS = 600
 
 
-def result_row(candidate: Candidate, verdict: Verdict, result: TrialResult, short_sha: str) -> ResultRow:
-    """The results-log row for one experiment; failures end their description with the error."""
+def result_row(
+    candidate: Candidate, verdict: Verdict, result: TrialResult, short_sha: str, bar: Bar | None = None,
+) -> ResultRow:
+    """The results-log row for one experiment; failures end their description with the error.
+
+    With the bar it was judged against, the row's `needed` column holds the delta a keep needed.
+    """
     description = candidate.description
     if result.status == "pruned":  # the error says where: "pruned at epoch 2/6: val_acc=0.41, best had 0.80 there"
         description += f" ({clean_text(result.error)[-ERROR_CHARS:]})"
@@ -42,8 +49,15 @@ def result_row(candidate: Candidate, verdict: Verdict, result: TrialResult, shor
         status=verdict.status,
         description=description,
         extra={"candidate": candidate.fingerprint, "seconds": f"{result.seconds:g}",
-               **node_columns(result.host, result.node_id), **seed_columns(result.runs)},
+               **node_columns(result.host, result.node_id), **seed_columns(result.runs),
+               **needed_column(bar, result)},
     )
+
+
+def needed_column(bar: Bar | None, result: TrialResult) -> dict[str, str]:
+    """The `needed` cell: the delta a keep needed (in the TSV's own number format); none without a best or a metric."""
+    needed = needed_delta(bar, result) if bar is not None else None
+    return {"needed": format_number(needed, signed=True)} if needed is not None else {}
 
 
 def dropped_rows(ideas: Ideas, iteration: int, wanted: int) -> list[ResultRow]:
@@ -193,6 +207,7 @@ def candidate_commit(campaign: Campaign, label: str) -> tuple[str, str, str] | N
 def log(
     campaign: Campaign, row: ResultRow, result: TrialResult | None,
     candidate: Candidate | None = None, base_source: str | None = None,
-) -> None:
-    """Append one row to the results log and remember the candidate behind it."""
+):
+    """Append one row to the results log and remember the candidate behind it; the run is named after its status."""
     log_experiment(campaign, row, result, candidate, base_source)
+    return completed_as(state_name(row.status))

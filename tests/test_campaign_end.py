@@ -27,7 +27,7 @@ def test_a_cancelled_campaign_says_so_and_names_the_interrupted_candidates():
     assert "- branch `autoraysearch/t1` left on `8fee841`" in text
     assert "- 3 experiments, 1 kept" in text
     assert "logged as `stopped`: 2a, 2b" in text
-    assert "| 2a | — | — | — | stopped | dropout \\| 0.1 (stopped: run interrupted) |" in text  # a | stays in its cell
+    assert "| 2a | — | — | — | — | stopped | dropout \\| 0.1 (stopped: run interrupted) |" in text  # a | stays in its cell
     assert len([line for line in text.splitlines() if line.startswith("| ")]) == 5  # header and four rows
 
 

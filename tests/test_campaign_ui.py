@@ -6,6 +6,7 @@ import base64
 import json
 import logging
 import time
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -113,28 +114,31 @@ def test_steps_artifacts_and_events_of_a_campaign(services, example_repo: Path, 
         # Every artifact key is the campaign's: folder, tag and a hash of the folder's path.
         key = lambda kind, branch="autoraysearch/ui": artifact_key(exp, branch, kind)
         assert key(RESULTS).startswith("exp-ui-") and key(RESULTS).endswith("-results")
+        # Set-up publishes under the keys of the campaign a plain `run` would open: today's.
+        today = f"autoraysearch/{date.today().isoformat()}"
         baseline, _ = latest_artifacts(client, setup_run.state_details.flow_run_id)
-        assert baseline[key(RESULTS, "")].description == f"best score=0.5 after 0 experiments — set-up in {exp}"
+        assert baseline[key(RESULTS, today)].description == \
+            f"exp/{today.removeprefix('autoraysearch/')}: best score=0.5 after 0 experiments — {exp}"
 
         latest, every = latest_artifacts(client, parallel_run)
         assert {key(RESULTS), key(PROGRESS), key(DIFF), key(PLOT)} <= set(latest)
-        # A keep republishes the table: at the start, after the iteration, at the end; progress is updated in place.
-        assert sum(a.key == key(RESULTS) for a in every) == 3
+        # Only the iteration changed the table (the run's start and end add nothing); progress is updated in place.
+        assert sum(a.key == key(RESULTS) for a in every) == 1
         assert sum(a.key == key(PROGRESS) for a in every) == 1
-        assert latest[key(RESULTS)].description.startswith("best score=0.8 (+0.3) after 3 experiments — campaign ui in ")
+        assert latest[key(RESULTS)].description.startswith("exp/ui: best score=0.8 (+0.3) after 3 experiments — ")
 
         # The story is in the flow's logs: a line per candidate with its metric and delta, a summary per iteration.
         # (ideate-N and decide-N log each proposal and verdict from Ray workers, which the suite starts at
         # PREFECT_LOGGING_LEVEL=WARNING: their lines are checked in test_campaign_views.)
         lines = poll(lambda: flow_run_logs(client, parallel_run), lambda found: any(l.startswith("iteration 2") for l in found))
-        assert any(l.startswith(f"{kept} keep score=0.8 (+0.2)") for l in lines), lines
+        assert any(l.startswith(f"{kept} keep score=0.8 (+0.2, a keep needs > 0)") for l in lines), lines
         assert sum(l.startswith(("iteration", "2a ", "2b ")) for l in lines) > sum("Finished in state" in l for l in lines)
         assert any(line.startswith("iteration 2: 2a ") and "1 kept in 1 iteration of this run" in line for line in lines)
 
-        # The runs are named and tagged after the campaign.
-        for run_id in (sequential_run, parallel_run):
-            run = client.read_flow_run(run_id)
-            assert run.name == "exp/ui" and {"autoraysearch", "campaign:ui"} <= set(run.tags)
+        # The runs are named and tagged after the campaign; the second run of it is numbered.
+        runs = [client.read_flow_run(run_id) for run_id in (sequential_run, parallel_run)]
+        assert [run.name for run in runs] == ["exp/ui", "exp/ui #2"]
+        assert all({"autoraysearch", "experiment:exp", "campaign:ui"} <= set(run.tags) for run in runs)
 
         table = latest[key(RESULTS)].data
         table = json.loads(table) if isinstance(table, str) else table
@@ -145,7 +149,7 @@ def test_steps_artifacts_and_events_of_a_campaign(services, example_repo: Path, 
         progress = latest[key(PROGRESS)]
         assert progress.data == 100.0
         assert progress.description.startswith(
-            "best score=0.8 (+0.3) after 3 experiments; finished: reached 1 iterations; 1 of 1 iterations done")
+            "exp/ui: best score=0.8 (+0.3) after 3 experiments; finished: reached 1 iteration; 1 of 1 iteration done")
 
         best_sha = git(exp, "rev-parse", "--short=7", "autoraysearch/ui")
         diff = latest[key(DIFF)].data
@@ -166,15 +170,16 @@ def test_steps_artifacts_and_events_of_a_campaign(services, example_repo: Path, 
         finished = poll(lambda: events(client, "autoraysearch.campaign-finished", resource), lambda e: len(e) >= 2)
         newest = max(finished, key=lambda e: e.occurred)
         assert newest.payload["best"] == pytest.approx(0.8) and newest.payload["kept"] == 2
-        assert newest.payload["stop_reason"] == "reached 1 iterations"
+        assert newest.payload["stop_reason"] == "reached 1 iteration"
         assert f"prefect.flow-run.{parallel_run}" in {r.id for r in newest.related}
         assert newest.resource["autoraysearch.metric"] == "score" and newest.resource["autoraysearch.value"] == "0.8"
 
         # A second experiment on the same server has keys of its own: the first one's latest table is untouched.
         other = make_repo(exp.parent / "other" / "exp", {name: (exp / name).read_text() for name in ("model.py", "train.py")})
         autoraysearch_setup(experiment_dir=str(other), train_py="train.py", metric="score", seeds=1)
-        assert artifact_key(other, "", RESULTS) != key(RESULTS, "")
+        other_key = artifact_key(other, today, RESULTS)
+        assert other_key != key(RESULTS, today)
         # The UI's Artifacts page lists the newest version of each key: one per experiment.
         collections = client.read_latest_artifacts(artifact_filter=ArtifactCollectionFilter(
-            key=ArtifactCollectionFilterKey(any_=[key(RESULTS, ""), artifact_key(other, "", RESULTS)])))
+            key=ArtifactCollectionFilterKey(any_=[key(RESULTS, today), other_key])))
         assert len(collections) == 2

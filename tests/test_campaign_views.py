@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from autoraysearch.views.artifacts import EMPTY, _Published, needs_republishing, result_headline, results_table
+from autoraysearch.views.artifacts import EMPTY, _Published, needs_republishing, result_headline, results_table, short
 from autoraysearch.views.identity import artifact_key, campaign_id, run_name, slug
 from autoraysearch.campaign.experiment import Candidate, Ideas, TrialResult, Verdict
 from autoraysearch.campaign.noise import Bar, Noise
 from autoraysearch.campaign.results_log import ResultRow, ResultsLog
-from autoraysearch.views.step_logs import proposal_lines, verdict_line
+from autoraysearch.views.run_states import parallel_state_name, state_name, verdict_state
+from autoraysearch.views.step_logs import candidate_line, proposal_lines, verdict_line
+from autoraysearch.tasks.log import result_row
 
 
 def row(iteration, status, metric, delta=None, commit="-", description="x", **extra) -> ResultRow:
@@ -39,7 +41,12 @@ def test_the_table_formats_every_number_one_way_and_no_cell_is_a_lone_dash():
     assert [r["metric"] for r in table] == ["0.8521", "0.9387", "0.9387", EMPTY]
     assert table[2]["commit"] == EMPTY and table[0]["seeds"] == "3" and table[1]["seeds"] == EMPTY
     assert all(cell.strip() != "-" for r in table for cell in r.values())
-    assert len(table[1]["description"]) <= 60 and table[1]["description"].endswith("…")
+    assert table[1]["description"] == LOG.rows[1].description  # short enough to show whole
+    reason = "(pruned at epoch 1/2: val_acc=0.4100, best had 0.8000 there)"
+    cut = short("features[0] Conv2d kernel_size 3 -> 5, padding 1 -> 2 and a great many more words " + reason)
+    assert len(cut) <= 90 and cut.endswith("… " + reason)  # the change is cut, never the reason
+    assert [r["needed"] for r in results_table(ResultsLog(True, (row("4", "discard", 0.9, 0.01, needed="+0.0518"),)))] \
+        == ["> +0.0518"]
     assert result_headline(LOG, "val_acc") == "best val_acc=0.9387 (+0.0866) after 3 experiments"
 
 
@@ -72,3 +79,60 @@ def test_ideate_logs_each_proposal_with_its_diff_and_decide_logs_the_verdict_aga
     crashed = TrialResult(label="5", status="crash", metric=None, seconds=1.0, error="Traceback\nValueError: boom")
     line = verdict_line(crashed, Verdict("crash", None, 0.95, "1a2b3c4"), bar, "val_acc", "1a2b3c4")
     assert line == "5 crash: no val_acc (ValueError: boom); best val_acc=0.95 at 1a2b3c4"
+
+
+def test_every_verdict_says_what_a_keep_needed_or_why_there_was_none():
+    bar = Bar(best_runs=(0.9396, 0.9396), noise=Noise(sigma=0.02, dof=4, samples=6))
+    result = TrialResult(label="2", status="ok", metric=0.9553, seconds=1.0, runs=(0.9553,))
+    verdict = Verdict(status="discard", delta=0.0157, best_metric=0.9396, best_sha="1a2b3c4")
+    line = candidate_line(result, verdict, bar, "val_acc", "wider conv")
+    assert line.startswith("2 discard val_acc=0.9553 (+0.0157, a keep needs > +0.0") and line.endswith("): wider conv")
+    needed = line.split("needs > ")[1].split(")")[0]
+    assert float(needed) > 0.0157  # the reason it was discarded, beside the gain
+    row = result_row(Candidate("2", "wider conv", "", "f00"), verdict, result, "abc1234", bar)
+    assert abs(float(row.extra["needed"]) - float(needed)) < 1e-3  # the TSV's trailing `needed` column
+
+    lower = Bar(best_runs=(0.30,), higher_is_better=False, min_delta=0.01)
+    falling = TrialResult(label="3", status="ok", metric=0.295, seconds=1.0)
+    assert "(-0.005, a keep needs < -0.01)" in candidate_line(falling, Verdict("discard", -0.005, 0.3, "x"), lower,
+                                                             "loss", "tanh")
+    pruned = TrialResult(label="4", status="pruned", metric=None, seconds=1.0,
+                         error="pruned at epoch 1/2: val_acc=0.4100, best had 0.8000 there (margin 0.021)")
+    line = candidate_line(pruned, Verdict("pruned", None, 0.94, "x"), bar, "val_acc", "deeper")
+    assert line == "4 pruned val_acc=— (pruned at epoch 1/2: val_acc=0.4100, best had 0.8000 there (margin 0.021)): deeper"
+    assert "needed" not in result_row(Candidate("4", "deeper", "", "f1"), Verdict("pruned", None, 0.94, "x"), pruned,
+                                      "-", bar).extra
+
+
+def test_task_runs_are_named_after_their_verdict():
+    assert [state_name(s) for s in ("keep", "discard", "pruned", "crash", "timeout")] == [
+        "Kept", "Discarded", "Pruned", "Crashed", "Timed out"]
+    verdict = Verdict("discard", 0.01, 0.9, "x")
+    state = verdict_state(verdict)
+    assert state.is_completed() and state.name == "Discarded" and state.data == verdict
+    keep, discard = Verdict("keep", 0.1, 0.95, "y"), Verdict("discard", 0.05, 0.95, "y")
+    assert parallel_state_name({"5a": discard, "5b": keep}) == "Kept 5b"
+    assert parallel_state_name({"5a": discard, "5b": discard}) == "Discarded"
+    assert parallel_state_name({"5a": discard, "5b": Verdict("crash", None, 0.9, "x")}) == "Nothing kept"
+
+
+def test_only_completed_task_runs_lose_their_finished_line():
+    import logging
+
+    from autoraysearch.prefect_api import QuietCompletedTaskRuns
+
+    level = logging.getLogger("prefect.task_runs").level
+
+    def shown(level: int, message: str, enabled: int = logging.INFO) -> bool:
+        logging.getLogger("prefect.task_runs").setLevel(enabled)
+        record = logging.LogRecord("prefect.task_runs", level, __file__, 1, message, None, None)
+        return QuietCompletedTaskRuns().filter(record)
+
+    try:
+        assert not shown(logging.INFO, "Finished in state Kept()")
+        assert shown(logging.INFO, "Finished in state Kept()", enabled=logging.DEBUG)  # at debug level, still there
+        assert shown(logging.ERROR, "Finished in state Failed('Task run encountered an exception ValueError')")
+        assert shown(logging.ERROR, "Task run failed with exception: ValueError - Retry 1/2 will start 1 second(s) from now")
+        assert shown(logging.INFO, "4a keep: val_acc=0.95 (+0.04 against the best 0.91; a keep needs > +0.01)")
+    finally:
+        logging.getLogger("prefect.task_runs").setLevel(level)

@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from autoraysearch.cluster import ClusterSummary, NodeSummary, describe_address, resolve_address, running_local_cluster
+from autoraysearch.cluster import (
+    ClusterSummary, NodeSummary, cluster_stopped, describe_address, resolve_address, running_local_cluster,
+)
+from autoraysearch.local_cluster import started_by_user
 from autoraysearch.errors import AutoraysearchError
 from autoraysearch.setup.folder import baseline_out_of_memory, calls_ray_init, go_summary
 from autoraysearch.campaign.settings import CampaignSettings
@@ -107,7 +110,7 @@ def test_no_address_attaches_to_the_cluster_running_here_and_defaults_to_one_gpu
             time.sleep(1)
         address = running_local_cluster()
         assert resolve_address(None) == address
-        assert describe_address(None).startswith(f"Ray: attaching to the cluster already running on this machine at {address}")
+        assert describe_address(None).startswith(f"Ray: attaching to the cluster `ray start` left running on this machine at {address}")
         assert resolve_address("local") == "local"
         # A driver attaches through the CLI's own connection code (token auth included) and sees its GPUs.
         code = (
@@ -125,3 +128,48 @@ def test_no_address_attaches_to_the_cluster_running_here_and_defaults_to_one_gpu
         head.terminate()
         head.wait(timeout=120)
     assert running_local_cluster() is None
+
+
+def test_only_a_cluster_from_ray_start_counts_as_the_users():
+    assert started_by_user(1, ["/usr/lib/systemd/systemd", "--user"])  # adopted once `ray start` exited
+    assert started_by_user(4242, ["/home/me/.venv/bin/python3", "/home/me/.venv/bin/ray", "start", "--head", "--block"])
+    assert started_by_user(None, [])  # its parent is gone
+    assert started_by_user(77, ["/usr/bin/tini", "--", "ray"])  # a container's subreaper
+    assert not started_by_user(4242, ["/usr/bin/python3.11", "-m", "pytest", "tests"])  # a test suite's own cluster
+
+
+def test_a_cluster_that_stopped_answering_is_told_from_one_that_runs():
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    address = f"127.0.0.1:{server.getsockname()[1]}"
+    assert not cluster_stopped(address) and not cluster_stopped("local")
+    server.close()
+    assert cluster_stopped(address)
+
+
+@pytest.mark.slow
+def test_another_programs_own_cluster_is_named_and_left_alone(own_ray_tmpdir):
+    from ray.cluster_utils import Cluster
+
+    # What a test suite's simulated cluster leaves on the machine: a head node that records its address.
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        assert running_local_cluster() is None and resolve_address(None) == "local"
+        line = describe_address(None)
+        assert line.startswith("Ray: a private local cluster for this command (the cluster at ")
+        assert f"belongs to another program, pid {os.getpid()}: " in line and line.endswith("and is left alone)")
+    finally:
+        cluster.shutdown()
+
+
+@pytest.mark.slow
+def test_a_private_cluster_starts_without_rays_token_warning(own_ray_tmpdir):
+    code = ("from autoraysearch.cluster import ray_session, cluster_summary\n"
+            "with ray_session('local'):\n    print(cluster_summary().nodes[0].cpus > 0)\n")
+    env = {name: value for name, value in os.environ.items() if name != "RAY_AUTH_MODE"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0 and done.stdout.strip().endswith("True"), done.stderr
+    assert "Token authentication" not in done.stderr + done.stdout  # still on: Ray's default, asked for explicitly

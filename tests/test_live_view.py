@@ -13,6 +13,8 @@ from autoraysearch.cli import main
 from autoraysearch.views.live_view import (
     LiveView,
     TrialProgress,
+    TrialRow,
+    rich_table,
     format_seconds,
     iteration_of,
     plain_lines,
@@ -68,6 +70,24 @@ def trial_rows_for(outputs: dict[str, str]):
         logs[label] = folder / f"{label}.log"
     with watching(logs, "val_acc"):
         return trial_rows(current_watch(), time.monotonic())
+
+
+def test_elapsed_never_jumps_back_and_the_best_line_stays_one_line():
+    from rich.console import Console
+
+    best = "best val_acc=0.95 from iteration 2 (abc1234); 1 kept of 2 experiments; noise σ=0.01 from 2 seeds"
+
+    def drawn(row: TrialRow) -> str:
+        out = io.StringIO()
+        Console(file=out, width=120).print(rich_table([row], "val_acc", best))
+        return out.getvalue()
+
+    before = drawn(TrialRow("5", None, waited_s=5.0))
+    # train.py's own clock starts late (data loading): the view keeps counting from when the wait began.
+    after = drawn(TrialRow("5", TrialProgress(1, 20, 0.5, elapsed_s=0.4), waited_s=6.0))
+    assert "│ 5     │     - │       - │      5s │    ? │" in before
+    assert "│ 5     │  1/20 │  0.5000 │      6s │   8s │" in after
+    assert best in after.splitlines()  # under the table, on one line, not wrapped to the table's width
 
 
 def test_a_log_left_by_an_earlier_run_or_on_another_machine_shows_no_progress(tmp_path: Path):

@@ -136,7 +136,7 @@ def test_plan_at_a_terminal_sets_up_and_launches(services, tmp_path: Path, monke
     assert "What do you want from the model" not in out  # --goal answered it
     assert f"not accepted: {exp / 'nope.py'} does not exist; give the path of your model file." in out
     assert "model.py has no `Model`. Which class is your model?" in out and "[Net]" in out
-    assert "baseline val_acc=" in out and "stopped: reached 1 iterations" in out
+    assert "baseline val_acc=" in out and "stopped: reached 1 iteration;" in out
 
     settings = tomllib.loads((exp / "autoraysearch.toml").read_text())
     assert settings["goal"] == "digits, but better" and settings["epochs"] == 1

@@ -6,6 +6,8 @@ import logging
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from autoraysearch.views.artifacts import EMPTY, TABLE_EXTRAS, best_diff_markdown, campaign_progress, publish_campaign_artifacts, results_table
 from autoraysearch.cli import main
 from autoraysearch.views.events import finished_payload, new_best_payload
@@ -48,6 +50,23 @@ def test_plot_has_a_dot_per_experiment_a_monotone_best_line_and_labelled_keeps()
     assert ax.get_title() == "val_acc: best 0.9 after 5 experiments"
 
 
+def test_plot_draws_the_keep_bar_each_candidate_had_and_pruned_ones_at_their_last_epoch():
+    rows = (
+        row("0", 0.80, "baseline"),
+        ResultRow("1", "-", 0.83, 0.03, "discard", "wider", {"needed": "+0.05"}),
+        ResultRow("2", "-", None, None, "pruned",
+                  "deeper (pruned at epoch 1/2: val_acc=0.4100, best had 0.8000 there (margin 0.021))", {}),
+        ResultRow("3", "-", None, None, "crash", "tanh (crash: boom)", {}),
+    )
+    points = progress_points(ResultsLog(True, rows))
+    assert points.bars == ((1, pytest.approx(0.85)),)  # above the discarded 0.83: why it was dropped
+    assert points.pruned == ((2, 0.41),) and points.failed == (3,)
+    ax = progress_figure(ResultsLog(True, rows), "val_acc").axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "pruned (value at its last epoch)" in labels and "keep bar (best + the gain a keep needed)" in labels
+    assert not any("σ" in label for label in labels)  # the band no longer stands for the rule
+
+
 def test_many_kept_changes_are_labelled_by_iteration_only():
     keeps = [row(str(i), 0.8 + i / 100, "keep", f"change {i}", "c") for i in range(1, 14)]
     points = progress_points(ResultsLog(True, (row("0", 0.8, "baseline"), *keeps)))
@@ -76,7 +95,8 @@ def test_progress_follows_the_stop_condition_nearest_to_holding():
 def test_results_table_and_event_payloads_follow_the_log():
     table = results_table(LOG)
     assert [r["iteration"] for r in table] == ["0", "1", "2", "3a", "3b", "4"]
-    assert list(table[2]) == list(COLUMNS + TABLE_EXTRAS)  # the TSV's first columns, in its order
+    # the TSV's first columns in its order, with the delta a keep needed beside the delta
+    assert list(table[2]) == ["iteration", "commit", "metric", "delta", "needed", "status", "description", *TABLE_EXTRAS]
     # an empty cell is a dash that markdown never turns into a list bullet
     assert [table[2][c] for c in COLUMNS] == ["2", EMPTY, EMPTY, EMPTY, "crash", "deeper (crash: boom)"]
     best = new_best_payload(LOG, "val_acc")

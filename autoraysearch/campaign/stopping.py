@@ -36,7 +36,7 @@ class StopConditions:
     def reason_to_stop(self, progress: Progress, now: datetime, higher_is_better: bool) -> str | None:
         """Why the campaign should stop now, or None to go on."""
         if self.max_iterations is not None and progress.iterations >= self.max_iterations:
-            return f"reached {self.max_iterations} iterations"
+            return f"reached {self.max_iterations} iteration{'s' * (self.max_iterations != 1)}"
         if self.deadline is not None and now >= self.deadline:
             return f"reached the deadline {self.deadline:%Y-%m-%d %H:%M}"
         if self.max_hours is not None and now - progress.started >= timedelta(hours=self.max_hours):
@@ -44,9 +44,9 @@ class StopConditions:
         if self.target is not None and progress.best is not None:
             reached = progress.best >= self.target if higher_is_better else progress.best <= self.target
             if reached:
-                return f"reached the target {self.target:g} (best {progress.best:.6g})"
+                return f"reached the target {self.target:g} (best {progress.best:.4g})"
         if self.patience is not None and progress.iterations_since_keep >= self.patience:
-            return f"no improvement in {self.patience} iterations"
+            return f"no improvement in {self.patience} iteration{'s' * (self.patience != 1)}"
         return None
 
 

@@ -1,24 +1,29 @@
 """What the Prefect UI shows for a campaign: the results table, progress, the best model's diff, the plot.
 
-Keys come from the campaign (experiment folder and tag, see campaign_identity), so two experiments on
-one server keep their own "latest". Progress is one artifact per flow run, updated in place after every
-iteration. The table, diff and plot cost an API call each and the plot a render: they are republished
-only when something that matters changed (a keep, a status not seen before, the end) or every few
-minutes, which keeps them off the loop's critical path. Never fatal: a failure is a logged warning.
+Keys come from the campaign (experiment folder and tag, see identity), so two experiments on one
+server keep their own "latest", and set-up publishes under the keys of the campaign that follows it.
+Progress is one artifact per flow run, updated in place after every iteration. The table, diff and
+plot cost an API call each and the plot a render: they are looked at only when something that matters
+changed (a keep, a status not seen before, the end) or every few minutes, and a new version is
+published only when its content differs from the key's latest, so the shelf holds one version per
+change. Every description starts with the run's name (`alpha/2026-12-04: best …`), since the UI's
+lists cut descriptions short. Never fatal: a failure is a logged warning.
 """
 
 from __future__ import annotations
 
 import base64
 import difflib
+import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from autoraysearch.views.identity import artifact_key, campaign_tag, tag_flow_run
+from autoraysearch.views.identity import artifact_key, expected_branch, run_name, tag_flow_run
+from autoraysearch.views.step_logs import fmt
 from autoraysearch.campaign.experiment import Campaign, ExperimentPaths
 from autoraysearch.campaign.noise import campaign_noise
 from autoraysearch.views.progress_plot import save_progress_plot
@@ -32,9 +37,11 @@ DIFF = "best-diff"
 PLOT = "plot"
 PLOT_FILE = "progress.png"
 REPUBLISH_S = 300.0  # the table and plot are at most this old while nothing that matters changes
-DESCRIPTION_CHARS = 60  # the table's description column; the TSV keeps the whole text
+DESCRIPTION_CHARS = 90  # the table's description column (its reason kept whole); the TSV keeps the whole text
+REASON_CHARS = 60  # the most of a description's closing "(…)" a cut keeps
 EMPTY = "—"  # never "-": a lone dash in a markdown cell renders as a list bullet
 TABLE_EXTRAS = ("seeds", "std", "seconds")
+NEEDED = "needed"  # the delta a keep needed, shown beside the delta
 
 
 def campaign_keys(campaign: Campaign) -> dict[str, str]:
@@ -48,20 +55,34 @@ def plot_path(paths: ExperimentPaths) -> Path:
 
 
 def cell(value: float | None, signed: bool = False) -> str:
-    """A number as every table of the campaign shows it: 4 significant decimals, signed deltas, an em dash for none."""
-    if value is None:
-        return EMPTY
-    if signed and abs(value) < 5e-5:
-        return "±0"
-    return f"{value:+.4g}" if signed else f"{value:.4g}"
+    """A number as every table of the campaign shows it: 4 significant digits, signed deltas, an em dash for none."""
+    return fmt(value, signed)
 
 
 def short(text: str, width: int = DESCRIPTION_CHARS) -> str:
-    return text if len(text) <= width else text[: width - 1].rstrip() + "…"
+    """text within width; a closing `(reason)` is kept and the change before it cut, since the reason is the news."""
+    if len(text) <= width:
+        return text
+    head, paren, reason = text.rpartition(" (")
+    if paren and text.endswith(")") and head and len(reason) < REASON_CHARS:
+        room = width - len(reason) - 3
+        if room >= 12:
+            return head[: room - 1].rstrip() + "… (" + reason
+    return text[: width - 1].rstrip() + "…"
 
 
 def _text(value: str) -> str:
     return value if value.strip() not in ("", "-") else EMPTY
+
+
+def _needed(value: str) -> str:
+    """The TSV's `needed` cell as the table shows it: `> +0.0518` (or `< -0.01` for a falling metric)."""
+    from autoraysearch.views.step_logs import beyond
+
+    try:
+        return beyond(float(value))
+    except ValueError:
+        return EMPTY
 
 
 def results_table(log: ResultsLog) -> list[dict[str, str]]:
@@ -72,6 +93,7 @@ def results_table(log: ResultsLog) -> list[dict[str, str]]:
             "commit": _text(r.commit),
             "metric": cell(r.metric),
             "delta": EMPTY if r.status == "baseline" else cell(r.delta, signed=True),
+            NEEDED: _needed(r.extra.get(NEEDED, "")),
             "status": r.status,
             "description": short(r.description),
             **{name: _text(r.extra.get(name, "")) for name in TABLE_EXTRAS},
@@ -101,11 +123,11 @@ def result_headline(log: ResultsLog, metric: str) -> str:
 
 
 def campaign_description(campaign: Campaign, log: ResultsLog) -> str:
-    """The result first, then the noise, then which campaign and folder it is."""
-    where = f"campaign {campaign_tag(campaign.branch)}" if campaign.branch else "set-up"
+    """`alpha/2026-12-04: best val_acc=0.9387 (+0.086) after 5 experiments; noise … — /path/to/alpha`."""
     noise = campaign_noise(log.rows)
     noise_text = f"; {noise.describe()}" if noise.measured else ""
-    return f"{result_headline(log, campaign.settings.metric)}{noise_text} — {where} in {campaign.experiment_dir}"
+    return (f"{run_name(campaign.experiment_dir, campaign.branch)}: {result_headline(log, campaign.settings.metric)}"
+            f"{noise_text} — {campaign.experiment_dir}")
 
 
 def campaign_progress(
@@ -118,7 +140,7 @@ def campaign_progress(
     fractions = []
     if conditions.max_iterations:
         fractions.append(done / conditions.max_iterations)
-        parts[0] = f"{done} of {conditions.max_iterations} iterations done"
+        parts[0] = f"{done} of {conditions.max_iterations} iteration{'s' * (conditions.max_iterations != 1)} done"
     if conditions.deadline is not None:
         start = progress.started if progress else now
         total = (conditions.deadline - start).total_seconds()
@@ -132,7 +154,7 @@ def campaign_progress(
     if conditions.target is not None:
         parts.append(f"stops at the target {conditions.target:g}")
     if conditions.patience:
-        parts.append(f"or after {conditions.patience} iterations without a keep")
+        parts.append(f"or after {conditions.patience} iteration{'s' * (conditions.patience != 1)} without a keep")
     if stop_reason is not None:
         return 100.0, f"finished: {stop_reason}; {parts[0]}"
     if not fractions and conditions.target is None and not conditions.patience:
@@ -229,7 +251,8 @@ def _publish(campaign: Campaign, progress: Progress | None, conditions: StopCond
     now = time.monotonic()
     percent, line = campaign_progress(progress, conditions, datetime.now(), stop_reason)
     noise = campaign_noise(log.rows)
-    progress_text = f"{result_headline(log, settings.metric)}; {line}; {noise.describe()} — {campaign.experiment_dir}"
+    progress_text = (f"{run_name(campaign.experiment_dir, campaign.branch)}: {result_headline(log, settings.metric)}; "
+                     f"{line}; {noise.describe()} — {campaign.experiment_dir}")
     if state.progress_id is None:  # this flow run's first publication: it is named after the campaign too
         tag_flow_run(campaign.experiment_dir, campaign.branch)
         state.progress_id = create_progress_artifact(percent, key=keys[PROGRESS], description=progress_text)
@@ -237,17 +260,59 @@ def _publish(campaign: Campaign, progress: Progress | None, conditions: StopCond
         update_progress_artifact(state.progress_id, percent, description=progress_text)
     if not needs_republishing(state, log, now, final=stop_reason is not None):
         return
-    create_table_artifact(results_table(log), key=keys[RESULTS], description=description)
+    table = results_table(log)
+    if is_new(keys[RESULTS], json.dumps(table)):
+        create_table_artifact(table, key=keys[RESULTS], description=description)
     kept = sum(r.status == "keep" for r in log.rows)
     if kept != state.kept or stop_reason is not None:
         repo = ExperimentRepo(Path(campaign.experiment_dir))
-        create_markdown_artifact(best_diff_markdown(repo, log, settings.model_py, settings.metric), key=keys[DIFF],
-                                 description=description)
+        diff = best_diff_markdown(repo, log, settings.model_py, settings.metric)
+        if is_new(keys[DIFF], diff):  # described by what it shows, so that only a new best makes a new version
+            create_markdown_artifact(diff, key=keys[DIFF], description=f"{run_name(campaign.experiment_dir, campaign.branch)}: "
+                                     f"{best_summary(log, settings.metric)}, against the baseline")
     path = plot_path(campaign.paths)
-    png = save_progress_plot(log, settings.metric, path)
-    create_markdown_artifact(plot_markdown(png, path), key=keys[PLOT], description=description)
+    plot = plot_markdown(save_progress_plot(log, settings.metric, path), path)
+    if is_new(keys[PLOT], plot):
+        create_markdown_artifact(plot, key=keys[PLOT], description=description)
     state.at, state.kept, state.rows = now, kept, len(log.rows)
     state.statuses = frozenset(r.status for r in log.rows)
+
+
+def is_new(key: str, data: str) -> bool:
+    """Whether data differs from the key's latest version on the server (no version: new)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactCollectionFilter, ArtifactCollectionFilterKey
+
+    with get_client(sync_client=True) as client:
+        latest = client.read_latest_artifacts(
+            artifact_filter=ArtifactCollectionFilter(key=ArtifactCollectionFilterKey(any_=[key])), limit=1)
+    if not latest:
+        return True
+    stored = latest[0].data
+    if not isinstance(stored, str):
+        stored = json.dumps(stored)
+    return stored != data
+
+
+def publish_setup_artifacts(campaign: Campaign) -> None:
+    """Set-up's results (the baseline) and a finished progress, under the keys of the campaign that follows."""
+    try:
+        from prefect.artifacts import create_progress_artifact, create_table_artifact
+
+        settings = campaign.settings
+        branch = expected_branch(campaign.experiment_dir, None)
+        ahead = replace(campaign, branch=branch)
+        keys = campaign_keys(ahead)
+        log = read_results_log(campaign.paths.results, settings.higher_is_better)
+        tag_flow_run(campaign.experiment_dir, "")
+        done = (f"{run_name(campaign.experiment_dir, '')}: set-up complete, {result_headline(log, settings.metric)}; "
+                f"start the campaign with `autoraysearch run` — {campaign.experiment_dir}")
+        create_progress_artifact(100.0, key=keys[PROGRESS], description=done)
+        table, description = results_table(log), campaign_description(ahead, log)
+        if is_new(keys[RESULTS], json.dumps(table)):
+            create_table_artifact(table, key=keys[RESULTS], description=description)
+    except Exception as exc:  # the UI is a view: it must never stop the set-up
+        _logger().warning("could not publish the set-up's artifacts: %s", exc)
 
 
 def _flow_run_id() -> str:

@@ -12,13 +12,14 @@ import logging
 from pathlib import Path
 
 from autoraysearch.views.artifacts import result_headline, results_table
-from autoraysearch.views.identity import artifact_key
+from autoraysearch.views.identity import artifact_key, run_name
 from autoraysearch.campaign.experiment import Campaign
-from autoraysearch.campaign.results_log import ResultsLog, format_number, read_results_log
+from autoraysearch.campaign.results_log import ResultsLog, read_results_log
+from autoraysearch.views.step_logs import fmt
 from autoraysearch.campaign.stopping import Progress, StopConditions
 
 FINAL = "final"  # the artifact kind: its key is the campaign's (see campaign_identity.artifact_key)
-TABLE_COLUMNS = ("iteration", "commit", "metric", "delta", "status", "description")
+TABLE_COLUMNS = ("iteration", "commit", "metric", "delta", "needed", "status", "description")
 
 
 def stop_reason(exc: BaseException) -> str:
@@ -53,15 +54,15 @@ def final_markdown(log: ResultsLog, metric: str, branch: str, head: str, reason:
     if best is None:
         best_text = "no baseline recorded"
     elif best.status == "baseline":
-        best_text = f"best {metric}={format_number(best.metric)}: the baseline (no change beat it)"
+        best_text = f"best {metric}={fmt(best.metric)}: the baseline (no change beat it)"
     else:
-        best_text = f"best {metric}={format_number(best.metric)} from iteration {best.iteration} ({best.commit})"
+        best_text = f"best {metric}={fmt(best.metric)} from iteration {best.iteration} ({best.commit})"
     lines = [
         f"# Campaign {branch}: {reason}",
         "",
         f"- {best_text}",
         f"- branch `{branch}` left on `{head}`",
-        f"- {len(experiments)} experiments, {kept} kept",
+        f"- {len(experiments)} experiment{'s' * (len(experiments) != 1)}, {kept} kept",
     ]
     if stopped:
         lines.append(f"- interrupted before a verdict, logged as `stopped`: {', '.join(stopped)}")
@@ -86,8 +87,8 @@ def publish_final_artifact(campaign: Campaign, reason: str) -> None:
         create_markdown_artifact(
             final_markdown(log, settings.metric, campaign.branch, head, reason),
             key=artifact_key(campaign.experiment_dir, campaign.branch, FINAL),
-            description=f"{reason}: {result_headline(log, settings.metric)} — campaign {campaign.branch} in "
-                        f"{campaign.experiment_dir}",
+            description=f"{run_name(campaign.experiment_dir, campaign.branch)}: {reason}; "
+                        f"{result_headline(log, settings.metric)} — {campaign.experiment_dir}",
         )
     except Exception as exc:  # the UI is a view: it must never change how the campaign ends
         logging.getLogger("autoraysearch").warning("could not publish the final artifact: %s", exc)

@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from autoraysearch.views.identity import campaign_id, run_name
+from autoraysearch.views.step_logs import fmt
 from autoraysearch.campaign.experiment import Campaign
 from autoraysearch.campaign.results_log import ResultsLog, read_results_log
 
@@ -17,23 +18,53 @@ FLUSH_TIMEOUT_S = 10.0  # the last event is sent before the run goes on to exit,
 def campaign_resource(campaign: Campaign, payload: dict[str, Any] | None = None) -> dict[str, str]:
     """The campaign as an event resource: one id per experiment folder and branch, to match automations on.
 
-    The metric and its value ride as labels too: the UI's event page shows labels without opening Raw.
+    Its name is what the UI's event card shows: the run's name and the news (`alpha/2026-12-04: reached
+    3 iterations; best val_acc=0.9397`). The metric, value and stop reason ride as labels too.
     """
+    payload = payload or {}
+    name = run_name(campaign.experiment_dir, campaign.branch)
     resource = {
         "prefect.resource.id": f"autoraysearch.campaign.{campaign_id(campaign.experiment_dir, campaign.branch)}",
-        "prefect.resource.name": run_name(campaign.experiment_dir, campaign.branch),
+        "prefect.resource.name": f"{name}: {headline(payload)}" if payload else name,
         "autoraysearch.experiment-dir": campaign.experiment_dir,
         "autoraysearch.branch": campaign.branch,
     }
-    payload = payload or {}
     value = payload.get("value", payload.get("best"))
     if payload.get("metric"):
         resource["autoraysearch.metric"] = str(payload["metric"])
     if value is not None:
-        resource["autoraysearch.value"] = f"{value:.6g}"
+        resource["autoraysearch.value"] = fmt(value)
     if payload.get("stop_reason"):
         resource["autoraysearch.stop-reason"] = str(payload["stop_reason"])
     return resource
+
+
+def headline(payload: dict[str, Any]) -> str:
+    """The event in one line: `new best val_acc=0.9397 (+0.0157)` or `reached 3 iterations; best val_acc=0.9397`."""
+    metric = payload.get("metric", "metric")
+    if "value" in payload:
+        return f"new best {metric}={fmt(payload['value'])} ({fmt(payload.get('delta'), signed=True)})"
+    best = f"best {metric}={fmt(payload.get('best'))}"
+    return f"{payload['stop_reason']}; {best}" if payload.get("stop_reason") else best
+
+
+def related_resources(payload: dict[str, Any]) -> list[dict[str, str]]:
+    """The payload's numbers as related resources: the UI's event card lists each one (`best val_acc=0.9397`)."""
+    metric = payload.get("metric", "metric")
+    shown = []
+    if payload.get("value") is not None:
+        shown.append(("value", f"{metric}={fmt(payload['value'])}"))
+    if payload.get("previous") is not None:
+        shown.append(("previous", f"previous best {metric}={fmt(payload['previous'])}"))
+    if payload.get("best") is not None:
+        shown.append(("best", f"best {metric}={fmt(payload['best'])}"))
+    if payload.get("stop_reason"):
+        shown.append(("stop-reason", f"stopped: {payload['stop_reason']}"))
+    # The UI's event card shows a related resource of a kind it does not know by its id: the id is the text.
+    return [
+        {"prefect.resource.id": name, "prefect.resource.role": f"autoraysearch-{role}", "prefect.resource.name": name}
+        for role, name in shown
+    ]
 
 
 def new_best_payload(log: ResultsLog, metric: str) -> dict[str, Any] | None:
@@ -91,7 +122,10 @@ def flush_events(timeout: float = FLUSH_TIMEOUT_S) -> None:
     try:
         from prefect.events.worker import EventsWorker
 
-        EventsWorker.drain_all(timeout=timeout, at_exit=False)
+        from autoraysearch.prefect_api import quiet_drain
+
+        with quiet_drain():
+            EventsWorker.drain_all(timeout=timeout, at_exit=False)
     except Exception as exc:
         logging.getLogger("autoraysearch").warning("could not send the campaign's events: %s", exc)
 
@@ -108,7 +142,7 @@ def _emit(event: str, campaign: Campaign, payload: dict[str, Any]) -> None:
     from prefect.events import emit_event
 
     try:
-        emit_event(event=event, resource=campaign_resource(campaign, payload),
+        emit_event(event=event, resource=campaign_resource(campaign, payload), related=related_resources(payload),
                    payload={**payload, "branch": campaign.branch, "experiment_dir": campaign.experiment_dir})
     except Exception as exc:  # an automation's trigger must never stop the campaign
         logging.getLogger("autoraysearch").warning("could not emit %s: %s", event, exc)

@@ -2,7 +2,8 @@
 
 Two experiments on one Prefect server must never share a name: the identity is the experiment folder
 (its name, plus a short hash of its full path, since many folders are called `exp`) and the campaign's
-tag (the branch without `autoraysearch/`). Everything here is pure but `tag_flow_run`.
+tag (the branch without `autoraysearch/`). Everything here is pure but what asks the Prefect API
+(`unique_run_name`, `tag_flow_run`).
 """
 
 from __future__ import annotations
@@ -63,17 +64,57 @@ def expected_branch(experiment_dir: str | Path, tag: str | None, today: date | N
     return existing or f"{BRANCH_PREFIX}{(today or date.today()).isoformat()}"
 
 
+def numbered_name(base: str, taken: list[str]) -> str:
+    """`alpha/2026-12-04`, or `alpha/2026-12-04 #2` (#3 …) when other runs already carry that name."""
+    numbers = set()
+    for name in taken:
+        if name == base:
+            numbers.add(1)
+        elif match := re.fullmatch(re.escape(base) + r" #(\d+)", name):
+            numbers.add(int(match.group(1)))
+    return f"{base} #{max(numbers) + 1}" if numbers else base
+
+
+def is_numbered(name: str, base: str) -> bool:
+    """Whether name is base itself or base with a run number."""
+    return name == base or re.fullmatch(re.escape(base) + r" #\d+", name) is not None
+
+
+def unique_run_name(base: str, own_id) -> str:
+    """base, numbered after the other flow runs of that name on the Prefect server (base itself if it cannot be asked)."""
+    try:
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+        with get_client(sync_client=True) as client:
+            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_=base)))
+        return numbered_name(base, [r.name for r in runs if str(r.id) != str(own_id)])
+    except Exception as exc:  # a name is a view: it must never stop the campaign
+        logging.getLogger("autoraysearch").warning("could not number the flow run's name: %s", exc)
+        return base
+
+
 def loop_run_name() -> str:
-    """The loop flow's `flow_run_name`: read from the run's parameters when Prefect creates it."""
+    """The loop flow's `flow_run_name`, read from the run's parameters when Prefect starts it: `alpha/2026-12-04 #2`."""
     from prefect.runtime import flow_run
 
     parameters = flow_run.parameters or {}
     folder = parameters.get("experiment_dir") or "."
-    return run_name(folder, expected_branch(folder, parameters.get("tag")))
+    return unique_run_name(run_name(folder, expected_branch(folder, parameters.get("tag"))), flow_run.id)
 
 
-def run_tags(branch: str) -> list[str]:
-    return [PRODUCT_TAG, f"campaign:{campaign_tag(branch)}"] if branch else [PRODUCT_TAG]
+def setup_run_name() -> str:
+    """The setup flow's `flow_run_name`: `alpha/set-up`, so that even its first log line names the experiment."""
+    from prefect.runtime import flow_run
+
+    parameters = flow_run.parameters or {}
+    return unique_run_name(run_name(parameters.get("experiment_dir") or ".", ""), flow_run.id)
+
+
+def run_tags(experiment_dir: str | Path, branch: str) -> list[str]:
+    """`autoraysearch`, `experiment:alpha` and `campaign:2026-12-04` (or `set-up`): a filter for each."""
+    experiment = f"experiment:{Path(experiment_dir).resolve().name}"
+    return [PRODUCT_TAG, experiment, f"campaign:{campaign_tag(branch)}" if branch else "set-up"]
 
 
 def tag_flow_run(experiment_dir: str, branch: str) -> None:
@@ -86,8 +127,10 @@ def tag_flow_run(experiment_dir: str, branch: str) -> None:
         if context is None or context.flow_run is None:
             return
         current = context.flow_run
-        tags = sorted(set(current.tags or []) | set(run_tags(branch)))
+        base = run_name(experiment_dir, branch)
+        name = current.name if is_numbered(current.name, base) else unique_run_name(base, current.id)
+        tags = sorted(set(current.tags or []) | set(run_tags(experiment_dir, branch)))
         with get_client(sync_client=True) as client:
-            client.update_flow_run(current.id, name=run_name(experiment_dir, branch), tags=tags)
+            client.update_flow_run(current.id, name=name, tags=tags)
     except Exception as exc:  # a name is a view: it must never stop the campaign
         logging.getLogger("autoraysearch").warning("could not name the flow run after the campaign: %s", exc)

@@ -4,10 +4,17 @@ The loop says which trials it is waiting for (`watching`); a `LiveView` thread i
 progress lines (`epoch=3/20 train_loss=0.41 val_acc=0.8123 elapsed_s=12.0`) from the logs on this
 machine and redraws a table (rich) at a terminal, or prints plain lines every 30 s elsewhere. The view
 never touches the loop: the loop only sets which trials run, and a view that fails to draw is silent.
+
+The table shares the terminal with the campaign's log lines: while it is drawn, every log handler
+writing to that terminal writes through the table's console, which prints each line above the table
+instead of letting the next redraw overwrite it.
 """
 
 from __future__ import annotations
 
+import io
+import logging
+import os
 import re
 import sys
 import threading
@@ -153,22 +160,26 @@ def plain_lines(rows: list[TrialRow], metric: str, best: str) -> list[str]:
 
 
 def rich_table(rows: list[TrialRow], metric: str, best: str):
+    """The trials as a table, then the best line under it (a whole line: a caption would wrap to the table's width)."""
+    from rich.console import Group
     from rich.table import Table
+    from rich.text import Text
 
     iterations = sorted({iteration_of(r.label) for r in rows}, key=lambda i: (len(i), i))
     table = Table(title=f"iteration {', '.join(iterations)}: {len(rows)} trial{'s' * (len(rows) != 1)} running",
-                  caption=best, title_justify="left", caption_justify="left")
+                  title_justify="left")
     for name, justify in (("trial", "left"), ("epoch", "right"), (metric, "right"), ("elapsed", "right"),
                           ("left", "right")):
         table.add_column(name, justify=justify)
     for row in rows:
+        # elapsed is the time since the loop started waiting, whether or not an epoch ended: it never jumps back.
         p = row.progress
         if p is None:
             table.add_row(row.label, "-", "-", format_seconds(row.waited_s), "?")
         else:
             table.add_row(row.label, f"{p.epoch}/{p.epochs}" if p.epochs else str(p.epoch), f"{p.value:.4f}",
-                          format_seconds(p.elapsed_s), format_seconds(p.seconds_left()))
-    return table
+                          format_seconds(row.waited_s), format_seconds(p.seconds_left()))
+    return Group(table, Text(best, no_wrap=False))
 
 
 # ---- the thread that draws it ----
@@ -184,6 +195,7 @@ class LiveView:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="autoraysearch-live-view", daemon=True)
         self._live = None
+        self._rerouted: list[_Rerouted] = []
 
     def start(self) -> LiveView:
         self._thread.start()
@@ -221,14 +233,19 @@ class LiveView:
             from rich.console import Console
             from rich.live import Live
 
-            self._live = Live(table, console=Console(file=self.stream), refresh_per_second=2, transient=True,
-                              redirect_stdout=False, redirect_stderr=False)
-            self._live.start()
+            ours = self.stream is sys.stdout  # print() goes above the table too, but only on our own stdout
+            live = Live(table, console=Console(file=self.stream), refresh_per_second=2, transient=True,
+                        redirect_stdout=ours, redirect_stderr=ours and _same_terminal(sys.stderr, self.stream))
+            self._rerouted = reroute_log_handlers(live.console, self.stream)  # before the first draw
+            live.start()
+            self._live = live
         else:
             self._live.update(table)
 
     def _close_live(self) -> None:
         live, self._live = self._live, None
+        rerouted, self._rerouted = self._rerouted, []
+        restore_log_handlers(rerouted)  # first: a line logged from now on goes straight to the terminal
         if live is not None:
             try:
                 live.stop()
@@ -245,6 +262,103 @@ class LiveView:
             return best_line(read_results_log(self.experiment_dir / RESULTS_FILE, settings.higher_is_better), metric)
         except Exception:
             return "best: not readable yet"
+
+
+# ---- log lines above the table ----
+
+
+@dataclass
+class _Rerouted:
+    """A log handler writing through the table's console, and the stream it wrote to before."""
+
+    handler: logging.StreamHandler
+    stream: TextIO
+    proxy: TextIO
+
+
+def terminal_log_handlers(terminal: TextIO) -> list[logging.StreamHandler]:
+    """The log handlers of this process that write to the same terminal as `terminal`."""
+    loggers = [logging.getLogger()] + [
+        logger for logger in list(logging.Logger.manager.loggerDict.values()) if isinstance(logger, logging.Logger)
+    ]
+    found: list[logging.StreamHandler] = []
+    for logger in loggers:
+        for handler in list(logger.handlers):
+            if (isinstance(handler, logging.StreamHandler) and handler not in found
+                    and _same_terminal(handler.stream, terminal)):
+                found.append(handler)
+    return found
+
+
+class AboveTable(io.TextIOBase):
+    """A stream whose whole lines the live table's console prints above the table (colours kept)."""
+
+    def __init__(self, console, terminal: TextIO):
+        super().__init__()
+        self._console = console
+        self._terminal = terminal
+        self._partial = ""
+
+    def write(self, text: str) -> int:
+        from rich.text import Text
+
+        *lines, self._partial = (self._partial + text).split("\n")
+        if lines:
+            self._console.print(Text("\n").join(Text.from_ansi(line) for line in lines), soft_wrap=True)
+        return len(text)
+
+    def flush(self) -> None:
+        if self._partial:
+            self.write("\n")
+
+    def isatty(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._terminal.fileno()
+
+
+def reroute_log_handlers(console, terminal: TextIO) -> list[_Rerouted]:
+    """Make the terminal's log handlers print through `console`, whose live table then stays below their lines."""
+    rerouted = []
+    for handler in terminal_log_handlers(terminal):
+        proxy = AboveTable(console, handler.stream)
+        rerouted.append(_Rerouted(handler, handler.stream, proxy))
+        _set_stream(handler, proxy)
+    return rerouted
+
+
+def restore_log_handlers(rerouted: list[_Rerouted]) -> None:
+    for entry in rerouted:
+        try:
+            _set_stream(entry.handler, entry.stream)
+            entry.proxy.flush()  # a line still without its newline
+        except Exception:
+            pass
+
+
+def _set_stream(handler: logging.StreamHandler, stream: TextIO) -> None:
+    """Point the handler (and a rich handler's own console, as Prefect's has) at stream, between two records."""
+    handler.acquire()
+    try:
+        handler.stream = stream
+        console = getattr(handler, "console", None)
+        if console is not None and hasattr(console, "file"):
+            console.file = stream
+    finally:
+        handler.release()
+
+
+def _same_terminal(stream: TextIO | None, terminal: TextIO) -> bool:
+    """Whether stream shows on the terminal: the same object, or a file descriptor on the same tty device."""
+    if stream is None or not _is_terminal(stream):
+        return False
+    if stream is terminal:
+        return True
+    try:
+        return os.fstat(stream.fileno()).st_rdev == os.fstat(terminal.fileno()).st_rdev
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return False
 
 
 def _is_terminal(stream: TextIO) -> bool:

@@ -1,8 +1,10 @@
-"""The campaign's progress plot: every experiment a dot, the running best a line, kept changes labelled."""
+"""The campaign's progress plot: every experiment a dot, the running best a line, kept changes labelled,
+the keep bar each candidate had to clear, pruned candidates at their last epoch's value."""
 
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +15,9 @@ MAX_TICKS = 40  # iteration labels on the x axis before only every n-th one is w
 DESCRIBED_KEEPS = 12  # beyond this many kept changes, labels name only the iteration: they stay legible
 STATUS_COLOURS = {"baseline": "black", "keep": "tab:green", "discard": "tab:gray"}
 OTHER_COLOUR = "tab:orange"
+PRUNED_COLOUR = "tab:olive"
+# The description of a pruned row ends with where it stopped: "(pruned at epoch 1/2: val_acc=0.4100, best had …)".
+_PRUNED_AT = re.compile(r"pruned at epoch [^:()]*: [^=\s]+=(-?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)")
 
 
 @dataclass(frozen=True)
@@ -23,15 +28,23 @@ class ProgressPoints:
     failed: tuple[int, ...]  # x of experiments without a metric (crash, timeout, stopped)
     best: tuple[tuple[int, float], ...]  # (x, best so far) from the baseline on
     kept: tuple[tuple[int, float, str], ...]  # (x, metric, label) of every kept change
+    pruned: tuple[tuple[int, float], ...] = ()  # (x, value at the last epoch it trained) of each pruned candidate
+    bars: tuple[tuple[int, float], ...] = ()  # (x, the value a keep needed to beat) where the log says
 
 
 def progress_points(log: ResultsLog) -> ProgressPoints:
     """Experiments in results-log order; the best so far moves only on the baseline and kept rows."""
-    scored, failed, best, kept = [], [], [], []
+    scored, failed, best, kept, pruned, bars = [], [], [], [], [], []
     current: float | None = None
     better = max if log.higher_is_better else min
     for x, row in enumerate(log.rows):
-        if row.metric is None:
+        needed = _number(row.extra.get("needed", ""))
+        if needed is not None and current is not None:
+            bars.append((x, current + needed))  # against the best before this row
+        last_epoch = _PRUNED_AT.search(row.description) if row.status == "pruned" else None
+        if row.metric is None and last_epoch is not None:
+            pruned.append((x, float(last_epoch.group(1))))
+        elif row.metric is None:
             failed.append(x)
         else:
             scored.append((x, row.metric, row.status))
@@ -43,7 +56,14 @@ def progress_points(log: ResultsLog) -> ProgressPoints:
             best.append((x, current))
     described = len(kept) <= DESCRIBED_KEEPS
     labels = [(x, y, f"{r.iteration}: {_shorten(r.description)}" if described else r.iteration) for x, y, r in kept]
-    return ProgressPoints(tuple(scored), tuple(failed), tuple(best), tuple(labels))
+    return ProgressPoints(tuple(scored), tuple(failed), tuple(best), tuple(labels), tuple(pruned), tuple(bars))
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 def _shorten(text: str) -> str:
@@ -69,15 +89,22 @@ def progress_figure(log: ResultsLog, metric: str):
         xs, ys, statuses = zip(*points.scored)
         colours = [STATUS_COLOURS.get(s, OTHER_COLOUR) for s in statuses]
         ax.scatter(xs, ys, c=colours, s=28, zorder=3, label="experiment (green: kept, grey: discarded)")
+    if points.pruned:
+        px, py = zip(*points.pruned)
+        ax.scatter(px, py, marker="v", c=PRUNED_COLOUR, s=34, zorder=3, label="pruned (value at its last epoch)")
     if points.failed:
         # No metric to place them by: crosses along the bottom edge, so every experiment shows.
         ax.scatter(points.failed, [0.0] * len(points.failed), transform=ax.get_xaxis_transform(),
                    marker="x", c="tab:red", s=28, clip_on=False, zorder=3, label="no metric (crash, timeout)")
+    if points.bars:
+        # The bar each candidate had to clear, as the keep rule computed it: a short dash above its dot.
+        ax.scatter(*zip(*points.bars), marker="_", c="tab:green", s=160, linewidths=1.5, zorder=2,
+                   label="keep bar (best + the gain a keep needed)")
     if points.best:
         bx, by = zip(*points.best)
         ax.step(bx, by, where="post", color="tab:green", linewidth=1.5, label="best so far")
         noise = campaign_noise(log.rows)
-        if noise.measured:
+        if noise.measured and not points.bars:  # an older log without the bars: the noise is the hint left
             low = [y - noise.sigma for y in by]
             high = [y + noise.sigma for y in by]
             ax.fill_between(bx, low, high, step="post", color="tab:green", alpha=0.15, linewidth=0,
@@ -87,8 +114,9 @@ def progress_figure(log: ResultsLog, metric: str):
         ax.annotate(label, (x, y), xytext=(-4 if x > right else 4, 6), textcoords="offset points", fontsize=8,
                     ha="right" if x > right else "left")
     best = log.best()
+    experiments = sum(r.status != "baseline" for r in log.rows)
     ax.set_title(f"{metric}: best {f'{best.metric:.4g}' if best else 'none yet'} after "
-                 f"{sum(r.status != 'baseline' for r in log.rows)} experiments", fontsize=11)
+                 f"{experiments} experiment{'s' * (experiments != 1)}", fontsize=11)
     ax.set_xlabel("iteration")
     ax.set_ylabel(metric)
     step = max(1, -(-len(log.rows) // MAX_TICKS))  # every label while they fit, then every step-th
@@ -96,8 +124,8 @@ def progress_figure(log: ResultsLog, metric: str):
     ax.set_xticks(ticks, [log.rows[i].iteration for i in ticks], fontsize=8, rotation=0 if len(ticks) <= 20 else 45)
     ax.margins(x=0.04, y=0.15)  # room for the labels of kept changes
     ax.grid(alpha=0.3)
-    if points.scored or points.failed:
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=4, fontsize=8, frameon=False)
+    if points.scored or points.failed or points.pruned:
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, fontsize=8, frameon=False)
     return figure
 
 

@@ -3,34 +3,43 @@
 from __future__ import annotations
 
 from autoraysearch.campaign.noise import campaign_noise
-from autoraysearch.campaign.results_log import COLUMNS, ResultsLog, format_number
+from autoraysearch.campaign.results_log import ResultsLog
+from autoraysearch.views.step_logs import beyond, fmt
 
-DESCRIPTION_WIDTH = 70
+DESCRIPTION_WIDTH = 120  # the last column: a longer one wraps at the terminal's edge, and its reason is kept
+HEADER = ("iteration", "commit", "metric", "delta", "needed", "status", "description")
+
+
+def needed_cell(text: str) -> str:
+    """The results log's `needed` cell as people read it: `> +0.0518`; empty when nothing was needed."""
+    try:
+        return beyond(float(text))
+    except ValueError:
+        return ""
 
 
 def format_table(log: ResultsLog, last: int | None = None) -> str:
-    """The results log as an aligned table, newest rows last."""
+    """The results log as an aligned table, newest rows last; each delta beside the one a keep needed."""
+    from autoraysearch.views.artifacts import short
+
     rows = log.rows[-last:] if last else log.rows
-    cells = [list(COLUMNS)] + [
+    cells = [list(HEADER)] + [
         [
             r.iteration,
             r.commit,
-            format_number(r.metric),
-            "0.0" if r.status == "baseline" else format_number(r.delta, signed=True),
+            fmt(r.metric).replace("—", "-"),
+            "0" if r.status == "baseline" else fmt(r.delta, signed=True).replace("—", "-"),
+            needed_cell(r.extra.get("needed", "")),
             r.status,
-            _shorten(r.description),
+            short(r.description, DESCRIPTION_WIDTH),
         ]
         for r in rows
     ]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(COLUMNS))]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(HEADER))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
     if last and len(log.rows) > last:
         lines.insert(1, f"... {len(log.rows) - last} earlier rows in the results log")
     return "\n".join(lines)
-
-
-def _shorten(text: str) -> str:
-    return text if len(text) <= DESCRIPTION_WIDTH else text[: DESCRIPTION_WIDTH - 1] + "…"
 
 
 def best_line(log: ResultsLog, metric: str) -> str:
@@ -41,5 +50,5 @@ def best_line(log: ResultsLog, metric: str) -> str:
     kept = sum(r.status == "keep" for r in log.rows)
     experiments = sum(r.status != "baseline" for r in log.rows)
     noise = campaign_noise(log.rows)
-    return (f"best {metric}={format_number(best.metric)} from {where}; {kept} kept of {experiments} experiments; "
-            f"{noise.describe()}")
+    return (f"best {metric}={fmt(best.metric)} from {where}; {kept} kept of {experiments} "
+            f"experiment{'s' * (experiments != 1)}; {noise.describe()}")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import TextIO
 
-from autoraysearch.views.report import best_line
-from autoraysearch.campaign.results_log import ResultsLog, format_number
+from autoraysearch.views.report import best_line, needed_cell
+from autoraysearch.campaign.results_log import ResultsLog
+from autoraysearch.views.step_logs import fmt
 
 STATUS_STYLES = {"keep": "green", "baseline": "cyan", "discard": "dim", "crash": "red", "timeout": "red",
                  "pruned": "yellow", "stopped": "yellow"}
@@ -19,15 +20,15 @@ def results_table(log: ResultsLog, metric: str, last: int | None = None):
     best = log.best()
     table = Table(title="results", title_justify="left")
     for name, justify in (("iteration", "right"), ("commit", "left"), (metric, "right"), ("delta", "right"),
-                          ("status", "left"), ("description", "left")):
+                          ("needed", "right"), ("status", "left"), ("description", "left")):
         table.add_column(name, justify=justify, overflow="fold" if name == "description" else "ellipsis")
     if last and len(log.rows) > last:
         table.caption = f"{len(log.rows) - last} earlier rows in the results log"
     for row in rows:
-        delta = "0.0" if row.status == "baseline" else format_number(row.delta, signed=True)
+        delta = "0" if row.status == "baseline" else fmt(row.delta, signed=True)
         status = f"[{STATUS_STYLES.get(row.status, '')}]{row.status}[/]" if row.status in STATUS_STYLES else row.status
-        table.add_row(row.iteration, row.commit, format_number(row.metric), delta, status, row.description,
-                      style="bold" if row is best else None)
+        table.add_row(row.iteration, row.commit, fmt(row.metric), delta, needed_cell(row.extra.get("needed", "")),
+                      status, row.description, style="bold" if row is best else None)
     return table
 
 

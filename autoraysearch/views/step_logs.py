@@ -52,20 +52,54 @@ def proposal_lines(ideas: Ideas, base_source: str, model_py: str = "model.py") -
     return lines
 
 
+def needed_delta(bar: Bar, result: TrialResult) -> float | None:
+    """The delta a keep needed against the best (negative for a lower-is-better metric); None with no best yet."""
+    if not bar.best_runs or result.metric is None:
+        return None
+    needed = bar.margin(max(1, len(result.runs)))
+    return needed if bar.higher_is_better else -needed
+
+
+def beyond(needed: float) -> str:
+    """`> +0.0518` for a metric that must rise, `< -0.0518` for one that must fall, `> 0` with no margin."""
+    if abs(needed) < 5e-5:
+        return "> 0" if needed >= 0 else "< 0"
+    return f"> {fmt(needed, signed=True)}" if needed > 0 else f"< {fmt(needed, signed=True)}"
+
+
+def failure_reason(result: TrialResult) -> str:
+    """Why a trial has no verdict on its metric: the last line of its error (`pruned at epoch 1/2: …`)."""
+    why = (result.error or "").strip().splitlines()
+    return why[-1] if why else result.status
+
+
 def verdict_line(result: TrialResult, verdict: Verdict, bar: Bar, metric: str, best_sha: str) -> str:
-    """`2 keep: val_acc=0.9387 (+0.012 over the best 0.9267; needed > +0.004); best val_acc=0.9387 at 1a2b3c4`."""
+    """`2 keep: val_acc=0.9387 (+0.012 against the best 0.9267; a keep needs > +0.004); best val_acc=0.9387 at 1a2b3c4`."""
     head = f"{result.label} {verdict.status}: "
     if result.metric is None:
-        why = (result.error or result.status).strip().splitlines()
-        what = f"no {metric} ({why[-1] if why else result.status})"
+        what = f"no {metric} ({failure_reason(result)})"
     else:
         runs = f" over {len(result.runs)} seeds" if len(result.runs) > 1 else ""
         what = f"{metric}={fmt(result.metric)}{runs}"
-        if bar.best_runs:
-            needed = bar.margin(max(1, len(result.runs)))
-            what += f" ({fmt(verdict.delta, signed=True)} against the best {fmt(bar.best_mean)}; a keep needs > " \
-                    f"{fmt(needed if bar.higher_is_better else -needed, signed=True)})"
+        needed = needed_delta(bar, result)
+        if needed is not None:
+            what += f" ({fmt(verdict.delta, signed=True)} against the best {fmt(bar.best_mean)}; a keep needs " \
+                    f"{beyond(needed)})"
     return f"{head}{what}; best {metric}={fmt(verdict.best_metric)} at {best_sha[:7]}"
+
+
+def candidate_line(result: TrialResult, verdict: Verdict, bar: Bar, metric: str, description: str) -> str:
+    """The flow's line per candidate, with the reason of its verdict.
+
+    `2 discard val_acc=0.9553 (+0.0157, a keep needs > +0.0518): wider conv`;
+    `3 pruned val_acc=— (pruned at epoch 1/2: val_acc=0.41, the best had 0.80 there): deeper`.
+    """
+    head = f"{result.label} {verdict.status} {metric}={fmt(result.metric)}"
+    if result.metric is None or result.status != "ok":
+        return f"{head} ({failure_reason(result)}): {description}"
+    needed = needed_delta(bar, result)
+    why = fmt(verdict.delta, signed=True) + (f", a keep needs {beyond(needed)}" if needed is not None else "")
+    return f"{head} ({why}): {description}"
 
 
 def iteration_summary(iteration: int, statuses: list[str], best: float | None, best_sha: str, metric: str,
