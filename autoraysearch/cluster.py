@@ -19,6 +19,7 @@ from prefect_ray.context import RemoteOptionsContext, remote_options
 from prefect_ray.task_runners import PrefectRayFuture
 
 from autoraysearch.errors import AutoraysearchError
+from autoraysearch.trials import sandbox
 from autoraysearch.local_cluster import found_local_cluster
 from autoraysearch.prefect_api import current_api_url, mark_task_run_crashed, quiet_completed_task_runs, send_queued_logs
 
@@ -230,21 +231,6 @@ def _hide_worker_secrets() -> None:
         _WORKER_PREFECT["secrets_hidden"] = True
 
 
-@contextlib.contextmanager
-def without_secrets() -> Iterator[None]:
-    """Processes started inside (Ray's own, a local Prefect server) inherit none of the campaign's keys.
-
-    Workers still get the Prefect key they need through the runtime environment, and hide it at once.
-    """
-    from autoraysearch.trials.sandbox import is_secret
-
-    hidden = {name: os.environ.pop(name) for name in list(os.environ) if is_secret(name) and name != "RAY_AUTH_TOKEN"}
-    try:
-        yield
-    finally:
-        os.environ.update(hidden)
-
-
 def lost_worker_retries(task_retries: int | None) -> int:
     """How often Ray re-runs a step whose worker was lost: as often as the step allows retries at all.
 
@@ -419,7 +405,7 @@ def connect(address: str, kwargs: dict[str, Any]) -> None:
 
     refuse_unreachable(address)
     try:
-        with local_ray_in_own_session(address == "local"), keeping_sigterm_handler(), without_secrets():
+        with local_ray_in_own_session(address == "local"), keeping_sigterm_handler(), sandbox.without_secrets():
             ray.init(None if address == "auto" else address, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         ray.shutdown()

@@ -55,7 +55,7 @@ def local_prefect_api() -> Iterator[str]:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from prefect.server.api.server import SubprocessASGIServer
 
-    from autoraysearch.cluster import without_secrets
+    from autoraysearch.trials.sandbox import without_secrets
 
     server = SubprocessASGIServer()
     with server_in_own_session(), without_secrets():

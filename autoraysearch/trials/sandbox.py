@@ -25,6 +25,7 @@ callers report that in their outcome.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import fnmatch
 import os
@@ -93,6 +94,19 @@ def is_secret(name: str) -> bool:
     extra = [p.strip().upper() for p in os.environ.get(EXTRA_SECRETS_ENV, "").split(",") if p.strip()]
     upper = name.upper()
     return upper in SECRET_ENV or any(fnmatch.fnmatchcase(upper, pattern) for pattern in (*SECRET_PATTERNS, *extra))
+
+
+@contextlib.contextmanager
+def without_secrets():
+    """Processes started inside (Ray's own, a local Prefect server) inherit none of the campaign's keys.
+
+    Ray workers still get the Prefect key they need through the runtime environment, and hide it at once.
+    """
+    hidden = {name: os.environ.pop(name) for name in list(os.environ) if is_secret(name) and name != "RAY_AUTH_TOKEN"}
+    try:
+        yield
+    finally:
+        os.environ.update(hidden)
 
 
 def trial_environment(environ) -> dict:
