@@ -70,7 +70,9 @@ def main() -> None:
     for name, values in seconds.items():
         print(f"  {name:26s} median {medians[name]:6.2f} s   runs {' '.join(f'{v:.2f}' for v in values)}")
     before, after = medians["single process (before)"], medians["judge + model side"]
-    print(f"  the judge adds {after - before:+.2f} s per trial ({after / before:.2f}x)")
+    paired = statistics.median(b - a for a, b in zip(seconds["single process (before)"], seconds["judge + model side"]))
+    print(f"  the judge adds {after - before:+.2f} s per trial ({after / before:.2f}x); "
+          f"median of the paired differences {paired:+.2f} s")
 
 
 if __name__ == "__main__":
