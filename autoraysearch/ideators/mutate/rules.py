@@ -1,10 +1,10 @@
 """The offline ideator's single edits, found by reading model.py's syntax tree.
 
 Every rule finds spots in the source (a layer size, an activation, a dropout rate...) and
-rewrites only the text of those spots, so the user's comments and layout survive. A rule makes
-an edit only when it can tell from the code alone that the model still builds: a layer made
-wider carries its new size to the layers that consume it, or the edit is not proposed.
-Nothing here imports torch or runs the model.
+rewrites only the text of those spots, so the user's comments and layout survive. The first rules
+make an edit only when they can tell from the code that the model still builds (a layer made wider
+carries its new size to the layers that consume it); the number and structure rules propose more
+freely and leave the verdict to the build check (see checking). Nothing here runs the model.
 """
 
 from __future__ import annotations
@@ -14,12 +14,15 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from autoraysearch.campaign.model_source import check_model_source, defines_model, fingerprint
+from autoraysearch.ideators.mutate.arms import BOLD_PREFIX, describe, direction_from
 from autoraysearch.ideators.mutate.layers import activation_rule, dropout_rule, kernel_rule, norm_rule
+from autoraysearch.ideators.mutate.numbers import number_rule, sequence_length_changes
 from autoraysearch.ideators.mutate.reading import ModelFile
 from autoraysearch.ideators.mutate.sizes import depth_rule, width_rule
 from autoraysearch.ideators.mutate.source import SMALL_STEPS, Change, Steps
-
-BOLD_PREFIX = "bold: "
+from autoraysearch.ideators.mutate.structure import (
+    dropout_insert_rule, layer_insert_rule, named_choice_rule, norm_insert_rule, pooling_rule, residual_rule,
+)
 
 RULES: tuple[Callable[[ModelFile], Iterator[Change]], ...] = (
     width_rule,
@@ -28,6 +31,14 @@ RULES: tuple[Callable[[ModelFile], Iterator[Change]], ...] = (
     dropout_rule,
     norm_rule,
     kernel_rule,
+    number_rule,
+    sequence_length_changes,
+    named_choice_rule,
+    pooling_rule,
+    norm_insert_rule,
+    dropout_insert_rule,
+    layer_insert_rule,
+    residual_rule,
 )
 
 
@@ -58,7 +69,8 @@ def propose_mutations(source: str, steps: Steps = SMALL_STEPS) -> list[Mutation]
             if key in seen or not _still_a_model(new_source):
                 continue
             seen.add(key)
-            mutations.append(Mutation(change.kind, prefix + change.description, new_source))
+            direction = change.direction or direction_from(change.description)
+            mutations.append(Mutation(change.kind, prefix + describe(change.kind, direction, change.description), new_source))
     return mutations
 
 
