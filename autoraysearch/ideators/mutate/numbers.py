@@ -237,3 +237,68 @@ def _size_sequences(model: ModelFile) -> Iterator[tuple[ast.Tuple | ast.List, st
         for arg, default in pairs:
             if wanted(default, arg.arg):
                 yield default, f"{cls.name}.__init__ default {arg.arg}"
+
+
+def optional_keyword_rule(model: ModelFile) -> Iterator[Change]:
+    """Parameters a torch.nn layer takes but the file leaves at their default (num_layers, bias, norm_first...), set."""
+    for layer in model.layers:
+        if not layer.cls or any(isinstance(a, ast.Starred) for a in layer.call.args):
+            continue
+        names = parameter_names(layer.cls)
+        passed = set(names[: len(layer.call.args)]) | {k.arg for k in layer.call.keywords}
+        if None in passed:
+            continue  # **kwargs: what is passed is unknown
+        for name, default in optional_parameters(layer.cls).items():
+            if name in passed:
+                continue
+            if name == "activation":
+                values: list = ["gelu"]
+            elif type(default) is bool:
+                values = [not default]
+            else:
+                kind = kind_of(name, default)
+                values = new_values(kind, default, model.steps.bold) if kind else []
+            for value in values:
+                keyword = f"{name}={value!r}"
+                at = model.text.end(layer.call) - 1  # before the closing parenthesis
+                separator = ", " if layer.call.args or layer.call.keywords else ""
+                kind = kind_of(name, default) if type(default) in (int, float) else "option"
+                direction = "swap" if kind == "option" else ("up" if value > default else "down")
+                yield Change(kind or "option", f"{layer.spot} {layer.cls} {keyword} (default {default!r})",
+                             (Edit(at, at, separator + keyword),), direction)
+
+
+# Layers whose signature is (*args, **kwargs): the options torch documents for them.
+RECURRENT_OPTIONS = {"num_layers": 1, "bias": True, "dropout": 0.0, "bidirectional": False}
+# Options that change what the layer means to the code around it, or nothing a user would tune.
+NOT_OPTIONS = {
+    "batch_first", "inplace", "device", "dtype", "padding_mode", "return_indices", "ceil_mode", "proj_size",
+    "enable_nested_tensor", "mask_check", "track_running_stats", "elementwise_affine", "affine", "eps",
+    "layer_norm_eps", "momentum", "count_include_pad", "divisor_override", "sparse", "scale_grad_by_freq",
+    "max_norm", "norm_type", "padding_idx", "_weight", "_freeze", "align_corners", "recompute_scale_factor",
+    "approximate", "dim", "start_dim", "end_dim", "groups", "dilation", "padding", "output_padding", "add_bias_kv",
+    "add_zero_attn", "kdim", "vdim", "encoder_layer", "norm", "custom_encoder", "custom_decoder",
+}
+
+
+@lru_cache(maxsize=512)
+def optional_parameters(cls: str) -> dict[str, object]:
+    """The tunable parameters of torch.nn class `cls` that have a number, a bool or an activation as default."""
+    if cls in ("GRU", "LSTM", "RNN"):
+        return dict(RECURRENT_OPTIONS)
+    import torch.nn
+
+    target = getattr(torch.nn, cls, None)
+    if not inspect.isclass(target):
+        return {}
+    try:
+        parameters = inspect.signature(target.__init__).parameters.values()
+    except (TypeError, ValueError):
+        return {}
+    found = {}
+    for p in parameters:
+        if p.name in NOT_OPTIONS or p.default is p.empty:
+            continue
+        if type(p.default) in (int, float, bool) or (p.name == "activation" and callable(p.default)):
+            found[p.name] = p.default
+    return found

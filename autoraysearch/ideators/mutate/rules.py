@@ -16,12 +16,13 @@ from typing import Callable, Iterator
 from autoraysearch.campaign.model_source import check_model_source, defines_model, fingerprint
 from autoraysearch.ideators.mutate.arms import BOLD_PREFIX, describe, direction_from
 from autoraysearch.ideators.mutate.layers import activation_rule, dropout_rule, kernel_rule, norm_rule
-from autoraysearch.ideators.mutate.numbers import number_rule, sequence_length_changes
+from autoraysearch.ideators.mutate.numbers import number_rule, optional_keyword_rule, sequence_length_changes
 from autoraysearch.ideators.mutate.reading import ModelFile
 from autoraysearch.ideators.mutate.sizes import depth_rule, width_rule
 from autoraysearch.ideators.mutate.source import SMALL_STEPS, Change, Steps
 from autoraysearch.ideators.mutate.structure import (
-    dropout_insert_rule, layer_insert_rule, named_choice_rule, norm_insert_rule, pooling_rule, residual_rule,
+    dropout_insert_rule, head_rule, layer_insert_rule, named_choice_rule, norm_insert_rule, pooling_rule,
+    recurrent_rule, residual_rule,
 )
 
 RULES: tuple[Callable[[ModelFile], Iterator[Change]], ...] = (
@@ -32,12 +33,15 @@ RULES: tuple[Callable[[ModelFile], Iterator[Change]], ...] = (
     norm_rule,
     kernel_rule,
     number_rule,
+    optional_keyword_rule,
     sequence_length_changes,
     named_choice_rule,
     pooling_rule,
     norm_insert_rule,
     dropout_insert_rule,
     layer_insert_rule,
+    head_rule,
+    recurrent_rule,
     residual_rule,
 )
 

@@ -23,6 +23,7 @@ POOL_SWAPS = {"MaxPool": "AvgPool", "AvgPool": "MaxPool", "AdaptiveAvgPool": "Ad
               "AdaptiveMaxPool": "AdaptiveAvgPool"}
 FUNCTIONAL_POOL_SWAPS = {"max_pool": "avg_pool", "avg_pool": "max_pool",
                          "adaptive_avg_pool": "adaptive_max_pool", "adaptive_max_pool": "adaptive_avg_pool"}
+RECURRENT = ("GRU", "LSTM", "RNN")
 NORM_REPLACEMENTS = {"LayerNorm": ("RMSNorm",), "RMSNorm": ("LayerNorm",)}
 
 
@@ -46,7 +47,7 @@ def dropout_insert_rule(model: ModelFile) -> Iterator[Change]:
     """Dropout before each hidden linear or convolutional layer that has none before it."""
     rate = 0.3 if model.steps.bold else 0.1
     sized = [layer for layer in model.layers if layer.cls in SIZED]
-    for layer in sized[1:]:
+    for layer in sized:
         if not is_plain(layer.call) or _previous_is(model, layer, DROPOUT_MODULES):
             continue
         spelling, imports = model.names.nn_class("Dropout", layer.call.func, model.text)
@@ -99,6 +100,41 @@ def residual_rule(model: ModelFile) -> Iterator[Change]:
             continue
         edit = model.text.replace(layer.call, f"{RESIDUAL_CLASS}({model.text.segment(layer.call)})")
         yield Change("residual", f"{layer.spot} {name} inside a residual connection", (edit, *helper), "add")
+
+
+def head_rule(model: ModelFile) -> Iterator[Change]:
+    """Before the output layer: a hidden layer of its input's width, or a normalisation."""
+    sized = [layer for layer in model.layers if layer.cls == "Linear" and is_plain(layer.call)]
+    if not sized:
+        return
+    head = sized[-1]
+    width_node = head.arg(*SIZED["Linear"][0])
+    if width_node is None:
+        return
+    width = model.text.segment(width_node)
+    prefix, imports = _nn_prefix(model, head)
+    activation = _first_activation(model)
+    head_text = model.text.segment(head.call)
+    sequential = _sequential(model, head)
+    times = 2 if model.steps.bold else 1
+    hidden = ", ".join([f"{prefix}Linear({width}, {width}), {prefix}{activation}()"] * times)
+    yield Change("layer", f"{head.spot} Linear gets {times} hidden Linear({width}, {width}) before it",
+                 (model.text.replace(head.call, f"{sequential}({hidden}, {head_text})"), *imports), "up")
+    if not _previous_is(model, head, set(NORM_SIZE)):
+        for norm in (f"LayerNorm({width})", f"BatchNorm1d({width})"):
+            yield Change("norm", f"{head.spot} Linear gets {norm} before it",
+                         (model.text.replace(head.call, f"{sequential}({prefix}{norm}, {head_text})"), *imports), "add")
+
+
+def recurrent_rule(model: ModelFile) -> Iterator[Change]:
+    """GRU <-> LSTM <-> RNN, keeping the arguments: each returns (output, state) the same way."""
+    for layer in model.layers:
+        if layer.cls in RECURRENT:
+            for cls in RECURRENT:
+                if cls != layer.cls:
+                    spelling, imports = model.names.nn_class(cls, layer.call.func, model.text)
+                    edit = model.text.replace(layer.call.func, spelling)
+                    yield Change("cell", f"{layer.spot} {layer.cls} -> {cls}", (edit, *imports), "swap")
 
 
 def pooling_rule(model: ModelFile) -> Iterator[Change]:
