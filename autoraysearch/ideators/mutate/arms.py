@@ -22,8 +22,13 @@ Arm = tuple[str, str]
 
 def describe(kind: str, direction: str, text: str) -> str:
     """A single edit's description: its kind and direction, then what changed."""
-    text = text.removeprefix(f"{kind} ")
     return f"{kind} {direction}: {text}" if direction else f"{kind}: {text}"
+
+
+def change_text(description: str) -> str:
+    """A single edit's description without its kind and direction: what changed."""
+    match = _ARM.match(description.removeprefix(BOLD_PREFIX))
+    return description.removeprefix(BOLD_PREFIX)[match.end():] if match else description
 
 
 def direction_from(text: str) -> str:

@@ -61,7 +61,8 @@ def check(path):
         return False, "non-finite output", parameters
     model.train()
     loss = model(batch).float().pow(2).mean()
-    loss.backward()
+    if loss.requires_grad:  # a model without parameters has nothing to train
+        loss.backward()
     return True, "", parameters
 
 for name in args["files"]:

@@ -264,7 +264,8 @@ def optional_keyword_rule(model: ModelFile) -> Iterator[Change]:
                 separator = ", " if layer.call.args or layer.call.keywords else ""
                 kind = kind_of(name, default) if type(default) in (int, float) else "option"
                 direction = "swap" if kind == "option" else ("up" if value > default else "down")
-                yield Change(kind or "option", f"{layer.spot} {layer.cls} {keyword} (default {default!r})",
+                shown = getattr(default, "__name__", None) or repr(default)  # a function's repr holds its address
+                yield Change(kind or "option", f"{layer.spot} {layer.cls} {keyword} (default {shown})",
                              (Edit(at, at, separator + keyword),), direction)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable, Iterator
 
 from autoraysearch.campaign.model_source import check_model_source, defines_model, fingerprint
@@ -25,13 +26,12 @@ from autoraysearch.ideators.mutate.structure import (
     recurrent_rule, residual_rule,
 )
 
-RULES: tuple[Callable[[ModelFile], Iterator[Change]], ...] = (
-    width_rule,
-    depth_rule,
-    activation_rule,
-    dropout_rule,
-    norm_rule,
-    kernel_rule,
+Rule = Callable[[ModelFile], Iterator[Change]]
+# Rules whose edits build whenever the model did: they prove it from the code.
+PROVEN_RULES: tuple[Rule, ...] = (width_rule, depth_rule, activation_rule, dropout_rule, norm_rule, kernel_rule)
+RULES: tuple[Rule, ...] = (
+    *PROVEN_RULES,
+    # Rules that propose wherever an edit could fit: the build check has the last word.
     number_rule,
     optional_keyword_rule,
     sequence_length_changes,
@@ -60,13 +60,19 @@ class Mutation:
         return tuple(self.kind.split("+"))
 
 
-def propose_mutations(source: str, steps: Steps = SMALL_STEPS) -> list[Mutation]:
-    """Every single edit the rules can make to this model.py, in a deterministic order."""
+def propose_mutations(source: str, steps: Steps = SMALL_STEPS, rules: tuple[Rule, ...] = RULES) -> list[Mutation]:
+    """Every single edit the rules can make to this model.py, in a deterministic order; not all need build."""
+    return list(_proposals(source, steps, rules))
+
+
+@lru_cache(maxsize=4096)
+def _proposals(source: str, steps: Steps, rules: tuple[Rule, ...]) -> tuple[Mutation, ...]:
+    """propose_mutations, remembered: combining edits reads the same models again and again."""
     model = ModelFile(source, check_model_source(source), steps)
     prefix = BOLD_PREFIX if steps.bold else ""
     seen = {fingerprint(source)}
     mutations = []
-    for rule in RULES:
+    for rule in rules:
         for change in rule(model):
             new_source = model.text.apply(change.edits)
             key = fingerprint(new_source)
@@ -75,7 +81,7 @@ def propose_mutations(source: str, steps: Steps = SMALL_STEPS) -> list[Mutation]
             seen.add(key)
             direction = change.direction or direction_from(change.description)
             mutations.append(Mutation(change.kind, prefix + describe(change.kind, direction, change.description), new_source))
-    return mutations
+    return tuple(mutations)
 
 
 def _still_a_model(source: str) -> bool:

@@ -2,17 +2,18 @@
 
 Proposals come in tiers, each used when the ones before it have nothing untried left:
 
-1. pairs of near misses: the changes of the best discards, tried together;
-2. single edits with small steps (x2 widths, one block more, a swapped activation, a norm added...);
-3. single edits with bold steps (x4 widths, two more layers, dropout +-0.2...);
-4. pairs of single edits of different kinds, the second found on the model the first one made;
-5. triples, then random combinations of three or four edits, for as long as new ones can be built.
+1. single edits with small steps (x2 widths, one block more, a swapped activation, a norm added...),
+   and pairs of near misses: the changes of the best discards, tried together;
+2. single edits with bold steps (x4 widths, two more layers, dropout +-0.2...);
+3. pairs of single edits of different kinds, the second found on the model the first one made;
+4. triples, then random combinations of three or four edits, for as long as new ones can be built.
 
 When the search is stuck (the caller decides: several iterations without a keep) the bold tiers
 come before the small one. Within a tier, proposals are ranked by what the results log taught
 (see learning): the value of their (kind, direction) arms, their parameter count against the
-current model's, a kind tired by FATIGUE failures since the last keep, and a seeded jitter; the
-ranking takes arms in turn so that parallel candidates explore different directions. Every proposal
+current model's, a kind tired by FATIGUE failures since the last keep, a bonus for near-miss pairs
+and a seeded jitter; the ranking takes kinds in turn so that parallel candidates explore different
+directions, and kinds far behind the best (shrinking, by default) wait until the others are used up. Every proposal
 passes the build check (when one is given) before it is offered.
 """
 
@@ -23,6 +24,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
+from itertools import islice
 from typing import Callable, Iterable, Iterator, Sequence
 
 from autoraysearch.campaign.model_source import fingerprint
@@ -34,12 +36,14 @@ from autoraysearch.ideators.mutate.source import BOLD_STEPS
 
 FATIGUE = 3  # failures since the last keep after which a kind of edit lets the others go first
 TIRED_PENALTY = 3.0
+NEAR_MISS_BONUS = 1.5  # two changes that each almost helped: worth a try together
+NEAR_MISS_PAIRS = 3  # near-miss pairs boosted at a time, the closest misses first
 JITTER = 0.3  # seeded noise in the ranking: different seeds explore different equally good edits
 SIZE_WEIGHT = 0.15  # per doubling of the parameter count
 CHECK_CHUNK = 12  # proposals built per check while filling the wanted count
 LAG = 0.9  # arms scoring this far below the best one come after all the others
 WINDOW = 300  # proposals of a long tier ranked together (triples are too many to rank all at once)
-COMBINATION_TRIES = 400  # random combinations attempted per call once everything else is used up
+COMBINATION_TRIES = 60  # random combinations attempted per call once everything else is used up
 
 Check = Callable[[Sequence[str]], list[Built]]
 
@@ -59,8 +63,10 @@ def choose_mutations(
     learner = Learner.from_rows(history, higher_is_better, goal)
     pool = Pool(source, check)
     ranking = _Ranking(learner, _tired_kinds(pool, [key for key in failed if key]), rng, pool)
-    near = lambda: pool.near_miss_pairs(learner.near_misses())  # noqa: E731
-    tiers = [near, pool.bolder, pool.pairs, pool.small] if stuck else [near, pool.small, pool.bolder, pool.pairs]
+    near_misses = list(islice(pool.near_miss_pairs(learner.near_misses()), NEAR_MISS_PAIRS))
+    ranking.boosted = {_key(m.source) for m in near_misses}
+    small = lambda: [*pool.small(), *near_misses]  # noqa: E731
+    tiers = [pool.bolder, pool.pairs, small] if stuck else [small, pool.bolder, pool.pairs]
     tiers += [pool.triples, lambda: pool.random_combinations(rng)]
     seen = set(tried) | {_key(source)}
     chosen: list[Mutation] = []
@@ -76,7 +82,8 @@ def space_size(source: str, check: Check | None = None) -> dict[str, int]:
     """How many distinct single, bold and paired edits can be built for a model.py (triples and more not counted)."""
     pool = Pool(source, check)
     pairs = sum(1 for _ in pool.pairs())
-    return {"single": len(pool.small()), "bold": len(pool.bolder()), "pairs": pairs}
+    bold = sum(1 for built in pool.builds(list(pool.bolder())) if built)
+    return {"single": len(pool.small()), "bold": bold, "pairs": pairs}
 
 
 class Pool:
@@ -104,7 +111,7 @@ class Pool:
 
     def near_miss_pairs(self, near_misses: list[str]) -> Iterator[Mutation]:
         """Pairs of single edits that both match a near miss's change, as it applies to this model."""
-        matching = [m for m in self._small if any(_same_change(m.description, miss) for miss in near_misses)]
+        matching = [m for miss in near_misses for m in self._small if _same_change(m.description, miss)]
         for first in matching:
             others = {m.description for m in matching if m is not first and m.kinds != first.kinds}
             yield from self._extend(first, only=others)
@@ -182,6 +189,8 @@ class _Ranking:
     rng: random.Random
     pool: Pool
     score_of: dict = field(default_factory=dict)
+    kind_jitter: dict = field(default_factory=dict)
+    boosted: set = field(default_factory=set)  # near-miss pairs
 
     def ranked(self, mutations: Iterable[Mutation], seen: set[str]) -> Iterator[Mutation]:
         """The untried proposals that build, best first; a long stream is ranked a window at a time."""
@@ -208,22 +217,27 @@ class _Ranking:
         mine = arms(mutation.description) or ((mutation.kind, "swap"),)
         value = sum(self.learner.value(arm) for arm in mine) / len(mine)
         value -= TIRED_PENALTY * len(self.tired.intersection(mutation.kinds))
+        if _key(mutation.source) in self.boosted:
+            value += NEAR_MISS_BONUS
         base, parameters = self.pool.base_parameters, None
         if base:
             parameters = self.pool.check([mutation.source])[0].parameters if _cached(self.pool, mutation) else None
         if base and parameters:
             doublings = math.log2(parameters / base)
             value -= SIZE_WEIGHT * (-doublings if self.learner.smaller_wanted else max(0.0, doublings))
-        return value + self.rng.uniform(0, JITTER)
+        # One draw per kind, so that a kind with many edits is not first more often than one with few.
+        if mutation.kind not in self.kind_jitter:
+            self.kind_jitter[mutation.kind] = self.rng.uniform(0, JITTER)
+        return value + self.kind_jitter[mutation.kind] + self.rng.uniform(0, JITTER / 10)
 
     def _interleave(self, mutations: list[Mutation]) -> list[Mutation]:
-        """Best first, taking (kind, direction) arms in turn so that a few picks cover several directions."""
+        """Best first, taking kinds in turn so that a few picks cover several directions."""
         scored = sorted(((self.score(m), index, m) for index, m in enumerate(mutations)), key=lambda t: (-t[0], t[1]))
         self.score_of = {id(m): score for score, _, m in scored}
-        by_arm: dict[tuple, list[Mutation]] = {}
+        by_arm: dict[str, list[Mutation]] = {}
         for _, _, mutation in scored:
-            by_arm.setdefault(arms(mutation.description) or (mutation.kind,), []).append(mutation)
-        # Arms far behind the best one (shrinking, by default) wait until the promising ones are used up.
+            by_arm.setdefault(mutation.kind, []).append(mutation)
+        # Kinds whose best is far behind the best of all (shrinking, by default) wait for the promising ones.
         top = {arm: self.score_of[id(queue[0])] for arm, queue in by_arm.items()}
         best = max(top.values(), default=0.0)
         ordered = []

@@ -165,8 +165,8 @@ def pooling_rule(model: ModelFile) -> Iterator[Change]:
 
 def named_choice_rule(model: ModelFile) -> Iterator[Change]:
     """Activations named by a string (`activation="relu"`, `ACTIVATION = "gelu"`) swapped; LayerNorm <-> RMSNorm."""
-    for node in ast.walk(model.tree):
-        if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.lower() in ACTIVATION_STRINGS:
+    for node in _setting_strings(model):
+        if node.value.lower() in ACTIVATION_STRINGS:
             for target in ACTIVATION_STRINGS:
                 if target != node.value.lower():
                     text = target.upper() if node.value.isupper() else target
@@ -183,6 +183,22 @@ def named_choice_rule(model: ModelFile) -> Iterator[Change]:
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+def _setting_strings(model: ModelFile) -> list[ast.Constant]:
+    """String literals that act as settings: UPPER_CASE constants, `__init__` defaults and keyword arguments of calls."""
+    found = []
+    for node in model.tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            if node.targets[0].id.isupper():
+                found.append(node.value)
+    for node in ast.walk(model.tree):
+        if isinstance(node, ast.FunctionDef) and node.name == "__init__":
+            found += [*node.args.defaults, *(d for d in node.args.kw_defaults if d is not None)]
+        elif isinstance(node, ast.Call):
+            found += [keyword.value for keyword in node.keywords]
+    strings = [n for n in found if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+    return sorted(strings, key=lambda n: (n.lineno, n.col_offset))
 
 
 def _hidden_sized_layers(model: ModelFile) -> Iterator[tuple[Layer, str]]:
