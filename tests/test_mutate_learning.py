@@ -81,8 +81,11 @@ def test_the_best_near_misses_are_tried_together_first() -> None:
         row("1", "discard", 0.899, -0.001, "dropout up: classifier[3] Dropout p 0.25 -> 0.35"),
         row("2", "discard", 0.85, -0.05, "kernel up: features[0] Conv2d kernel_size 3 -> 5, padding 1 -> 2"),
         row("3", "discard", 0.898, -0.002, "pooling swap: features[6] MaxPool2d -> AvgPool2d (note: slow)"),
+        *[row(str(n), "discard", 0.8, -0.1, f"number up: elsewhere {n} -> {n + 1}") for n in range(4, 7)],
     ]
-    chosen = choose_mutations(EXAMPLE, tried=set(), seed=0, count=5, history=rows)
-    [pair] = [m for m in chosen if m.description.startswith("combined: ")]
+    # Too early to call anything a near miss: no combination yet.
+    assert not any(m.description.startswith("combined: ")
+                   for m in choose_mutations(EXAMPLE, tried=set(), seed=0, count=5, history=rows[:4]))
+    [pair] = choose_mutations(EXAMPLE, tried=set(), seed=0, history=rows)
     assert set(arms(pair.description)) == {("dropout", "up"), ("pooling", "swap")}
     assert "nn.Dropout(0.35)" in pair.source and "nn.AvgPool2d(2)" in pair.source

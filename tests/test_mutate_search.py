@@ -128,7 +128,8 @@ def test_a_combination_applies_its_edits_one_after_another() -> None:
     [dropout] = [m for m in propose_mutations(EXAMPLE) if m.description == "dropout up: classifier[3] Dropout p 0.25 -> 0.35"]
     gelu = [m for m in propose_mutations(dropout.source) if m.description == "activation swap: activation ReLU -> GELU (3 places)"][0]
     chosen = choose_mutations(EXAMPLE, tried=set(), seed=0, count=5,
-                              history=[row("1", "discard", 0.9, -0.001, dropout.description), row("2", "discard", 0.9, -0.002, gelu.description)])
+                              history=[row("1", "discard", 0.9, -0.001, dropout.description), row("2", "discard", 0.9, -0.002, gelu.description),
+                                       *[row(str(n), "discard", 0.8, -0.1, "number up: elsewhere 1 -> 2") for n in range(3, 7)]])
     [pair] = [m for m in chosen if fingerprint(m.source) == fingerprint(gelu.source)]
     assert pair.kind == "activation+dropout" and pair.kinds == ("activation", "dropout")
     assert "nn.Dropout(0.35)" in pair.source and "nn.GELU()" in pair.source and "ReLU" not in pair.source

@@ -27,6 +27,7 @@ SHRINK_PRIOR = -1.0  # where shrinking starts when the goal does not ask for it
 CRASH_WEIGHT = 1.5
 SLOWER_WEIGHT = 0.3  # per doubling of an arm's trial seconds over the baseline's
 NEAR_MISSES = 4  # best discards whose changes are tried together
+NEAR_MISS_HISTORY = 6  # trained candidates needed before any discard counts as a near miss
 
 TRAINED = ("keep", "discard", "pruned")
 
@@ -93,7 +94,10 @@ class Learner:
 
     def near_misses(self) -> list[str]:
         """The single-edit descriptions of the best discards, best first: changes worth trying together."""
-        discards = [o for o in self.outcomes if o.gain is not None and o.gain <= 0 and arms(o.description)]
+        measured = [o for o in self.outcomes if o.gain is not None]
+        if len(measured) < NEAR_MISS_HISTORY:
+            return []  # too few results to tell a near miss from the noise
+        discards = [o for o in measured if o.gain <= 0 and arms(o.description)]
         discards.sort(key=lambda o: -o.gain)
         found: list[str] = []
         for outcome in discards[:NEAR_MISSES]:

@@ -258,6 +258,7 @@ def optional_keyword_rule(model: ModelFile) -> Iterator[Change]:
             else:
                 kind = kind_of(name, default)
                 values = new_values(kind, default, model.steps.bold) if kind else []
+                values = [v for v in values if v >= 1 or type(default) is float]  # a stride or a count of 0 breaks
             for value in values:
                 keyword = f"{name}={value!r}"
                 at = model.text.end(layer.call) - 1  # before the closing parenthesis
