@@ -11,7 +11,6 @@ import re
 
 BOLD_PREFIX = "bold: "
 COMBINED_PREFIX = "combined: "
-DIRECTIONS = ("up", "down", "add", "swap")
 SHRINKING = {("width", "down"), ("depth", "down"), ("heads", "down"), ("layer", "down")}
 
 _ARM = re.compile(r"^(?P<kind>[a-z]+)(?: (?P<direction>up|down|add|swap))?: ")
@@ -61,7 +60,3 @@ def arms(description: str) -> tuple[Arm, ...]:
         if match:
             found.append((match.group("kind"), match.group("direction") or "swap"))
     return tuple(found)
-
-
-def is_bold(description: str) -> bool:
-    return description.startswith(BOLD_PREFIX)

@@ -33,7 +33,7 @@ SECONDS_PER_PROPOSAL = 5.0
 
 # Runs in the scratch folder; prints one MARKER + JSON line per proposal, in order.
 _SCRIPT = r"""
-import importlib.util, json, math, sys
+import importlib.util, json, sys
 import torch
 torch.set_num_threads(1)
 args = json.load(open("autoraysearch_build_check.json"))

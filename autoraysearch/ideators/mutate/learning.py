@@ -66,10 +66,6 @@ class Learner:
         wanted = any(word in goal.lower() for word in SMALLER_WORDS)
         return cls(outcomes, wanted, _seconds(baseline) if baseline is not None else None)
 
-    def arm_values(self) -> dict[Arm, float]:
-        """The value of every arm seen in the log; arms never tried get `value((kind, direction))` on demand."""
-        return {arm: self.value(arm) for arm in self._stats}
-
     def value(self, arm: Arm) -> float:
         """How promising a (kind, direction) is: prior, shrunk mean scaled gain, exploration, crashes, slowness."""
         stats = self._stats.get(arm)

@@ -53,7 +53,7 @@ def number_rule(model: ModelFile) -> Iterator[Change]:
         old = spot.node.value
         for new in new_values(kind, old, model.steps.bold):
             direction = "up" if new > old else "down"
-            text = _number_text(new)
+            text = repr(new)
             edit = model.text.replace(spot.node, text)
             yield Change(kind, f"{spot.label} {old!r} -> {text}", (edit,), direction)
             if kind == "width" and type(old) is int:
@@ -111,10 +111,6 @@ def new_values(kind: str, old: int | float, bold: bool) -> list[int | float]:
 
 def _fixed(name: str) -> bool:
     return bool(name and name_words(name) & FIXED_WORDS)
-
-
-def _number_text(value: int | float) -> str:
-    return repr(value)
 
 
 def _spots(model: ModelFile) -> Iterator[Spot]:

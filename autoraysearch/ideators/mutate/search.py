@@ -131,12 +131,6 @@ class Pool:
             else:
                 yield current
 
-    def parameters(self, mutation: Mutation) -> int | None:
-        """The parameter count the check measured for a proposal (None without a check)."""
-        if self.check is None:
-            return None
-        return self.check([mutation.source])[0].parameters
-
     @cached_property
     def base_parameters(self) -> int | None:
         if self.check is None:

@@ -278,10 +278,6 @@ def _first_activation(model: ModelFile) -> str:
     return next((layer.cls for layer in model.layers if layer.cls in ACTIVATIONS), "ReLU")
 
 
-def _holds_list(layer: Layer) -> bool:
-    return any(isinstance(arg, (ast.Starred, ast.ListComp, ast.GeneratorExp)) for arg in layer.call.args)
-
-
 def _io_differ(layer: Layer) -> bool:
     """True for a linear or convolutional layer whose literal input and output sizes differ."""
     spec = SIZED[layer.cls]
