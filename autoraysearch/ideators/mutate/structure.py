@@ -18,7 +18,7 @@ from autoraysearch.ideators.mutate.torch_nn import (
 
 RESIDUAL_CLASS = "Residual"
 # Wrapping these in a residual connection or repeating them adds nothing a user would want.
-NOT_WORTH_WRAPPING = set(ACTIVATIONS) | DROPOUT_MODULES | set(NORM_SIZE) | {"Flatten", "Identity", "Unflatten"}
+NOT_WORTH_WRAPPING = set(ACTIVATIONS) | DROPOUT_MODULES | set(NORM_SIZE) | {"RMSNorm", "Flatten", "Identity", "Unflatten"}
 POOL_SWAPS = {"MaxPool": "AvgPool", "AvgPool": "MaxPool", "AdaptiveAvgPool": "AdaptiveMaxPool",
               "AdaptiveMaxPool": "AdaptiveAvgPool"}
 FUNCTIONAL_POOL_SWAPS = {"max_pool": "avg_pool", "avg_pool": "max_pool",
