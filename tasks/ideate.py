@@ -15,7 +15,7 @@ from autoraysearch.errors import AutoraysearchError
 from autoraysearch.campaign.experiment import Candidate, Dropped, Ideas, Review
 from autoraysearch.ideators.llm.ideator import config_from_settings, propose_with_llm
 from autoraysearch.campaign.model_source import fingerprint
-from autoraysearch.ideators.mutate import choose_mutations
+from autoraysearch.ideators.mutate import choose_mutations, shared_build_check, space_size
 from autoraysearch.trials.preflight import preflight_sources
 from autoraysearch.campaign.settings import CampaignSettings
 from autoraysearch.cluster import sends_its_logs
@@ -43,16 +43,20 @@ def propose_candidates(
 def propose_mutations(review: Review, settings: CampaignSettings, iteration: int, labels: list[str]) -> Ideas:
     """The offline ideator: untried rule-based edits, bolder when stuck, the first ones that pass pre-flight."""
     stuck_after = settings.stuck_after
+    check = shared_build_check(settings)
     # Seed per iteration: a resumed campaign does not replay the choices of the last run.
     mutations = choose_mutations(
         review.model_source, tried=set(review.tried), seed=settings.seed * 1_000_003 + iteration,
         count=len(labels) * SPARES, failed=[key for _, key in review.since_keep],
         stuck=review.iterations_without_keep >= stuck_after,
+        history=review.results, higher_is_better=settings.higher_is_better, goal=settings.goal, check=check,
     )
     if not mutations:
+        space = space_size(review.model_source, check)
         raise IdeasExhausted(
-            "the mutate ideator has tried every single, bolder and combined change it can build for this "
-            "model.py; edit model.py by hand or use another ideator to go on."
+            f"the mutate ideator has tried every change it can build for this model.py: {space['single']} single, "
+            f"{space['bold']} bold and {space['pairs']} paired edits, and every triple and random combination; "
+            "edit model.py by hand or use another ideator to go on."
         )
     candidates: list[Candidate] = []
     crashed: list[Dropped] = []

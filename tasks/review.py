@@ -46,6 +46,7 @@ def review_experiment(campaign: Campaign) -> Review:
         node_id=current_node_id(),
         since_keep=since_last_keep(log.rows),
         past_diffs=informative_diffs(campaign.paths, log),
+        results=log.rows,
     )
 
 

@@ -14,6 +14,8 @@ import torch
 from autoraysearch.errors import AutoraysearchError
 from autoraysearch.campaign.model_source import check_model_source, fingerprint, init_parameters
 from autoraysearch.ideators.mutate import Mutation, choose_mutations, propose_mutations
+from autoraysearch.ideators.mutate.arms import change_text
+from autoraysearch.ideators.mutate.rules import PROVEN_RULES
 
 EXAMPLE = (Path(__file__).resolve().parents[1] / "examples" / "digits" / "model.py").read_text()
 
@@ -47,6 +49,20 @@ class Model(nn.Module):
 
     def forward(self, x):
         return self.classifier(self.features(x))
+'''
+
+# A single linear layer: few edits, so that every combination of them can be listed.
+HEAD_ONLY = '''import torch
+from torch import nn
+
+
+class Model(nn.Module):
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.head = nn.Linear(64, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x.flatten(1))
 '''
 
 # An MLP with one attribute per layer and functional activation and dropout.
@@ -249,6 +265,14 @@ def build_and_run(source: str, input_shape: tuple[int, ...]) -> torch.Tensor:
         return model(torch.randn(4, *input_shape))
 
 
+def propose_proven(source: str) -> list[Mutation]:
+    """The edits of the rules that prove from the code that the model still builds, described without their tag."""
+    return [
+        Mutation(m.kind, change_text(m.description), m.source)
+        for m in propose_mutations(source, rules=PROVEN_RULES)
+    ]
+
+
 def by_description(mutations: list[Mutation], description: str) -> Mutation:
     """The one mutation with this description."""
     found = [m for m in mutations if m.description == description]
@@ -269,7 +293,7 @@ def changed_lines(old: str, new: str) -> tuple[list[str], list[str]]:
 
 def descriptions(source: str, kind: str) -> list[str]:
     """The descriptions of one kind of mutation, in order."""
-    return [m.description for m in propose_mutations(source) if m.kind == kind]
+    return [m.description for m in propose_proven(source) if m.kind == kind]
 
 
 # --- every mutation on every model ----------------------------------------------------------
@@ -279,7 +303,7 @@ def descriptions(source: str, kind: str) -> list[str]:
 def test_every_mutation_parses_builds_and_maps_a_batch_to_class_scores(name: str) -> None:
     source, input_shape = MODELS[name]
     assert build_and_run(source, input_shape).shape == (4, 10)
-    mutations = propose_mutations(source)
+    mutations = propose_proven(source)
     assert len(mutations) >= 4
     for mutation in mutations:
         check_model_source(mutation.source)
@@ -290,7 +314,7 @@ def test_every_mutation_parses_builds_and_maps_a_batch_to_class_scores(name: str
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_mutations_are_distinct_and_all_differ_from_the_input(name: str) -> None:
     source, _ = MODELS[name]
-    prints = [fingerprint(m.source) for m in propose_mutations(source)]
+    prints = [fingerprint(m.source) for m in propose_proven(source)]
     assert len(prints) == len(set(prints))
     assert fingerprint(source) not in prints
 
@@ -300,7 +324,7 @@ def test_comments_and_untouched_lines_survive(name: str) -> None:
     source, _ = MODELS[name]
     tokens = tokenize.generate_tokens(io.StringIO(source).readline)
     comments = [token.string for token in tokens if token.type == tokenize.COMMENT]
-    for mutation in propose_mutations(source):
+    for mutation in propose_proven(source):
         for comment in comments:
             assert comment in mutation.source, mutation.description
         removed, added = changed_lines(source, mutation.source)
@@ -308,16 +332,18 @@ def test_comments_and_untouched_lines_survive(name: str) -> None:
 
 
 def test_the_example_gets_exactly_these_edits() -> None:
-    assert [(m.kind, m.description) for m in propose_mutations(EXAMPLE)] == [
+    assert [(m.kind, m.description) for m in propose_proven(EXAMPLE)] == [
         ("width", "features[0] Conv2d out_channels 16 -> 32 (with features[1] BatchNorm2d num_features 16 -> 32, features[3] Conv2d in_channels 16 -> 32)"),
         ("width", "features[0] Conv2d out_channels 16 -> 8 (with features[1] BatchNorm2d num_features 16 -> 8, features[3] Conv2d in_channels 16 -> 8)"),
         ("width", "features[3] Conv2d out_channels 32 -> 64 (with features[4] BatchNorm2d num_features 32 -> 64, classifier[1] Linear in_features 32 * 4 * 4 -> 64 * 4 * 4)"),
         ("width", "features[3] Conv2d out_channels 32 -> 16 (with features[4] BatchNorm2d num_features 32 -> 16, classifier[1] Linear in_features 32 * 4 * 4 -> 16 * 4 * 4)"),
         ("width", "classifier[1] Linear out_features 64 -> 128 (with classifier[4] Linear in_features 64 -> 128)"),
         ("width", "classifier[1] Linear out_features 64 -> 32 (with classifier[4] Linear in_features 64 -> 32)"),
-        ("activation", "activation ReLU -> GELU (3 places)"),
-        ("activation", "activation ReLU -> SiLU (3 places)"),
-        ("activation", "activation ReLU -> LeakyReLU (3 places)"),
+        *[
+            ("activation", f"activation ReLU -> {target} {where}")
+            for target in ("GELU", "SiLU", "LeakyReLU", "ELU", "Mish", "Hardswish", "Tanh")
+            for where in ("(3 places)", "at line 13 only", "at line 16 only", "at line 22 only")
+        ],
         ("dropout", "classifier[3] Dropout p 0.25 -> 0.35"),
         ("dropout", "classifier[3] Dropout p 0.25 -> 0.15"),
         ("norm", "features[1] nn.BatchNorm2d(16) -> nn.GroupNorm(8, 16)"),
@@ -329,9 +355,9 @@ def test_the_example_gets_exactly_these_edits() -> None:
 
 def test_a_file_without_model_or_with_a_syntax_error_is_a_user_error() -> None:
     with pytest.raises(AutoraysearchError):
-        propose_mutations("class Net:\n    pass\n")
+        propose_proven("class Net:\n    pass\n")
     with pytest.raises(AutoraysearchError):
-        propose_mutations("class Model(:\n")
+        propose_proven("class Model(:\n")
 
 
 # --- width ------------------------------------------------------------------------------------
@@ -339,7 +365,7 @@ def test_a_file_without_model_or_with_a_syntax_error_is_a_user_error() -> None:
 
 def test_width_carries_the_new_size_to_the_norm_and_the_next_convolution() -> None:
     mutation = by_description(
-        propose_mutations(EXAMPLE),
+        propose_proven(EXAMPLE),
         "features[0] Conv2d out_channels 16 -> 32 (with features[1] BatchNorm2d num_features 16 -> 32, features[3] Conv2d in_channels 16 -> 32)",
     )
     assert changed_lines(EXAMPLE, mutation.source) == (
@@ -350,7 +376,7 @@ def test_width_carries_the_new_size_to_the_norm_and_the_next_convolution() -> No
 
 def test_width_scales_the_channel_factor_of_a_flattened_size() -> None:
     mutation = by_description(
-        propose_mutations(CNN),
+        propose_proven(CNN),
         "features[3] Conv2d out_channels 24 -> 12 (with features[4] BatchNorm2d num_features 24 -> 12, classifier[1] Linear in_features 24 * 2 * 2 -> 12 * 2 * 2)",
     )
     assert changed_lines(CNN, mutation.source) == (
@@ -366,7 +392,7 @@ def test_width_on_attribute_layers_of_an_mlp() -> None:
         "fc2 Linear out_features 64 -> 128 (with fc3 Linear in_features 64 -> 128)",
         "fc2 Linear out_features 64 -> 32 (with fc3 Linear in_features 64 -> 32)",
     ]
-    mutation = propose_mutations(MLP)[0]
+    mutation = propose_proven(MLP)[0]
     assert changed_lines(MLP, mutation.source)[1] == [
         "self.fc1 = nn.Linear(64, 256)  # hidden layer",
         "self.bn1 = nn.BatchNorm1d(256)",
@@ -381,7 +407,7 @@ def test_width_with_keyword_arguments_keeps_group_norm_divisible() -> None:
         "conv2 Conv2d out_channels 16 -> 32 (with fc Linear in_features 16 -> 32)",
         "conv2 Conv2d out_channels 16 -> 8 (with fc Linear in_features 16 -> 8)",
     ]
-    mutation = propose_mutations(BARE)[0]
+    mutation = propose_proven(BARE)[0]
     assert changed_lines(BARE, mutation.source)[1] == [
         "self.conv1 = Conv2d(in_channels=1, out_channels=16, kernel_size=3, padding=1)",
         "self.norm1 = GroupNorm(num_groups=4, num_channels=16)",
@@ -394,7 +420,7 @@ def test_width_scales_size_settings_but_not_the_class_count() -> None:
         "Model.__init__ default width 32 -> 64",
         "Model.__init__ default width 32 -> 16",
     ]
-    mutation = by_description(propose_mutations(LOOP), "Model.__init__ default width 32 -> 64")
+    mutation = by_description(propose_proven(LOOP), "Model.__init__ default width 32 -> 64")
     assert "def __init__(self, num_classes=10, width=64, depth=2, dropout=0.1, input_dim=64):" in mutation.source
 
 
@@ -416,7 +442,7 @@ def test_width_of_a_flattened_convolution_needs_exactly_one_matching_factor() ->
     ambiguous = ambiguous.replace("32 * 4 * 4", "4 * 4 * 4")
     for source in (as_number, ambiguous):
         assert not [d for d in descriptions(source, "width") if d.startswith("features[3]")]
-        for mutation in propose_mutations(source):
+        for mutation in propose_proven(source):
             assert build_and_run(mutation.source, (1, 8, 8)).shape == (4, 10), mutation.description
 
 
@@ -431,12 +457,12 @@ def last_linear_output(source: str) -> str:
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_the_final_classifier_output_never_changes(name: str) -> None:
     source, _ = MODELS[name]
-    for mutation in propose_mutations(source):
+    for mutation in propose_proven(source):
         assert last_linear_output(mutation.source) == last_linear_output(source), mutation.description
 
 
 def test_the_last_linear_with_a_literal_class_count_keeps_it() -> None:
-    for mutation in propose_mutations(CNN):
+    for mutation in propose_proven(CNN):
         assert ", 10),  # ten digits: must stay 10" in mutation.source, mutation.description
     assert not [d for d in descriptions(CNN, "width") if d.startswith("classifier[3]")]
     # Written before its input layers, the classifier still keeps its 10 outputs (and the input its 10 features).
@@ -453,7 +479,7 @@ def test_depth_changes_depth_settings_and_literal_loop_counts() -> None:
         "line 14 Model.__init__ range(2) -> range(3)",
         "line 14 Model.__init__ range(2) -> range(1)",
     ]
-    mutation = by_description(propose_mutations(LOOP), "line 14 Model.__init__ range(2) -> range(1)")
+    mutation = by_description(propose_proven(LOOP), "line 14 Model.__init__ range(2) -> range(1)")
     assert changed_lines(LOOP, mutation.source)[1] == [
         "self.extra = nn.Sequential(*[nn.Linear(width, width) for _ in range(1)])"
     ]
@@ -485,18 +511,18 @@ def test_depth_never_goes_below_one() -> None:
 
 
 def test_activation_swaps_every_module_use() -> None:
-    mutation = by_description(propose_mutations(EXAMPLE), "activation ReLU -> GELU (3 places)")
+    mutation = by_description(propose_proven(EXAMPLE), "activation ReLU -> GELU (3 places)")
     assert EXAMPLE.count("nn.ReLU()") == 3
     assert mutation.source == EXAMPLE.replace("nn.ReLU()", "nn.GELU()")
 
 
 def test_activation_swaps_functional_calls() -> None:
-    mutation = by_description(propose_mutations(MLP), "activation ReLU -> SiLU (2 places)")
+    mutation = by_description(propose_proven(MLP), "activation ReLU -> SiLU (2 places)")
     assert mutation.source == MLP.replace("F.relu(", "F.silu(")
 
 
 def test_activation_keeps_inplace_only_where_the_target_takes_it() -> None:
-    mutations = propose_mutations(CNN)
+    mutations = propose_proven(CNN)
     gelu = by_description(mutations, "activation ReLU -> GELU (3 places)")
     assert gelu.source == CNN.replace("nn.ReLU(inplace=True)", "nn.GELU()")
     silu = by_description(mutations, "activation ReLU -> SiLU (3 places)")
@@ -504,32 +530,34 @@ def test_activation_keeps_inplace_only_where_the_target_takes_it() -> None:
 
 
 def test_activation_imports_a_bare_class_the_file_lacks() -> None:
-    mutation = by_description(propose_mutations(BARE), "activation ReLU -> GELU (1 place)")
+    mutation = by_description(propose_proven(BARE), "activation ReLU -> GELU (1 place)")
     assert changed_lines(BARE, mutation.source)[1] == ["from torch.nn import GELU", "self.act = GELU()"]
 
 
 def test_activation_from_torch_relu_goes_through_functional() -> None:
-    mutation = by_description(propose_mutations(QUALIFIED), "activation ReLU -> GELU (2 places)")
+    mutation = by_description(propose_proven(QUALIFIED), "activation ReLU -> GELU (2 places)")
     assert mutation.source == QUALIFIED.replace("torch.relu(", "torch.nn.functional.gelu(")
-    assert descriptions(LOOP, "activation") == ["activation GELU -> ReLU (1 place)", "activation GELU -> SiLU (1 place)", "activation GELU -> LeakyReLU (1 place)"]
+    assert descriptions(LOOP, "activation") == [
+        f"activation GELU -> {target} (1 place)" for target in ("ReLU", "SiLU", "LeakyReLU", "ELU", "Mish", "Hardswish", "Tanh")
+    ]
 
 
 # --- dropout ----------------------------------------------------------------------------------
 
 
 def test_dropout_moves_a_module_rate_up_and_down() -> None:
-    mutation = by_description(propose_mutations(EXAMPLE), "classifier[3] Dropout p 0.25 -> 0.15")
+    mutation = by_description(propose_proven(EXAMPLE), "classifier[3] Dropout p 0.25 -> 0.15")
     assert changed_lines(EXAMPLE, mutation.source) == (["nn.Dropout(0.25),"], ["nn.Dropout(0.15),"])
 
 
 def test_dropout_on_a_functional_call_with_keywords() -> None:
     assert descriptions(MLP, "dropout") == ["line 18 F.dropout p 0.2 -> 0.3", "line 18 F.dropout p 0.2 -> 0.1"]
-    assert [m for m in propose_mutations(MLP) if m.kind == "dropout"][0].source == MLP.replace("p=0.2", "p=0.3")
+    assert [m for m in propose_proven(MLP) if m.kind == "dropout"][0].source == MLP.replace("p=0.2", "p=0.3")
 
 
 def test_dropout_with_the_default_rate_gets_an_explicit_one() -> None:
     assert descriptions(CNN, "dropout") == ["features[7] Dropout2d p default 0.5 -> 0.6", "features[7] Dropout2d p default 0.5 -> 0.4"]
-    mutation = by_description(propose_mutations(CNN), "features[7] Dropout2d p default 0.5 -> 0.6")
+    mutation = by_description(propose_proven(CNN), "features[7] Dropout2d p default 0.5 -> 0.6")
     assert mutation.source == CNN.replace("nn.Dropout2d()", "nn.Dropout2d(p=0.6)")
 
 
@@ -552,7 +580,7 @@ def test_norm_batchnorm2d_to_groupnorm_with_the_largest_dividing_group() -> None
 
 
 def test_norm_batchnorm1d_after_a_linear_becomes_layernorm() -> None:
-    mutation = by_description(propose_mutations(MLP), "bn1 nn.BatchNorm1d(128) -> nn.LayerNorm(128)")
+    mutation = by_description(propose_proven(MLP), "bn1 nn.BatchNorm1d(128) -> nn.LayerNorm(128)")
     assert changed_lines(MLP, mutation.source)[1] == ["self.bn1 = nn.LayerNorm(128)"]
     assert descriptions(LOOP, "norm") == ["line 11 nn.LayerNorm(width) -> nn.BatchNorm1d(width)"]
     # Not where tensors carry a sequence axis.
@@ -561,7 +589,7 @@ def test_norm_batchnorm1d_after_a_linear_becomes_layernorm() -> None:
 
 
 def test_norm_groupnorm_back_to_batchnorm_imports_a_bare_class() -> None:
-    mutation = by_description(propose_mutations(BARE), "norm1 GroupNorm(num_groups=4, num_channels=8) -> BatchNorm2d(8)")
+    mutation = by_description(propose_proven(BARE), "norm1 GroupNorm(num_groups=4, num_channels=8) -> BatchNorm2d(8)")
     assert changed_lines(BARE, mutation.source)[1] == ["from torch.nn import BatchNorm2d", "self.norm1 = BatchNorm2d(8)"]
 
 
@@ -578,9 +606,9 @@ def test_kernel_changes_keep_the_padding_same() -> None:
         "features[3] Conv2d kernel_size 5 -> 7, padding 2 -> 3",
         "features[3] Conv2d kernel_size 5 -> 3, padding 2 -> 1",
     ]
-    mutation = by_description(propose_mutations(QUALIFIED), "Stem.conv Conv1d kernel_size 3 -> 5, padding 1 -> 2")
+    mutation = by_description(propose_proven(QUALIFIED), "Stem.conv Conv1d kernel_size 3 -> 5, padding 1 -> 2")
     assert changed_lines(QUALIFIED, mutation.source)[1] == ["self.conv = torch.nn.Conv1d(1, 12, 5, 1, 2)"]
-    mutation = by_description(propose_mutations(BARE), "conv2 Conv2d kernel_size 5 -> 3, padding 2 -> 1")
+    mutation = by_description(propose_proven(BARE), "conv2 Conv2d kernel_size 5 -> 3, padding 2 -> 1")
     assert changed_lines(BARE, mutation.source)[1] == ["self.conv2 = Conv2d(8, 16, kernel_size=3, padding=1, stride=2)"]
 
 
@@ -607,20 +635,21 @@ def test_four_choices_on_the_example_are_four_kinds() -> None:
 def test_tried_versions_are_never_chosen_again() -> None:
     everything = propose_mutations(EXAMPLE)
     tried = {fingerprint(m.source) for m in everything[:10]}
-    chosen = choose_mutations(EXAMPLE, tried=tried, seed=1, count=100)
+    chosen = choose_mutations(EXAMPLE, tried=tried, seed=1, count=len(everything) + 10)
     # The untried small edits come first; bolder ones fill the rest.
-    assert sorted(m.description for m in chosen[:5]) == sorted(m.description for m in everything[10:])
+    untried = len(everything) - 10
+    assert sorted(m.description for m in chosen[:untried]) == sorted(m.description for m in everything[10:])
     assert not tried & {fingerprint(m.source) for m in chosen}
-    assert all(m.description.startswith(("bold: ", "combined: ")) for m in chosen[5:])
+    assert all(m.description.startswith(("bold: ", "combined: ")) for m in chosen[untried:])
     # Reformatting a tried version does not make it new.
     reformatted = everything[0].source.replace("    def forward", "    # reformatted\n    def forward")
     assert fingerprint(reformatted) in tried
 
 
 def test_exhaustion_returns_fewer_and_never_duplicates() -> None:
-    everything = choose_mutations(MLP, tried=set(), seed=3, count=100_000)
-    assert len(everything) > 2 * len(propose_mutations(MLP))  # bold and combined edits after the small ones
+    everything = choose_mutations(HEAD_ONLY, tried=set(), seed=3, count=100_000)
+    assert len(everything) > 2 * len(propose_mutations(HEAD_ONLY))  # bold and combined edits after the small ones
     assert len({fingerprint(m.source) for m in everything}) == len(everything)
-    assert fingerprint(MLP) not in {fingerprint(m.source) for m in everything}
-    assert choose_mutations(MLP, tried={fingerprint(m.source) for m in everything}, seed=3, count=4) == []
-    assert choose_mutations(MLP, tried=set(), seed=3, count=0) == []
+    assert fingerprint(HEAD_ONLY) not in {fingerprint(m.source) for m in everything}
+    assert choose_mutations(HEAD_ONLY, tried={fingerprint(m.source) for m in everything}, seed=3, count=4) == []
+    assert choose_mutations(HEAD_ONLY, tried=set(), seed=3, count=0) == []

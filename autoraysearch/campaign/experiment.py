@@ -90,6 +90,8 @@ class Review:
     since_keep: tuple[tuple[str, str], ...] = ()
     # (summary line, diff of model.py) of the most telling past candidates: recent keeps, closest misses.
     past_diffs: tuple[tuple[str, str], ...] = ()
+    # Every row of the results log (ResultRow), oldest first: what the offline ideator learns from.
+    results: tuple = ()
 
     @property
     def iterations_without_keep(self) -> int:

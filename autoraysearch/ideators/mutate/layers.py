@@ -10,7 +10,7 @@ from autoraysearch.ideators.mutate.reading import (
 )
 from autoraysearch.ideators.mutate.source import Change, Edit, Source
 from autoraysearch.ideators.mutate.torch_nn import (
-    ACTIVATIONS, CONVS, DROPOUT_FUNCTIONS, DROPOUT_MODULES, DROPOUT_WORDS, SEQUENCE_LAYERS, SIZED, SWAP_TO,
+    ACTIVATIONS, CONVS, TORCH_ACTIVATIONS, DROPOUT_FUNCTIONS, DROPOUT_MODULES, DROPOUT_WORDS, SEQUENCE_LAYERS, SIZED, SWAP_TO,
 )
 
 
@@ -40,6 +40,11 @@ def activation_rule(model: ModelFile) -> Iterator[Change]:
             places = f"{len(mine)} place{'s' if len(mine) > 1 else ''}"
             edits = tuple(edit for swap in swaps for edit in swap)
             yield Change("activation", f"activation {family} -> {target} ({places})", edits)
+            if len(mine) > 1:
+                # One place alone: a different activation in one stage can help where all of them do not.
+                for use, swap in zip(mine, swaps):
+                    where = f"line {use.call.lineno}"
+                    yield Change("activation", f"activation {family} -> {target} at {where} only", tuple(swap))
 
 
 def _activation_uses(model: ModelFile) -> list[_ActivationUse]:
@@ -56,7 +61,7 @@ def _activation_uses(model: ModelFile) -> list[_ActivationUse]:
         elif form == "functional":
             family = by_function.get(name)
         else:
-            family = "ReLU" if name == "relu" else None
+            family = TORCH_ACTIVATIONS.get(name)
         if family:
             uses.append(_ActivationUse(node, family, form))
     return sorted(uses, key=lambda use: (use.call.lineno, use.call.col_offset))

@@ -1,167 +1,268 @@
-"""Choosing what to try next: small single edits first, bolder ones when the search is stuck, guided by what failed.
+"""Choosing what to try next: the most promising untried edits that build, bolder and combined ones when the simple ones are used up.
 
-The offline ideator must not run dry while anything new can still be built, so its proposals come
-in tiers of boldness:
+Proposals come in tiers, each used when the ones before it have nothing untried left:
 
-1. single edits with small steps (x2 widths, one block more or fewer, dropout +-0.1...);
-2. single edits with bold steps (x4 widths, two blocks, dropout +-0.2...) and pairs of small edits
-   of different kinds, the second found on the model the first one made;
-3. triples of small edits of different kinds, built the same way.
+1. single edits with small steps (x2 widths, one block more, a swapped activation, a norm added...),
+   and pairs of near misses: the changes of the best discards, tried together;
+2. single edits with bold steps (x4 widths, two more layers, dropout +-0.2...);
+3. pairs of single edits of different kinds, the second found on the model the first one made;
+4. triples, then random combinations of three or four edits, for as long as new ones can be built.
 
-The tiers are used in this order, each when the one before is used up; once the search is stuck
-(the caller decides: several iterations without a keep) the bold tiers come first. A kind of edit
-that has failed FATIGUE times since the last keep waits until the other kinds have had their turn.
-
-Tried versions are fingerprints of whole sources, so an edit discarded before the last keep is new
-again once the model it applies to has changed: nothing here needs to remember it.
+When the search is stuck (the caller decides: several iterations without a keep) the bold tiers
+come before the small one. Within a tier, proposals are ranked by what the results log taught
+(see learning): the value of their (kind, direction) arms, their parameter count against the
+current model's, a kind tired by FATIGUE failures since the last keep, a bonus for near-miss pairs
+and a seeded jitter; the ranking takes kinds in turn so that parallel candidates explore different
+directions, and kinds far behind the best (shrinking, by default) wait until the others are used up. Every proposal
+passes the build check (when one is given) before it is offered.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections import Counter
-from collections.abc import Set
+from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
-from typing import Iterable, Iterator
+from itertools import islice
+from typing import Callable, Iterable, Iterator, Sequence
 
 from autoraysearch.campaign.model_source import fingerprint
+from autoraysearch.ideators.mutate.arms import COMBINED_PREFIX, arms
+from autoraysearch.ideators.mutate.checking import Built
+from autoraysearch.ideators.mutate.learning import Learner
 from autoraysearch.ideators.mutate.rules import Mutation, propose_mutations
 from autoraysearch.ideators.mutate.source import BOLD_STEPS
 
 FATIGUE = 3  # failures since the last keep after which a kind of edit lets the others go first
-COMBINED_PREFIX = "combined: "
+TIRED_PENALTY = 3.0
+NEAR_MISS_BONUS = 1.5  # two changes that each almost helped: worth a try together
+NEAR_MISS_PAIRS = 3  # near-miss pairs boosted at a time, the closest misses first
+JITTER = 0.3  # seeded noise in the ranking: different seeds explore different equally good edits
+SIZE_WEIGHT = 0.15  # per doubling of the parameter count
+CHECK_CHUNK = 12  # proposals built per check while filling the wanted count
+LAG = 0.9  # arms scoring this far below the best one come after all the others
+WINDOW = 300  # proposals of a long tier ranked together (triples are too many to rank all at once)
+COMBINATION_TRIES = 60  # random combinations attempted per call once everything else is used up
+
+Check = Callable[[Sequence[str]], list[Built]]
 
 
 def choose_mutations(
     source: str, *, tried: set[str], seed: int, count: int = 1, failed: Iterable[str] = (), stuck: bool = False,
+    history: Iterable = (), higher_is_better: bool = True, goal: str = "", check: Check | None = None,
 ) -> list[Mutation]:
-    """Up to `count` untried edits, of different kinds where possible; same inputs -> same answer.
+    """Up to `count` untried edits that pass `check`, the most promising first; same inputs -> same answer.
 
     `failed` holds the fingerprints of the candidates tried since the last keep (their kinds get
-    tired); `stuck` says that several iterations kept nothing, so bold proposals go first.
+    tired); `history` the results log's rows, which the ranking learns from.
     """
     if count < 1:
         return []
     rng = random.Random(seed)
-    pool = _Pool(source)
-    tired = _tired_kinds(pool, [key for key in failed if key])
-    # Stuck: every bold proposal, tired or not, before going back to small steps.
-    stages = [[pool.bolder, pool.triples], [pool.small]] if stuck else [[pool.small, pool.bolder, pool.triples]]
-    seen = set(tried)
+    learner = Learner.from_rows(history, higher_is_better, goal)
+    pool = Pool(source, check)
+    ranking = _Ranking(learner, _tired_kinds(pool, [key for key in failed if key]), rng, pool)
+    near_misses = list(islice(pool.near_miss_pairs(learner.near_misses()), NEAR_MISS_PAIRS))
+    ranking.boosted = {_key(m.source) for m in near_misses}
+    small = lambda: [*pool.small(), *near_misses]  # noqa: E731
+    tiers = [pool.bolder, pool.pairs, small] if stuck else [small, pool.bolder, pool.pairs]
+    tiers += [pool.triples, lambda: pool.random_combinations(rng)]
+    seen = set(tried) | {_key(source)}
     chosen: list[Mutation] = []
-    for stage in stages:
-        for avoid in (tired, frozenset()):  # fresh kinds first, then the tired ones rather than nothing
-            for tier in stage:
-                for mutation in _untried(tier(rng, avoid), seen, rng):
-                    chosen.append(mutation)
-                    if len(chosen) == count:
-                        return chosen
+    for tier in tiers:
+        for mutation in ranking.ranked(tier(), seen):
+            chosen.append(mutation)
+            if len(chosen) == count:
+                return chosen
     return chosen
 
 
-class _Pool:
-    """Every proposal for one model.py, built tier by tier only when asked for; each tier leaves out kinds to avoid."""
+def space_size(source: str, check: Check | None = None) -> dict[str, int]:
+    """How many distinct single, bold and paired edits can be built for a model.py (triples and more not counted)."""
+    pool = Pool(source, check)
+    pairs = sum(1 for _ in pool.pairs())
+    bold = sum(1 for built in pool.builds(list(pool.bolder())) if built)
+    return {"single": len(pool.small()), "bold": bold, "pairs": pairs}
 
-    def __init__(self, source: str):
+
+class Pool:
+    """Every proposal for one model.py, tier by tier, built only when asked for; with a check, only those that build."""
+
+    def __init__(self, source: str, check: Check | None = None):
         self.source = source
+        self.check = check
 
-    def small(self, rng: random.Random, avoid: Set[str]) -> list[Mutation]:
-        return _without(self._small, avoid)
+    def small(self) -> list[Mutation]:
+        return self._small
 
-    def bolder(self, rng: random.Random, avoid: Set[str]) -> list[Mutation]:
-        return _without(self._bolder, avoid)
+    def bolder(self) -> Iterator[Mutation]:
+        known = {_key(self.source)} | {_key(m.source) for m in self._all_small}
+        return (m for m in propose_mutations(self.source, BOLD_STEPS) if _key(m.source) not in known)
 
-    def triples(self, rng: random.Random, avoid: Set[str]) -> Iterator[Mutation]:
-        """Triples in a random order, built lazily: there can be thousands and few are needed."""
-        pairs = _without([m for m in self._bolder if m.description.startswith(COMBINED_PREFIX)], avoid)
-        rng.shuffle(pairs)
-        for pair in pairs:
-            extensions = _extend(pair, avoid)
-            rng.shuffle(extensions)
-            yield from extensions
+    def pairs(self) -> Iterator[Mutation]:
+        """Each single edit followed by each other one of a different kind, as found on the model the first makes."""
+        for first in self._small:
+            yield from self._extend(first)
 
-    def kinds(self) -> set[str]:
-        return {m.kind for m in self._small}
+    def triples(self) -> Iterator[Mutation]:
+        for pair in self.pairs():
+            yield from self._extend(pair)
+
+    def near_miss_pairs(self, near_misses: list[str]) -> Iterator[Mutation]:
+        """Pairs of single edits that both match a near miss's change, as it applies to this model."""
+        matching = [m for miss in near_misses for m in self._small if _same_change(m.description, miss)]
+        for first in matching:
+            others = {m.description for m in matching if m is not first and m.kinds != first.kinds}
+            yield from self._extend(first, only=others)
+
+    def random_combinations(self, rng: random.Random) -> Iterator[Mutation]:
+        """Three or four single edits of different kinds applied one after another, drawn at random."""
+        if len({m.kind for m in self._small}) < 3:
+            return
+        for _ in range(COMBINATION_TRIES):
+            current = rng.choice(self._small)
+            for _ in range(rng.choice((2, 3))):
+                options = [m for m in propose_mutations(current.source)
+                           if m.description in self._descriptions and not set(m.kinds) & set(current.kinds)]
+                if not options:
+                    break
+                current = _combine(current, rng.choice(options))
+            else:
+                yield current
 
     @cached_property
-    def _small(self) -> list[Mutation]:
+    def base_parameters(self) -> int | None:
+        if self.check is None:
+            return None
+        return self.check([self.source])[0].parameters
+
+    def builds(self, mutations: list[Mutation]) -> list[bool]:
+        if self.check is None or not mutations:
+            return [True] * len(mutations)
+        return [built.ok for built in self.check([m.source for m in mutations])]
+
+    @cached_property
+    def _all_small(self) -> list[Mutation]:
         return propose_mutations(self.source)
 
     @cached_property
-    def _bolder(self) -> list[Mutation]:
-        """Bold single edits, then pairs; none repeating a small edit or each other."""
-        known = {_key(self.source)} | {_key(m.source) for m in self._small}
-        pairs = [pair for first in self._small for pair in _extend(first, frozenset())]
-        return _distinct([*propose_mutations(self.source, BOLD_STEPS), *pairs], known)
+    def _small(self) -> list[Mutation]:
+        """The small single edits that build: every combination starts from them."""
+        return [m for m, ok in zip(self._all_small, self.builds(self._all_small)) if ok]
+
+    @cached_property
+    def _descriptions(self) -> set[str]:
+        return {m.description for m in self._small}
+
+    def _extend(self, base: Mutation, only: set[str] | None = None) -> Iterator[Mutation]:
+        """`base` followed by each small edit that builds on its own, of a kind `base` does not have yet."""
+        wanted = self._descriptions if only is None else only
+        for more in propose_mutations(base.source):
+            if more.description in wanted and not set(more.kinds) & set(base.kinds):
+                yield _combine(base, more)
 
 
-def _extend(base: Mutation, avoid: Set[str]) -> list[Mutation]:
-    """`base` followed by each small edit, of a kind it does not have yet, of the model it makes."""
+def _combine(base: Mutation, more: Mutation) -> Mutation:
     parts = base.description.removeprefix(COMBINED_PREFIX)
-    return [
-        Mutation("+".join(sorted({*base.kinds, more.kind})), f"{COMBINED_PREFIX}{parts} + {more.description}", more.source)
-        for more in propose_mutations(base.source)
-        if more.kind not in base.kinds and more.kind not in avoid
-    ]
+    kinds = "+".join(sorted({*base.kinds, *more.kinds}))
+    return Mutation(kinds, f"{COMBINED_PREFIX}{parts} + {more.description}", more.source)
 
 
-def _without(mutations: list[Mutation], avoid: Set[str]) -> list[Mutation]:
-    return [m for m in mutations if not avoid.intersection(m.kinds)]
+def _same_change(description: str, logged: str) -> bool:
+    """True when a logged part (which may carry what the log step appended) is this proposal's change."""
+    return logged == description or logged.startswith(description + " (")
 
 
-def _distinct(mutations: list[Mutation], known: set[str]) -> list[Mutation]:
-    """The mutations whose source is not in `known` nor repeated, first ones first."""
-    kept = []
-    for mutation in mutations:
-        key = _key(mutation.source)
-        if key not in known:
-            known.add(key)
-            kept.append(mutation)
-    return kept
+@dataclass
+class _Ranking:
+    """Orders a tier's proposals by promise and yields those untried that build."""
+
+    learner: Learner
+    tired: frozenset[str]
+    rng: random.Random
+    pool: Pool
+    score_of: dict = field(default_factory=dict)
+    kind_jitter: dict = field(default_factory=dict)
+    boosted: set = field(default_factory=set)  # near-miss pairs
+
+    def ranked(self, mutations: Iterable[Mutation], seen: set[str]) -> Iterator[Mutation]:
+        """The untried proposals that build, best first; a long stream is ranked a window at a time."""
+        stream = iter(mutations)
+        while True:
+            fresh = []
+            for mutation in stream:
+                key = _key(mutation.source)
+                if key not in seen:
+                    seen.add(key)  # a proposal that fails the check is not offered again either
+                    fresh.append(mutation)
+                    if len(fresh) == WINDOW:
+                        break
+            if not fresh:
+                return
+            ordered = self._interleave(fresh)
+            for start in range(0, len(ordered), CHECK_CHUNK):
+                chunk = ordered[start : start + CHECK_CHUNK]
+                for mutation, ok in zip(chunk, self.pool.builds(chunk)):
+                    if ok:
+                        yield mutation
+
+    def score(self, mutation: Mutation) -> float:
+        mine = arms(mutation.description) or ((mutation.kind, "swap"),)
+        value = sum(self.learner.value(arm) for arm in mine) / len(mine)
+        value -= TIRED_PENALTY * len(self.tired.intersection(mutation.kinds))
+        if _key(mutation.source) in self.boosted:
+            value += NEAR_MISS_BONUS
+        base, parameters = self.pool.base_parameters, None
+        if base:
+            parameters = self.pool.check([mutation.source])[0].parameters if _cached(self.pool, mutation) else None
+        if base and parameters:
+            doublings = math.log2(parameters / base)
+            value -= SIZE_WEIGHT * (-doublings if self.learner.smaller_wanted else max(0.0, doublings))
+        # One draw per kind, so that a kind with many edits is not first more often than one with few.
+        if mutation.kind not in self.kind_jitter:
+            self.kind_jitter[mutation.kind] = self.rng.uniform(0, JITTER)
+        return value + self.kind_jitter[mutation.kind] + self.rng.uniform(0, JITTER / 10)
+
+    def _interleave(self, mutations: list[Mutation]) -> list[Mutation]:
+        """Best first, taking kinds in turn so that a few picks cover several directions."""
+        scored = sorted(((self.score(m), index, m) for index, m in enumerate(mutations)), key=lambda t: (-t[0], t[1]))
+        self.score_of = {id(m): score for score, _, m in scored}
+        by_arm: dict[str, list[Mutation]] = {}
+        for _, _, mutation in scored:
+            by_arm.setdefault(mutation.kind, []).append(mutation)
+        # Kinds whose best is far behind the best of all (shrinking, by default) wait for the promising ones.
+        top = {arm: self.score_of[id(queue[0])] for arm, queue in by_arm.items()}
+        best = max(top.values(), default=0.0)
+        ordered = []
+        for promising in (True, False):
+            queues = [queue for arm, queue in by_arm.items() if (top[arm] >= best - LAG) == promising]
+            while queues:
+                ordered += [queue.pop(0) for queue in queues]
+                queues = [queue for queue in queues if queue]
+        return ordered
 
 
-def _untried(mutations: Iterable[Mutation], seen: set[str], rng: random.Random) -> Iterator[Mutation]:
-    """The mutations not seen yet, marking them seen; a list is taken kind by kind in turn, a stream as it comes."""
-    if not isinstance(mutations, list):
-        for mutation in mutations:
-            if _key(mutation.source) not in seen:
-                seen.add(_key(mutation.source))
-                yield mutation
-        return
-    fresh = [m for m in mutations if _key(m.source) not in seen]
-    seen.update(_key(m.source) for m in fresh)
-    yield from _round_robin(fresh, rng)
+def _cached(pool: Pool, mutation: Mutation) -> bool:
+    """True when the check has already built this proposal: scoring never starts a build of its own."""
+    verdicts = getattr(pool.check, "verdicts", None)
+    return verdicts is not None and _key(mutation.source) in verdicts
 
 
-def _round_robin(mutations: list[Mutation], rng: random.Random) -> list[Mutation]:
-    """Mutations ordered one kind after another, so that several candidates explore different directions."""
-    by_kind: dict[str, list[Mutation]] = {}
-    for mutation in mutations:
-        by_kind.setdefault(mutation.kind, []).append(mutation)
-    kinds = sorted(by_kind)
-    rng.shuffle(kinds)
-    for kind in kinds:
-        rng.shuffle(by_kind[kind])
-    ordered = []
-    while any(by_kind.values()):
-        ordered += [by_kind[kind].pop(0) for kind in kinds if by_kind[kind]]
-    return ordered
-
-
-def _tired_kinds(pool: _Pool, failed: list[str]) -> frozenset[str]:
+def _tired_kinds(pool: Pool, failed: list[str]) -> frozenset[str]:
     """Kinds that failed FATIGUE times since the last keep and more often than the least-failed kind."""
-    everything = frozenset()
-    kinds_of = {_key(m.source): m.kinds for m in pool.small(None, everything)}
+    if not failed:
+        return frozenset()
+    kinds_of = {_key(m.source): m.kinds for m in pool.small()}
     if any(key not in kinds_of for key in failed):
-        # Bold or combined edits were tried: learn their kinds too (triples are too many to rebuild).
-        kinds_of.update({_key(m.source): m.kinds for m in pool.bolder(None, everything)})
+        kinds_of.update({_key(m.source): m.kinds for m in pool.bolder()})
+    kinds = {m.kind for m in pool.small()}
     failures = Counter(kind for key in failed for kind in kinds_of.get(key, ()))
-    least = min((failures[kind] for kind in pool.kinds()), default=0)
-    # Once every kind has failed FATIGUE times, the ones that failed least go first again.
-    return frozenset(kind for kind in pool.kinds() if failures[kind] >= max(FATIGUE, least + 1))
+    least = min((failures[kind] for kind in kinds), default=0)
+    return frozenset(kind for kind in kinds if failures[kind] >= max(FATIGUE, least + 1))
 
 
-@lru_cache(maxsize=8192)
+@lru_cache(maxsize=16384)
 def _key(source: str) -> str:
     """The fingerprint of a source, remembered: each proposal is compared several times."""
     return fingerprint(source)

@@ -39,6 +39,7 @@ class Change(NamedTuple):
     kind: str
     description: str
     edits: tuple[Edit, ...]
+    direction: str = ""  # "up", "down", "add", "swap"; "" to read it from the description's "old -> new"
 
 
 class Source:

@@ -38,8 +38,21 @@ ACTIVATIONS = {
     "LeakyReLU": ("leaky_relu", ("negative_slope", "inplace")),
     "ELU": ("elu", ("alpha", "inplace")),
     "Mish": ("mish", ("inplace",)),
+    "Tanh": ("tanh", ()),
+    "Sigmoid": ("sigmoid", ()),
+    "Hardswish": ("hardswish", ("inplace",)),
+    "SELU": ("selu", ("inplace",)),
+    "CELU": ("celu", ("alpha", "inplace")),
+    "ReLU6": ("relu6", ("inplace",)),
+    "Softplus": ("softplus", ("beta", "threshold")),
+    "Hardtanh": ("hardtanh", ("min_val", "max_val", "inplace")),
 }
-SWAP_TO = ("ReLU", "GELU", "SiLU", "LeakyReLU")
+# Activations torch itself has as functions: torch.relu, torch.tanh, torch.sigmoid.
+TORCH_ACTIVATIONS = {"relu": "ReLU", "tanh": "Tanh", "sigmoid": "Sigmoid", "selu": "SELU", "celu": "CELU"}
+# What an activation may become; Sigmoid and the rarer ones are only swapped away from.
+SWAP_TO = ("ReLU", "GELU", "SiLU", "LeakyReLU", "ELU", "Mish", "Hardswish", "Tanh")
+# Activation names as strings (`activation="relu"`, `ACTIVATION = "gelu"`), as torch and most model files spell them.
+ACTIVATION_STRINGS = ("relu", "gelu", "silu", "tanh", "elu", "leaky_relu", "mish", "hardswish")
 
 # Dropout modules take the rate first; the functions take it after the input.
 DROPOUT_MODULES = {"Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout", "FeatureAlphaDropout"}
@@ -55,7 +68,7 @@ SHAPE_NEUTRAL = (
     | DROPOUT_MODULES
     | POOLS
     | {f"Adaptive{kind}Pool{n}d" for kind in ("Avg", "Max") for n in (1, 2, 3)}
-    | {"ReLU6", "Tanh", "Sigmoid", "Hardswish", "Hardsigmoid", "Hardtanh", "Softplus", "SELU", "CELU"}
+    | {"Hardsigmoid"}
     | {"Softmax", "LogSoftmax", "Identity", "Flatten", "Sequential", "ModuleList", "ModuleDict"}
 )
 
