@@ -22,7 +22,8 @@ from typing import Sequence
 
 from autoraysearch.campaign.model_source import fingerprint
 from autoraysearch.trials.preflight import CHECK_ENV, DEFAULT_PARAM_CAP, HIDDEN_ENV
-from autoraysearch.trials.process import SECRET_ENV, run_in_directory
+from autoraysearch.trials import sandbox
+from autoraysearch.trials.process import run_in_directory
 from autoraysearch.trials.warm_check import shared_checker
 
 BATCH = 40  # proposals per process; the cold fallback reads only its output's last lines
@@ -140,16 +141,16 @@ def shared_build_check(settings) -> BuildCheck:
 
 def _run_contained(files: dict[str, str], timeout: float) -> str:
     """The check script's output, run in a fork of the warm helper, or in a fresh interpreter if that is unavailable."""
-    env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV and k not in HIDDEN_ENV}
+    env = {k: v for k, v in sandbox.trial_environment(os.environ).items() if k not in HIDDEN_ENV}
     env.update(CHECK_ENV)
     scratch = Path(tempfile.mkdtemp(prefix="autoraysearch-build-check-"))
     try:
         for name, text in files.items():
             (scratch / name).write_text(text)
-        return shared_checker(env).run(scratch, SCRIPT, timeout, hide=(*SECRET_ENV, *HIDDEN_ENV)).output
+        return shared_checker(env).run(scratch, SCRIPT, timeout, hide=HIDDEN_ENV).output
     except RuntimeError:
         cold = run_in_directory(files, [sys.executable, SCRIPT], timeout=timeout,
                                 env={**{name: "" for name in HIDDEN_ENV}, **CHECK_ENV})
-        return "\n".join(cold.stdout_tail)
+        return cold.output
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
