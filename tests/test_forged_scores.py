@@ -273,3 +273,54 @@ def test_a_forged_preflight_verdict_is_refused(warm):
     result = preflight(PREFLIGHT_FORGER, {"num_classes": 10}, [1, 8, 8], 10, timeout_s=60, warm=warm)
     assert not result.ok
     assert result.reason == "the model code wrote to the pre-flight's verdict channel"
+
+
+# ---- a campaign: sabotage cannot cost a later candidate its keep ----
+
+NARROW = MODEL.replace("nn.Conv2d(1, 16", "nn.Conv2d(1, 2").replace("nn.BatchNorm2d(16)", "nn.BatchNorm2d(2)").replace(
+    "nn.Conv2d(16, 32", "nn.Conv2d(2, 32")
+# The restored width (a real gain), but every run at another seed than the screen's answers wrongly on purpose:
+# its confirmation runs score about 0, which would blow up the noise estimate of a rule that pooled them.
+SABOTEUR = MODEL + textwrap.dedent("""
+    import os as _os
+    import torch as _torch
+    _forward = Model.forward
+    def _sabotaged(self, x):
+        out = _forward(self, x)
+        if not self.training and _os.environ.get("AUTORAYSEARCH_SEED", "0") != "0":
+            return _torch.roll(out, 1, dims=1)  # every prediction moved to the wrong class
+        return out
+    Model.forward = _sabotaged
+""")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_a_real_improvement_is_kept_after_a_candidate_that_sabotaged_its_seed_runs(services, tmp_path):
+    import json
+
+    from helpers import loop, make_repo, results, setup
+
+    exp = make_repo(tmp_path / "exp", {"model.py": NARROW})
+    setup(exp, epochs=1, seeds=3)
+    answers = tmp_path / "answers"
+    answers.mkdir()
+    for n, (description, source) in enumerate([("restore the width, sabotaged", SABOTEUR),
+                                                ("restore the width", MODEL)], start=1):
+        (answers / f"{n}.json").write_text(json.dumps({"candidates": [
+            {"description": description, "kind": "width", "model_py": source}]}))
+    agent = tmp_path / "agent.py"
+    agent.write_text(textwrap.dedent(f"""
+        import pathlib, sys
+        sys.stdin.read()
+        counter = pathlib.Path({str(tmp_path / "calls")!r})
+        n = int(counter.read_text()) + 1 if counter.exists() else 1
+        counter.write_text(str(n))
+        print(pathlib.Path({str(answers)!r}, f"{{min(n, 2)}}.json").read_text())
+    """))
+
+    loop(exp, max_iterations=2, ideator="command", llm_command=f"{sys.executable} {agent}")
+
+    rows = results(exp).rows
+    assert [r.status for r in rows] == ["baseline", "discard", "keep"], [(r.status, r.description) for r in rows]
+    assert rows[2].metric > rows[0].metric
