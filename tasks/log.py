@@ -40,7 +40,7 @@ def result_row(candidate: Candidate, verdict: Verdict, result: TrialResult, shor
         status=verdict.status,
         description=description,
         extra={"candidate": candidate.fingerprint, "seconds": f"{result.seconds:g}",
-               **node_columns(result.host, result.node_id), **seed_columns(result.runs)},
+               **node_columns(result.host, result.node_id), **seed_columns(result.runs), **verdict.paired},
     )
 
 

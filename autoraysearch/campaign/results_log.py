@@ -14,7 +14,8 @@ from autoraysearch.campaign.settings import write_atomically
 COLUMNS = ("iteration", "commit", "metric", "delta", "status", "description")
 # seeds/std/runs: how many seeds the metric (their mean) is over, their spread and each seed's value.
 # node: the host that trained it; node_id: its Ray node, for `ray` commands.
-EXTRA_COLUMNS = ("candidate", "seconds", "node", "tokens", "seeds", "std", "runs", "node_id")
+# diffs/gain/interval: the paired comparison with the best (per-seed gains, their mean, its 90 % half width).
+EXTRA_COLUMNS = ("candidate", "seconds", "node", "tokens", "seeds", "std", "runs", "node_id", "diffs", "gain", "interval")
 NODE_ID_CHARS = 8  # enough to tell nodes apart; `ray list nodes` matches on a prefix
 
 

@@ -53,7 +53,7 @@ def proposal_lines(ideas: Ideas, base_source: str, model_py: str = "model.py") -
 
 
 def verdict_line(result: TrialResult, verdict: Verdict, bar: Bar, metric: str, best_sha: str) -> str:
-    """`2 keep: val_acc=0.9387 (+0.012 over the best 0.9267; needed > +0.004); best val_acc=0.9387 at 1a2b3c4`."""
+    """`2 keep: val_acc=0.9387 over 2 seeds (paired +0.012 ±0.006 against the best at the same seeds; a keep needs > +0.004); …`."""
     head = f"{result.label} {verdict.status}: "
     if result.metric is None:
         why = (result.error or result.status).strip().splitlines()
@@ -63,8 +63,9 @@ def verdict_line(result: TrialResult, verdict: Verdict, bar: Bar, metric: str, b
         what = f"{metric}={fmt(result.metric)}{runs}"
         if bar.best_runs:
             needed = bar.margin(max(1, len(result.runs)))
-            what += f" ({fmt(verdict.delta, signed=True)} against the best {fmt(bar.best_mean)}; a keep needs > " \
-                    f"{fmt(needed if bar.higher_is_better else -needed, signed=True)})"
+            interval = f" {verdict.paired['interval']}" if verdict.paired.get("interval") else ""
+            what += f" (paired {fmt(verdict.delta, signed=True)}{interval} against the best at the same seeds; " \
+                    f"a keep needs > {fmt(needed if bar.higher_is_better else -needed, signed=True)})"
     return f"{head}{what}; best {metric}={fmt(verdict.best_metric)} at {best_sha[:7]}"
 
 
