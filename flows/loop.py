@@ -37,7 +37,10 @@ from autoraysearch.tasks.review import review
 from autoraysearch.tasks.verify import verify
 from autoraysearch.campaign.integrity import checked_results, take_snapshot, undo_tampering
 from autoraysearch.campaign.resume import clear_pending, write_pending
-from autoraysearch.campaign.noise import Bar, next_step, worth_confirming
+from autoraysearch.campaign.noise import Bar, bar_from_log, next_step, worth_confirming
+from autoraysearch.campaign.path import CONFIRM_EVERY, describe_confirmed, fresh_seeds, keeps_since_confirmed, last_confirmed
+from autoraysearch.campaign.path import verdict as path_verdict
+from autoraysearch.campaign.results_log import ResultRow
 from autoraysearch.campaign.pruning import campaign_rule
 from autoraysearch.setup.prechecks import PARALLEL_LETTERS, check_parallel
 
@@ -144,6 +147,8 @@ def autoraysearch_loop(
                     reason = conditions.reason_to_stop(progress, now, campaign.settings.higher_is_better) or str(exc)
                     break
                 kept += verdict.status == "keep"
+                if verdict.status == "keep" and due_for_confirmation(campaign):
+                    verdict = replace(verdict, **confirm_path(campaign, stop_time))
                 progress = Progress(
                     iterations=progress.iterations + 1,
                     started=started,
@@ -160,7 +165,9 @@ def autoraysearch_loop(
             # Cancelled, interrupted or failed: the iteration already put the branch back on its best.
             close_stopped_campaign(campaign, progress, conditions, exc)
             raise
-        logger.info("stopping: %s; best %s=%s at %s", reason, campaign.settings.metric, best_metric, best_sha[:7])
+        best_metric, best_sha = best_after_confirmation(campaign, stop_time, best_metric, best_sha)
+        logger.info("stopping: %s; best %s=%s at %s; %s", reason, campaign.settings.metric, best_metric, best_sha[:7],
+                    describe_confirmed(read_log(campaign).rows))
         publish_campaign_artifacts(campaign, progress, conditions, stop_reason=reason)
         publish_final_artifact(campaign, reason)
         announce_campaign_finished(campaign, reason)
@@ -172,6 +179,80 @@ def autoraysearch_loop(
             best_sha=best_sha,
             stop_reason=reason,
         )
+
+
+def read_log(campaign: Campaign):
+    from autoraysearch.campaign.results_log import read_results_log
+
+    return read_results_log(campaign.paths.results, campaign.settings.higher_is_better)
+
+
+def due_for_confirmation(campaign: Campaign) -> bool:
+    return campaign.settings.seeds > 1 and keeps_since_confirmed(read_log(campaign).rows) >= CONFIRM_EVERY
+
+
+def best_after_confirmation(campaign: Campaign, stop_time: datetime | None, best_metric, best_sha: str):
+    """The campaign's end: its path confirmed on fresh seeds (rolled back if it does not hold); the best then."""
+    if campaign.settings.seeds <= 1 or (stop_time is not None and datetime.now() >= stop_time):
+        return best_metric, best_sha
+    try:
+        moved = confirm_path(campaign, stop_time)
+    except StopTimeReached:
+        return best_metric, best_sha
+    return moved.get("best_metric", best_metric), moved.get("best_sha", best_sha)
+
+
+def confirm_path(campaign: Campaign, stop_time: datetime | None) -> dict:
+    """Train the best and the last point that held on fresh paired seeds; log it, roll back if it does not hold.
+
+    Returns the verdict fields that changed (nothing, or the point rolled back to).
+    """
+    settings = campaign.settings
+    log = read_log(campaign)
+    best = log.best()
+    point = last_confirmed(log.rows)
+    if best is None or best.status == "baseline" or best.commit == point.commit:
+        return {}
+    repo = ExperimentRepo(Path(campaign.experiment_dir))
+    first_keep = next(r for r in log.rows if r.status == "keep")
+    best_sha = repo.resolve(best.commit)
+    point_sha = repo.resolve(point.commit) if point.commit else repo.resolve(f"{first_keep.commit}^")
+    if best_sha is None or point_sha is None:
+        get_run_logger().warning("path not confirmed: %s or the point before it is no longer in git", best.commit)
+        return {}
+    train_source = (campaign.paths.root / settings.train_py).read_text()
+    label = f"{log.next_iteration() - 1}.path"
+    trials = {}
+    for name, sha in (("best", best_sha), ("point", point_sha)):
+        model = Candidate(label=f"{label}-{name}", description="", model_source=repo.file_at(sha, settings.model_py),
+                          fingerprint="")
+        trial = make_trial(campaign, model, train_source)
+        for n, seed in enumerate(fresh_seeds(settings.seed, log.rows), 1):
+            trials[f"{label}-{name}-seed{n}"] = seeded(trial, seed, f"{label}-{name}-seed{n}")
+    done = train_all(campaign, trials, stop_time)
+    if any(r.status != "ok" for r in done.values()):
+        get_run_logger().warning("path not confirmed: a fresh-seed run of %s failed", best.commit)
+        return {}
+    runs = {name: tuple(r.metric for key, r in done.items() if f"-{name}-seed" in key) for name in ("best", "point")}
+    bar = bar_from_log(log)
+    status, cells = path_verdict(runs["best"], runs["point"], bar)
+    point_short = repo.short(point_sha)
+    row = ResultRow(
+        iteration=label, commit=best.commit if status == "confirmed" else point_short,
+        metric=fmean(runs["best"]), delta=float(cells["gain"]) if bar.higher_is_better else -float(cells["gain"]),
+        status=status,
+        description=f"path: {best.iteration} ({best.commit}) against {point.label} ({point_short}) on "
+                    f"{len(runs['best'])} fresh seeds: {'holds' if status == 'confirmed' else 'does not hold, rolled back'}",
+        extra={"seconds": f"{sum(r.seconds for r in done.values()):g}", **cells},
+    )
+    if status == "rollback":
+        repo.move_branch_to(point_sha, settings.model_py)
+    log_experiment(campaign, row, None)
+    get_run_logger().info("%s %s: %s (paired %s %s)", label, status, row.description, cells["gain"], cells.get("interval", ""))
+    if status == "rollback":
+        rolled = read_log(campaign).best()
+        return {"best_sha": point_sha, "best_metric": rolled.metric if rolled else None}
+    return {}
 
 
 def review_step(campaign: Campaign, node: str | None, label: str) -> Review:

@@ -67,12 +67,18 @@ class ResultsLog:
         return next((r for r in self.rows if r.status == "baseline" and r.readable), None)
 
     def best(self) -> ResultRow | None:
-        """The baseline or kept row with the best metric."""
-        scored = [r for r in self.rows if r.status in BEST_STATUSES and r.metric is not None and r.readable]
-        if not scored:
-            return None
-        pick = max if self.higher_is_better else min
-        return pick(scored, key=lambda r: r.metric)
+        """The latest keep (else the baseline): each keep beat the best before it at the same seeds.
+
+        Not the highest mean: two means over different seeds can rank the other way round. A `rollback`
+        row (the path did not hold on fresh seeds) moves it back to the point it names.
+        """
+        best = None
+        for row in self.rows:
+            if row.status in BEST_STATUSES and row.metric is not None and row.readable:
+                best = row
+            elif row.status == "rollback":  # back to the keep it names, or to the baseline
+                best = next((r for r in self.rows if r.status == "keep" and r.commit == row.commit), self.baseline)
+        return best
 
     def next_iteration(self) -> int:
         """The number the next iteration gets: one more than the highest so far."""
