@@ -48,6 +48,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import training_cache  # noqa: E402
 from autoraysearch.campaign import noise  # noqa: E402
+from autoraysearch.campaign.path import CONFIRM_EVERY, CONFIRM_SEEDS as CONFIRM_FRESH  # noqa: E402
 from autoraysearch.campaign.model_source import fingerprint  # noqa: E402
 
 RESULTS_DIR = ROOT / "benchmarks" / "results"
@@ -55,8 +56,6 @@ TEST_SEEDS = [training_cache.TEST_SEED_BASE + i for i in range(10)]
 BUDGETS = (12, 48)
 SEEDS = 3  # the product's default --seeds
 STUCK_AFTER = 3  # the product's default stuck_after
-CONFIRM_EVERY = 3  # keeps between path confirmations
-CONFIRM_FRESH = 3  # fresh paired seeds a path confirmation trains
 RACE_TOP = 2  # racing: candidates continued after the screen
 DISCARD_SAMPLE = 3  # discards per campaign re-scored on the test split (for power)
 FRESH_BASE = 5000  # fresh confirmation seeds start here, far from the campaigns' own
@@ -484,6 +483,10 @@ def main() -> None:
     (RESULTS_DIR / f"search_quality_e{args.epochs}.md").write_text(text)
     (RESULTS_DIR / f"search_quality_e{args.epochs}.json").write_text(json.dumps(
         {"command": command, "table": table, "campaigns": judged, "sigma_fresh": sigma_fresh}, indent=1) + "\n")
+    regimes = sorted(RESULTS_DIR.glob("search_quality_e*.md"), key=lambda p: int(p.stem.rsplit("_e", 1)[1]))
+    (RESULTS_DIR / "search_quality.md").write_text(
+        "# Search quality: decision rules over cached real training runs\n\n"
+        + "\n".join(p.read_text() for p in regimes))
 
 
 if __name__ == "__main__":
