@@ -57,7 +57,7 @@ BUDGETS = (12, 48)
 SEEDS = 3  # the product's default --seeds
 STUCK_AFTER = 3  # the product's default stuck_after
 RACE_TOP = 2  # racing: candidates continued after the screen
-DISCARD_SAMPLE = 3  # discards per campaign re-scored on the test split (for power)
+DISCARD_SAMPLE = 1  # discards per campaign re-scored on the test split (for power)
 FRESH_BASE = 5000  # fresh confirmation seeds start here, far from the campaigns' own
 RULES = ("greedy", "unpaired", "paired", "racing")
 
