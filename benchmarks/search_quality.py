@@ -1,7 +1,7 @@
 """Whether a decision rule finds real gains: many campaigns replayed over cached real training runs.
 
-    nice -n 10 .venv/bin/python benchmarks/search_quality.py --epochs 1 --campaigns 20
-    nice -n 10 .venv/bin/python benchmarks/search_quality.py --epochs 5 --campaigns 12
+    nice -n 10 .venv/bin/python benchmarks/search_quality.py --epochs 1 --campaigns 6
+    nice -n 10 .venv/bin/python benchmarks/search_quality.py --epochs 5 --campaigns 3 --rules greedy,paired,racing
 
 A campaign here is the product's loop without Prefect, Ray and git: the offline ideator
 (`choose_mutations`, fed the way the ideate step feeds it) proposes edits of the current best model.py,
