@@ -231,13 +231,17 @@ def paired_bar(state: State) -> noise.Bar:
 def differences(state: State, trainer: Trainer, candidate: str, seeds: int, have: list[float]) -> list[float] | None:
     """Paired differences at seeds 0 … seeds−1 (the best trained on demand); None if the candidate crashed."""
     out = list(have)
-    for i in range(len(out), seeds):
-        value = train(state, trainer, candidate, state.seed + i)
-        if value is None:
-            return None
-        best = train(state, trainer, state.best, state.seed + i)
-        out.append(value - best)
-    return out
+    spent = state.seconds
+    try:
+        for i in range(len(out), seeds):
+            value = train(state, trainer, candidate, state.seed + i)
+            if value is None:
+                return None
+            best = train(state, trainer, state.best, state.seed + i)
+            out.append(value - best)
+        return out
+    finally:
+        state.last_seconds = state.seconds - spent  # every run this call trained: an upper bound on its wall time
 
 
 def iterate_paired(state: State, trainer: Trainer, parallel: int = 1) -> None:
