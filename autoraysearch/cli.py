@@ -328,8 +328,11 @@ def _print_results(experiment_dir: Path, last: int | None = None) -> None:
 
     settings = load_settings(experiment_dir)
     log = read_results_log(experiment_dir / RESULTS_FILE, settings.higher_is_better)
+    from autoraysearch.campaign.path import describe_confirmed
+
     print(format_table(log, last=last))
     print(best_line(log, settings.metric))
+    print(describe_confirmed(log.rows))
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -1,191 +1,136 @@
-"""What early stopping would save, measured without letting it decide: every candidate runs to the end.
+"""What early stopping saves and whom it wrongly stops, replayed over a fixed pool of fully trained candidates.
 
-A digits campaign (the bundled example model, the offline mutate ideator, several epochs of small
-batches) runs with early stopping OFF. Afterwards each candidate's screen log is replayed, line by line,
-through the rule exactly as the loop would have applied it at that iteration (the best's curve and the
-seed noise as the results log stood then; pruning.rule_from_log), and the benchmark reports:
+    nice -n 10 .venv/bin/python benchmarks/training_cache.py --epochs 5 --val-seeds 8 --test-seeds 10
+    .venv/bin/python benchmarks/early_stopping.py [--epochs 5] [--replays 40]
 
-* saved: the training seconds the rule would have spared on discarded candidates, as a share of all
-  the seconds those candidates used. A pruned run saves its training after the epoch it was stopped at
-  (elapsed_s of its last epoch minus elapsed_s there, which leaves out the evaluations it skips too) and
-  every confirmation run it would not have reached.
-* wrong kills: candidates the rule would have pruned that the campaign kept.
+The pool (training_cache.py): every single edit the offline ideator proposes for the digits example and
+three known-bad controls (widths ÷ 4, dropout 0.9, normalization removed), each trained to the end with
+8 seeds, its curve logged. A replay is one campaign's stream of screens: the pool in a shuffled order,
+each candidate at the replay's seed against the baseline's curve at that seed, the rule built from the
+screens before it exactly as the loop builds it (pruning.rule_for: the fitted keep-bar rule once
+MIN_FIT screens ran to the end, the cautious noise-margin rule before). Each progress line goes through
+pruning.CurveWatch as it would during training.
 
-Side by side, in the same run, the naive rule: prune at a third of the epochs when behind the best's
-curve at all (margin 0), to show what the noise margin buys.
-
-    python benchmarks/early_stopping.py [--iterations 6] [--parallel 2] [--epochs 6] [--batch-size 8]
-
-The table is printed and written to benchmarks/results/early_stopping.md.
+* good: a candidate whose 8-seed mean paired gain clears the keep bar at two seeds (noise.KEEP_Z × σ_d
+  / √2, σ_d the pool's paired spread); bad: every other one.
+* saved: the training seconds spared: the rest of a stopped screen (its epochs after the stop) and the
+  paired seed its screen would have earned, as a share of all the seconds the replays used.
+* wrong kills: stopped candidates that are good.
+* oracle: every bad candidate stopped after its first epoch, no good one: the most any rule can save.
+Side by side: the previous rule (3·√2·σ_e behind the best's curve, after a third of the epochs) alone.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import re
-import shutil
-import subprocess
+import json
+import math
+import random
 import sys
-import tempfile
-import time
-from dataclasses import dataclass, replace
 from pathlib import Path
+from statistics import fmean
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import training_cache  # noqa: E402
+from autoraysearch.campaign import noise, pruning  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results" / "early_stopping.md"
 
 
-@dataclass(frozen=True)
-class Replay:
-    """One candidate under a rule: what the campaign did with it, and where the rule would have stopped it."""
-
-    label: str
-    status: str
-    seconds: float
-    pruned_at: str  # "2/6", or "" when the rule lets it run to the end
-    saved: float
+def lines_of(curve: tuple[float, ...]) -> list[str]:
+    return [f"epoch={e}/{len(curve)} train_loss=0.1 val_acc={v:.4f} elapsed_s={e:.1f}" for e, v in enumerate(curve, 1)]
 
 
-def git(folder: Path, *args: str) -> None:
-    subprocess.run(["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", *args], cwd=folder,
-                   check=True, capture_output=True)
-
-
-def run_campaign(exp: Path, args) -> None:
-    """Set up the example on digits and run the loop with early stopping off."""
-    from autoraysearch.flows.loop import autoraysearch_loop
-    from autoraysearch.flows.setup_experiment import autoraysearch_setup
-
-    autoraysearch_setup(experiment_dir=str(exp), epochs=args.epochs, batch_size=args.batch_size, seeds=args.seeds,
-                        cpus_per_trial=args.cpus_per_trial)
-    autoraysearch_loop(experiment_dir=str(exp), max_iterations=args.iterations, parallel=args.parallel,
-                       cpus_per_trial=args.cpus_per_trial, early_stop=False)
-
-
-def elapsed(line: str) -> float:
-    for field in line.split():
-        if field.startswith("elapsed_s="):
-            return float(field.split("=", 1)[1])
-    return 0.0
-
-
-def number(row) -> str:
-    """The iteration a row belongs to: 5 for 5, 5a, 5-seed2 and 5.1."""
-    return re.match(r"\d*", row.iteration).group()
-
-
-def replay(campaign, row, rule) -> Replay:
-    """Feed the candidate's screen log to the rule; what it would have saved had it stopped there."""
-    from autoraysearch.campaign.pruning import CurveWatch, parse_progress
-
-    seconds = float(row.extra.get("seconds", "0") or 0)
-    text = campaign.paths.trial_log(row.iteration).read_text(errors="replace")
-    progress = [line for line in text.splitlines() if parse_progress(line, campaign.settings.metric)]
-    watch = CurveWatch(rule, campaign.settings.metric)
-    for line in progress:
+def stopped_at(curve: tuple[float, ...], rule) -> int | None:
+    """The epoch the rule stops this curve after, or None."""
+    watch = pruning.CurveWatch(rule, "val_acc")
+    for epoch, line in enumerate(lines_of(curve), 1):
         if watch.see(line):
-            point = watch.last
-            runs = int(row.extra.get("seeds", "") or 1)
-            confirmations = seconds * (runs - 1) / runs  # the confirmation runs it would never have reached
-            saved = elapsed(progress[-1]) - elapsed(line) + confirmations
-            return Replay(row.iteration, row.status, seconds, f"{point.epoch}/{rule.budget(point)}", saved)
-    return Replay(row.iteration, row.status, seconds, "", 0.0)
+            return epoch
+    return None
 
 
-def replay_campaign(exp: Path, margin_scale: float) -> list[Replay]:
-    """Every trained candidate against the rule the log set before its iteration (margins × margin_scale)."""
-    from autoraysearch.campaign.experiment import Campaign
-    from autoraysearch.campaign.noise import bar_from_log
-    from autoraysearch.campaign.pruning import rule_from_log
-    from autoraysearch.campaign.results_log import ResultsLog, read_results_log
-    from autoraysearch.campaign.settings import load_settings
-
-    settings = load_settings(exp)
-    campaign = Campaign(experiment_dir=str(exp), branch="", settings=settings, trial_timeout=None)
-    log = read_results_log(campaign.paths.results, settings.higher_is_better)
-    replays = []
-    for n, row in enumerate(log.rows):
-        if row.status not in ("keep", "discard") or not campaign.paths.trial_log(row.iteration).exists():
-            continue
-        # The rows of its own iteration (5a, 5b …) were logged after its screen ran.
-        before = ResultsLog(log.higher_is_better, tuple(r for r in log.rows[:n] if number(r) != number(row)))
-        rule = rule_from_log(campaign, before, bar_from_log(before, settings.min_delta))
-        if rule is not None:
-            rule = replace(rule, margins=tuple(m * margin_scale for m in rule.margins))
-        replays.append(replay(campaign, row, rule))
-    return replays
-
-
-def summary(name: str, replays: list[Replay]) -> list[str]:
-    discarded = [r for r in replays if r.status == "discard"]
-    spent = sum(r.seconds for r in discarded)
-    saved = sum(r.saved for r in discarded)
-    pruned = [r for r in replays if r.pruned_at]
-    wrong = [r for r in pruned if r.status == "keep"]
-    share = saved / spent if spent else 0.0
-    wrong_share = len(wrong) / len(pruned) if pruned else 0.0
-    return [
-        f"| {name} | {len(replays)} | {len(pruned)} | {spent:.1f} | {saved:.1f} | {share:.0%} | "
-        f"{len(wrong)} ({wrong_share:.0%}) |"
-    ]
+def replay(pool, runs, seeds, base, bar, replay_seed: int, rule_kind: str, good: dict) -> dict:
+    """One shuffled stream of screens under one rule: seconds used, saved, stops and wrong kills."""
+    rng = random.Random(replay_seed)
+    order = list(pool)
+    rng.shuffle(order)
+    seed = seeds[replay_seed % len(seeds)]
+    reference = runs[(base, seed)].curve
+    baseline_runs = [runs[(base, seeds[(replay_seed + i) % len(seeds)])] for i in range(3)]
+    setup_noise = noise.pooled_noise([[r.metric for r in baseline_runs]])
+    sigmas = pruning.epoch_noise([[r.curve for r in baseline_runs]])
+    screen_bar = noise.Bar(best_runs=(reference[-1],), noise=setup_noise, paired=noise.paired_prior(
+        [r.metric for r in baseline_runs]))
+    used = saved = 0.0
+    stops = wrong = changed = 0
+    history = []
+    for key in order:
+        run = runs[(key, seed)]
+        passes = run.metric - runs[(base, seed)].metric > screen_bar.screen_bar()
+        confirm = runs[(key, seeds[(replay_seed + 1) % len(seeds)])].seconds if passes else 0.0
+        used += run.seconds + confirm
+        if rule_kind == "oracle":
+            epoch = 1 if not good[key] else None
+        else:
+            history_now = history if rule_kind == "fitted" else []
+            rule = pruning.rule_for(reference, screen_bar, sigmas, history_now)
+            epoch = stopped_at(run.curve, rule)
+        if epoch is not None and epoch < len(run.curve):
+            stops += 1
+            wrong += good[key]
+            changed += good[key] and passes  # run to the end, its screen would have earned it paired seeds
+            saved += run.seconds * (len(run.curve) - epoch) / len(run.curve) + confirm
+        else:
+            history.append((run.curve, reference))
+    return {"used": used, "saved": saved, "stops": stops, "wrong": wrong, "changed": changed, "candidates": len(order)}
 
 
-def main() -> int:
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iterations", type=int, default=6)
-    parser.add_argument("--parallel", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--seeds", type=int, default=2)
-    parser.add_argument("--cpus-per-trial", type=float, default=1.0)
-    parser.add_argument("--keep", action="store_true", help="keep the experiment folder")
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--replays", type=int, default=40)
     args = parser.parse_args()
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    sys.path.insert(0, str(ROOT))
-
-    folder = Path(tempfile.mkdtemp(prefix="autoraysearch-bench-es-"))
-    exp = folder / "exp"
-    exp.mkdir()
-    shutil.copy(ROOT / "examples" / "digits" / "model.py", exp / "model.py")
-    git(exp, "init", "-q", "-b", "main")
-    git(exp, "add", "model.py")
-    git(exp, "commit", "-q", "-m", "initial")
-    started = time.monotonic()
-    from autoraysearch.cluster import ray_session
-    from autoraysearch.prefect_api import local_prefect_api
-
-    with local_prefect_api(), ray_session(None):
-        run_campaign(exp, args)
-    minutes = (time.monotonic() - started) / 60
-    rows = [replay_campaign(exp, 1.0), replay_campaign(exp, 0.0)]
-    table = [
-        f"early stopping on digits: {args.iterations} iterations x {args.parallel} mutate candidates, "
-        f"{args.epochs} epochs of batch {args.batch_size}, {args.seeds} seeds; campaign run to the end in "
-        f"{minutes:.1f} min (early stopping off), then replayed",
-        "",
-        "| rule | candidates | would prune | s on discards | s saved | saved share | wrong kills |",
-        "|---|---|---|---|---|---|---|",
-        *summary("noise margin (pruning.py)", rows[0]),
-        *summary("naive: behind at all (margin 0)", rows[1]),
-        "",
-        "| candidate | status | seconds | pruned at (rule) | s saved | pruned at (naive) |",
-        "|---|---|---|---|---|---|",
-        *[f"| {a.label} | {a.status} | {a.seconds:.1f} | {a.pruned_at or '-'} | {a.saved:.1f} | {b.pruned_at or '-'} |"
-          for a, b in zip(*rows)],
-    ]
-    text = "\n".join(table) + "\n"
+    runs = {(m, s): r for (m, s, split), r in training_cache.load_runs(args.epochs).items() if split == "validation"}
+    described = json.loads((training_cache.CACHE_DIR / "pool.json").read_text())
+    base = next(k for k, v in described.items() if v["kind"] == "baseline")
+    seeds = list(range(8))  # the pool's validation seeds (campaign runs in the same cache use others)
+    pool = [k for k in described if k != base and all((k, s) in runs for s in seeds)]
+    diffs = {k: [runs[(k, s)].metric - runs[(base, s)].metric for s in seeds] for k in pool}
+    sigma_d = noise.robust_pool(diffs.values()).sigma
+    keep_bar = noise.KEEP_Z * sigma_d / math.sqrt(2)
+    good = {k: fmean(d) > keep_bar for k, d in diffs.items()}
+    bad_share = sum(not g for g in good.values()) / len(good)
+    rows = []
+    for kind, name in (("fitted", "fitted keep-bar rule (default)"), ("cautious", "previous rule: 3·√2·σ_e behind"),
+                       ("oracle", "oracle: every bad candidate after epoch 1")):
+        results = [replay(pool, runs, seeds, base, None, r, kind, good) for r in range(args.replays)]
+        used = sum(r["used"] for r in results)
+        stops = sum(r["stops"] for r in results)
+        wrong = sum(r["wrong"] for r in results)
+        changed = sum(r["changed"] for r in results)
+        total = sum(r["candidates"] for r in results)
+        goods = sum(good.values()) * args.replays
+        rows.append(f"| {name} | {sum(r['saved'] for r in results) / used:.0%} | {stops} of {total} "
+                    f"| {wrong} = {wrong / total:.1%} of candidates, {wrong / goods:.1%} of good ones "
+                    f"| {changed} = {changed / total:.1%} |")
+    text = "\n".join([
+        "# Early stopping, replayed over a fixed pool", "",
+        f"`.venv/bin/python benchmarks/early_stopping.py --epochs {args.epochs} --replays {args.replays}`", "",
+        f"Pool: {len(pool)} candidates of the digits example ({args.epochs} epochs, {len(seeds)} seeds each, "
+        f"3 known-bad controls among them); {bad_share:.0%} are bad (their {len(seeds)}-seed mean paired gain "
+        f"does not clear the keep bar {keep_bar:+.4f} = KEEP_Z × σ_d/√2, σ_d = {sigma_d:.4f}). "
+        f"{args.replays} replays, each a shuffled order at one of the seeds; the rule learns from the screens "
+        "before each candidate. Saved: share of all training seconds (screens and the paired seed a passing "
+        "screen earns). Wrong kill: a stopped candidate that is good; it changed a decision when its screen, run "
+        "to the end, would have passed (otherwise the screen discards it anyway).", "",
+        "| rule | saved | stopped | wrong kills | wrong kills that changed a decision |", "|---|---:|---:|---|---:|", *rows, ""])
     print(text)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(text)
-    if not args.keep:
-        shutil.rmtree(folder, ignore_errors=True)
-    else:
-        print(f"experiment kept in {exp}")
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

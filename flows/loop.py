@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 import itertools
 import time
+from statistics import fmean
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -36,12 +37,14 @@ from autoraysearch.tasks.review import review
 from autoraysearch.tasks.verify import verify
 from autoraysearch.campaign.integrity import checked_results, take_snapshot, undo_tampering
 from autoraysearch.campaign.resume import clear_pending, write_pending
-from autoraysearch.campaign.noise import Bar, worth_confirming
+from autoraysearch.campaign.noise import Bar, bar_from_log, next_step, worth_confirming
+from autoraysearch.campaign.path import CONFIRM_EVERY, describe_confirmed, fresh_seeds, keeps_since_confirmed, last_confirmed
+from autoraysearch.campaign.path import verdict as path_verdict
+from autoraysearch.campaign.results_log import ResultRow
 from autoraysearch.campaign.pruning import campaign_rule
 from autoraysearch.setup.prechecks import PARALLEL_LETTERS, check_parallel
 from autoraysearch.trials.runs import (
     check_trial_fits,
-    confirmation_trials,
     make_trial,
     merge_runs,
     seeded,
@@ -141,6 +144,8 @@ def autoraysearch_loop(
                     reason = conditions.reason_to_stop(progress, now, campaign.settings.higher_is_better) or str(exc)
                     break
                 kept += verdict.status == "keep"
+                if verdict.status == "keep" and due_for_confirmation(campaign):
+                    verdict = replace(verdict, **confirm_path(campaign, stop_time))
                 progress = Progress(
                     iterations=progress.iterations + 1,
                     started=started,
@@ -157,7 +162,9 @@ def autoraysearch_loop(
             # Cancelled, interrupted or failed: the iteration already put the branch back on its best.
             close_stopped_campaign(campaign, progress, conditions, exc)
             raise
-        logger.info("stopping: %s; best %s=%s at %s", reason, campaign.settings.metric, fmt(best_metric), best_sha[:7])
+        best_metric, best_sha = best_after_confirmation(campaign, stop_time, best_metric, best_sha)
+        logger.info("stopping: %s; best %s=%s at %s; %s", reason, campaign.settings.metric, fmt(best_metric), best_sha[:7],
+                    describe_confirmed(read_log(campaign).rows))
         publish_campaign_artifacts(campaign, progress, conditions, stop_reason=reason)
         publish_final_artifact(campaign, reason)
         announce_campaign_finished(campaign, reason)
@@ -169,6 +176,82 @@ def autoraysearch_loop(
             best_sha=best_sha,
             stop_reason=reason,
         )
+
+RACE_TOP = 2  # of several candidates, the screens that go on to paired seeds
+
+
+def read_log(campaign: Campaign):
+    from autoraysearch.campaign.results_log import read_results_log
+
+    return read_results_log(campaign.paths.results, campaign.settings.higher_is_better)
+
+
+def due_for_confirmation(campaign: Campaign) -> bool:
+    return campaign.settings.seeds > 1 and keeps_since_confirmed(read_log(campaign).rows) >= CONFIRM_EVERY
+
+
+def best_after_confirmation(campaign: Campaign, stop_time: datetime | None, best_metric, best_sha: str):
+    """The campaign's end: its path confirmed on fresh seeds (rolled back if it does not hold); the best then."""
+    if campaign.settings.seeds <= 1 or (stop_time is not None and datetime.now() >= stop_time):
+        return best_metric, best_sha
+    try:
+        moved = confirm_path(campaign, stop_time)
+    except StopTimeReached:
+        return best_metric, best_sha
+    return moved.get("best_metric", best_metric), moved.get("best_sha", best_sha)
+
+
+def confirm_path(campaign: Campaign, stop_time: datetime | None) -> dict:
+    """Train the best and the last point that held on fresh paired seeds; log it, roll back if it does not hold.
+
+    Returns the verdict fields that changed (nothing, or the point rolled back to).
+    """
+    settings = campaign.settings
+    log = read_log(campaign)
+    best = log.best()
+    point = last_confirmed(log.rows)
+    if best is None or best.status == "baseline" or best.commit == point.commit:
+        return {}
+    repo = ExperimentRepo(Path(campaign.experiment_dir))
+    first_keep = next(r for r in log.rows if r.status == "keep")
+    best_sha = repo.resolve(best.commit)
+    point_sha = repo.resolve(point.commit) if point.commit else repo.resolve(f"{first_keep.commit}^")
+    if best_sha is None or point_sha is None:
+        get_run_logger().warning("path not confirmed: %s or the point before it is no longer in git", best.commit)
+        return {}
+    train_source = (campaign.paths.root / settings.train_py).read_text()
+    label = f"{log.next_iteration() - 1}.path"
+    trials = {}
+    for name, sha in (("best", best_sha), ("point", point_sha)):
+        model = Candidate(label=f"{label}-{name}", description="", model_source=repo.file_at(sha, settings.model_py),
+                          fingerprint="")
+        trial = make_trial(campaign, model, train_source)
+        for n, seed in enumerate(fresh_seeds(settings.seed, log.rows), 1):
+            trials[f"{label}-{name}-seed{n}"] = seeded(trial, seed, f"{label}-{name}-seed{n}")
+    done = train_all(campaign, trials, stop_time)
+    if any(r.status != "ok" for r in done.values()):
+        get_run_logger().warning("path not confirmed: a fresh-seed run of %s failed", best.commit)
+        return {}
+    runs = {name: tuple(r.metric for key, r in done.items() if f"-{name}-seed" in key) for name in ("best", "point")}
+    bar = bar_from_log(log)
+    status, cells = path_verdict(runs["best"], runs["point"], bar)
+    point_short = repo.short(point_sha)
+    row = ResultRow(
+        iteration=label, commit=best.commit if status == "confirmed" else point_short,
+        metric=fmean(runs["best"]), delta=float(cells["gain"]) if bar.higher_is_better else -float(cells["gain"]),
+        status=status,
+        description=f"path: {best.iteration} ({best.commit}) against {point.label} ({point_short}) on "
+                    f"{len(runs['best'])} fresh seeds: {'holds' if status == 'confirmed' else 'does not hold, rolled back'}",
+        extra={"seconds": f"{sum(r.seconds for r in done.values()):g}", **cells},
+    )
+    if status == "rollback":
+        repo.move_branch_to(point_sha, settings.model_py)
+    log_experiment(campaign, row, None)
+    get_run_logger().info("%s %s: %s (paired %s %s)", label, status, row.description, cells["gain"], cells.get("interval", ""))
+    if status == "rollback":
+        rolled = read_log(campaign).best()
+        return {"best_sha": point_sha, "best_metric": rolled.metric if rolled else None}
+    return {}
 
 
 def review_step(campaign: Campaign, node: str | None, label: str) -> Review:
@@ -248,10 +331,11 @@ def run_iteration(
             step_result(modify.submit(campaign, candidate))
             sha = step_result(commit.submit(campaign, candidate))
         trial = make_trial(campaign, candidate, current.train_source)
-        result = screen_then_confirm(campaign, {label: trial}, current.bar, stop_time)[label]
+        results, bar = screen_then_confirm(campaign, {label: trial}, current.bar, stop_time, best_trial(campaign, current))
+        result = results[label]
         with on_repo_node(node):
-            verdict = step_result(decide.submit(campaign, result, sha, current.bar, current.best_sha))
-            row = with_tokens(result_row(candidate, verdict, result, sha[:7], current.bar), tokens)
+            verdict = step_result(decide.submit(campaign, result, sha, bar, current.best_sha))
+            row = with_tokens(result_row(candidate, verdict, result, sha[:7], bar), tokens)
             step_result(log.submit(campaign, row, result, candidate=candidate, base_source=current.model_source))
         clear_pending(campaign.paths)
     except BaseException as exc:
@@ -265,35 +349,65 @@ def run_iteration(
 
 
 def screen_then_confirm(
-    campaign: Campaign, trials: dict[str, Trial], bar: Bar, stop_time: datetime | None
-) -> dict[str, TrialResult]:
-    """Train each candidate once; those whose run could still beat the best are trained with every other seed.
+    campaign: Campaign, trials: dict[str, Trial], bar: Bar, stop_time: datetime | None, best: Trial | None = None,
+) -> tuple[dict[str, TrialResult], Bar]:
+    """Screen each candidate at the campaign's seed; those whose paired screen passes get more paired seeds.
 
-    The confirmation runs of all such candidates go to Ray at once; each result is then the mean over
-    its seeds, and its seconds count every run (see noise for the rule). A screen run clearly behind the
-    best's learning curve is stopped early and comes back `pruned`; confirmation runs never are (see pruning).
+    The first extra seed comes at once, then one at a time while the keep rule asks for more (see noise).
+    Of several candidates (racing), only the RACE_TOP best screens go on, and after two seeds only the
+    leader by paired mean. The best is trained at a seed it lacks (`best`), so every comparison stays
+    paired; the bar comes back with those runs. Each result is the mean over its seeds, its seconds
+    count every run. A screen run with no realistic chance of clearing the bar is stopped early and
+    comes back `pruned`; confirmation runs never are (see pruning).
     """
     settings = campaign.settings
     rule = campaign_rule(campaign, bar)
     screens = train_all(
         campaign, {label: seeded(t, settings.seed, label, pruning=rule) for label, t in trials.items()}, stop_time
     )
-    promising = [label for label, r in screens.items() if r.status == "ok" and worth_confirming(r.metric, bar, settings.seeds)]
-    if not promising:
-        return screens
-    runs = {}
-    for label in promising:
-        get_run_logger().info("%s screened %s=%.4f: confirming with %d more seeds", label, settings.metric,
-                              screens[label].metric, settings.seeds - 1)
-        runs.update(confirmation_trials(trials[label], settings.seed, settings.seeds))
-    confirmations = train_all(campaign, runs, stop_time)
-    for result in confirmations.values():
-        save_trial_output(campaign, result)
-    return {
-        label: merge_runs(screen, [confirmations[f"{label}-seed{n}"] for n in range(2, settings.seeds + 1)])
-        if label in promising else screen
-        for label, screen in screens.items()
-    }
+    passed = [label for label, r in screens.items() if r.status == "ok" and worth_confirming(r.metric, bar, settings.seeds)]
+    going = sorted(passed, key=lambda label: -bar.differences([screens[label].metric])[0])[:RACE_TOP]
+    extra: dict[str, list[TrialResult]] = {label: [] for label in going}
+    seeds = 1
+    while going and seeds < settings.seeds:
+        seeds += 1
+        batch = {f"{label}-seed{seeds}": seeded(trials[label], settings.seed + seeds - 1, f"{label}-seed{seeds}")
+                 for label in going}
+        best_label = f"{next(iter(trials))}-best-seed{seeds}"
+        if len(bar.best_runs) < seeds and best is not None:
+            batch[best_label] = seeded(best, settings.seed + seeds - 1, best_label)
+        for label in going:
+            get_run_logger().info("%s: paired seed %d of up to %d", label, seeds, settings.seeds)
+        done = train_all(campaign, batch, stop_time)
+        for result in done.values():
+            save_trial_output(campaign, result)
+        if len(bar.best_runs) < seeds:
+            if best_label not in done or done[best_label].status != "ok":
+                break  # the best cannot be paired at this seed: decide on the seeds both have
+            bar = replace(bar, best_runs=bar.best_runs + (done[best_label].metric,))
+        for label in going:
+            extra[label].append(done[f"{label}-seed{seeds}"])
+        going = still_open(going, screens, extra, bar, settings.seeds)
+    results = {label: merge_runs(screen, extra[label]) if extra.get(label) else screen
+               for label, screen in screens.items()}
+    return results, bar
+
+
+def still_open(labels: list[str], screens: dict[str, TrialResult], extra: dict[str, list[TrialResult]], bar: Bar,
+               seeds: int) -> list[str]:
+    """The candidates that need another paired seed: only the leader by paired mean, if the rule asks for more."""
+    merged = {label: merge_runs(screens[label], extra[label]) for label in labels}
+    ok = [label for label in labels if merged[label].status == "ok"]
+    if not ok:
+        return []
+    leader = max(ok, key=lambda label: fmean(bar.differences(merged[label].runs)))
+    return [leader] if next_step(bar.differences(merged[leader].runs), bar, seeds) == "more" else []
+
+
+def best_trial(campaign: Campaign, current: Review) -> Trial:
+    """The best model.py as a trial, for the paired seeds it has not been trained at."""
+    best = Candidate(label="best", description="the best so far", model_source=current.model_source, fingerprint="")
+    return make_trial(campaign, best, current.train_source)
 
 
 def train_all(campaign: Campaign, trials: dict[str, Trial], stop_time: datetime | None) -> dict[str, TrialResult]:
@@ -330,15 +444,15 @@ def run_parallel_iteration(
         with on_repo_node(node):
             shas = step_result(commit_parallel.submit(campaign, candidates, current.best_sha, iteration))
         trials = {c.label: make_trial(campaign, c, current.train_source) for c in candidates}
-        results = screen_then_confirm(campaign, trials, current.bar, stop_time)
+        results, bar = screen_then_confirm(campaign, trials, current.bar, stop_time, best_trial(campaign, current))
         ordered = [results[c.label] for c in candidates]
         with on_repo_node(node):
             verdicts = step_result(decide_parallel.submit(
-                campaign, ordered, shas, current.bar, current.best_sha, iteration
+                campaign, ordered, shas, bar, current.best_sha, iteration
             ))
             for candidate, result in zip(candidates, ordered):
                 verdict = verdicts[candidate.label]
-                row = with_tokens(result_row(candidate, verdict, result, shas[candidate.label][:7], current.bar), tokens)
+                row = with_tokens(result_row(candidate, verdict, result, shas[candidate.label][:7], bar), tokens)
                 step_result(log.submit(campaign, row, result, candidate=candidate, base_source=current.model_source))
                 tokens = {}
         clear_pending(campaign.paths)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from statistics import fmean
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from autoraysearch.campaign.experiment import Campaign, TrialResult, Verdict
-from autoraysearch.campaign.noise import Bar, is_kept
+from autoraysearch.campaign.noise import Bar, is_kept, paired_columns
 from autoraysearch.campaign.repository import ExperimentRepo
 from autoraysearch.cluster import sends_its_logs
 from autoraysearch.views.run_states import verdict_state, verdicts_state
@@ -16,13 +17,17 @@ from autoraysearch.views.step_logs import verdict_line
 
 
 def judge(result: TrialResult, bar: Bar) -> tuple[str, float | None]:
-    """(status, delta): keep only a gain larger than the noise allows (see noise); a failed trial keeps its status."""
+    """(status, delta): keep a paired gain larger than the noise allows (see noise); a failed trial keeps its status.
+
+    The delta is the paired one: the mean, over the seeds both ran, of the candidate minus the best at that seed.
+    """
     if result.status != "ok":
         return result.status, None
     if not bar.best_runs:
         return "keep", None
-    delta = result.metric - bar.best_mean
-    return ("keep" if is_kept(result.runs or (result.metric,), bar) else "discard"), delta
+    runs = result.runs or (result.metric,)
+    sign = 1.0 if bar.higher_is_better else -1.0
+    return ("keep" if is_kept(runs, bar) else "discard"), sign * fmean(bar.differences(runs))
 
 
 def apply_verdict(campaign: Campaign, status: str, candidate_sha: str, best_sha: str) -> str:
@@ -41,7 +46,15 @@ def decide_candidate(campaign: Campaign, result: TrialResult, candidate_sha: str
         delta=delta,
         best_metric=result.metric if status == "keep" else best_mean(bar),
         best_sha=branch_sha,
+        paired=paired_cells(result, bar),
     )
+
+
+def paired_cells(result: TrialResult, bar: Bar) -> dict[str, str]:
+    """The diffs/gain/interval columns of a trained candidate compared with the best."""
+    if result.status != "ok" or not bar.best_runs:
+        return {}
+    return paired_columns(result.runs or (result.metric,), bar)
 
 
 def best_mean(bar: Bar) -> float | None:
@@ -59,7 +72,7 @@ def decide(campaign: Campaign, result: TrialResult, candidate_sha: str, bar: Bar
 
 
 def choose_winner(results: list[TrialResult], bar: Bar) -> str | None:
-    """The label of the kept result with the largest mean gain over the best, if any (ties: the first)."""
+    """The label of the kept result with the largest paired mean gain (over 2+ seeds when measured; ties: the first)."""
     kept = [r for r in results if judge(r, bar)[0] == "keep"]
     return max(kept, key=lambda r: _gain(r, bar)).label if kept else None
 
@@ -67,7 +80,7 @@ def choose_winner(results: list[TrialResult], bar: Bar) -> str | None:
 def _gain(result: TrialResult, bar: Bar) -> float:
     """How much better the result is: against the best's mean, or by its own value when there is no best yet."""
     if bar.best_runs:
-        return bar.gain(result.metric)
+        return fmean(bar.differences(result.runs or (result.metric,)))
     return result.metric if bar.higher_is_better else -result.metric
 
 
@@ -89,7 +102,8 @@ def decide_parallel_candidates(
         status, delta = judge(result, bar)
         if status == "keep" and result.label != winner:
             status = "discard"  # it improved, but another candidate of this iteration did better
-        verdicts[result.label] = Verdict(status=status, delta=delta, best_metric=new_best, best_sha=branch_sha)
+        verdicts[result.label] = Verdict(status=status, delta=delta, best_metric=new_best, best_sha=branch_sha,
+                                         paired=paired_cells(result, bar))
     return verdicts
 
 

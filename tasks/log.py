@@ -50,7 +50,7 @@ def result_row(
         description=description,
         extra={"candidate": candidate.fingerprint, "seconds": f"{result.seconds:g}",
                **node_columns(result.host, result.node_id), **seed_columns(result.runs),
-               **needed_column(bar, result)},
+               **needed_column(bar, result), **verdict.paired},
     )
 
 

@@ -74,7 +74,7 @@ def test_ideate_logs_each_proposal_with_its_diff_and_decide_logs_the_verdict_aga
     result = TrialResult(label="4a", status="ok", metric=0.95, seconds=1.0, runs=(0.94, 0.95, 0.96))
     verdict = Verdict(status="keep", delta=0.04, best_metric=0.95, best_sha="1a2b3c4d5e")
     line = verdict_line(result, verdict, bar, "val_acc", "1a2b3c4d5e")
-    assert line.startswith("4a keep: val_acc=0.95 over 3 seeds (+0.04 against the best 0.91; a keep needs > +0.0")
+    assert line.startswith("4a keep: val_acc=0.95 over 3 seeds (paired +0.04 against the best at the same seeds; a keep needs > ")
     assert line.endswith("; best val_acc=0.95 at 1a2b3c4")
     crashed = TrialResult(label="5", status="crash", metric=None, seconds=1.0, error="Traceback\nValueError: boom")
     line = verdict_line(crashed, Verdict("crash", None, 0.95, "1a2b3c4"), bar, "val_acc", "1a2b3c4")

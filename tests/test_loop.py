@@ -107,7 +107,10 @@ def test_status_and_demo_from_the_command_line(services, tmp_path: Path, capsys)
     out = capsys.readouterr().out
     assert "initial state" in out and "best val_acc=" in out
     log = results(target)
-    assert [r.iteration for r in log.rows] == ["0", "1", "2"]
+    assert [r.iteration for r in log.rows if r.status not in ("confirmed", "rollback")] == ["0", "1", "2"]
+    # A campaign that kept something ends by confirming its path on fresh seeds, and says what held.
+    assert [r.iteration for r in log.rows[3:]] == (["2.path"] if "keep" in [r.status for r in log.rows] else [])
+    assert "confirmed gain" in out or "no gain confirmed on fresh seeds yet" in out
     assert git(target, "branch", "--show-current").startswith("autoraysearch/")
 
     assert main(["status", str(target)]) == 0

@@ -8,17 +8,23 @@ import pytest
 
 from autoraysearch.campaign.experiment import TrialResult
 from autoraysearch.campaign.noise import (
+    CAP,
+    KEEP_Z,
     Bar,
     Noise,
     bar_from_log,
+    campaign_noise,
     is_kept,
+    next_step,
+    paired_columns,
+    paired_prior,
     pooled_noise,
+    robust_pool,
     seed_columns,
-    t_quantile,
     worth_confirming,
 )
 from autoraysearch.campaign.results_log import ResultRow, ResultsLog, format_log, parse_log
-from autoraysearch.tasks.decide import choose_winner
+from autoraysearch.tasks.decide import choose_winner, judge
 from autoraysearch.trials.runs import merge_runs
 
 # The demo baseline's val_acc over seeds 0..2, as measured.
@@ -27,26 +33,59 @@ BASELINE = (0.9694, 0.9721, 0.9721)
 
 def test_pooled_sigma_is_the_within_model_spread():
     noise = pooled_noise([(1.0, 3.0), (10.0, 12.0, 14.0), (5.0,)])
-    # squares: 2 + 8 = 10 over 1 + 2 = 3 degrees of freedom; the single run adds nothing
+    # squares: 2 + 8 = 10 over 1 + 2 = 3 degrees of freedom (the second's variance 4 is within CAP × 2)
     assert noise.dof == 3 and noise.sigma == pytest.approx(math.sqrt(10 / 3))
     assert pooled_noise([(0.97, 0.97, 0.97)]).measured is False
     assert pooled_noise([(0.9,)]) == Noise()
 
 
-def test_keep_rule_by_hand():
-    noise = Noise(sigma=0.006, dof=4)
-    bar = Bar(best_runs=BASELINE, noise=noise)
-    margin = t_quantile(4) * 0.006 * math.sqrt(1 / 3 + 1 / 3)
-    assert bar.margin(3) == pytest.approx(margin)  # 2.132 × 0.006 × 0.816 ≈ 0.0104
-    mean = sum(BASELINE) / 3
-    assert is_kept([mean + margin + 0.001] * 3, bar)
-    assert not is_kept([mean + margin - 0.001] * 3, bar)
-    # A lucky single seed far above the mean is not enough on its own: the mean decides.
-    assert not is_kept([0.9777, 0.9694, 0.9666], bar)
+def test_one_candidates_wrecked_runs_cannot_blow_up_the_noise():
+    # The baseline's honest spread, then a candidate that wrecked its own -seedN runs (0.20 apart).
+    honest = [(0.9694, 0.9721, 0.9721), (0.9750, 0.9777, 0.9721)]
+    before = campaign_noise([row("0", "baseline", honest[0]), row("1", "discard", honest[1])])
+    sabotage = row("2", "discard", (0.98, 0.10, 0.12))
+    after = campaign_noise([row("0", "baseline", honest[0]), row("1", "discard", honest[1]), sabotage])
+    naive = math.sqrt(sum(sum((x - sum(g) / 3) ** 2 for x in g) for g in [*honest, (0.98, 0.10, 0.12)]) / 6)
+    assert naive > 0.2 and after.sigma < 1.5 * before.sigma  # bounded: at most CAP times the variance before it
+    # A real +3 % model is still kept after it.
+    bar = Bar(best_runs=honest[0], noise=after, paired=robust_pool([(0.0, -0.86)], prior=paired_prior(honest[0])))
+    assert bar.paired.sigma < 0.02 and is_kept((0.9994, 1.0021, 1.0021), bar)
+
+
+def test_the_sabotage_is_capped_whatever_order_the_rows_come_in():
+    # The baseline anchors the pool even when a candidate row comes before it in the log.
+    rows = [row("1", "discard", (0.98, 0.10, 0.12)), row("0", "baseline", BASELINE)]
+    assert campaign_noise(rows).sigma < math.sqrt(CAP + 1) * pooled_noise([BASELINE]).sigma
+
+
+def test_paired_keep_rule_by_hand():
+    prior = paired_prior(BASELINE)  # √2 × the baseline's σ, with its 2 degrees of freedom
+    assert prior.sigma == pytest.approx(math.sqrt(2) * pooled_noise([BASELINE]).sigma) and prior.dof == 2
+    bar = Bar(best_runs=BASELINE, paired=Noise(sigma=0.006, dof=10))
+    assert bar.margin(2) == pytest.approx(KEEP_Z * 0.006 / math.sqrt(2))
+    # The demo's kernel 3 -> 5 edit: +0.0084 at seed 0 passes the screen and earns a paired seed at once.
+    assert worth_confirming(0.9610, Bar(best_runs=(0.9526, 0.9580), paired=Noise(0.0074, 10)), seeds=3)
+    assert next_step([0.0084], bar, 3) == "more"
+    assert next_step([-0.001], bar, 3) == "discard"
+    # Two seeds that both gain by more than the bar: kept; a lucky first seed then a loss: not.
+    assert next_step([0.0084, 0.0070], bar, 3) == "keep"
+    assert next_step([0.0084, -0.0100], bar, 3) == "discard"
+    assert next_step([0.0060, -0.0010], bar, 3) == "more"  # within a standard error of the bar
+    assert is_kept([x + d for x, d in zip(BASELINE, (0.008, 0.007))], bar)
+    assert not is_kept([BASELINE[0] + 0.02], bar)  # one seed alone is never a keep when noise is measured
+
+
+def test_pairing_sees_a_gain_the_seed_noise_hides():
+    # The candidate beats the best at every seed by 0.004, far less than the seeds' spread (0.03).
+    best = (0.90, 0.93, 0.96)
+    candidate = tuple(b + 0.004 for b in best)
+    bar = Bar(best_runs=best, noise=pooled_noise([best]), paired=Noise(sigma=0.002, dof=20))
+    assert is_kept(candidate, bar)
+    assert judge(TrialResult("7", "ok", sum(candidate) / 3, 1.0, runs=candidate), bar) == ("keep", pytest.approx(0.004))
 
 
 def test_lower_is_better_turns_the_gain_round():
-    bar = Bar(best_runs=(1.0, 1.1, 0.9), noise=Noise(sigma=0.1, dof=2), higher_is_better=False)
+    bar = Bar(best_runs=(1.0, 1.1, 0.9), paired=Noise(sigma=0.1, dof=2), higher_is_better=False)
     assert is_kept([0.2, 0.25, 0.3], bar)
     assert not is_kept([1.5, 1.6, 1.7], bar)
 
@@ -56,13 +95,14 @@ def test_min_delta_raises_the_bar_even_without_noise():
     assert not is_kept([0.905], bar) and is_kept([0.911], bar)
 
 
-def test_screen_confirms_only_runs_that_could_still_clear_the_bar():
-    bar = Bar(best_runs=BASELINE, noise=Noise(sigma=0.006, dof=4))
-    needed = bar.best_mean + bar.margin(3)
-    assert worth_confirming(needed - 0.005, bar, seeds=3)  # less than one σ short
-    assert not worth_confirming(needed - 0.007, bar, seeds=3)  # more than one σ short
-    assert not worth_confirming(0.999, bar, seeds=1)  # --seeds 1: nothing to confirm
-    assert not worth_confirming(0.999, Bar(best_runs=BASELINE, noise=Noise()), seeds=3)  # identical runs
+def test_without_measured_noise_the_screen_decides_alone():
+    bar = Bar(best_runs=(0.9, 0.9, 0.9))  # identical baseline runs: a train.py that ignores the seed
+    assert not worth_confirming(0.999, bar, seeds=3) and next_step([0.001], bar, 3) == "keep"
+    assert not worth_confirming(0.999, Bar(best_runs=(0.9, 0.91), paired=Noise(0.01, 4)), seeds=1)  # --seeds 1
+
+
+def row(label, status, runs):
+    return ResultRow(label, "-", sum(runs) / len(runs), 0.0, status, "x", seed_columns(runs))
 
 
 def ok(label, metric, seconds=2.0):
@@ -78,10 +118,10 @@ def test_a_candidates_runs_merge_into_a_mean_and_every_second_counts():
 
 
 def test_parallel_keeps_the_largest_confirmed_gain():
-    bar = Bar(best_runs=BASELINE, noise=Noise(sigma=0.003, dof=4))
+    bar = Bar(best_runs=BASELINE, paired=Noise(sigma=0.003, dof=4))
     a = TrialResult("5a", "ok", 0.99, 1.0, runs=(0.99, 0.99, 0.99))
     b = TrialResult("5b", "ok", 0.995, 1.0, runs=(0.995, 0.995, 0.995))
-    within_noise = TrialResult("5c", "ok", 0.975, 1.0, runs=(0.975, 0.972, 0.978))
+    within_noise = TrialResult("5c", "ok", 0.9707, 1.0, runs=(0.970, 0.9721, 0.970))
     assert choose_winner([a, within_noise, b], bar) == "5b"
     assert choose_winner([within_noise], bar) is None
 
@@ -97,6 +137,20 @@ def test_the_log_keeps_every_seed_and_the_bar_is_read_back_from_it():
     bar = bar_from_log(log, min_delta=0.001)
     assert bar.best_runs == BASELINE and bar.min_delta == 0.001
     assert bar.noise == pooled_noise([BASELINE, (0.9777, 0.9721, 0.9750)])
+    assert bar.paired == paired_prior(BASELINE)  # no row has paired differences yet
+
+
+def test_a_kept_row_shows_its_paired_gain_and_interval_at_the_end():
+    bar = Bar(best_runs=BASELINE, paired=Noise(sigma=0.004, dof=12))
+    cells = paired_columns((0.9800, 0.9790), bar)
+    assert cells == {"diffs": "0.0106,0.0069", "gain": "+0.00875", "interval": "±0.0047"}
+    rows = (ResultRow("0", "baseline", 0.9712, 0.0, "baseline", "initial state", seed_columns(BASELINE)),
+            ResultRow("1", "abc1234", 0.9795, 0.0088, "keep", "wider", {**seed_columns((0.98, 0.979)), **cells}))
+    text = format_log(ResultsLog(higher_is_better=True, rows=rows))
+    header = text.splitlines()[1].split("\t")
+    assert header[-3:] == ["diffs", "gain", "interval"] and text.splitlines()[3].endswith("\t+0.00875\t±0.0047")
+    later = bar_from_log(parse_log(text))
+    assert later.best_runs == (0.98, 0.979) and later.paired.dof == 3  # the prior's 2 and this comparison's 1
 
 
 def test_status_and_report_say_the_noise():

@@ -106,3 +106,28 @@ def test_run_in_directory_hands_lines_to_the_caller_and_stops_when_asked(tmp_pat
 def test_the_last_epoch_is_never_pruned_there_is_nothing_left_to_save():
     rule = PruneRule(reference=REFERENCE, margins=(0.05,), min_fraction=1.0)
     assert first_stop(rule, [0.0] * 6) is None
+
+
+def test_once_past_screens_show_how_gaps_carry_a_run_that_cannot_clear_the_bar_is_stopped_early():
+    from autoraysearch.campaign.pruning import MIN_FIT, fit_gap, screen_gaps
+
+    bar = Bar(best_runs=(0.96,), paired=Noise(sigma=0.01, dof=10))
+    # Past screens against the best's curve: a gap at any epoch ends as half that gap at the end.
+    history = [(tuple(r + g for r in REFERENCE[:-1]) + (REFERENCE[-1] + g / 2,), REFERENCE)
+               for g in (-0.2, -0.1, -0.05, 0.0, 0.02, 0.04)]
+    fit = fit_gap(screen_gaps(history, True)[0])
+    assert fit.slope == pytest.approx(0.5) and fit.intercept == pytest.approx(0.0) and fit.screens == 6
+    rule = rule_for(REFERENCE, bar, history=history)
+    # 0.1 behind at epoch 1 predicts a final gap of −0.05: no chance of a positive screen; stopped at once.
+    assert first_stop(rule, [r - 0.1 for r in REFERENCE])[0] == 1
+    # A run level with the best could still pass its screen: it runs to the end.
+    assert first_stop(rule, REFERENCE) is None
+    # With fewer past screens than MIN_FIT, only the cautious rule applies: nothing before a third of the epochs.
+    cautious = rule_for(REFERENCE, bar, history=history[: MIN_FIT - 1])
+    assert first_stop(cautious, [r - 0.1 for r in REFERENCE])[0] == 2
+
+
+def test_a_pruned_or_short_screen_teaches_the_prediction_nothing():
+    from autoraysearch.campaign.pruning import screen_gaps
+
+    assert screen_gaps([((0.5, 0.6), REFERENCE), ((), REFERENCE)], True) == []

@@ -175,6 +175,7 @@ class Verdict:
     delta: float | None
     best_metric: float | None
     best_sha: str
+    paired: dict[str, str] = field(default_factory=dict)  # the diffs/gain/interval cells of its results-log row
 
 
 def read_campaign_branch(paths: ExperimentPaths) -> str | None:

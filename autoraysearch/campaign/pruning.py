@@ -1,24 +1,23 @@
-"""Early stopping: a screen run clearly behind the best model's learning curve is stopped and logged `pruned`.
+"""Early stopping: a screen run with no realistic chance of clearing the keep bar is stopped and logged `pruned`.
 
-The rule is a curve comparison with a noise margin; a reader can check it by hand from the training logs:
+The rule compares the run with the best model's curve at the same seed; a reader can check it by hand
+from the training logs:
 
 * Reference. The best model's curve: its metric after each epoch, read from the progress lines
   (`epoch=3/20 train_loss=0.41 val_acc=0.8123 elapsed_s=12.0`) of its screen run's log in
   .autoraysearch/logs (`baseline.log` at first, then the log of each keep, e.g. `7.log` or `7b.log`).
   That run used the campaign's first seed, as every screen run does, so the two curves differ by the
-  candidate's change and not by the seed.
-* Check. After epoch e of E, once e ≥ E/3 and while e < E (E: the `e/E` of the lines; without it, as with a time
-  budget, the length of the reference curve), a screen run is pruned when even its best value so far is
-  behind the reference's value at epoch e by more than the margin. Behind means lower for a metric where
-  higher is better, higher where lower is better. Its best value so far, not its last, so that one bad
-  epoch never kills a run.
-* Margin. PRUNE_SIGMAS × √2 × σ_e at epoch e: three standard deviations of the difference of two single
-  runs. σ_e is the campaign's seed noise at that epoch: the pooled spread, epoch by epoch, of the curves
-  of every model trained with several seeds (the baseline's K seeds at setup, each confirmed candidate;
-  their logs `baseline.log`, `baseline-seed2.log` …), and never less than the noise of final values that
-  decisions use (noise.py). Early epochs spread more than final values, so σ_e is usually the larger.
-  When no noise is measured (one seed, or identical runs) the margin is a fixed FALLBACK_FRACTION (5 %)
-  of the best's final value (|value|), at least FALLBACK_FLOOR.
+  candidate's change and not by the seed: the gap at epoch e is a paired gap.
+* Prediction. Once MIN_FIT past screens ran to the end, the campaign's own history says how the gap
+  at epoch e carries to the end: a least-squares line, final gap ≈ a + b × gap at e, with its residual
+  spread s, fitted per epoch on every past screen (each against the best of its time, at the same seed).
+* Check. A screen run is stopped after epoch e (any e before the last) when even its best value so far
+  predicts a final gap more than STOP_Z prediction errors below the screen's bar (noise.py): it cannot
+  realistically earn the paired seeds a keep needs. An epoch whose line is flat (b ≤ 0) stops nothing.
+* Before MIN_FIT screens: the cautious rule of "clearly behind": after a third of the epochs, behind the
+  reference by more than PRUNE_SIGMAS × √2 × σ_e, σ_e the campaign's seed noise at epoch e (the pooled
+  spread of the seed curves of every multi-seed row, never less than the noise of final values); with no
+  noise measured, FALLBACK_FRACTION (5 %) of the best's final value, at least FALLBACK_FLOOR.
 * Never pruned: confirmation runs (the other seeds of a promising screen), the baseline, a run whose
   train.py prints no such lines or whose best's log has none, epochs beyond the reference curve, and
   every run when early stopping is off (`autoraysearch run --no-early-stop`, setting early_stop).
@@ -46,6 +45,8 @@ PRUNE_SIGMAS = 3.0  # standard deviations of the difference of two single runs
 FALLBACK_FRACTION = 0.05  # the margin without measured noise, as a share of the reference's value
 FALLBACK_FLOOR = 1e-3  # ... and at least this, for a reference value near 0
 NOISE_ROWS = 20  # the latest multi-seed rows whose curves measure the per-epoch noise
+MIN_FIT = 3  # past screens run to the end before their fitted prediction may stop a run
+STOP_Z = 1.5  # prediction errors below the screen's bar before a run is stopped (about a 7 % chance left)
 _EPOCH = re.compile(r"^\s*epoch=(\d+)(?:/(\d+))?(?:\s|$)")
 _NUMBER = r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan|inf|-inf)"
 
@@ -143,10 +144,69 @@ def margins_for(reference: tuple[float, ...], noise: Noise, sigmas: tuple[float,
     return tuple(margins)
 
 
-def rule_for(reference: tuple[float, ...], bar: Bar, sigmas: tuple[float, ...] = ()) -> PruneRule | None:
-    """The rule against the best's curve; None when there is no curve to compare with."""
+@dataclass(frozen=True)
+class GapFit:
+    """Final paired gap ≈ intercept + slope × the gap at one epoch, with the residual spread, over `screens` screens."""
+
+    intercept: float
+    slope: float
+    residual: float
+    screens: int
+
+    def margin(self, screen_bar: float) -> float:
+        """How far behind the reference a run may be at this epoch before it cannot realistically clear the bar."""
+        if self.slope <= IDENTICAL:
+            return math.inf
+        error = self.residual * math.sqrt(1 + 1 / self.screens)
+        return (self.intercept + STOP_Z * error - screen_bar) / self.slope
+
+
+def fit_gap(pairs: list[tuple[float, float]]) -> GapFit | None:
+    """The least-squares line through (gap at an epoch, final gap); None with fewer than MIN_FIT screens."""
+    n = len(pairs)
+    if n < MIN_FIT:
+        return None
+    mean_x = sum(x for x, _ in pairs) / n
+    mean_y = sum(y for _, y in pairs) / n
+    sxx = sum((x - mean_x) ** 2 for x, _ in pairs)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in pairs) / sxx if sxx > IDENTICAL else 0.0
+    intercept = mean_y - slope * mean_x
+    squares = sum((y - intercept - slope * x) ** 2 for x, y in pairs)
+    return GapFit(intercept, slope, math.sqrt(squares / (n - 2)), n)
+
+
+def screen_gaps(history: list[tuple[tuple[float, ...], tuple[float, ...]]], higher_is_better: bool) -> list[list[tuple[float, float]]]:
+    """Per epoch, (gap then, final gap) of every past screen that ran to the end beside its best's curve."""
+    sign = 1.0 if higher_is_better else -1.0
+    per_epoch: list[list[tuple[float, float]]] = []
+    for curve, reference in history:
+        if len(curve) < 2 or len(curve) != len(reference):
+            continue
+        final = sign * (curve[-1] - reference[-1])
+        for e in range(len(curve) - 1):
+            while len(per_epoch) <= e:
+                per_epoch.append([])
+            per_epoch[e].append((sign * (curve[e] - reference[e]), final))
+    return per_epoch
+
+
+def fitted_rule(reference: tuple[float, ...], bar: Bar, history) -> PruneRule | None:
+    """The keep-bar rule: stop where the predicted final gap cannot clear the screen's bar; None before MIN_FIT."""
+    fits = [fit_gap(pairs) for pairs in screen_gaps(history, bar.higher_is_better)]
+    if not reference or not any(fits):
+        return None
+    margins = tuple(fits[e].margin(bar.screen_bar()) if e < len(fits) and fits[e] else math.inf
+                    for e in range(len(reference)))
+    return PruneRule(reference=reference, margins=margins, higher_is_better=bar.higher_is_better, min_fraction=0.0)
+
+
+def rule_for(reference: tuple[float, ...], bar: Bar, sigmas: tuple[float, ...] = (), history=()) -> PruneRule | None:
+    """The rule against the best's curve: fitted on past screens once there are enough, else the cautious one."""
     if not reference:
         return None
+    fitted = fitted_rule(reference, bar, list(history))
+    if fitted is not None:
+        return fitted
     return PruneRule(reference=reference, margins=margins_for(reference, bar.noise, sigmas),
                      higher_is_better=bar.higher_is_better)
 
@@ -198,7 +258,23 @@ def rule_from_log(campaign: Campaign, log, bar: Bar) -> PruneRule | None:
         return None
     noisy = [r for r in log.rows if r.status in NOISE_STATUSES and r.extra.get("seeds", "1") not in ("", "1")]
     sigmas = epoch_noise([seed_curves(campaign, row) for row in noisy[-NOISE_ROWS:]])
-    return rule_for(logged_curve(campaign, curve_log_name(best.status, best.iteration)), bar, sigmas)
+    return rule_for(logged_curve(campaign, curve_log_name(best.status, best.iteration)), bar, sigmas,
+                    screen_history(campaign, log))
+
+
+def screen_history(campaign: Campaign, log) -> list[tuple[tuple[float, ...], tuple[float, ...]]]:
+    """(screen curve, curve of the best it was compared with) of every past candidate, in log order."""
+    history = []
+    best = None
+    for row in log.rows:
+        if row.status == "baseline":
+            best = row
+        elif row.status in ("keep", "discard") and best is not None:
+            history.append((logged_curve(campaign, row.iteration),
+                            logged_curve(campaign, curve_log_name(best.status, best.iteration))))
+            if row.status == "keep":
+                best = row
+    return history
 
 
 class CurveWatch:

@@ -15,7 +15,9 @@ COLUMNS = ("iteration", "commit", "metric", "delta", "status", "description")
 # seeds/std/runs: how many seeds the metric (their mean) is over, their spread and each seed's value.
 # node: the host that trained it; node_id: its Ray node, for `ray` commands.
 # needed: the delta a keep needed against the best when it was judged (the reason beside `delta`).
-EXTRA_COLUMNS = ("candidate", "seconds", "node", "tokens", "seeds", "std", "runs", "node_id", "needed")
+# diffs/gain/interval: the paired comparison with the best (per-seed gains, their mean, its 90 % half width).
+EXTRA_COLUMNS = ("candidate", "seconds", "node", "tokens", "seeds", "std", "runs", "node_id", "needed", "diffs", "gain",
+                 "interval")
 NODE_ID_CHARS = 8  # enough to tell nodes apart; `ray list nodes` matches on a prefix
 
 
@@ -67,12 +69,18 @@ class ResultsLog:
         return next((r for r in self.rows if r.status == "baseline" and r.readable), None)
 
     def best(self) -> ResultRow | None:
-        """The baseline or kept row with the best metric."""
-        scored = [r for r in self.rows if r.status in BEST_STATUSES and r.metric is not None and r.readable]
-        if not scored:
-            return None
-        pick = max if self.higher_is_better else min
-        return pick(scored, key=lambda r: r.metric)
+        """The latest keep (else the baseline): each keep beat the best before it at the same seeds.
+
+        Not the highest mean: two means over different seeds can rank the other way round. A `rollback`
+        row (the path did not hold on fresh seeds) moves it back to the point it names.
+        """
+        best = None
+        for row in self.rows:
+            if row.status in BEST_STATUSES and row.metric is not None and row.readable:
+                best = row
+            elif row.status == "rollback":  # back to the keep it names, or to the baseline
+                best = next((r for r in self.rows if r.status == "keep" and r.commit == row.commit), self.baseline)
+        return best
 
     def next_iteration(self) -> int:
         """The number the next iteration gets: one more than the highest so far."""

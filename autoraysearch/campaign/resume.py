@@ -74,14 +74,15 @@ def baseline_commit(repo: ExperimentRepo, branch: str) -> str:
 
 
 def logged_best_commit(repo: ExperimentRepo, log: ResultsLog, branch: str) -> str:
-    """The commit of the log's last `keep`, or the campaign's starting commit when nothing was kept."""
-    kept = [r for r in log.rows if r.status == "keep" and r.commit not in ("", "-")]
-    if not kept:
+    """The commit of the log's best (its last `keep`, unless a `rollback` named an earlier one), or the campaign's
+    starting commit when that is the baseline."""
+    best = log.best()
+    if best is None or best.status != "keep" or best.commit in ("", "-"):
         return baseline_commit(repo, branch)
-    sha = repo.resolve(kept[-1].commit)
+    sha = repo.resolve(best.commit)
     if sha is None:
         raise AutoraysearchError(
-            f"the results log keeps iteration {kept[-1].iteration} at commit {kept[-1].commit}, which this repository "
+            f"the results log keeps iteration {best.iteration} at commit {best.commit}, which this repository "
             "does not have; restore the branch that holds it, or move the results log away to start over."
         )
     return sha

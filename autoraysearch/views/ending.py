@@ -46,7 +46,9 @@ def _cancel_requested() -> bool:
 
 
 def final_markdown(log: ResultsLog, metric: str, branch: str, head: str, reason: str) -> str:
-    """The closing report: the stop reason, the best result and the branch it is on, then every row."""
+    """The closing report: the stop reason, the best result, its confirmed gain and the branch, then every row."""
+    from autoraysearch.campaign.path import describe_confirmed
+
     best = log.best()
     experiments = [r for r in log.rows if r.status != "baseline"]
     kept = sum(r.status == "keep" for r in experiments)
@@ -61,6 +63,7 @@ def final_markdown(log: ResultsLog, metric: str, branch: str, head: str, reason:
         f"# Campaign {branch}: {reason}",
         "",
         f"- {best_text}",
+        f"- {describe_confirmed(log.rows)}",
         f"- branch `{branch}` left on `{head}`",
         f"- {len(experiments)} experiment{'s' * (len(experiments) != 1)}, {kept} kept",
     ]

@@ -74,7 +74,7 @@ def failure_reason(result: TrialResult) -> str:
 
 
 def verdict_line(result: TrialResult, verdict: Verdict, bar: Bar, metric: str, best_sha: str) -> str:
-    """`2 keep: val_acc=0.9387 (+0.012 against the best 0.9267; a keep needs > +0.004); best val_acc=0.9387 at 1a2b3c4`."""
+    """`2 keep: val_acc=0.9387 over 2 seeds (paired +0.012 ±0.006 against the best at the same seeds; a keep needs > +0.004); …`."""
     head = f"{result.label} {verdict.status}: "
     if result.metric is None:
         what = f"no {metric} ({failure_reason(result)})"
@@ -83,8 +83,9 @@ def verdict_line(result: TrialResult, verdict: Verdict, bar: Bar, metric: str, b
         what = f"{metric}={fmt(result.metric)}{runs}"
         needed = needed_delta(bar, result)
         if needed is not None:
-            what += f" ({fmt(verdict.delta, signed=True)} against the best {fmt(bar.best_mean)}; a keep needs " \
-                    f"{beyond(needed)})"
+            interval = f" {verdict.paired['interval']}" if verdict.paired.get("interval") else ""
+            what += f" (paired {fmt(verdict.delta, signed=True)}{interval} against the best at the same seeds; " \
+                    f"a keep needs {beyond(needed)})"
     return f"{head}{what}; best {metric}={fmt(verdict.best_metric)} at {best_sha[:7]}"
 
 

@@ -1,0 +1,83 @@
+"""The campaign's path, confirmed: the best against the last confirmed point on fresh paired seeds.
+
+Every CONFIRM_EVERY keeps, and when a campaign ends, the best model and the last point that held (the
+baseline at first) are both trained with CONFIRM_SEEDS seeds no decision has used. Their paired gain
+is logged as a `confirmed` row (commit: the best's), or, when it is not positive, as a `rollback` row
+(commit: the point that held), and the branch goes back there. The confirmed gain of the campaign is
+the sum of its confirmed stretches, with the 90 % interval of that sum; `report` and the final
+summary state it. These rows never enter a keep decision: their seeds are not the campaign's.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from statistics import fmean
+from typing import Sequence
+
+from autoraysearch.campaign.noise import Bar, paired_columns
+
+CONFIRM_EVERY = 3  # keeps between two confirmations of the path
+CONFIRM_SEEDS = 3  # fresh paired seeds per confirmation
+FRESH_OFFSET = 500  # fresh seeds start at the campaign's seed + this (+ CONFIRM_SEEDS per confirmation so far)
+PATH_STATUSES = ("confirmed", "rollback")
+
+
+@dataclass(frozen=True)
+class PathPoint:
+    """A point of the path: the results-log row it is, and its commit (None: the baseline's)."""
+
+    label: str
+    commit: str | None
+
+
+def last_confirmed(rows) -> PathPoint:
+    """The last point that held: the latest confirmed or rolled-back-to commit, else the baseline."""
+    for row in reversed(rows):
+        if row.status in PATH_STATUSES:
+            return PathPoint(row.iteration, None if row.commit == "baseline" else row.commit)
+    return PathPoint("baseline", None)
+
+
+def keeps_since_confirmed(rows) -> int:
+    """Keeps logged after the last confirmation row."""
+    count = 0
+    for row in reversed(rows):
+        if row.status in PATH_STATUSES:
+            break
+        count += row.status == "keep"
+    return count
+
+
+def fresh_seeds(campaign_seed: int, rows) -> list[int]:
+    """The seeds of the next confirmation: never a seed any decision or earlier confirmation used."""
+    done = sum(r.status in PATH_STATUSES for r in rows)
+    first = campaign_seed + FRESH_OFFSET + CONFIRM_SEEDS * done
+    return list(range(first, first + CONFIRM_SEEDS))
+
+
+def verdict(best_runs: Sequence[float], point_runs: Sequence[float], bar: Bar) -> tuple[str, dict[str, str]]:
+    """('confirmed' or 'rollback', the diffs/gain/interval cells) of the best against the last point that held."""
+    point = Bar(best_runs=tuple(point_runs), higher_is_better=bar.higher_is_better, paired=bar.paired)
+    differences = point.differences(best_runs)
+    status = "confirmed" if differences and fmean(differences) > 0 else "rollback"
+    return status, paired_columns(best_runs, point)
+
+
+def confirmed_gain(rows) -> tuple[float, float, int] | None:
+    """The campaign's confirmed gain: the sum of its confirmed stretches, the 90 % half width, how many; None if none."""
+    stretches = [r for r in rows if r.status == "confirmed" and r.extra.get("gain")]
+    if not stretches:
+        return None
+    gain = sum(float(r.extra["gain"]) for r in stretches)
+    half = math.sqrt(sum(float(r.extra.get("interval", "±0").lstrip("±") or 0) ** 2 for r in stretches))
+    return gain, half, len(stretches)
+
+
+def describe_confirmed(rows) -> str:
+    """'confirmed gain +0.0123 ±0.004 over 2 stretches on fresh seeds', or that nothing is confirmed yet."""
+    found = confirmed_gain(rows)
+    if found is None:
+        return "no gain confirmed on fresh seeds yet"
+    gain, half, n = found
+    return f"confirmed gain {gain:+.4g} ±{half:.2g} (90 %) over {n} stretch{'es' * (n != 1)} on fresh seeds"

@@ -1,0 +1,172 @@
+"""Trained results kept by (model.py hash, seed, epochs, split), so that many simulated campaigns cost little.
+
+    nice -n 10 .venv/bin/python benchmarks/training_cache.py --epochs 1 --val-seeds 8 --test-seeds 10
+
+Trains, on digits, the example model.py, every single edit the offline ideator proposes for it
+(`propose_mutations`) and three known-bad controls (every width ÷ 4, dropout 0.9, the normalization
+layers removed), each with the campaign's seeds on the validation split and fresh seeds on the test
+split. Every run is the generated train.py, imported afresh in this process (torch is imported once),
+with AUTORAYSEARCH_SEED and AUTORAYSEARCH_EVAL_SPLIT set; the final metric, the metric after each
+epoch and the training seconds are appended to benchmarks/results/cache/digits-e{EPOCHS}.jsonl.
+A run already in the file is never trained again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import importlib.util
+import io
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "digits" / "model.py"
+CACHE_DIR = ROOT / "benchmarks" / "results" / "cache"
+TEST_SEED_BASE = 1000  # test-split seeds start here; campaigns use the seeds below
+SPLITS = ("validation", "test")
+
+
+@dataclass(frozen=True)
+class PoolModel:
+    """A model.py of the pool: its name in tables, what it is, and its source."""
+
+    key: str
+    description: str
+    kind: str  # "baseline", "edit" or "control"
+    source: str
+
+
+@dataclass(frozen=True)
+class Run:
+    """One cached training run."""
+
+    model: str
+    seed: int
+    epochs: int
+    split: str
+    metric: float
+    curve: tuple[float, ...]
+    seconds: float
+
+
+def model_hash(source: str) -> str:
+    return hashlib.sha256(source.encode()).hexdigest()[:12]
+
+
+def controls(source: str) -> list[tuple[str, str]]:
+    """Known-bad versions of the example: (description, source)."""
+    quarter = re.sub(r"\b(16|32|64)\b", lambda m: str(int(m.group()) // 4), source)
+    dropout = source.replace("nn.Dropout(0.25)", "nn.Dropout(0.9)")
+    no_norm = re.sub(r"\n\s*nn\.BatchNorm2d\(\d+\),", "", source)
+    return [("control: every width ÷ 4", quarter), ("control: dropout 0.9", dropout),
+            ("control: normalization removed", no_norm)]
+
+
+def pool() -> list[PoolModel]:
+    """The baseline, each single edit of it, and the controls, without duplicates."""
+    from autoraysearch.ideators.mutate.rules import propose_mutations
+
+    base = EXAMPLE.read_text()
+    models = [PoolModel(model_hash(base), "baseline: examples/digits/model.py", "baseline", base)]
+    models += [PoolModel(model_hash(m.source), m.description, "edit", m.source) for m in propose_mutations(base)]
+    models += [PoolModel(model_hash(s), d, "control", s) for d, s in controls(base)]
+    unique = {m.key: m for m in reversed(models)}
+    return [unique[k] for k in dict.fromkeys(m.key for m in models)]
+
+
+def cache_path(epochs: int) -> Path:
+    return CACHE_DIR / f"digits-e{epochs}.jsonl"
+
+
+def load_runs(epochs: int) -> dict[tuple[str, int, str], Run]:
+    """Every cached run of this regime, by (model hash, seed, split)."""
+    path = cache_path(epochs)
+    runs = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                run = Run(r["model"], r["seed"], r["epochs"], r["split"], r["metric"], tuple(r["curve"]), r["seconds"])
+                runs[(run.model, run.seed, run.split)] = run
+    return runs
+
+
+def render_train(epochs: int) -> str:
+    """The train.py setup generates for digits with these epochs."""
+    from autoraysearch.setup.rendering import TrainSpec, optimization_defaults, render_train_py
+
+    return render_train_py(TrainSpec(dataset="digits", epochs=epochs, **optimization_defaults("digits")))
+
+
+def train_once(folder: Path, model: PoolModel, seed: int, split: str, epochs: int) -> Run:
+    """One run of the generated train.py in this process, with the model's source as model.py."""
+    (folder / "model.py").write_text(model.source)
+    sys.modules.pop("model", None)
+    os.environ["AUTORAYSEARCH_SEED"] = str(seed)
+    os.environ["AUTORAYSEARCH_EVAL_SPLIT"] = split
+    spec = importlib.util.spec_from_file_location("train_for_cache", folder / "train.py")
+    train = importlib.util.module_from_spec(spec)
+    printed = io.StringIO()
+    started = time.perf_counter()
+    with contextlib.redirect_stdout(printed):
+        spec.loader.exec_module(train)
+        assert train.SEED == seed and train.EVAL_SPLIT == split
+        train.configure_runtime()
+        metric, _, _ = train.train(train.load_datasets())
+    seconds = time.perf_counter() - started
+    curve = tuple(float(m.group(1)) for m in re.finditer(r"^epoch=\d+/\d+ .*?val_acc=([0-9.]+)", printed.getvalue(), re.M))
+    return Run(model.key, seed, epochs, split, float(metric), curve, round(seconds, 3))
+
+
+def fill(epochs: int, val_seeds: int, test_seeds: int, models: list[PoolModel]) -> None:
+    """Train every missing run, the validation seeds of all models first, appending each as it ends."""
+    done = load_runs(epochs)
+    wanted = [(m, s, "validation") for s in range(val_seeds) for m in models]
+    wanted += [(m, TEST_SEED_BASE + s, "test") for s in range(test_seeds) for m in models]
+    missing = [(m, s, split) for m, s, split in wanted if (m.key, s, split) not in done]
+    print(f"digits, {epochs} epoch(s): {len(wanted) - len(missing)} runs cached, {len(missing)} to train", flush=True)
+    os.environ["AUTORAYSEARCH_NUM_THREADS"] = "1"
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="training-cache-") as scratch:
+        folder = Path(scratch)
+        (folder / "train.py").write_text(render_train(epochs))
+        os.environ["AUTORAYSEARCH_SUMMARY_PATH"] = str(folder / "summary.json")
+        sys.path.insert(0, str(folder))
+        with cache_path(epochs).open("a") as out:
+            for n, (model, seed, split) in enumerate(missing, 1):
+                run = train_once(folder, model, seed, split, epochs)
+                out.write(json.dumps({**run.__dict__, "curve": list(run.curve)}) + "\n")
+                out.flush()
+                if n % 25 == 0:
+                    print(f"  {n}/{len(missing)}", flush=True)
+
+
+def write_pool(models: list[PoolModel]) -> None:
+    """The pool's descriptions by hash, for the tables."""
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    (CACHE_DIR / "pool.json").write_text(json.dumps(
+        {m.key: {"description": m.description, "kind": m.kind} for m in models}, indent=1) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--val-seeds", type=int, default=8, help="validation seeds 0 … N-1 per model")
+    parser.add_argument("--test-seeds", type=int, default=10, help=f"test seeds {TEST_SEED_BASE} … per model")
+    args = parser.parse_args()
+    models = pool()
+    write_pool(models)
+    fill(args.epochs, args.val_seeds, args.test_seeds, models)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    main()
