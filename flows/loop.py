@@ -57,6 +57,9 @@ from autoraysearch.trials.runs import (
 
 
 
+RACE_TOP = 2  # of several candidates, the screens that go on to paired seeds
+
+
 @dataclass(frozen=True)
 class CampaignSummary:
     """How a run of the loop ended."""
@@ -176,8 +179,6 @@ def autoraysearch_loop(
             best_sha=best_sha,
             stop_reason=reason,
         )
-
-RACE_TOP = 2  # of several candidates, the screens that go on to paired seeds
 
 
 def read_log(campaign: Campaign):
