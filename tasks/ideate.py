@@ -50,6 +50,7 @@ def propose_mutations(review: Review, settings: CampaignSettings, iteration: int
         count=len(labels) * SPARES, failed=[key for _, key in review.since_keep],
         stuck=review.iterations_without_keep >= stuck_after,
         history=review.results, higher_is_better=settings.higher_is_better, goal=settings.goal, check=check,
+        diverse=len(labels) if len(labels) > 1 else 0,
     )
     if not mutations:
         space = space_size(review.model_source, check)

@@ -82,7 +82,8 @@ def test_ideate_logs_each_proposal_with_its_diff_and_decide_logs_the_verdict_aga
 
 
 def test_every_verdict_says_what_a_keep_needed_or_why_there_was_none():
-    bar = Bar(best_runs=(0.9396, 0.9396), noise=Noise(sigma=0.02, dof=4, samples=6))
+    bar = Bar(best_runs=(0.9396, 0.9396), noise=Noise(sigma=0.02, dof=4, samples=6),
+              paired=Noise(sigma=0.03, dof=4, samples=6))
     result = TrialResult(label="2", status="ok", metric=0.9553, seconds=1.0, runs=(0.9553,))
     verdict = Verdict(status="discard", delta=0.0157, best_metric=0.9396, best_sha="1a2b3c4")
     line = candidate_line(result, verdict, bar, "val_acc", "wider conv")

@@ -277,8 +277,8 @@ def test_a_forged_preflight_verdict_is_refused(warm):
 
 # ---- a campaign: sabotage cannot cost a later candidate its keep ----
 
-NARROW = MODEL.replace("nn.Conv2d(1, 16", "nn.Conv2d(1, 2").replace("nn.BatchNorm2d(16)", "nn.BatchNorm2d(2)").replace(
-    "nn.Conv2d(16, 32", "nn.Conv2d(2, 32")
+NARROW = MODEL.replace("nn.Linear(32 * 4 * 4, 64)", "nn.Linear(32 * 4 * 4, 3)").replace(
+    "nn.Linear(64, num_classes)", "nn.Linear(3, num_classes)")
 # The restored width (a real gain), but every run at another seed than the screen's answers wrongly on purpose:
 # its confirmation runs score about 0, which would blow up the noise estimate of a rule that pooled them.
 SABOTEUR = MODEL + textwrap.dedent("""
@@ -302,7 +302,7 @@ def test_a_real_improvement_is_kept_after_a_candidate_that_sabotaged_its_seed_ru
     from helpers import loop, make_repo, results, setup
 
     exp = make_repo(tmp_path / "exp", {"model.py": NARROW})
-    setup(exp, epochs=1, seeds=3)
+    setup(exp, epochs=2, seeds=3)
     answers = tmp_path / "answers"
     answers.mkdir()
     for n, (description, source) in enumerate([("restore the width, sabotaged", SABOTEUR),
@@ -322,5 +322,7 @@ def test_a_real_improvement_is_kept_after_a_candidate_that_sabotaged_its_seed_ru
     loop(exp, max_iterations=2, ideator="command", llm_command=f"{sys.executable} {agent}")
 
     rows = results(exp).rows
-    assert [r.status for r in rows] == ["baseline", "discard", "keep"], [(r.status, r.description) for r in rows]
+    # The saboteur's wrecked seed is its own problem: not kept on the pool's calm noise, and it cannot
+    # raise the bar for the next one; the real fix is kept, and holds on fresh seeds at the end.
+    assert [r.status for r in rows] == ["baseline", "discard", "keep", "confirmed"], [(r.status, r.description) for r in rows]
     assert rows[2].metric > rows[0].metric

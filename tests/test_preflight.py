@@ -138,27 +138,21 @@ class Model(nn.Module):
 
 
 @pytest.mark.slow
-def test_mutations_that_fail_preflight_are_logged_as_crashes_and_never_train(services, tmp_path):
+def test_mutations_that_would_fail_preflight_are_never_proposed_or_trained(services, tmp_path):
     from autoraysearch.flows.loop import autoraysearch_loop
     from autoraysearch.flows.setup_experiment import autoraysearch_setup
     from autoraysearch.campaign.results_log import read_results_log
-    from helpers import git, make_repo
+    from helpers import make_repo
 
     exp = make_repo(tmp_path / "exp", {"model.py": FRAGILE_MODEL})
     autoraysearch_setup(experiment_dir=str(exp), epochs=1)
-    baseline_head = git(exp, "rev-parse", "HEAD")
-    started = time.monotonic()
     summary = autoraysearch_loop(experiment_dir=str(exp), max_iterations=1)
-    print(f"\none iteration of three pre-flight failures: {time.monotonic() - started:.1f} s")
     rows = read_results_log(exp / "autoraysearch-results.tsv", True).rows
-    assert [r.iteration for r in rows] == ["0", "1.1", "1.2", "1.3"]
-    for row in rows[1:]:
-        assert row.status == "crash" and row.metric is None and row.extra["candidate"]
-        assert row.description.endswith("(pre-flight: ValueError: this model only works with 3x3 kernels and ReLU "
-                                        "(in the forward pass on a batch of 2))")
-    assert len({r.extra["candidate"] for r in rows[1:]}) == 3  # three different changes, each now 'tried'
-    assert not list((exp / ".autoraysearch" / "logs").glob("1*.log"))  # no trial ever started
-    assert summary.iterations == 1 and git(exp, "rev-parse", summary.branch) == baseline_head
+    # The ideator's build check dropped every kernel and activation change (they raise in forward):
+    # the iteration trained a change that works, never a crash.
+    assert [r.iteration for r in rows] == ["0", "1"] and summary.iterations == 1
+    assert rows[1].status in ("keep", "discard", "pruned"), rows[1].description
+    assert "kernel_size" not in rows[1].description and "activation" not in rows[1].description
 
 
 CUDA_IN_INIT = """

@@ -58,21 +58,21 @@ def test_three_splits_partition_the_digits_stratified_and_fixed(tmp_path, monkey
 def test_metric_is_on_validation_unless_test_is_asked_for(tmp_path, monkeypatch):
     default = load_train_py(tmp_path, monkeypatch)
     x_train, y_train, x_val, y_val, x_test, y_test = default.load_digits_arrays()
-    train_set, judged = default.load_datasets()
-    assert torch.equal(train_set.tensors[0], torch.as_tensor(x_train))
-    assert torch.equal(judged.tensors[0], torch.as_tensor(x_val))
+    trained, _, judged, labels = default.load_arrays()
+    assert torch.equal(torch.as_tensor(trained), torch.as_tensor(x_train))
+    assert torch.equal(torch.as_tensor(judged), torch.as_tensor(x_val))
 
     asked = load_train_py(tmp_path, monkeypatch, eval_split="test")
-    train_set, judged = asked.load_datasets()
-    assert torch.equal(train_set.tensors[0], torch.as_tensor(x_train))  # the test split is never trained on
-    assert torch.equal(judged.tensors[0], torch.as_tensor(x_test))
-    assert torch.equal(judged.tensors[1], torch.as_tensor(y_test))
+    trained, _, judged, labels = asked.load_arrays()
+    assert torch.equal(torch.as_tensor(trained), torch.as_tensor(x_train))  # the test split is never trained on
+    assert torch.equal(torch.as_tensor(judged), torch.as_tensor(x_test))
+    assert torch.equal(torch.as_tensor(labels), torch.as_tensor(y_test))
 
 
 def test_an_unknown_split_fails_instead_of_silently_validating(tmp_path, monkeypatch, capsys):
     module = load_train_py(tmp_path, monkeypatch, eval_split="train")
     with pytest.raises(SystemExit) as stop:
-        module.load_datasets()
+        module.load_arrays()
     assert stop.value.code == 1
     assert "AUTORAYSEARCH_EVAL_SPLIT" in capsys.readouterr().err
 

@@ -35,6 +35,7 @@ SCREEN_Z = 0.0  # a screen passes when its paired difference beats this many σ_
 KEEP_Z = 1.0  # the paired mean must beat this many standard errors σ_d/√n
 CONFIRM_SEEDS = 2  # seeds a candidate has before it can be kept
 CAP = 4.0  # a comparison's variance counts at most this many times the pooled variance before it
+OWN_SPREAD = 2.0  # a candidate whose paired differences spread more than this many σ_d is judged by its own spread
 INTERVAL_Z = 1.645  # the `interval` column: a 90 % interval of the paired gain
 
 
@@ -88,6 +89,19 @@ class Bar:
         if not self.measured:
             return self.min_delta
         return max(self.min_delta, KEEP_Z * self.paired.sigma / math.sqrt(max(seeds, 1)))
+
+    def margin_for(self, differences: Sequence[float]) -> float:
+        """The margin for these paired differences: the pooled one, or the candidate's own spread's when that is far larger.
+
+        One candidate cannot move the pooled σ_d much (CAP), so it must not profit from it either: a
+        model whose runs disagree wildly (one that wrecks some seeds) is kept only if its mean beats
+        its own standard error.
+        """
+        n = len(differences)
+        own = spread(differences)
+        if self.measured and n >= 2 and own > OWN_SPREAD * self.paired.sigma:
+            return max(self.margin(n), KEEP_Z * own / math.sqrt(n))
+        return self.margin(n)
 
     def screen_bar(self) -> float:
         return max(self.min_delta, SCREEN_Z * self.paired.sigma) if self.measured else self.min_delta
@@ -147,10 +161,10 @@ def next_step(differences: Sequence[float], bar: Bar, max_seeds: int) -> str:
         return "keep" if fmean(differences) > bar.min_delta else "discard"
     if n == 1:
         return "more" if screen_passes(differences[0], bar) else "discard"
-    mean = fmean(differences)
-    if n >= CONFIRM_SEEDS and mean > bar.margin(n):
+    mean, margin = fmean(differences), bar.margin_for(differences)
+    if n >= CONFIRM_SEEDS and mean > margin:
         return "keep"
-    if n < max_seeds and mean + bar.paired.sigma / math.sqrt(n) > bar.margin(n):
+    if n < max_seeds and mean + bar.paired.sigma / math.sqrt(n) > margin:
         return "more"
     return "discard"
 
@@ -169,7 +183,7 @@ def is_kept(runs: Sequence[float], bar: Bar) -> bool:
         return False
     if not bar.measured:
         return differences[0] > bar.min_delta if len(runs) == 1 else fmean(differences) > bar.min_delta
-    return len(differences) >= CONFIRM_SEEDS and fmean(differences) > bar.margin(len(differences))
+    return len(differences) >= CONFIRM_SEEDS and fmean(differences) > bar.margin_for(differences)
 
 
 def spread(runs: Sequence[float]) -> float:

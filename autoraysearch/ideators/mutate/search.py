@@ -51,8 +51,11 @@ Check = Callable[[Sequence[str]], list[Built]]
 def choose_mutations(
     source: str, *, tried: set[str], seed: int, count: int = 1, failed: Iterable[str] = (), stuck: bool = False,
     history: Iterable = (), higher_is_better: bool = True, goal: str = "", check: Check | None = None,
+    diverse: int = 0,
 ) -> list[Mutation]:
     """Up to `count` untried edits that pass `check`, the most promising first; same inputs -> same answer.
+
+    The first `diverse` are of different kinds where the choice allows: parallel candidates are different directions.
 
     `failed` holds the fingerprints of the candidates tried since the last keep (their kinds get
     tired); `history` the results log's rows, which the ranking learns from.
@@ -74,8 +77,17 @@ def choose_mutations(
         for mutation in ranking.ranked(tier(), seen):
             chosen.append(mutation)
             if len(chosen) == count:
-                return chosen
-    return chosen
+                return kinds_first(chosen, diverse)
+    return kinds_first(chosen, diverse)
+
+
+def kinds_first(chosen: list[Mutation], diverse: int) -> list[Mutation]:
+    """The same mutations, the first `diverse` of them of different kinds where the list has them (parallel slots)."""
+    lead: list[Mutation] = []
+    for mutation in chosen:
+        if len(lead) < diverse and mutation.kind not in {m.kind for m in lead}:
+            lead.append(mutation)
+    return lead + [m for m in chosen if m not in lead]
 
 
 def space_size(source: str, check: Check | None = None) -> dict[str, int]:
