@@ -41,7 +41,7 @@ from autoraysearch.campaign.noise import Bar, bar_from_log, next_step, worth_con
 from autoraysearch.campaign.path import CONFIRM_EVERY, describe_confirmed, fresh_seeds, keeps_since_confirmed, last_confirmed
 from autoraysearch.campaign.path import verdict as path_verdict
 from autoraysearch.campaign.results_log import ResultRow
-from autoraysearch.campaign.pruning import campaign_rule
+from autoraysearch.campaign.reference_curves import campaign_rule
 from autoraysearch.setup.prechecks import PARALLEL_LETTERS, check_parallel
 from autoraysearch.trials.runs import (
     check_trial_fits,

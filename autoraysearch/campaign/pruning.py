@@ -4,8 +4,9 @@ The rule compares the run with the best model's curve at the same seed; a reader
 from the training logs:
 
 * Reference. The best model's curve: its metric after each epoch, read from the progress lines
-  (`epoch=3/20 train_loss=0.41 val_acc=0.8123 elapsed_s=12.0`) of its screen run's log in
-  .autoraysearch/logs (`baseline.log` at first, then the log of each keep, e.g. `7.log` or `7b.log`).
+  (`epoch=3/20 train_loss=0.41 val_acc=0.8123 elapsed_s=12.0`) that train.py's judge reported for its
+  screen run, kept in .autoraysearch/logs (`baseline.curve.json` at first, then each keep's, e.g.
+  `7.curve.json`; reference_curves.py reads them).
   That run used the campaign's first seed, as every screen run does, so the two curves differ by the
   candidate's change and not by the seed: the gap at epoch e is a paired gap.
 * Prediction. Once MIN_FIT past screens ran to the end, the campaign's own history says how the gap
@@ -28,17 +29,12 @@ A pruned run's seconds are what it used; its row says where it stopped and its l
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import re
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING
 
-from autoraysearch.campaign.noise import IDENTICAL, NOISE_STATUSES, Bar, Noise
+from autoraysearch.campaign.noise import IDENTICAL, Bar, Noise
 
-if TYPE_CHECKING:
-    from autoraysearch.campaign.experiment import Campaign
 
 MIN_FRACTION = 1 / 3  # share of the epochs a run trains before it may be pruned
 PRUNE_SIGMAS = 3.0  # standard deviations of the difference of two single runs
@@ -209,72 +205,6 @@ def rule_for(reference: tuple[float, ...], bar: Bar, sigmas: tuple[float, ...] =
         return fitted
     return PruneRule(reference=reference, margins=margins_for(reference, bar.noise, sigmas),
                      higher_is_better=bar.higher_is_better)
-
-
-def curve_log_name(status: str, iteration: str) -> str:
-    """The training log holding a results-log row's screen run: the baseline's, else the row's label."""
-    return "baseline" if status == "baseline" else iteration
-
-
-def logged_curve(campaign: Campaign, label: str) -> tuple[float, ...]:
-    """The curve in .autoraysearch/logs/<label>.curve.json; empty when it is missing or unreadable.
-
-    It holds what the trial's trusted progress said (a generated train.py's channel), never what the
-    model code printed, so no candidate can set the reference the ones after it are stopped against.
-    """
-    try:
-        values = json.loads(Path(campaign.paths.trial_curve(label)).read_text())
-    except (OSError, ValueError):
-        return ()
-    if not isinstance(values, list):
-        return ()
-    return tuple(float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v))
-
-
-def seed_curves(campaign: Campaign, row) -> list[tuple[float, ...]]:
-    """The curves of a multi-seed row's runs: its screen run's log, then <label>-seed2.log …"""
-    name = curve_log_name(row.status, row.iteration)
-    try:
-        seeds = int(row.extra.get("seeds", "") or 1)
-    except ValueError:
-        return []
-    labels = [name, *(f"{name}-seed{n}" for n in range(2, seeds + 1))]
-    return [curve for label in labels if (curve := logged_curve(campaign, label))]
-
-
-def campaign_rule(campaign: Campaign, bar: Bar) -> PruneRule | None:
-    """The rule for this iteration's screen runs; None when early stopping is off or the best has no curve."""
-    from autoraysearch.campaign.results_log import read_results_log
-
-    if not campaign.settings.early_stop:
-        return None
-    return rule_from_log(campaign, read_results_log(campaign.paths.results, campaign.settings.higher_is_better), bar)
-
-
-def rule_from_log(campaign: Campaign, log, bar: Bar) -> PruneRule | None:
-    """The rule a results log (as it stood at some iteration) sets: its best's curve, its rows' seed curves."""
-    best = log.best()
-    if best is None:
-        return None
-    noisy = [r for r in log.rows if r.status in NOISE_STATUSES and r.extra.get("seeds", "1") not in ("", "1")]
-    sigmas = epoch_noise([seed_curves(campaign, row) for row in noisy[-NOISE_ROWS:]])
-    return rule_for(logged_curve(campaign, curve_log_name(best.status, best.iteration)), bar, sigmas,
-                    screen_history(campaign, log))
-
-
-def screen_history(campaign: Campaign, log) -> list[tuple[tuple[float, ...], tuple[float, ...]]]:
-    """(screen curve, curve of the best it was compared with) of every past candidate, in log order."""
-    history = []
-    best = None
-    for row in log.rows:
-        if row.status == "baseline":
-            best = row
-        elif row.status in ("keep", "discard") and best is not None:
-            history.append((logged_curve(campaign, row.iteration),
-                            logged_curve(campaign, curve_log_name(best.status, best.iteration))))
-            if row.status == "keep":
-                best = row
-    return history
 
 
 class CurveWatch:
