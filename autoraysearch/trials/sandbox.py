@@ -148,19 +148,28 @@ def contain(writable: list[str]) -> str:
     Call it in a single-threaded process (a fresh fork): Landlock restricts the calling thread only.
     """
     abi = landlock_abi()
+    folder_rights, file_rights = _write_rights(abi)
+
+    def add_rules(libc, ruleset):
+        shared = [p for p in os.environ.get(WRITABLE_ENV, "").split(os.pathsep) if p]
+        for path in [*writable, *shared, *writable_devices()]:
+            _allow_writes(libc, ruleset, path, folder_rights, file_rights)
+
+    return _restrict_self(abi, folder_rights, add_rules)
+
+
+def _restrict_self(abi: int, handled: int, add_rules) -> str:
+    """Create a ruleset handling `handled` (and signal scoping where the ABI has it), let `add_rules` fill it, enforce it."""
     if abi < 1:
         return "none: this kernel offers no Landlock"
     libc = _libc()
-    folder_rights, file_rights = _write_rights(abi)
-    attr = _RulesetAttr(folder_rights, 0, _LANDLOCK_SCOPE_SIGNAL if abi >= 6 else 0)
+    attr = _RulesetAttr(handled, 0, _LANDLOCK_SCOPE_SIGNAL if abi >= 6 else 0)
     size = 24 if abi >= 6 else 16 if abi >= 4 else 8  # the fields this kernel knows
     ruleset = libc.syscall(_SYS_LANDLOCK_CREATE_RULESET, ctypes.byref(attr), size, 0)
     if ruleset < 0:
         return f"none: landlock_create_ruleset failed ({os.strerror(ctypes.get_errno())})"
     try:
-        shared = [p for p in os.environ.get(WRITABLE_ENV, "").split(os.pathsep) if p]
-        for path in [*writable, *shared, *writable_devices()]:
-            _allow_writes(libc, ruleset, path, folder_rights, file_rights)
+        add_rules(libc, ruleset)
         if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
             return f"none: prctl(PR_SET_NO_NEW_PRIVS) failed ({os.strerror(ctypes.get_errno())})"
         if libc.syscall(_SYS_LANDLOCK_RESTRICT_SELF, ruleset, 0) != 0:
@@ -192,25 +201,11 @@ def hide_files(hidden: list[str]) -> str:
     reads as before. Landlock only allows, so the rules allow reading everything beside the hidden
     paths: each sibling along the way down to them gets a rule of its own.
     """
-    abi = landlock_abi()
-    if abi < 1:
-        return "none: this kernel offers no Landlock"
-    libc = _libc()
-    attr = _RulesetAttr(_READ_FILE, 0, _LANDLOCK_SCOPE_SIGNAL if abi >= 6 else 0)
-    size = 24 if abi >= 6 else 16 if abi >= 4 else 8
-    ruleset = libc.syscall(_SYS_LANDLOCK_CREATE_RULESET, ctypes.byref(attr), size, 0)
-    if ruleset < 0:
-        return f"none: landlock_create_ruleset failed ({os.strerror(ctypes.get_errno())})"
-    try:
+    def add_rules(libc, ruleset):
         for path in readable_beside(hidden):
             _allow(libc, ruleset, path, _READ_FILE)
-        if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-            return f"none: prctl(PR_SET_NO_NEW_PRIVS) failed ({os.strerror(ctypes.get_errno())})"
-        if libc.syscall(_SYS_LANDLOCK_RESTRICT_SELF, ruleset, 0) != 0:
-            return f"none: landlock_restrict_self failed ({os.strerror(ctypes.get_errno())})"
-    finally:
-        os.close(ruleset)
-    return f"landlock ABI {abi}"
+
+    return _restrict_self(landlock_abi(), _READ_FILE, add_rules)
 
 
 def readable_beside(hidden: list[str]) -> list[str]:
