@@ -127,14 +127,7 @@ def _spots(model: ModelFile) -> Iterator[Spot]:
             if keyword.arg:
                 yield from _literals(keyword.value, keyword.arg, f"{layer.spot} {callee} {keyword.arg}")
     for cls in (node for node in model.tree.body if isinstance(node, ast.ClassDef)):
-        init = init_method(cls)
-        if init is None:
-            continue
-        args = init.args
-        positional = args.posonlyargs + args.args
-        pairs = list(zip(positional[len(positional) - len(args.defaults):], args.defaults))
-        pairs += [(arg, default) for arg, default in zip(args.kwonlyargs, args.kw_defaults) if default is not None]
-        for arg, default in pairs:
+        for arg, default in init_defaults(cls):
             yield from _literals(default, arg.arg, f"{cls.name}.__init__ default {arg.arg}")
     for node in model.tree.body:
         if isinstance(node, (ast.Assign, ast.AnnAssign)):
@@ -145,6 +138,17 @@ def _spots(model: ModelFile) -> Iterator[Spot]:
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "range":
             if len(node.args) == 1 and isinstance(node.args[0], ast.Constant):
                 yield from _literals(node.args[0], "blocks", f"line {node.lineno} range")
+
+
+def init_defaults(cls: ast.ClassDef) -> list[tuple[ast.arg, ast.expr]]:
+    """(argument, default) of each defaulted argument of the class's __init__, positional then keyword-only."""
+    init = init_method(cls)
+    if init is None:
+        return []
+    args = init.args
+    positional = args.posonlyargs + args.args
+    pairs = list(zip(positional[len(positional) - len(args.defaults):], args.defaults))
+    return pairs + [(arg, default) for arg, default in zip(args.kwonlyargs, args.kw_defaults) if default is not None]
 
 
 def _literals(node: ast.expr, name: str, label: str) -> Iterator[Spot]:
@@ -223,14 +227,7 @@ def _size_sequences(model: ModelFile) -> Iterator[tuple[ast.Tuple | ast.List, st
             if len(targets) == 1 and isinstance(targets[0], ast.Name) and wanted(node.value, targets[0].id):
                 yield node.value, targets[0].id
     for cls in (node for node in model.tree.body if isinstance(node, ast.ClassDef)):
-        init = init_method(cls)
-        if init is None:
-            continue
-        args = init.args
-        positional = args.posonlyargs + args.args
-        pairs = list(zip(positional[len(positional) - len(args.defaults):], args.defaults))
-        pairs += [(arg, default) for arg, default in zip(args.kwonlyargs, args.kw_defaults) if default is not None]
-        for arg, default in pairs:
+        for arg, default in init_defaults(cls):
             if wanted(default, arg.arg):
                 yield default, f"{cls.name}.__init__ default {arg.arg}"
 
