@@ -451,15 +451,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def create_demo_folder(target: Path) -> None:
-    """A new git repository holding the bundled digits example's model.py, committed."""
+    """A new git repository holding the demo's model.py (a first-draft digits MLP with room to improve), committed."""
     target.mkdir(parents=True, exist_ok=True)
-    example = resources.files("autoraysearch.examples") / "digits" / "model.py"
+    example = resources.files("autoraysearch.examples") / "digits_draft" / "model.py"
     (target / "model.py").write_text(example.read_text())
     git = ["git", "-C", str(target)]
     subprocess.run(git + ["init", "-q", "-b", "main"], check=True)
     identity = ["-c", "user.name=autoraysearch demo", "-c", "user.email=demo@autoraysearch.invalid"]
     subprocess.run(git + ["add", "model.py"], check=True)
-    subprocess.run(git + identity + ["commit", "-q", "-m", "digits example model"], check=True)
+    subprocess.run(git + identity + ["commit", "-q", "-m", "first-draft digits MLP"], check=True)
 
 
 def _with_services(ray_address: str | None, work):

@@ -108,6 +108,7 @@ class Step:
     predecessor: str
     kept: bool
     claimed: float = 0.0
+    crashed: bool = False
 
 
 @dataclass
@@ -124,6 +125,7 @@ class State:
     wall: float = 0.0
     confirm_runs: int = 0
     diffs: list = field(default_factory=list)  # paired comparisons with two or more seeds
+    screens: list = field(default_factory=list)  # every screened candidate's first paired difference
     groups: list = field(default_factory=list)  # multi-seed runs of one model (unpaired σ)
     steps: list = field(default_factory=list)
     tried: set = field(default_factory=set)
@@ -134,6 +136,8 @@ class State:
     segments: list = field(default_factory=list)  # (gain, variance) of each confirmed stretch of the path
     rollbacks: int = 0
     exhausted: bool = False
+    rows: list = field(default_factory=list)  # the results log the ideate step would read
+    descriptions: dict = field(default_factory=dict)  # model hash -> the ideator's description
 
 
 def train(state: State, trainer: Trainer, source: str, seed: int, confirm: bool = False) -> float | None:
@@ -153,15 +157,49 @@ def train(state: State, trainer: Trainer, source: str, seed: int, confirm: bool 
     return state.known[key]
 
 
+def build_check():
+    """The ideate step's build check for digits (one sample 1×8×8, 10 classes), shared by every campaign."""
+    from autoraysearch.ideators.mutate import BuildCheck
+
+    global _CHECK
+    if _CHECK is None:
+        _CHECK = BuildCheck([1, 8, 8], {}, 10)
+    return _CHECK
+
+
+_CHECK = None
+
+
 def propose(state: State, count: int) -> list[str]:
-    """The offline ideator's next `count` edits of the best, as the ideate step asks for them."""
+    """The offline ideator's next `count` edits of the best, fed as the ideate step feeds it: build check, log."""
     from autoraysearch.ideators.mutate import choose_mutations
 
     mutations = choose_mutations(state.best, tried=state.tried, seed=state.campaign * 1_000_003 + state.iteration,
-                                 count=count, failed=state.since_keep, stuck=state.stale >= STUCK_AFTER)
+                                 count=count, failed=state.since_keep, stuck=state.stale >= STUCK_AFTER,
+                                 history=state.rows, check=build_check(), diverse=count if count > 1 else 0)
     for m in mutations:
         state.tried.add(fingerprint(m.source))
+        state.descriptions[training_cache.model_hash(m.source)] = m.description
     return [m.source for m in mutations]
+
+
+def log_row(state: State, candidate: str, kept: bool) -> None:
+    """The results-log row the loop would write for a decided candidate (what the ideator learns from)."""
+    from autoraysearch.campaign.results_log import ResultRow
+
+    h = training_cache.model_hash
+    mine = [state.known.get((h(candidate), state.seed + i)) for i in range(SEEDS)]
+    best = [state.known.get((h(state.best), state.seed + i)) for i in range(SEEDS)]
+    runs = [m for m in mine if m is not None]
+    description = state.descriptions.get(h(candidate), "")
+    if not runs:
+        state.rows.append(ResultRow(str(len(state.rows)), "-", None, None, "crash", description))
+        return
+    pairs = [(m, b) for m, b in zip(mine, best) if m is not None and b is not None]
+    delta = fmean(m - b for m, b in pairs) if pairs else None
+    extra = {"seeds": str(len(runs)), "runs": noise.format_runs(runs)} if len(runs) > 1 else {}
+    state.rows.append(ResultRow(str(len(state.rows)), "-", fmean(runs), delta, "keep" if kept else "discard",
+                                description, extra))
 
 
 def best_runs(state: State, upto: int) -> tuple[float, ...]:
@@ -169,7 +207,9 @@ def best_runs(state: State, upto: int) -> tuple[float, ...]:
 
 
 def settle(state: State, candidate: str, kept: bool, claimed: float = 0.0) -> None:
-    state.steps.append(Step(candidate, state.best, kept, claimed))
+    crashed = state.known.get((training_cache.model_hash(candidate), state.seed), 0.0) is None
+    state.steps.append(Step(candidate, state.best, kept, claimed, crashed))
+    log_row(state, candidate, kept)
     if kept:
         state.best = candidate
         state.since_keep, state.stale = [], 0
@@ -224,8 +264,8 @@ def iterate_unpaired(state: State, trainer: Trainer) -> None:
 
 def paired_bar(state: State) -> noise.Bar:
     baseline = [state.known[(training_cache.model_hash(state.baseline), state.seed + i)] for i in range(SEEDS)]
-    prior = noise.paired_prior(baseline)
-    return noise.Bar(best_runs=(), paired=noise.robust_pool(state.diffs, prior=prior))
+    paired = noise.robust_pool(state.diffs, prior=noise.paired_prior(baseline))
+    return noise.Bar(best_runs=(), paired=paired, prior=noise.effect_prior(state.screens, paired.sigma))
 
 
 def differences(state: State, trainer: Trainer, candidate: str, seeds: int, have: list[float]) -> list[float] | None:
@@ -257,6 +297,7 @@ def iterate_paired(state: State, trainer: Trainer, parallel: int = 1) -> None:
         wall = max(wall, state.last_seconds)
         if d is not None:
             screens[c] = d
+            state.screens.append(d[0])
     state.wall += wall
     passing = sorted((c for c in screens if noise.screen_passes(screens[c][0], bar)), key=lambda c: -screens[c][0])
     continued = {}
@@ -331,6 +372,10 @@ def run_campaign(rule: str, campaign: int, trainer: Trainer) -> dict[int, State]
     state.last_seconds = 0.0
     for i in range(1 if rule == "greedy" else SEEDS):
         train(state, trainer, base, state.seed + i)
+    from autoraysearch.campaign.results_log import ResultRow
+    runs = [state.known[(training_cache.model_hash(base), state.seed + i)] for i in range(1 if rule == "greedy" else SEEDS)]
+    state.rows.append(ResultRow("0", "-", fmean(runs), None, "baseline", "baseline",
+                                {"seeds": str(len(runs)), "runs": noise.format_runs(runs)} if len(runs) > 1 else {}))
     state.wall = state.seconds
     if rule != "greedy":
         state.groups.append([state.known[(training_cache.model_hash(base), state.seed + i)] for i in range(SEEDS)])
@@ -373,7 +418,7 @@ def judge(state: State, trainer: Trainer, sigma_fresh: float) -> dict:
     sigma_hat = noise.robust_pool(groups).sigma if groups else float("nan")
     return {
         "rule": state.rule, "campaign": state.campaign, "runs": state.runs, "confirm_runs": state.confirm_runs,
-        "candidates": len(state.steps), "keeps": len(keeps), "false_keeps": sum(d <= 0 for d in deltas),
+        "candidates": len(state.steps), "crashes": sum(s.crashed for s in state.steps), "keeps": len(keeps), "false_keeps": sum(d <= 0 for d in deltas),
         "harm": sum(d for d in deltas if d <= 0), "true_gain": true_gain, "claimed": claimed,
         "seconds": state.seconds, "wall": state.wall, "rollbacks": state.rollbacks,
         "power_hits": sum(d > sigma_fresh for d in deltas), "power_misses": weight * sum(d > sigma_fresh for d in missed),
@@ -410,6 +455,7 @@ def totals(rows: list[dict]) -> dict:
         "false_keeps": false, "false_rate": false / keeps if keeps else 0.0, "false_ci": wilson(false, keeps),
         "harm": fmean(r["harm"] for r in rows), "power": hits / (hits + misses) if hits + misses else float("nan"),
         "runs_per_candidate": sum(r["runs"] for r in rows) / max(1, sum(r["candidates"] for r in rows)),
+        "candidates": fmean(r["candidates"] for r in rows), "crashes": sum(r["crashes"] for r in rows),
         "confirm_runs": fmean(r["confirm_runs"] for r in rows),
         "sigma_hat": fmean(r["sigma_hat"] for r in rows if not math.isnan(r["sigma_hat"]))
         if any(not math.isnan(r["sigma_hat"]) for r in rows) else float("nan"),

@@ -71,12 +71,15 @@ def controls(source: str) -> list[tuple[str, str]]:
 
 
 def pool() -> list[PoolModel]:
-    """The baseline, each single edit of it, and the controls, without duplicates."""
+    """The baseline, each single edit of it that builds (the ideator's build check), and the controls, without duplicates."""
+    from autoraysearch.ideators.mutate import BuildCheck
     from autoraysearch.ideators.mutate.rules import propose_mutations
 
     base = EXAMPLE.read_text()
+    edits = propose_mutations(base)
+    built = BuildCheck([1, 8, 8], {}, 10)([m.source for m in edits])
     models = [PoolModel(model_hash(base), "baseline: examples/digits/model.py", "baseline", base)]
-    models += [PoolModel(model_hash(m.source), m.description, "edit", m.source) for m in propose_mutations(base)]
+    models += [PoolModel(model_hash(m.source), m.description, "edit", m.source) for m, verdict in zip(edits, built) if verdict.ok]
     models += [PoolModel(model_hash(s), d, "control", s) for d, s in controls(base)]
     unique = {m.key: m for m in reversed(models)}
     return [unique[k] for k in dict.fromkeys(m.key for m in models)]

@@ -9,11 +9,13 @@ import pytest
 from autoraysearch.campaign.experiment import TrialResult
 from autoraysearch.campaign.noise import (
     CAP,
-    KEEP_Z,
+    KEEP_CONFIDENCE,
     Bar,
     Noise,
+    Prior,
     bar_from_log,
     campaign_noise,
+    effect_prior,
     is_kept,
     next_step,
     paired_columns,
@@ -62,7 +64,12 @@ def test_paired_keep_rule_by_hand():
     prior = paired_prior(BASELINE)  # √2 × the baseline's σ, with its 2 degrees of freedom
     assert prior.sigma == pytest.approx(math.sqrt(2) * pooled_noise([BASELINE]).sigma) and prior.dof == 2
     bar = Bar(best_runs=BASELINE, paired=Noise(sigma=0.006, dof=10))
-    assert bar.margin(2) == pytest.approx(KEEP_Z * 0.006 / math.sqrt(2))
+    # Before any screen, true gains are taken to spread like Normal(0, (2 σ_d)²): with n = 2 differences the
+    # posterior precision is 1/(2σ_d)² + 2/σ_d² = 2.25/σ_d², and a 90 % chance of a true gain needs a mean of
+    # z(0.9) × √2.25 × σ_d / 2 = 0.96 σ_d.
+    z90 = 1.2815516
+    assert KEEP_CONFIDENCE == 0.9 and bar.margin(2) == pytest.approx(z90 * 1.5 * 0.006 / 2, rel=1e-4)
+    assert bar.chance([bar.margin(2)] * 2) == pytest.approx(0.9, abs=1e-6)
     # The demo's kernel 3 -> 5 edit: +0.0084 at seed 0 passes the screen and earns a paired seed at once.
     assert worth_confirming(0.9610, Bar(best_runs=(0.9526, 0.9580), paired=Noise(0.0074, 10)), seeds=3)
     assert next_step([0.0084], bar, 3) == "more"
@@ -73,6 +80,32 @@ def test_paired_keep_rule_by_hand():
     assert next_step([0.0060, -0.0010], bar, 3) == "more"  # within a standard error of the bar
     assert is_kept([x + d for x, d in zip(BASELINE, (0.008, 0.007))], bar)
     assert not is_kept([BASELINE[0] + 0.02], bar)  # one seed alone is never a keep when noise is measured
+
+
+def test_the_bar_follows_what_the_campaigns_proposals_usually_do():
+    sigma = 0.01
+    calm = Bar(best_runs=BASELINE, paired=Noise(sigma=sigma, dof=10))
+    helpful = effect_prior([0.02, 0.015, 0.03, 0.01, 0.025, 0.02, 0.018, 0.022], sigma)
+    harmful = effect_prior([-0.02, -0.015, -0.03, -0.01, -0.025, -0.02, -0.018, -0.022], sigma)
+    assert helpful.mean > 0 > harmful.mean and helpful.screens == 8
+    with_help, with_harm = (Bar(best_runs=BASELINE, paired=calm.paired, prior=p) for p in (helpful, harmful))
+    assert with_help.margin(2) < calm.margin(2) < with_harm.margin(2)
+    # Shrunk toward the null-centred law: a handful of screens cannot make every candidate a keep.
+    assert helpful.mean < 0.02 and with_help.margin(2) > 0
+    # Broken models (far below the best) are left out, and one huge screen counts as CLIP σ_d at most.
+    assert effect_prior([-0.9, -0.8, 0.01], sigma) == effect_prior([0.01], sigma)
+    assert effect_prior([5.0], sigma).mean == pytest.approx(effect_prior([0.04], sigma).mean)
+    # A null change (no difference at any seed) is never kept, whatever the campaign learned.
+    eager = Bar(best_runs=BASELINE, paired=calm.paired, prior=Prior(mean=0.05, spread=0.005, screens=12))
+    assert next_step([0.0, 0.0, 0.0], eager, 3) == "discard" and not is_kept(BASELINE, eager)
+
+
+def test_the_prior_is_read_from_the_logs_screens():
+    rows = [row("0", "baseline", BASELINE)]
+    for i, first in enumerate((0.004, -0.002, 0.006), 1):
+        rows.append(ResultRow(str(i), "-", 0.97, first, "discard", "x", {"diffs": f"{first},0.001"}))
+    bar = bar_from_log(ResultsLog(higher_is_better=True, rows=tuple(rows)))
+    assert bar.prior.screens == 3 and bar.prior == effect_prior([0.004, -0.002, 0.006], bar.paired.sigma)
 
 
 def test_pairing_sees_a_gain_the_seed_noise_hides():

@@ -12,12 +12,21 @@ The rule, which a reader can check by hand from the results log:
   log order, each comparison's variance counts at most CAP times the pooled variance before it, so one
   candidate whose runs are wild (or wrecked on purpose) can move σ_d by a bounded factor, never set it.
   The per-run σ shown by status and used by early stopping is pooled the same way over the rows' runs.
-* Screen. A candidate is trained once, at the campaign's seed. Only a screen whose difference beats
-  SCREEN_Z × σ_d (and min_delta) gets more seeds; the first extra seed comes at once.
-* Keep. With n ≥ 2 differences, the candidate is kept when their mean beats KEEP_Z × σ_d / √n (and
-  min_delta); it gets another seed (up to the campaign's seeds) while the mean is within one standard
-  error of that bar; otherwise it is discarded. KEEP_Z is set for few false keeps among keeps (at most
-  10 %), not for a 5 % error on every comparison: most proposals that pass a screen are real.
+* What proposals usually do. The true paired gains of the campaign's proposals are taken to spread
+  like a normal law, mean μ and spread τ, learned from the screens of its latest PRIOR_WINDOW
+  candidates (a broken model's, more than CLIP σ_d below the best, left out; a gain counted at most CLIP
+  σ_d): μ is their mean and τ² their variance less
+  σ_d², both shrunk toward PRIOR_WEIGHT pseudo-screens of a null-centred law of spread PRIOR_SPREAD σ_d.
+  A campaign whose proposals mostly help lowers its bar; one whose proposals mostly hurt raises it. One
+  candidate is one screen among many: it cannot set the law.
+* Keep. After n paired differences with mean m, the chance that the candidate truly gains (more than
+  min_delta) is the normal posterior's: precision P = 1/τ² + n/σ_d², mean (μ/τ² + n·m/σ_d²)/P. It is kept
+  when that chance is at least KEEP_CONFIDENCE (90 %), so at most about one keep in ten is false, and
+  its own mean is positive; the `needed` margin is the m where the chance reaches 90 %. It needs
+  CONFIRM_SEEDS differences; it gets another seed (up to the campaign's seeds) while the chance is at
+  least MORE_CONFIDENCE; otherwise it is discarded.
+* Screen. A candidate is trained once, at the campaign's seed. A screen whose chance of a true gain is at
+  least MORE_CONFIDENCE (and beats min_delta) gets more seeds; the first extra seed comes at once.
 * With one seed (K = 1), or when the baseline's runs were identical (a train.py that ignores the seed),
   there is no noise to measure: a candidate is kept when its single run beats the best's run at the same
   seed by more than min_delta, as a greedy search would.
@@ -31,8 +40,13 @@ from statistics import fmean
 from typing import Iterable, Sequence
 
 IDENTICAL = 1e-9  # a spread below this is rounding error: the runs were identical
-SCREEN_Z = 0.0  # a screen passes when its paired difference beats this many σ_d (0: any gain at the same seed)
-KEEP_Z = 1.0  # the paired mean must beat this many standard errors σ_d/√n
+KEEP_CONFIDENCE = 0.9  # the chance of a true gain a keep needs: at most about one keep in ten false
+MORE_CONFIDENCE = 0.5  # the chance of a true gain that earns another paired seed
+PRIOR_WINDOW = 12  # the latest screens that say what the campaign's proposals usually do
+PRIOR_WEIGHT = 4.0  # pseudo-screens of the null-centred law those screens are shrunk toward
+PRIOR_SPREAD = 2.0  # that law's spread of true gains, in σ_d
+MIN_PRIOR_SPREAD = 0.25  # the learned spread never falls below this many σ_d
+CLIP = 4.0  # screens further than this many σ_d below zero (broken models) are left out; above, they count as this
 CONFIRM_SEEDS = 2  # seeds a candidate has before it can be kept
 CAP = 4.0  # a comparison's variance counts at most this many times the pooled variance before it
 OWN_SPREAD = 2.0  # a candidate whose paired differences spread more than this many σ_d is judged by its own spread
@@ -58,6 +72,37 @@ class Noise:
 
 
 @dataclass(frozen=True)
+class Prior:
+    """What the campaign's proposals usually do: true paired gains spread like Normal(mean, spread²), in metric units.
+
+    spread 0: not learned yet; the null-centred law of spread PRIOR_SPREAD σ_d stands in.
+    """
+
+    mean: float = 0.0
+    spread: float = 0.0
+    screens: int = 0
+
+    def describe(self) -> str:
+        if not self.screens:
+            return "no screens yet"
+        return f"proposals gain {self.mean:+.2g} ± {self.spread:.2g} (from {self.screens} screens)"
+
+
+def effect_prior(screens: Sequence[float], sigma_d: float) -> Prior:
+    """The law of true paired gains behind these screens (paired differences, positive: better), shrunk toward null."""
+    if sigma_d <= IDENTICAL:
+        return Prior()
+    # a model that broke (far below the best) says nothing about the gains near the bar
+    recent = [min(CLIP * sigma_d, x) for x in list(screens)[-PRIOR_WINDOW:] if x > -CLIP * sigma_d]
+    weight = len(recent) + PRIOR_WEIGHT
+    mean = sum(recent) / weight
+    # each pseudo-screen of the null law spreads by √(PRIOR_SPREAD² + 1) σ_d around 0
+    total = (sum((x - mean) ** 2 for x in recent) + PRIOR_WEIGHT * (PRIOR_SPREAD ** 2 + 1) * sigma_d ** 2) / weight
+    spread = math.sqrt(max(total - sigma_d ** 2, (MIN_PRIOR_SPREAD * sigma_d) ** 2))
+    return Prior(mean=mean, spread=spread, screens=len(recent))
+
+
+@dataclass(frozen=True)
 class Bar:
     """What a candidate must beat: the best's runs by seed, the noise, the user's minimum gain and direction."""
 
@@ -66,6 +111,7 @@ class Bar:
     higher_is_better: bool = True
     min_delta: float = 0.0
     paired: Noise = Noise()  # σ_d of one paired difference: what decisions use
+    prior: Prior = Prior()  # what the campaign's proposals usually gain
 
     @property
     def best_mean(self) -> float:
@@ -84,32 +130,76 @@ class Bar:
         sign = 1.0 if self.higher_is_better else -1.0
         return tuple(sign * (c - b) for c, b in zip(runs, self.best_runs))
 
+    def law(self) -> tuple[float, float]:
+        """The prior's mean and spread, the null-centred stand-in before any screen."""
+        if self.prior.spread > 0:
+            return self.prior.mean, self.prior.spread
+        return 0.0, PRIOR_SPREAD * self.paired.sigma
+
+    def chance(self, differences: Sequence[float]) -> float:
+        """The posterior chance that the candidate truly gains more than min_delta, given its paired differences."""
+        n, sigma = len(differences), self.sigma_for(differences)
+        mean, spread = self.law()
+        precision = 1 / spread ** 2 + n / sigma ** 2
+        centre = (mean / spread ** 2 + n * fmean(differences) / sigma ** 2) / precision
+        return normal_cdf((centre - self.min_delta) * math.sqrt(precision))
+
+    def sigma_for(self, differences: Sequence[float]) -> float:
+        """σ_d, or the candidate's own spread when that is far larger.
+
+        One candidate cannot move the pooled σ_d much (CAP), so it must not profit from it either: a
+        model whose runs disagree wildly (one that wrecks some seeds) is judged by its own spread.
+        """
+        own = spread(differences)
+        if len(differences) >= 2 and own > OWN_SPREAD * self.paired.sigma:
+            return own
+        return self.paired.sigma
+
+    def needed(self, seeds: int, sigma: float | None = None, confidence: float | None = None) -> float:
+        """The paired mean over `seeds` seeds at which the chance of a true gain reaches `confidence` (KEEP_CONFIDENCE)."""
+        sigma = self.paired.sigma if sigma is None else sigma
+        confidence = KEEP_CONFIDENCE if confidence is None else confidence
+        n = max(seeds, 1)
+        mean, spread = self.law()
+        precision = 1 / spread ** 2 + n / sigma ** 2
+        z = normal_quantile(confidence)
+        return sigma ** 2 * (self.min_delta * precision + z * math.sqrt(precision) - mean / spread ** 2) / n
+
     def margin(self, seeds: int) -> float:
         """The paired mean gain over `seeds` seeds that is kept."""
         if not self.measured:
             return self.min_delta
-        return max(self.min_delta, KEEP_Z * self.paired.sigma / math.sqrt(max(seeds, 1)))
+        return max(self.min_delta, 0.0, self.needed(seeds))
 
     def margin_for(self, differences: Sequence[float]) -> float:
-        """The margin for these paired differences: the pooled one, or the candidate's own spread's when that is far larger.
-
-        One candidate cannot move the pooled σ_d much (CAP), so it must not profit from it either: a
-        model whose runs disagree wildly (one that wrecks some seeds) is kept only if its mean beats
-        its own standard error.
-        """
-        n = len(differences)
-        own = spread(differences)
-        if self.measured and n >= 2 and own > OWN_SPREAD * self.paired.sigma:
-            return max(self.margin(n), KEEP_Z * own / math.sqrt(n))
-        return self.margin(n)
+        """The margin for these paired differences (judged by their own spread when that is far larger)."""
+        if not self.measured or not differences:
+            return self.margin(len(differences))
+        return max(self.min_delta, 0.0, self.needed(len(differences), self.sigma_for(differences)))
 
     def screen_bar(self) -> float:
-        return max(self.min_delta, SCREEN_Z * self.paired.sigma) if self.measured else self.min_delta
+        """The screen difference that earns more seeds."""
+        if not self.measured:
+            return self.min_delta
+        return max(self.min_delta, 0.0, self.needed(1, confidence=MORE_CONFIDENCE))
 
     def interval(self, differences: Sequence[float]) -> tuple[float, float]:
         """The paired gain and the half width of its 90 % interval (0 without measured noise)."""
         half = INTERVAL_Z * self.paired.sigma / math.sqrt(len(differences)) if self.measured else 0.0
         return fmean(differences), half
+
+
+def normal_cdf(z: float) -> float:
+    return 0.5 * (1 + math.erf(z / math.sqrt(2)))
+
+
+def normal_quantile(p: float) -> float:
+    """The standard normal's p-quantile (bisection on the cdf: exact enough, no dependency)."""
+    lo, hi = -10.0, 10.0
+    for _ in range(80):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if normal_cdf(mid) < p else (lo, mid)
+    return (lo + hi) / 2
 
 
 def robust_pool(groups: Iterable[Sequence[float]], prior: Noise = Noise()) -> Noise:
@@ -161,10 +251,9 @@ def next_step(differences: Sequence[float], bar: Bar, max_seeds: int) -> str:
         return "keep" if fmean(differences) > bar.min_delta else "discard"
     if n == 1:
         return "more" if screen_passes(differences[0], bar) else "discard"
-    mean, margin = fmean(differences), bar.margin_for(differences)
-    if n >= CONFIRM_SEEDS and mean > margin:
+    if n >= CONFIRM_SEEDS and fmean(differences) > bar.margin_for(differences):
         return "keep"
-    if n < max_seeds and mean + bar.paired.sigma / math.sqrt(n) > margin:
+    if n < max_seeds and fmean(differences) > 0 and bar.chance(differences) >= MORE_CONFIDENCE:
         return "more"
     return "discard"
 
@@ -244,12 +333,24 @@ def campaign_paired_noise(rows) -> Noise:
     return robust_pool((parse_runs(r.extra.get("diffs", "")) for r in ordered), prior=paired_prior(baseline))
 
 
+def campaign_screens(rows) -> list[float]:
+    """Every compared candidate's screen: the first of its paired differences, in log order."""
+    screens = []
+    for row in rows:
+        if row.status in NOISE_STATUSES:
+            diffs = parse_runs(row.extra.get("diffs", ""))
+            if diffs:
+                screens.append(diffs[0])
+    return screens
+
+
 def bar_from_log(log, min_delta: float = 0.0) -> Bar:
     """What the next candidate must beat, as the results log says."""
     best = log.best()
     runs = runs_of(best) if best is not None else ()
+    paired = campaign_paired_noise(log.rows)
     return Bar(best_runs=runs, noise=campaign_noise(log.rows), higher_is_better=log.higher_is_better,
-               min_delta=min_delta, paired=campaign_paired_noise(log.rows))
+               min_delta=min_delta, paired=paired, prior=effect_prior(campaign_screens(log.rows), paired.sigma))
 
 
 def seed_columns(runs: Sequence[float]) -> dict[str, str]:

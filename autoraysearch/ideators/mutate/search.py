@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
@@ -40,6 +41,7 @@ NEAR_MISS_BONUS = 1.5  # two changes that each almost helped: worth a try togeth
 NEAR_MISS_PAIRS = 3  # near-miss pairs boosted at a time, the closest misses first
 JITTER = 0.3  # seeded noise in the ranking: different seeds explore different equally good edits
 SIZE_WEIGHT = 0.15  # per doubling of the parameter count
+NO_NORM_BONUS = 1.0  # a model with no normalization layer at all: adding one is the likeliest structural help
 CHECK_CHUNK = 12  # proposals built per check while filling the wanted count
 LAG = 0.9  # arms scoring this far below the best one come after all the others
 WINDOW = 300  # proposals of a long tier ranked together (triples are too many to rank all at once)
@@ -107,6 +109,11 @@ class Pool:
 
     def small(self) -> list[Mutation]:
         return self._small
+
+    @cached_property
+    def has_norm(self) -> bool:
+        """Whether the model has any normalization layer (BatchNorm, LayerNorm, GroupNorm, …)."""
+        return re.search(r"\b\w*Norm\w*\s*\(", self.source) is not None
 
     def bolder(self) -> Iterator[Mutation]:
         known = {_key(self.source)} | {_key(m.source) for m in self._all_small}
@@ -223,6 +230,8 @@ class _Ranking:
         mine = arms(mutation.description) or ((mutation.kind, "swap"),)
         value = sum(self.learner.value(arm) for arm in mine) / len(mine)
         value -= TIRED_PENALTY * len(self.tired.intersection(mutation.kinds))
+        if ("norm", "add") in mine and not self.pool.has_norm:
+            value += NO_NORM_BONUS
         if _key(mutation.source) in self.boosted:
             value += NEAR_MISS_BONUS
         base, parameters = self.pool.base_parameters, None
