@@ -11,8 +11,8 @@ screens before it exactly as the loop builds it (pruning.rule_for: the fitted ke
 MIN_FIT screens ran to the end, the cautious noise-margin rule before). Each progress line goes through
 pruning.CurveWatch as it would during training.
 
-* good: a candidate whose 8-seed mean paired gain clears the keep bar at two seeds (noise.KEEP_Z × σ_d
-  / √2, σ_d the pool's paired spread); bad: every other one.
+* good: a candidate whose 8-seed mean paired gain clears the keep bar at two seeds (noise.Bar.margin(2)
+  with σ_d the pool's paired spread, before any screen taught the rule anything); bad: every other one.
 * saved: the training seconds spared: the rest of a stopped screen (its epochs after the stop) and the
   paired seed its screen would have earned, as a share of all the seconds the replays used.
 * wrong kills: stopped candidates that are good.
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 import sys
 from pathlib import Path
@@ -101,7 +100,7 @@ def main() -> None:
     pool = [k for k in described if k != base and all((k, s) in runs for s in seeds)]
     diffs = {k: [runs[(k, s)].metric - runs[(base, s)].metric for s in seeds] for k in pool}
     sigma_d = noise.robust_pool(diffs.values()).sigma
-    keep_bar = noise.KEEP_Z * sigma_d / math.sqrt(2)
+    keep_bar = noise.Bar(paired=noise.Noise(sigma=sigma_d, dof=len(pool) * (len(seeds) - 1))).margin(2)
     good = {k: fmean(d) > keep_bar for k, d in diffs.items()}
     bad_share = sum(not g for g in good.values()) / len(good)
     rows = []
@@ -122,7 +121,7 @@ def main() -> None:
         f"`.venv/bin/python benchmarks/early_stopping.py --epochs {args.epochs} --replays {args.replays}`", "",
         f"Pool: {len(pool)} candidates of the digits example ({args.epochs} epochs, {len(seeds)} seeds each, "
         f"3 known-bad controls among them); {bad_share:.0%} are bad (their {len(seeds)}-seed mean paired gain "
-        f"does not clear the keep bar {keep_bar:+.4f} = KEEP_Z × σ_d/√2, σ_d = {sigma_d:.4f}). "
+        f"does not clear the keep bar at two seeds, {keep_bar:+.4f} with σ_d = {sigma_d:.4f}). "
         f"{args.replays} replays, each a shuffled order at one of the seeds; the rule learns from the screens "
         "before each candidate. Saved: share of all training seconds (screens and the paired seed a passing "
         "screen earns). Wrong kill: a stopped candidate that is good; it changed a decision when its screen, run "

@@ -213,3 +213,13 @@ def test_ideas_are_exhausted_only_when_nothing_can_be_built() -> None:
     with pytest.raises(IdeasExhausted) as raised:
         propose_candidates_offline(review_of(ONLY_DROPOUT, tried, []), SETTINGS, 9, ["9"])
     assert "2 single, 2 bold and 0 paired edits" in str(raised.value)
+
+
+def test_a_model_without_normalization_is_offered_one_first():
+    draft = (Path(__file__).resolve().parents[1] / "examples" / "digits_draft" / "model.py").read_text()
+    for seed in range(5):
+        [first] = choose_mutations(draft, tried=set(), seed=seed)
+        assert first.kind == "norm" and first.description.startswith("norm add"), first.description
+    # A model that has one already gets no such push: its first proposals vary with the seed.
+    kinds = {choose_mutations(EXAMPLE, tried=set(), seed=seed)[0].kind for seed in range(5)}
+    assert kinds != {"norm"}

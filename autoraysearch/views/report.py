@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from autoraysearch.campaign.noise import campaign_noise
+from autoraysearch.campaign.noise import bar_from_log, campaign_noise
+from autoraysearch.campaign.path import PATH_STATUSES
 from autoraysearch.campaign.results_log import ResultsLog
 from autoraysearch.views.step_logs import beyond, fmt
 
@@ -48,7 +49,9 @@ def best_line(log: ResultsLog, metric: str) -> str:
         return "no baseline yet"
     where = "the baseline" if best.status == "baseline" else f"iteration {best.iteration} ({best.commit})"
     kept = sum(r.status == "keep" for r in log.rows)
-    experiments = sum(r.status != "baseline" for r in log.rows)
+    experiments = sum(r.status != "baseline" and r.status not in PATH_STATUSES for r in log.rows)
     noise = campaign_noise(log.rows)
+    prior = bar_from_log(log).prior
+    learned = f"; {prior.describe()}" if prior.screens else ""
     return (f"best {metric}={fmt(best.metric)} from {where}; {kept} kept of {experiments} "
-            f"experiment{'s' * (experiments != 1)}; {noise.describe()}")
+            f"experiment{'s' * (experiments != 1)}; {noise.describe()}{learned}")
