@@ -45,7 +45,7 @@ TABLE_EXTRAS = ("seeds", "std", "seconds")
 NEEDED = "needed"  # the delta a keep needed, shown beside the delta
 # The UI renders each table cell as markdown and never wraps one by itself: a description is broken into
 # lines of this many characters, so that the table fits a 1600 px window with every column shown.
-CELL_LINE_CHARS = 44
+CELL_LINE_CHARS = 34
 
 
 def campaign_keys(campaign: Campaign) -> dict[str, str]:
