@@ -37,7 +37,7 @@ from autoraysearch.tasks.review import review
 from autoraysearch.tasks.verify import verify
 from autoraysearch.campaign.integrity import checked_results, take_snapshot, undo_tampering
 from autoraysearch.campaign.resume import clear_pending, write_pending
-from autoraysearch.campaign.noise import Bar, bar_from_log, next_step, worth_confirming
+from autoraysearch.campaign.noise import Bar, bar_from_log, next_step, parse_runs, worth_confirming
 from autoraysearch.campaign.path import CONFIRM_EVERY, describe_confirmed, fresh_seeds, keeps_since_confirmed, last_confirmed
 from autoraysearch.campaign.path import verdict as path_verdict
 from autoraysearch.campaign.results_log import ResultRow
@@ -237,9 +237,10 @@ def confirm_path(campaign: Campaign, stop_time: datetime | None) -> dict:
     bar = bar_from_log(log)
     status, cells = path_verdict(runs["best"], runs["point"], bar)
     point_short = repo.short(point_sha)
+    gain = fmean(parse_runs(cells["diffs"]))  # unrounded for the log; the `gain` cell is rounded for reading
     row = ResultRow(
         iteration=label, commit=best.commit if status == "confirmed" else point_short,
-        metric=fmean(runs["best"]), delta=float(cells["gain"]) if bar.higher_is_better else -float(cells["gain"]),
+        metric=fmean(runs["best"]), delta=gain if bar.higher_is_better else -gain,
         status=status,
         description=f"path: {best.iteration} ({best.commit}) against {point.label} ({point_short}) on "
                     f"{len(runs['best'])} fresh seeds: {'holds' if status == 'confirmed' else 'does not hold, rolled back'}",

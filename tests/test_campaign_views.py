@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from autoraysearch.views.artifacts import EMPTY, _Published, needs_republishing, result_headline, results_table, short
+from autoraysearch.views.artifacts import (CELL_LINE_CHARS, EMPTY, _Published, needs_republishing, result_headline,
+                                          results_table, short, table_artifact)
 from autoraysearch.views.identity import artifact_key, campaign_id, run_name, slug
 from autoraysearch.campaign.experiment import Candidate, Ideas, TrialResult, Verdict
 from autoraysearch.campaign.noise import Bar, Noise
@@ -48,6 +49,14 @@ def test_the_table_formats_every_number_one_way_and_no_cell_is_a_lone_dash():
     assert [r["needed"] for r in results_table(ResultsLog(True, (row("4", "discard", 0.9, 0.01, needed="+0.0518"),)))] \
         == ["> +0.0518"]
     assert result_headline(LOG, "val_acc") == "best val_acc=0.9387 (+0.0866) after 3 experiments"
+    # The UI's table renders cells as markdown and never wraps them: no block quote, descriptions on short lines.
+    long = row("5", "discard", 0.9, 0.01, needed="+0.0518", description="dropout add: classifier[1] Linear gets "
+               "Dropout(0.1) before it (screen 0.8217, 3 seeds 0.8041 ± 0.0511: not confirmed)")
+    shown = table_artifact(ResultsLog(True, (long,)))[0]
+    assert shown["needed"] == "\\> +0.0518" and shown["metric"] == "0.9"
+    lines = shown["description"].split("  \n")
+    assert len(lines) > 1 and all(len(line) <= CELL_LINE_CHARS for line in lines)
+    assert " ".join(lines) == results_table(ResultsLog(True, (long,)))[0]["description"]
 
 
 def test_table_diff_and_plot_are_republished_only_when_something_that_matters_changed():

@@ -109,8 +109,9 @@ def test_a_mornings_runs_read_back_from_the_api(services, tmp_path: Path, trial_
         newest = results[0]
         assert newest.description.startswith(f"alpha/{today}: best score=0.6 (+0.1) after 3 experiments")
         table = json.loads(newest.data) if isinstance(newest.data, str) else newest.data
-        assert [(r["iteration"], r["status"], r["needed"]) for r in table[1:3]] == [("1", "keep", "> 0"),
-                                                                                    ("2", "discard", "> 0")]
+        # `\>`: the UI renders each cell as markdown, where a bare `>` would start a block quote
+        assert [(r["iteration"], r["status"], r["needed"]) for r in table[1:3]] == [("1", "keep", "\\> 0"),
+                                                                                    ("2", "discard", "\\> 0")]
 
         # The event card shows what happened: its resource's name and the related numbers.
         resource = f"autoraysearch.campaign.{campaign_id(alpha, branch)}"

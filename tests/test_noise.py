@@ -20,6 +20,7 @@ from autoraysearch.campaign.noise import (
     next_step,
     paired_columns,
     paired_prior,
+    parse_runs,
     pooled_noise,
     robust_pool,
     seed_columns,
@@ -176,7 +177,8 @@ def test_the_log_keeps_every_seed_and_the_bar_is_read_back_from_it():
 def test_a_kept_row_shows_its_paired_gain_and_interval_at_the_end():
     bar = Bar(best_runs=BASELINE, paired=Noise(sigma=0.004, dof=12))
     cells = paired_columns((0.9800, 0.9790), bar)
-    assert cells == {"diffs": "0.0106,0.0069", "gain": "+0.00875", "interval": "±0.0047"}
+    assert {k: v for k, v in cells.items() if k != "diffs"} == {"gain": "+0.00875", "interval": "±0.0047"}
+    assert parse_runs(cells["diffs"]) == (0.9800 - 0.9694, 0.9790 - 0.9721)  # the TSV keeps every digit
     rows = (ResultRow("0", "baseline", 0.9712, 0.0, "baseline", "initial state", seed_columns(BASELINE)),
             ResultRow("1", "abc1234", 0.9795, 0.0088, "keep", "wider", {**seed_columns((0.98, 0.979)), **cells}))
     text = format_log(ResultsLog(higher_is_better=True, rows=rows))

@@ -58,6 +58,20 @@ def test_round_trip_keeps_rows_extra_columns_and_signs():
     assert parse_log(text) == log
 
 
+def test_the_log_keeps_full_precision_and_people_read_four_digits():
+    from autoraysearch.campaign.memory import summary_line
+    from autoraysearch.campaign.noise import parse_runs, seed_columns
+
+    runs = (0.9396666666666667, 0.9423333333333334, 0.9371)
+    kept = row("1", 0.9396666666666667, "keep", delta=-0.0176666666666667, commit="abc1234", **seed_columns(runs))
+    text = format_log(ResultsLog(True, (kept,)))
+    assert "\t0.9396666666666667\t-0.0176666666666667\t" in text
+    back = parse_log(text).rows[0]
+    assert (back.metric, back.delta) == (kept.metric, kept.delta)
+    assert parse_runs(back.extra["runs"]) == runs
+    assert summary_line(back).startswith("1 keep 0.9397 (delta -0.01767)")
+
+
 def test_parallel_labels_share_iteration_numbers():
     log = ResultsLog(True, (row("0", 0.5, "baseline"), row("5a", 0.4, "discard"), row("5b", 0.6, "keep")))
     assert log.next_iteration() == 6

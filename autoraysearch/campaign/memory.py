@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from autoraysearch.campaign.experiment import ExperimentPaths
-from autoraysearch.campaign.results_log import ResultRow, ResultsLog, format_number
+from autoraysearch.campaign.results_log import ResultRow, ResultsLog, readable_number
 from autoraysearch.campaign.settings import write_atomically
 
 MEMORY_DIR = "candidates"
@@ -134,8 +134,8 @@ def informative_diffs(
 
 
 def summary_line(row: ResultRow) -> str:
-    metric = format_number(row.metric)
-    delta = f" (delta {format_number(row.delta, signed=True)})" if row.delta is not None else ""
+    metric = readable_number(row.metric)
+    delta = f" (delta {readable_number(row.delta, signed=True)})" if row.delta is not None else ""
     return f"{row.iteration} {row.status} {metric}{delta}: {row.description}"
 
 
@@ -153,9 +153,9 @@ def show_candidate(paths: ExperimentPaths, log: ResultsLog, label: str, metric: 
     value = row.metric if row is not None else remembered.metric
     delta = row.delta if row is not None else remembered.delta
     lines = [f"{label} {status}: {description}"]
-    result = f"{metric}={format_number(value)}"
+    result = f"{metric}={readable_number(value)}"
     if delta is not None:
-        result += f" (delta {format_number(delta, signed=True)} against the best it was tried on)"
+        result += f" (delta {readable_number(delta, signed=True)} against the best it was tried on)"
     seconds = row.extra.get("seconds") if row is not None else remembered.seconds
     if seconds not in (None, ""):
         result += f", trained in {seconds} s"

@@ -285,7 +285,7 @@ def spread(runs: Sequence[float]) -> float:
 
 def format_runs(runs: Sequence[float]) -> str:
     """The `runs` and `diffs` columns: every seed's value, comma-separated."""
-    return ",".join(f"{x:.6g}" for x in runs)
+    return ",".join(repr(float(x)) for x in runs)  # full precision: the TSV is where numbers are kept
 
 
 def parse_runs(cell: str) -> tuple[float, ...]:

@@ -111,10 +111,18 @@ def terminal_text(text: str) -> str:
 
 
 def format_number(value: float | None, signed: bool = False) -> str:
+    """A number as the results log stores it: full precision (the float's repr), so reading it back loses nothing."""
     if value is None:
         return "-"
-    text = f"{value:+.6g}" if signed else f"{value:.6g}"
-    return text
+    text = repr(float(value))
+    return f"+{text}" if signed and not text.startswith("-") else text
+
+
+def readable_number(value: float | None, signed: bool = False) -> str:
+    """A number as people read it outside the results log: 4 significant digits, as the views show them."""
+    if value is None:
+        return "-"
+    return f"{value:+.4g}" if signed else f"{value:.4g}"
 
 
 def format_log(log: ResultsLog) -> str:

@@ -16,6 +16,7 @@ import base64
 import difflib
 import json
 import logging
+import textwrap
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -42,6 +43,9 @@ REASON_CHARS = 60  # the most of a description's closing "(…)" a cut keeps
 EMPTY = "—"  # never "-": a lone dash in a markdown cell renders as a list bullet
 TABLE_EXTRAS = ("seeds", "std", "seconds")
 NEEDED = "needed"  # the delta a keep needed, shown beside the delta
+# The UI renders each table cell as markdown and never wraps one by itself: a description is broken into
+# lines of this many characters, so that the table fits a 1600 px window with every column shown.
+CELL_LINE_CHARS = 34
 
 
 def campaign_keys(campaign: Campaign) -> dict[str, str]:
@@ -100,6 +104,19 @@ def results_table(log: ResultsLog) -> list[dict[str, str]]:
         }
         for r in log.rows
     ]
+
+
+def table_artifact(log: ResultsLog) -> list[dict[str, str]]:
+    """The results table as the UI's table artifact shows it whole: descriptions on short lines, no cell a quote.
+
+    Each cell is rendered as markdown, so a leading `>` (the `needed` cell) would draw a block quote.
+    """
+    def as_cell(value: str) -> str:
+        return "\\" + value if value.startswith(">") else value
+
+    return [{**{name: as_cell(value) for name, value in row.items()},
+             "description": "  \n".join(textwrap.wrap(row["description"], CELL_LINE_CHARS)) or row["description"]}
+            for row in results_table(log)]
 
 
 def best_summary(log: ResultsLog, metric: str) -> str:
@@ -260,7 +277,7 @@ def _publish(campaign: Campaign, progress: Progress | None, conditions: StopCond
         update_progress_artifact(state.progress_id, percent, description=progress_text)
     if not needs_republishing(state, log, now, final=stop_reason is not None):
         return
-    table = results_table(log)
+    table = table_artifact(log)
     if is_new(keys[RESULTS], json.dumps(table)):
         create_table_artifact(table, key=keys[RESULTS], description=description)
     kept = sum(r.status == "keep" for r in log.rows)
@@ -308,7 +325,7 @@ def publish_setup_artifacts(campaign: Campaign) -> None:
         done = (f"{run_name(campaign.experiment_dir, '')}: set-up complete, {result_headline(log, settings.metric)}; "
                 f"start the campaign with `autoraysearch run` — {campaign.experiment_dir}")
         create_progress_artifact(100.0, key=keys[PROGRESS], description=done)
-        table, description = results_table(log), campaign_description(ahead, log)
+        table, description = table_artifact(log), campaign_description(ahead, log)
         if is_new(keys[RESULTS], json.dumps(table)):
             create_table_artifact(table, key=keys[RESULTS], description=description)
     except Exception as exc:  # the UI is a view: it must never stop the set-up
