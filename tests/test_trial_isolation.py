@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from helpers import processes_with
 
 from autoraysearch.trials.process import run_in_directory
 from autoraysearch.trials.sandbox import is_secret, trial_environment
@@ -156,7 +157,10 @@ def test_the_network_can_be_left_to_the_host_on_purpose(tmp_path, monkeypatch, t
     assert os.environ["AUTORAYSEARCH_TRIAL_NETWORK"] == "host"
 
 
-def test_honest_code_reads_the_users_caches_and_writes_only_to_its_scratch(tmp_path, monkeypatch):
+@pytest.mark.parametrize("abi", [None, "0"], ids=["this-kernel", "no-landlock"])
+def test_honest_code_reads_the_users_caches_and_writes_only_to_its_scratch(tmp_path, monkeypatch, abi):
+    if abi is not None:
+        monkeypatch.setenv("AUTORAYSEARCH_LANDLOCK_ABI", abi)
     home = tmp_path / "home"
     checkpoints = home / ".cache" / "torch" / "hub" / "checkpoints"
     checkpoints.mkdir(parents=True)
@@ -179,3 +183,93 @@ def test_honest_code_reads_the_users_caches_and_writes_only_to_its_scratch(tmp_p
     assert "CACHED pretrained weights" in outcome.output and "WROTE" in outcome.output
     assert sorted(p.name for p in checkpoints.iterdir()) == ["resnet.pth"]  # nothing landed in the real home
     assert not (home / ".keras").exists()
+
+
+# Kills every process it can name, the victim's host pid and its own ancestors first, then leaves a
+# daemon in a session of its own, and exits.
+SIGNALLER = textwrap.dedent("""
+    import os, signal, subprocess, sys
+    targets = [VICTIM, os.getppid()] + [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    for pid in targets:
+        if pid in (0, os.getpid()):
+            continue
+        try:
+            os.kill(pid, signal.SIGKILL)
+            print("SIGNALLED", pid, flush=True)
+        except OSError as exc:
+            print("REFUSED", pid, type(exc).__name__, flush=True)
+    subprocess.Popen([sys.executable, "-c", "import os, time; os.setsid(); time.sleep(600)", "MARKER"],
+                     start_new_session=True)
+    print("DAEMON STARTED", flush=True)
+""")
+
+
+@pytest.mark.parametrize("abi", ["0", "5"], ids=["no-landlock", "landlock-without-signal-scoping"])
+def test_without_signal_scoping_model_code_signals_nothing_outside_and_leaves_no_daemon(tmp_path, monkeypatch, abi):
+    monkeypatch.setenv("AUTORAYSEARCH_LANDLOCK_ABI", abi)
+    marker = f"autoraysearch-daemon-{uuid.uuid4().hex}"
+    victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        script = SIGNALLER.replace("VICTIM", str(victim.pid)).replace("MARKER", marker)
+        outcome = run_in_directory({"train.py": script}, PYTHON, timeout=60, scratch_root=tmp_path)
+        if "private processes" not in outcome.sandbox:
+            pytest.skip(f"this host gives trials no process namespace: {outcome.sandbox}")
+        assert f"landlock ABI {abi}" in outcome.sandbox or abi == "0"
+        assert outcome.returncode == 0, outcome.output
+        assert "DAEMON STARTED" in outcome.output
+        assert f"REFUSED {victim.pid} ProcessLookupError" in outcome.output
+        assert victim.poll() is None  # the process outside the trial is alive
+        assert not processes_with(marker)  # and the daemon died with the trial
+    finally:
+        victim.kill()
+        victim.wait()
+        for pid in processes_with(marker):
+            os.kill(pid, 9)
+
+
+# Tries every change to a file's metadata and size that Landlock leaves out (all of them on ABI 0,
+# truncate too before ABI 3) on files of the experiment folder outside its scratch.
+METADATA = textwrap.dedent("""
+    import os
+    attempts = {
+        "chmod": lambda: os.chmod(RESULTS, 0),
+        "chmod-folder": lambda: os.chmod(FOLDER, 0),
+        "utime": lambda: os.utime(MODEL, (0, 0)),
+        "setxattr": lambda: os.setxattr(MODEL, "user.autoraysearch", b"x"),
+        "truncate": lambda: os.truncate(RESULTS, 0),
+        "open-truncate": lambda: open(MODEL, "r+").truncate(0),
+    }
+    for name, attempt in attempts.items():
+        try:
+            attempt()
+            print("CHANGED", name, flush=True)
+        except OSError as exc:
+            print("REFUSED", name, exc.strerror, flush=True)
+    os.chmod("train.py", 0o700)  # its own scratch stays its own
+    print("SCRATCH OK", flush=True)
+""")
+
+
+@pytest.mark.parametrize("abi", ["0", "2"], ids=["no-landlock", "landlock-without-truncate"])
+def test_metadata_of_the_experiment_folder_cannot_be_changed_from_model_code(tmp_path, monkeypatch, abi):
+    monkeypatch.setenv("AUTORAYSEARCH_LANDLOCK_ABI", abi)
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    results, model = exp / "autoraysearch-results.tsv", exp / "model.py"
+    results.write_text("iteration\tmetric\n0\t0.5\n")
+    model.write_text("class Model: pass\n")
+    def state(path):
+        return path.stat().st_mode, path.stat().st_mtime_ns, None if path.is_dir() else path.read_bytes()
+
+    before = {path: state(path) for path in (exp, results, model)}
+    script = (METADATA.replace("RESULTS", repr(str(results))).replace("MODEL", repr(str(model)))
+              .replace("FOLDER", repr(str(exp))))
+    (tmp_path / "scratch").mkdir()
+    outcome = run_in_directory({"train.py": script}, PYTHON, timeout=60, scratch_root=tmp_path / "scratch")
+    if "read-only outside scratch" not in outcome.sandbox:
+        pytest.skip(f"this host gives trials no mounts of their own: {outcome.sandbox}")
+    assert outcome.returncode == 0, outcome.output
+    assert "CHANGED" not in outcome.output and outcome.output.count("REFUSED") == 6, outcome.output
+    assert "SCRATCH OK" in outcome.output
+    assert {path: state(path) for path in before} == before
+    assert not os.listxattr(model)

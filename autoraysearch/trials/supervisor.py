@@ -61,17 +61,44 @@ def remove_scratch():
     if os.path.basename(config["scratch"]).startswith(config["prefix"]):
         shutil.rmtree(config["scratch"], onerror=retry)
 
-def run_command():
-    # In the forked child: isolate and contain it, tell the launcher how, and become the command.
-    isolation = isolate()
-    note = f"{contain(config['writable'])}; {isolation}"
-    os.write(config["report_fd"], note.encode())
-    os.close(config["report_fd"])
+def exec_command():
     try:
         os.execvp(command[0], command)
     except OSError as exc:
         os.write(2, f"autoraysearch: cannot run {command[0]!r}: {exc}\n".encode())
     os._exit(127)
+
+def wait_for_init(init, status_read):
+    # Between the keeper and the trial's PID 1: exit like the command did; if we die, PID 1 does too.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)  # meant for the command, which the keeper signals itself
+    close_command_fds()
+    os.close(config["report_fd"])
+    status = os.waitpid(init, 0)[1]
+    reported = os.read(status_read, 64)
+    exit_like(int(reported) if reported.strip() else os.waitstatus_to_exitcode(status))
+
+def run_command():
+    # In the forked child: isolate and contain it, tell the launcher how, and become the command.
+    # Where Landlock cannot scope signals, process numbers of its own: nothing outside can be named or signalled.
+    new_pids = landlock_abi() < SIGNAL_SCOPING_ABI
+    isolation = isolate(writable=[*config["writable"], *shared_writable()], new_pids=new_pids)
+    status_write = None
+    if isolation.endswith("private processes"):
+        status_read, status_write = os.pipe()
+        init = os.fork()  # PID 1 of the trial's own namespace
+        if init:
+            os.close(status_write)
+            wait_for_init(init, status_read)
+        os.close(status_read)
+        set_parent_death_signal(signal.SIGKILL)  # and with it, everything in the namespace
+        isolation += f", {mount_own_proc()}"
+    note = f"{contain(config['writable'])}; {isolation}; {drop_capabilities()}"
+    os.write(config["report_fd"], note.encode())
+    os.close(config["report_fd"])
+    if status_write is None:
+        exec_command()
+    run_as_init(exec_command, grace, status_write, config["fds"])
 
 def keeper(supervisor):
     stop = {"at": None, "orphaned": False}
