@@ -145,6 +145,24 @@ def undo_tampering(snapshot: Snapshot, changed: list[str] | None = None) -> list
     return changed
 
 
+def undo_preflight_changes(snapshot: Snapshot) -> str | None:
+    """Pre-flight runs candidate code too: undo what changed since `snapshot` (saved first); a sentence naming it, or None.
+
+    The snapshot is taken before the ideate step, whose pre-flights run every proposal's model.py
+    (at import, build and forward); no candidate is blamed, since any of them could have done it.
+    """
+    changed = changed_names(snapshot)
+    saved = save_and_restore(snapshot, changed)
+    repo = ExperimentRepo(Path(snapshot.root))
+    if repo.branch_sha(snapshot.branch) != snapshot.branch_sha:
+        changed.append(f"branch {snapshot.branch}")
+        repo.set_branch(snapshot.branch, snapshot.branch_sha)
+    if not changed:
+        return None
+    where = f"; what was there is saved in {saved}" if saved else ""
+    return f"{', '.join(changed)} changed while candidates were pre-flighted, and the change was undone{where}."
+
+
 def could_write_here(result: TrialResult, repo_node_id: str | None) -> bool:
     """Whether the trial could have written the experiment folder: it ran on its node (or anywhere, if unknown) unsandboxed."""
     here = repo_node_id is None or result.node_id is None or result.node_id == repo_node_id
