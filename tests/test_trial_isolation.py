@@ -16,10 +16,12 @@ import uuid
 from pathlib import Path
 
 import pytest
-from helpers import processes_with
+from helpers import processes_with, wait_until
 
-from autoraysearch.trials.process import run_in_directory
+from autoraysearch.campaign.experiment import Trial
+from autoraysearch.trials.process import TrialLimits, run_in_directory
 from autoraysearch.trials.sandbox import is_secret, trial_environment
+from tasks.verify import run_trial
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the supervisor is Linux-only")
 PYTHON = [sys.executable, "train.py"]
@@ -273,3 +275,48 @@ def test_metadata_of_the_experiment_folder_cannot_be_changed_from_model_code(tmp
     assert "SCRATCH OK" in outcome.output
     assert {path: state(path) for path in before} == before
     assert not os.listxattr(model)
+
+
+# Forks up to 300 sleeping children, counting what the kernel refuses: bounded, so a broken limit costs little.
+FORK_BOMB = textwrap.dedent("""
+    import os, sys, time
+    made = failed = 0
+    for _ in range(300):
+        try:
+            if os.fork() == 0:
+                os.execv(sys.executable, [sys.executable, "-c", "import time; time.sleep(60)", "MARKER"])
+            made += 1
+        except OSError:
+            failed += 1
+    print("MADE", made, "FAILED", failed, flush=True)
+""")
+
+
+@pytest.mark.parametrize("abi", [None, "5"], ids=["this-kernel", "landlock-without-signal-scoping"])
+def test_a_fork_bomb_stops_at_the_trials_process_limit_and_leaves_nothing(tmp_path, monkeypatch, abi):
+    if abi is not None:
+        monkeypatch.setenv("AUTORAYSEARCH_LANDLOCK_ABI", abi)
+    marker = f"autoraysearch-bomb-{uuid.uuid4().hex}"
+    outcome = run_in_directory({"train.py": FORK_BOMB.replace("MARKER", marker)}, PYTHON, timeout=60,
+                               scratch_root=tmp_path, limits=TrialLimits(processes=64))
+    if "at most 64 processes" not in outcome.sandbox:
+        pytest.skip(f"this host gives trials no cgroup of their own: {outcome.sandbox}")
+    made, failed = (int(n) for n in outcome.output.split("MADE")[1].split()[::2][:2])
+    assert made < 64 and failed > 236, outcome.output
+    assert wait_until(lambda: not processes_with(marker), 5)
+
+
+HOG = "x = bytearray(1024 * 2**20)\nx[::4096] = b'1' * len(x[::4096])\nprint('ALLOCATED', flush=True)\n"
+
+
+def test_out_of_memory_is_judged_from_the_kernel_not_from_what_the_trial_prints(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUTORAYSEARCH_TRIAL_MEMORY", "0.25")
+    hog = run_trial(Trial(label="hog", files={"train.py": HOG}, metric="val_acc", timeout=60))
+    if "at most 256 MiB" not in hog.sandbox:
+        pytest.skip(f"this host gives trials no cgroup of their own: {hog.sandbox}")
+    assert "ALLOCATED" not in hog.output
+    assert hog.status == "crash" and hog.error.startswith("ran out of memory: the kernel killed it"), hog.error
+    # Saying so is not enough: a print, or an exit by SIGKILL of its own, is a plain crash.
+    liar = "import os\nprint('CUDA out of memory; Killed', flush=True)\nos.kill(os.getpid(), 9)\n"
+    lied = run_trial(Trial(label="liar", files={"train.py": liar}, metric="val_acc", timeout=60))
+    assert lied.status == "crash" and not lied.error.startswith("ran out of memory"), lied.error

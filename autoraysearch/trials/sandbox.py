@@ -425,6 +425,128 @@ def run_as_init(child, grace: float, status_fd: int, child_fds=()) -> None:
     os._exit(0)
 
 
+# Per-trial limits go in a cgroup of the trial's own beneath the launcher's, one per controller hierarchy.
+_LIMIT_FILES = {  # controller: (cgroup v1 file, cgroup v2 file)
+    "pids": ("pids.max", "pids.max"),
+    "memory": ("memory.limit_in_bytes", "memory.max"),
+}
+
+
+def _cgroup_folders() -> dict[str, tuple[str, bool]]:
+    """controller -> (this process's cgroup folder for it, whether that is cgroup v2), where it is mounted."""
+    mounts = {}  # (v1 controller or "" for v2) -> (mount point, mount root)
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as handle:
+        for line in handle:
+            fields = line.split()
+            after = fields[fields.index("-") + 1 :]
+            if after[0] == "cgroup2":
+                mounts.setdefault("", (fields[4], fields[3]))
+            elif after[0] == "cgroup":
+                for option in after[2].split(","):
+                    if option in _LIMIT_FILES:
+                        mounts[option] = (fields[4], fields[3])
+    found = {}
+    with open("/proc/self/cgroup", encoding="utf-8") as handle:
+        for line in handle:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            for controller in (controllers.split(",") if controllers else [""]):
+                if controller not in mounts:
+                    continue
+                point, root = mounts[controller]
+                relative = path[len(root):] if root != "/" and path.startswith(root) else path
+                folder = point + relative.rstrip("/")
+                if controller:
+                    found[controller] = (folder, False)
+                else:
+                    try:
+                        with open(os.path.join(folder, "cgroup.subtree_control")) as enabled:
+                            for name in enabled.read().split():
+                                if name in _LIMIT_FILES:
+                                    found.setdefault(name, (folder, True))
+                    except OSError:
+                        pass
+    return found
+
+
+def make_trial_cgroups(name: str, limits: dict) -> tuple[list[str], str]:
+    """Create cgroups named `name` with `limits` ({"pids": n, "memory": bytes}, None: none); their folders and a note.
+
+    Where a controller is not ours to use (cgroup v2 without delegation, no permission), that limit
+    is missing and the note says so; the trial runs without it.
+    """
+    wanted = {c: v for c, v in limits.items() if v}
+    if not wanted:
+        return [], ""
+    try:
+        available = _cgroup_folders()
+    except OSError:
+        available = {}
+    folders, held, missing = [], [], []
+    for controller, value in wanted.items():
+        if controller not in available:
+            missing.append(controller)
+            continue
+        parent, v2 = available[controller]
+        folder = os.path.join(parent, name)
+        try:
+            os.makedirs(folder, exist_ok=True)
+            with open(os.path.join(folder, _LIMIT_FILES[controller][v2]), "w") as handle:
+                handle.write(str(int(value)))
+            if controller == "memory" and v2 and os.path.exists(os.path.join(folder, "memory.swap.max")):
+                with open(os.path.join(folder, "memory.swap.max"), "w") as handle:
+                    handle.write("0")
+        except OSError:
+            missing.append(controller)
+            continue
+        if folder not in folders:
+            folders.append(folder)
+        held.append({"pids": f"at most {value} processes", "memory": f"at most {value // 2**20} MiB"}[controller])
+    note = ", ".join(held) + (f"; no {' or '.join(missing)} limit (no cgroup of ours)" if missing else "")
+    return folders, note
+
+
+def join_cgroups(folders: list[str]) -> None:
+    """Move this process (and so whatever it starts) into `folders`."""
+    for folder in folders:
+        try:
+            with open(os.path.join(folder, "cgroup.procs"), "w") as handle:
+                handle.write(str(os.getpid()))
+        except OSError as exc:
+            os.write(2, f"autoraysearch: cannot join {folder}: {exc.strerror}\n".encode())
+
+
+def memory_kills(folders: list[str]) -> int:
+    """How many processes the kernel killed for reaching the memory limit of these cgroups."""
+    killed = 0
+    for folder in folders:
+        for name in ("memory.events", "memory.oom_control"):  # cgroup v2, v1
+            try:
+                with open(os.path.join(folder, name)) as handle:
+                    for line in handle:
+                        key, _, value = line.partition(" ")
+                        if key == "oom_kill":
+                            killed += int(value)
+            except (OSError, ValueError):
+                continue
+    return killed
+
+
+def remove_cgroups(folders: list[str], wait: float = 5.0) -> None:
+    """Remove the (emptied) cgroups; a moment's wait for the last exits to be accounted."""
+    deadline = time.monotonic() + wait
+    for folder in folders:
+        while True:
+            try:
+                os.rmdir(folder)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(0.02)
+
+
 def _loopback_up() -> bool:
     """Bring up `lo` in this (new) network namespace."""
     import fcntl
