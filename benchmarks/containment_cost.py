@@ -2,7 +2,8 @@
 
 Each trial runs the way a campaign runs it (process.run_in_directory: the supervisor, then the
 generated train.py's judge and contained model side). "Contained" is this machine's default
-(Landlock, network, mount and where needed PID namespaces, read-only mounts, no capabilities);
+(Landlock, network, mount and where needed PID namespaces, read-only mounts, no capabilities, and
+the cgroup limits a 1-CPU trial gets);
 "uncontained" is the same launcher with AUTORAYSEARCH_LANDLOCK_ABI=0 and
 AUTORAYSEARCH_TRIAL_NETWORK=host, which turn Landlock and the namespaces off. Runs alternate, and
 the script prints each trial's seconds, the medians and their ratio.
@@ -26,6 +27,7 @@ from pathlib import Path
 
 from autoraysearch.setup.rendering import TrainSpec, render_train_py
 from autoraysearch.trials.process import run_in_directory
+from autoraysearch.trials.runs import trial_limits
 from autoraysearch.trials.sandbox import LANDLOCK_ABI_ENV, NETWORK_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,11 +44,13 @@ subprocess.run([*prefix, "{}", sys.executable, "-c", "import model"] if prefix e
 
 def timed_trial(train_source: str, threads: int, settings: dict[str, str]) -> tuple[float, str]:
     """Seconds one trial took as the campaign's launcher measures it, and the sandbox it reported."""
+    contained = settings != UNCONTAINED
     saved = {name: os.environ.get(name) for name in (LANDLOCK_ABI_ENV, NETWORK_ENV)}
     os.environ.update(settings)  # the supervisor reads these from the environment it inherits
     try:
         outcome = run_in_directory({"train.py": train_source, "model.py": MODEL}, [sys.executable, "train.py"],
-                                   timeout=600, env={"AUTORAYSEARCH_NUM_THREADS": str(threads)})
+                                   timeout=600, env={"AUTORAYSEARCH_NUM_THREADS": str(threads)},
+                                   limits=trial_limits(1.0) if contained else None)
     finally:
         for name, value in saved.items():
             if value is None:
