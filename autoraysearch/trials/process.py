@@ -25,7 +25,10 @@ Other things a caller should know: the scratch directory, and anything the trial
 deleted afterwards, so artifacts must go to a path passed in `env`; the log file is truncated at
 start; `env` may override ``PYTHONUNBUFFERED=1``; zombies (dead but unreaped, e.g. orphans under a
 container PID 1 that never reaps) count as gone; a process that leaves the group itself (``setsid``)
-is beyond our reach.
+is swept by the supervisor, a subreaper, and where Landlock cannot scope signals it dies with the
+trial's PID namespace even if it killed the supervisor first. `limits` (TrialLimits) cap its
+processes and memory in a cgroup of its own, where the host gives us one; the outcome says
+`out_of_memory` only when the kernel killed it there.
 """
 
 from __future__ import annotations

@@ -34,8 +34,10 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import fnmatch
 import os
+import re
 import signal
 import struct
 import time
@@ -324,9 +326,7 @@ def mount_points() -> list[tuple[str, str]]:
     with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as handle:
         for line in handle:
             fields = line.split()
-            point = fields[4]
-            for code in {point[i : i + 4] for i in range(len(point)) if point[i] == "\\"}:
-                point = point.replace(code, chr(int(code[1:], 8)))  # mountinfo writes " " as \040
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])  # " " is written \040
             found.append((point, fields[fields.index("-") + 1]))
     return found
 
@@ -372,7 +372,7 @@ def drop_capabilities() -> str:
     libc = _libc()
     libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
     for cap in range(64):
-        if libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 and ctypes.get_errno() == 22:  # EINVAL: past the last
+        if libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 and ctypes.get_errno() == errno.EINVAL:  # past the last
             break
     header = (ctypes.c_uint32 * 2)(_CAPABILITY_VERSION_3, 0)
     data = (ctypes.c_uint32 * 6)()  # effective, permitted, inheritable: twice 32 bits, all zero
