@@ -320,3 +320,19 @@ def test_out_of_memory_is_judged_from_the_kernel_not_from_what_the_trial_prints(
     liar = "import os\nprint('CUDA out of memory; Killed', flush=True)\nos.kill(os.getpid(), 9)\n"
     lied = run_trial(Trial(label="liar", files={"train.py": liar}, metric="val_acc", timeout=60))
     assert lied.status == "crash" and not lied.error.startswith("ran out of memory"), lied.error
+
+
+@pytest.mark.parametrize("warm", [True, False], ids=["warm", "cold"])
+def test_preflight_model_code_cannot_change_modes_or_times_outside_its_scratch(tmp_path, monkeypatch, warm):
+    from autoraysearch.trials.preflight import preflight
+
+    monkeypatch.setenv("AUTORAYSEARCH_LANDLOCK_ABI", "0")
+    target = tmp_path / "model.py"
+    target.write_text("original\n")
+    before = (target.stat().st_mode, target.stat().st_mtime_ns)
+    model = f"import os\nos.chmod({str(target)!r}, 0)\nos.utime({str(target)!r}, (0, 0))\nclass Model: pass\n"
+
+    result = preflight(model, {}, None, None, timeout_s=60, warm=warm)
+
+    assert not result.ok and "Read-only file system" in result.reason, result.reason
+    assert (target.stat().st_mode, target.stat().st_mtime_ns) == before
