@@ -479,7 +479,7 @@ def make_trial_cgroups(name: str, limits: dict) -> tuple[list[str], str]:
         return [], ""
     try:
         available = _cgroup_folders()
-    except OSError:
+    except (OSError, ValueError, IndexError):  # no /proc, or a format we do not know: no limits, said below
         available = {}
     folders, held, missing = [], [], []
     for controller, value in wanted.items():
