@@ -35,7 +35,7 @@ from autoraysearch.tasks.log import (
 from autoraysearch.tasks.modify import modify
 from autoraysearch.tasks.review import review
 from autoraysearch.tasks.verify import verify
-from autoraysearch.campaign.integrity import checked_results, take_snapshot, undo_tampering
+from autoraysearch.campaign.integrity import checked_results, take_snapshot, undo_preflight_changes, undo_tampering
 from autoraysearch.campaign.resume import clear_pending, write_pending
 from autoraysearch.campaign.noise import Bar, bar_from_log, next_step, parse_runs, worth_confirming
 from autoraysearch.campaign.path import CONFIRM_EVERY, describe_confirmed, fresh_seeds, keeps_since_confirmed, last_confirmed
@@ -43,6 +43,7 @@ from autoraysearch.campaign.path import verdict as path_verdict
 from autoraysearch.campaign.results_log import ResultRow
 from autoraysearch.campaign.reference_curves import campaign_rule
 from autoraysearch.setup.prechecks import PARALLEL_LETTERS, check_parallel
+from autoraysearch.trials.sandbox import landlock_abi
 from autoraysearch.trials.runs import (
     check_trial_fits,
     make_trial,
@@ -277,8 +278,17 @@ def ideator_key(settings: CampaignSettings) -> SecretStr | None:
 
 def ideate_step(campaign: Campaign, node: str | None, current: Review, iteration: int, labels: list[str],
                 api_key: SecretStr | None, stop_time: datetime | None = None) -> tuple[Ideas, dict[str, str]]:
-    """Ask the ideator, log what it dropped before training; the tokens it spent go on the first row logged."""
-    ideas = ask_ideator(campaign, node, current, iteration, labels, api_key, stop_time)
+    """Ask the ideator, log what it dropped before training; the tokens it spent go on the first row logged.
+
+    Its pre-flights run candidate code: what they change in the experiment folder is undone and saved
+    (a change none of them could have made, under Landlock, is a person's and stops the campaign).
+    """
+    guard = take_snapshot(campaign)
+    try:
+        ideas = ask_ideator(campaign, node, current, iteration, labels, api_key, stop_time)
+    finally:
+        if undone := undo_preflight_changes(guard, sandboxed=landlock_abi() >= 1):
+            get_run_logger().warning("ideate-%d: %s", iteration, undone)
     with on_repo_node(node):
         dropped = dropped_rows(ideas, iteration, len(labels))
         tokens = usage_cell(ideas.usage)

@@ -23,7 +23,8 @@ from autoraysearch.campaign.experiment import Trial, TrialResult
 from autoraysearch.campaign.metric import parse_metric
 from autoraysearch.campaign.pruning import CurveWatch, parse_progress, read_curve
 from autoraysearch.campaign.results_log import clean_text, terminal_text
-from autoraysearch.trials.process import ProcessOutcome, run_in_directory
+from autoraysearch.trials.process import ProcessOutcome, TrialLimits, run_in_directory
+from autoraysearch.trials.runs import trial_limits
 
 log = logging.getLogger(__name__)
 _warned_without_sandbox = False
@@ -66,12 +67,18 @@ class ProgressLog:
                 self.say("last lines of its output:\n" + "\n".join(tail))
 
 
-def judge_outcome(trial: Trial, outcome: ProcessOutcome, pruned_reason: str = "") -> tuple[str, float | None, str]:
+def judge_outcome(trial: Trial, outcome: ProcessOutcome, pruned_reason: str = "",
+                  limits: TrialLimits | None = None) -> tuple[str, float | None, str]:
     """(status, metric, error) of a finished process: pruned, a timeout, a crash, or a metric."""
     if outcome.stopped_early:
         return "pruned", None, pruned_reason or "stopped early for being clearly behind the best"
     if outcome.timed_out:
         return "timeout", None, f"killed after the trial timeout of {trial.timeout:g} s"
+    if outcome.out_of_memory:
+        return "crash", None, (f"ran out of memory: the kernel killed it at the trial's limit of "
+                               f"{limits.memory_bytes / 2**30:.1f} GiB (AUTORAYSEARCH_TRIAL_MEMORY, in GiB where the Ray workers run, "
+                               "sets it)" if limits and limits.memory_bytes else
+                               "ran out of memory: the kernel killed it at the trial's memory limit")
     if outcome.returncode != 0:
         reason = outcome.last_error_line or f"train.py exited with code {outcome.returncode}"
         return "crash", None, reason
@@ -153,12 +160,13 @@ def run_trial(trial: Trial, node_id: str | None = None, say: Callable[[str], Non
             progress.see(line)
         return watch.see(line)
 
+    limits = trial_limits(trial.cpus)
     outcome = run_in_directory(
         trial.files, [sys.executable, "train.py"], timeout=trial.timeout, env=trial.env, log_path=live_log,
-        writable=writable_folders(trial.files), on_line=on_line, watch_channel=trial.trusted_channel,
+        writable=writable_folders(trial.files), on_line=on_line, watch_channel=trial.trusted_channel, limits=limits,
     )
     _warn_once_without_sandbox(outcome.sandbox)
-    status, metric, error = judge_outcome(trial, outcome, watch.reason)
+    status, metric, error = judge_outcome(trial, outcome, watch.reason, limits)
     result = TrialResult(
         label=trial.label,
         status=status,

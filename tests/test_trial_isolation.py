@@ -16,9 +16,12 @@ import uuid
 from pathlib import Path
 
 import pytest
+from helpers import processes_with, wait_until
 
-from autoraysearch.trials.process import run_in_directory
+from autoraysearch.campaign.experiment import Trial
+from autoraysearch.trials.process import TrialLimits, run_in_directory
 from autoraysearch.trials.sandbox import is_secret, trial_environment
+from tasks.verify import run_trial
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the supervisor is Linux-only")
 PYTHON = [sys.executable, "train.py"]
@@ -156,7 +159,10 @@ def test_the_network_can_be_left_to_the_host_on_purpose(tmp_path, monkeypatch, t
     assert os.environ["AUTORAYSEARCH_TRIAL_NETWORK"] == "host"
 
 
-def test_honest_code_reads_the_users_caches_and_writes_only_to_its_scratch(tmp_path, monkeypatch):
+@pytest.mark.parametrize("abi", [None, "0"], ids=["this-kernel", "no-landlock"])
+def test_honest_code_reads_the_users_caches_and_writes_only_to_its_scratch(tmp_path, monkeypatch, abi):
+    if abi is not None:
+        monkeypatch.setenv("AUTORAYSEARCH_LANDLOCK_ABI", abi)
     home = tmp_path / "home"
     checkpoints = home / ".cache" / "torch" / "hub" / "checkpoints"
     checkpoints.mkdir(parents=True)
@@ -179,3 +185,154 @@ def test_honest_code_reads_the_users_caches_and_writes_only_to_its_scratch(tmp_p
     assert "CACHED pretrained weights" in outcome.output and "WROTE" in outcome.output
     assert sorted(p.name for p in checkpoints.iterdir()) == ["resnet.pth"]  # nothing landed in the real home
     assert not (home / ".keras").exists()
+
+
+# Kills every process it can name, the victim's host pid and its own ancestors first, then leaves a
+# daemon in a session of its own, and exits.
+SIGNALLER = textwrap.dedent("""
+    import os, signal, subprocess, sys
+    targets = [VICTIM, os.getppid()] + [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    for pid in targets:
+        if pid in (0, os.getpid()):
+            continue
+        try:
+            os.kill(pid, signal.SIGKILL)
+            print("SIGNALLED", pid, flush=True)
+        except OSError as exc:
+            print("REFUSED", pid, type(exc).__name__, flush=True)
+    subprocess.Popen([sys.executable, "-c", "import os, time; os.setsid(); time.sleep(600)", "MARKER"],
+                     start_new_session=True)
+    print("DAEMON STARTED", flush=True)
+""")
+
+
+@pytest.mark.parametrize("abi", ["0", "5"], ids=["no-landlock", "landlock-without-signal-scoping"])
+def test_without_signal_scoping_model_code_signals_nothing_outside_and_leaves_no_daemon(tmp_path, monkeypatch, abi):
+    monkeypatch.setenv("AUTORAYSEARCH_LANDLOCK_ABI", abi)
+    marker = f"autoraysearch-daemon-{uuid.uuid4().hex}"
+    victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        script = SIGNALLER.replace("VICTIM", str(victim.pid)).replace("MARKER", marker)
+        outcome = run_in_directory({"train.py": script}, PYTHON, timeout=60, scratch_root=tmp_path)
+        if "private processes" not in outcome.sandbox:
+            pytest.skip(f"this host gives trials no process namespace: {outcome.sandbox}")
+        assert f"landlock ABI {abi}" in outcome.sandbox or abi == "0"
+        assert outcome.returncode == 0, outcome.output
+        assert "DAEMON STARTED" in outcome.output
+        assert f"REFUSED {victim.pid} ProcessLookupError" in outcome.output
+        assert victim.poll() is None  # the process outside the trial is alive
+        assert not processes_with(marker)  # and the daemon died with the trial
+    finally:
+        victim.kill()
+        victim.wait()
+        for pid in processes_with(marker):
+            os.kill(pid, 9)
+
+
+# Tries every change to a file's metadata and size that Landlock leaves out (all of them on ABI 0,
+# truncate too before ABI 3) on files of the experiment folder outside its scratch.
+METADATA = textwrap.dedent("""
+    import os
+    attempts = {
+        "chmod": lambda: os.chmod(RESULTS, 0),
+        "chmod-folder": lambda: os.chmod(FOLDER, 0),
+        "utime": lambda: os.utime(MODEL, (0, 0)),
+        "setxattr": lambda: os.setxattr(MODEL, "user.autoraysearch", b"x"),
+        "truncate": lambda: os.truncate(RESULTS, 0),
+        "open-truncate": lambda: open(MODEL, "r+").truncate(0),
+    }
+    for name, attempt in attempts.items():
+        try:
+            attempt()
+            print("CHANGED", name, flush=True)
+        except OSError as exc:
+            print("REFUSED", name, exc.strerror, flush=True)
+    os.chmod("train.py", 0o700)  # its own scratch stays its own
+    print("SCRATCH OK", flush=True)
+""")
+
+
+@pytest.mark.parametrize("abi", ["0", "2"], ids=["no-landlock", "landlock-without-truncate"])
+def test_metadata_of_the_experiment_folder_cannot_be_changed_from_model_code(tmp_path, monkeypatch, abi):
+    monkeypatch.setenv("AUTORAYSEARCH_LANDLOCK_ABI", abi)
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    results, model = exp / "autoraysearch-results.tsv", exp / "model.py"
+    results.write_text("iteration\tmetric\n0\t0.5\n")
+    model.write_text("class Model: pass\n")
+    def state(path):
+        return path.stat().st_mode, path.stat().st_mtime_ns, None if path.is_dir() else path.read_bytes()
+
+    before = {path: state(path) for path in (exp, results, model)}
+    script = (METADATA.replace("RESULTS", repr(str(results))).replace("MODEL", repr(str(model)))
+              .replace("FOLDER", repr(str(exp))))
+    (tmp_path / "scratch").mkdir()
+    outcome = run_in_directory({"train.py": script}, PYTHON, timeout=60, scratch_root=tmp_path / "scratch")
+    if "read-only outside scratch" not in outcome.sandbox:
+        pytest.skip(f"this host gives trials no mounts of their own: {outcome.sandbox}")
+    assert outcome.returncode == 0, outcome.output
+    assert "CHANGED" not in outcome.output and outcome.output.count("REFUSED") == 6, outcome.output
+    assert "SCRATCH OK" in outcome.output
+    assert {path: state(path) for path in before} == before
+    assert not os.listxattr(model)
+
+
+# Forks up to 300 sleeping children, counting what the kernel refuses: bounded, so a broken limit costs little.
+FORK_BOMB = textwrap.dedent("""
+    import os, sys, time
+    made = failed = 0
+    for _ in range(300):
+        try:
+            if os.fork() == 0:
+                os.execv(sys.executable, [sys.executable, "-c", "import time; time.sleep(60)", "MARKER"])
+            made += 1
+        except OSError:
+            failed += 1
+    print("MADE", made, "FAILED", failed, flush=True)
+""")
+
+
+@pytest.mark.parametrize("abi", [None, "5"], ids=["this-kernel", "landlock-without-signal-scoping"])
+def test_a_fork_bomb_stops_at_the_trials_process_limit_and_leaves_nothing(tmp_path, monkeypatch, abi):
+    if abi is not None:
+        monkeypatch.setenv("AUTORAYSEARCH_LANDLOCK_ABI", abi)
+    marker = f"autoraysearch-bomb-{uuid.uuid4().hex}"
+    outcome = run_in_directory({"train.py": FORK_BOMB.replace("MARKER", marker)}, PYTHON, timeout=60,
+                               scratch_root=tmp_path, limits=TrialLimits(processes=64))
+    if "at most 64 processes" not in outcome.sandbox:
+        pytest.skip(f"this host gives trials no cgroup of their own: {outcome.sandbox}")
+    made, failed = (int(n) for n in outcome.output.split("MADE")[1].split()[::2][:2])
+    assert made < 64 and failed > 236, outcome.output
+    assert wait_until(lambda: not processes_with(marker), 5)
+
+
+HOG = "x = bytearray(1024 * 2**20)\nx[::4096] = b'1' * len(x[::4096])\nprint('ALLOCATED', flush=True)\n"
+
+
+def test_out_of_memory_is_judged_from_the_kernel_not_from_what_the_trial_prints(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUTORAYSEARCH_TRIAL_MEMORY", "0.25")
+    hog = run_trial(Trial(label="hog", files={"train.py": HOG}, metric="val_acc", timeout=60))
+    if "at most 256 MiB" not in hog.sandbox:
+        pytest.skip(f"this host gives trials no cgroup of their own: {hog.sandbox}")
+    assert "ALLOCATED" not in hog.output
+    assert hog.status == "crash" and hog.error.startswith("ran out of memory: the kernel killed it"), hog.error
+    # Saying so is not enough: a print, or an exit by SIGKILL of its own, is a plain crash.
+    liar = "import os\nprint('CUDA out of memory; Killed', flush=True)\nos.kill(os.getpid(), 9)\n"
+    lied = run_trial(Trial(label="liar", files={"train.py": liar}, metric="val_acc", timeout=60))
+    assert lied.status == "crash" and not lied.error.startswith("ran out of memory"), lied.error
+
+
+@pytest.mark.parametrize("warm", [True, False], ids=["warm", "cold"])
+def test_preflight_model_code_cannot_change_modes_or_times_outside_its_scratch(tmp_path, monkeypatch, warm):
+    from autoraysearch.trials.preflight import preflight
+
+    monkeypatch.setenv("AUTORAYSEARCH_LANDLOCK_ABI", "0")
+    target = tmp_path / "model.py"
+    target.write_text("original\n")
+    before = (target.stat().st_mode, target.stat().st_mtime_ns)
+    model = f"import os\nos.chmod({str(target)!r}, 0)\nos.utime({str(target)!r}, (0, 0))\nclass Model: pass\n"
+
+    result = preflight(model, {}, None, None, timeout_s=60, warm=warm)
+
+    assert not result.ok and "Read-only file system" in result.reason, result.reason
+    assert (target.stat().st_mode, target.stat().st_mtime_ns) == before

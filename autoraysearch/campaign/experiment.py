@@ -145,6 +145,7 @@ class Trial:
     # A generated train.py reports its progress and metric on a channel the model code cannot reach;
     # a user's own train.py is judged by its last stdout line (forgeable by the model code).
     trusted_channel: bool = False
+    cpus: float = 1.0  # what Ray reserves for it; its process and memory limits follow (see trials.runs.trial_limits)
 
 
 @dataclass(frozen=True)

@@ -145,6 +145,33 @@ def undo_tampering(snapshot: Snapshot, changed: list[str] | None = None) -> list
     return changed
 
 
+def undo_preflight_changes(snapshot: Snapshot, sandboxed: bool = False) -> str | None:
+    """Pre-flight runs candidate code too: undo what changed since `snapshot` (saved first); a sentence naming it, or None.
+
+    The snapshot is taken before the ideate step, whose pre-flights run every proposal's model.py
+    (at import, build and forward); no candidate is blamed, since any of them could have done it.
+    When the pre-flights were `sandboxed` (Landlock here) none of them could have: the change is a
+    person's, and the campaign stops with UserChange, their version saved.
+    """
+    changed = changed_names(snapshot)
+    repo = ExperimentRepo(Path(snapshot.root))
+    moved = repo.branch_sha(snapshot.branch) != snapshot.branch_sha
+    if not changed and not moved:
+        return None
+    saved = save_and_restore(snapshot, changed)
+    what = ", ".join([*changed, *([f"branch {snapshot.branch}"] if moved else [])])
+    where = f"; what was there is saved in {saved}" if saved else ""
+    if sandboxed:
+        raise UserChange(
+            f"{what} changed in {snapshot.root} while candidates were pre-flighted, and no pre-flight could have "
+            f"written there (they are sandboxed){where}. The campaign stopped so that nothing of yours is lost: "
+            "commit your change on another branch, or put it back, and run again."
+        )
+    if moved:
+        repo.set_branch(snapshot.branch, snapshot.branch_sha)
+    return f"{what} changed while candidates were pre-flighted, and the change was undone{where}."
+
+
 def could_write_here(result: TrialResult, repo_node_id: str | None) -> bool:
     """Whether the trial could have written the experiment folder: it ran on its node (or anywhere, if unknown) unsandboxed."""
     here = repo_node_id is None or result.node_id is None or result.node_id == repo_node_id

@@ -25,7 +25,10 @@ Other things a caller should know: the scratch directory, and anything the trial
 deleted afterwards, so artifacts must go to a path passed in `env`; the log file is truncated at
 start; `env` may override ``PYTHONUNBUFFERED=1``; zombies (dead but unreaped, e.g. orphans under a
 container PID 1 that never reaps) count as gone; a process that leaves the group itself (``setsid``)
-is beyond our reach.
+is swept by the supervisor, a subreaper, and where Landlock cannot scope signals it dies with the
+trial's PID namespace even if it killed the supervisor first. `limits` (TrialLimits) cap its
+processes and memory in a cgroup of its own, where the host gives us one; the outcome says
+`out_of_memory` only when the kernel killed it there.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ from typing import IO, Callable
 from autoraysearch.trials import sandbox
 from autoraysearch.trials.scratch_home import prepare_home
 from autoraysearch.trials.supervisor import (
-    KILL_WAIT_SECONDS, SCRATCH_PREFIX, TERM_GRACE_SECONDS, launch_argv, model_side_prefix,
+    KILL_WAIT_SECONDS, OUT_OF_MEMORY, SCRATCH_PREFIX, TERM_GRACE_SECONDS, launch_argv, model_side_prefix,
 )
 from autoraysearch.errors import AutoraysearchError
 
@@ -80,6 +83,18 @@ class ProcessOutcome:
     channel_lines: tuple[str, ...] = ()  # what the command wrote to the metric channel (AUTORAYSEARCH_METRIC_FD)
     sandbox: str = "none"  # which containment was in force, e.g. "landlock ABI 7"; "none: why" without one
     stopped_early: bool = False  # the caller's on_line asked to stop it (returncode None, timed_out False)
+    out_of_memory: bool = False  # the kernel killed a process of it at its memory limit (see TrialLimits)
+
+
+@dataclass(frozen=True)
+class TrialLimits:
+    """What one trial may use on its node, enforced by a cgroup of its own where the host lets us make one."""
+
+    processes: int | None = None  # processes and threads, all together
+    memory_bytes: int | None = None  # resident memory of all its processes; past it the kernel kills one
+
+    def as_config(self) -> dict:
+        return {"pids": self.processes, "memory": self.memory_bytes}
 
 
 def run_in_directory(
@@ -95,6 +110,7 @@ def run_in_directory(
     max_log_bytes: int = DEFAULT_MAX_LOG_BYTES,
     on_line: Callable[[str], bool | None] | None = None,
     watch_channel: bool = False,
+    limits: TrialLimits | None = None,
 ) -> ProcessOutcome:
     """Write `files` (relative name -> text) into a fresh scratch directory, run `command` there, clean up.
 
@@ -118,7 +134,7 @@ def run_in_directory(
         _write_files(scratch, files)
         writable = [str(Path(path).resolve()) for path in writable]
         return _run(command, scratch, timeout, env, log_path, max_output_bytes, writable, max_log_bytes, on_line,
-                    watch_channel)
+                    watch_channel, limits)
     finally:
         _remove_tree(scratch)
 
@@ -180,6 +196,7 @@ def _run(
     max_log_bytes: int,
     on_line: Callable[[str], bool | None] | None = None,
     watch_channel: bool = False,
+    limits: TrialLimits | None = None,
 ) -> ProcessOutcome:
     """Start the command in its own session, stream its output and metric channel, and end its whole tree."""
     watcher = _LineWatcher(on_line) if on_line is not None else None
@@ -189,7 +206,8 @@ def _run(
     try:
         started = time.monotonic()
         supervised = _supervised()
-        argv = launch_argv(command, scratch, writable, [metric_write], report_write) if supervised else command
+        argv = (launch_argv(command, scratch, writable, [metric_write], report_write,
+                            limits.as_config() if limits else None) if supervised else command)
         proc = subprocess.Popen(
             argv,
             cwd=scratch,
@@ -222,12 +240,15 @@ def _run(
         stopped_early = watcher is not None and watcher.stopped
         if watcher is not None:
             watcher.drain(finished=True)  # the lines that came after the last poll, the metric line among them
+        report = _read_report(report_read) if supervised else "none: no supervisor on this platform"
+        sandbox, _, memory_kills = report.partition(f"\n{OUT_OF_MEMORY}")
         return collector.outcome(
             returncode=returncode if exited else None,
             timed_out=not exited and not stopped_early,
             seconds=seconds,
             stopped_early=stopped_early,
-            sandbox=_read_report(report_read) if supervised else "none: no supervisor on this platform",
+            sandbox=sandbox.strip(),
+            out_of_memory=bool(memory_kills.strip()),
         )
     finally:
         collector.close()
@@ -473,7 +494,8 @@ class _OutputCollector:
             del self._tail[: len(self._tail) - self._max_bytes]
 
     def outcome(
-        self, returncode: int | None, timed_out: bool, seconds: float, sandbox: str = "none", stopped_early: bool = False
+        self, returncode: int | None, timed_out: bool, seconds: float, sandbox: str = "none", stopped_early: bool = False,
+        out_of_memory: bool = False,
     ) -> ProcessOutcome:
         """Build the outcome from what was collected so far."""
         with self._lock:
@@ -492,6 +514,7 @@ class _OutputCollector:
                 channel_lines=tuple(line.strip() for line in self._metric.decode(errors="replace").splitlines()),
                 sandbox=sandbox,
                 stopped_early=stopped_early,
+                out_of_memory=out_of_memory,
             )
 
     def close(self) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from autoraysearch.errors import AutoraysearchError
 from autoraysearch.campaign.experiment import Campaign, Candidate, Trial, TrialResult
 from autoraysearch.campaign.pruning import PruneRule
+from autoraysearch.trials.process import TrialLimits
 
 # A fractional trial caps its GPU memory a little under its share, so neighbours never collide.
 GPU_MEMORY_HEADROOM = 0.95
@@ -30,6 +31,33 @@ def trial_env(cpus: float, gpus: float) -> dict[str, str]:
     if 0 < gpus < 1:
         env["AUTORAYSEARCH_GPU_MEMORY_FRACTION"] = f"{gpus * GPU_MEMORY_HEADROOM:.3f}"
     return env
+
+
+PROCESSES_PER_CPU = 256  # processes and threads a trial may have per CPU it reserves (DDP ranks, loader workers)
+MIN_PROCESSES = 512
+MIN_MEMORY_BYTES = 4 * 2**30
+MEMORY_ENV = "AUTORAYSEARCH_TRIAL_MEMORY"  # a trial's memory limit in GiB where the Ray workers run; 0: none
+
+
+def trial_limits(cpus: float, environ=None) -> TrialLimits:
+    """A trial's share of its node: processes by its CPUs, memory by its CPUs' share of the node's RAM.
+
+    The memory share is never under MIN_MEMORY_BYTES; MEMORY_ENV sets it instead (in GiB, 0 for none).
+    """
+    import os
+
+    environ = os.environ if environ is None else environ
+    processes = max(MIN_PROCESSES, math.ceil(cpus) * PROCESSES_PER_CPU)
+    configured = environ.get(MEMORY_ENV, "").strip()
+    if configured:
+        gib = float(configured)
+        return TrialLimits(processes=processes, memory_bytes=int(gib * 2**30) if gib > 0 else None)
+    try:
+        node_memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return TrialLimits(processes=processes)
+    share = min(1.0, cpus / max(1, os.cpu_count() or 1))
+    return TrialLimits(processes=processes, memory_bytes=min(node_memory, max(MIN_MEMORY_BYTES, int(share * node_memory))))
 
 
 def make_trial(campaign: Campaign, candidate: Candidate, train_source: str, label: str | None = None) -> Trial:
@@ -56,6 +84,7 @@ def make_trial(campaign: Campaign, candidate: Candidate, train_source: str, labe
         metric=settings.metric,
         timeout=timeout,
         env=trial_env(settings.cpus_per_trial, settings.gpus_per_trial),
+        cpus=settings.cpus_per_trial,
         log_path=str(campaign.paths.trial_log(label)),
         repo_node_id=campaign.repo_node_id,
         trusted_channel=settings.generated,

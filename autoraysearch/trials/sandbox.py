@@ -15,6 +15,13 @@ What `contain` gives a process and everything it starts afterwards:
   the campaign's API keys live.
 * With Landlock ABI 6 or newer, signal scoping: it cannot kill or stop processes outside its domain.
 
+What `isolate` gives it before that, on every kernel that allows namespaces (as root, or through a
+user namespace): a network of its own, a private /dev/shm, optionally its own process numbers (a PID
+namespace, which the supervisor asks for where Landlock cannot scope signals: nothing outside can be
+signalled or seen, and everything in it dies with its first process), and every mount read-only except the folders it may write, so chmod, utime, xattrs and
+truncate fail outside them where Landlock does not cover them. `drop_capabilities` then takes every
+capability, so a root trial cannot undo those mounts or look into other users' processes.
+
 What `hide_files` adds for the model side of a generated train.py, a process its judge starts: a
 nested domain in which the given files (where the validation labels come from) cannot be read, and
 from which the judge, outside it, cannot be traced, signalled or looked into through /proc.
@@ -27,8 +34,10 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import fnmatch
 import os
+import re
 import signal
 import struct
 import time
@@ -67,12 +76,15 @@ _PR_SET_CHILD_SUBREAPER = 36
 _PR_SET_PDEATHSIG = 1
 _PR_SET_DUMPABLE = 4
 _LANDLOCK_SCOPE_SIGNAL = 1 << 1
+SIGNAL_SCOPING_ABI = 6  # the first Landlock ABI that scopes signals and abstract Unix sockets
 
 # Landlock's filesystem rights that change something; reading and executing are never restricted.
 _WRITE_FILE, _TRUNCATE = 1 << 1, 1 << 14
 _READ_FILE = 1 << 2
 _DIRECTORY_WRITES = sum(1 << bit for bit in range(4, 13))  # REMOVE_DIR ... MAKE_SYM
 _REFER = 1 << 13
+# Caps the Landlock ABI used (0 turns Landlock off): how the fallbacks for older kernels are tried on a new one.
+LANDLOCK_ABI_ENV = "AUTORAYSEARCH_LANDLOCK_ABI"
 
 
 class _RulesetAttr(ctypes.Structure):
@@ -120,7 +132,13 @@ def landlock_abi() -> int:
         version = _libc().syscall(_SYS_LANDLOCK_CREATE_RULESET, None, 0, _LANDLOCK_CREATE_RULESET_VERSION)
     except (OSError, AttributeError):
         return 0
-    return max(0, version)
+    forced = os.environ.get(LANDLOCK_ABI_ENV, "").strip()
+    return max(0, min(version, int(forced)) if forced.isdigit() else version)
+
+
+def shared_writable() -> list[str]:
+    """The folders every trial may write besides its own (WRITABLE_ENV)."""
+    return [p for p in os.environ.get(WRITABLE_ENV, "").split(os.pathsep) if p]
 
 
 def _write_rights(abi: int) -> tuple[int, int]:
@@ -151,8 +169,7 @@ def contain(writable: list[str]) -> str:
     folder_rights, file_rights = _write_rights(abi)
 
     def add_rules(libc, ruleset):
-        shared = [p for p in os.environ.get(WRITABLE_ENV, "").split(os.pathsep) if p]
-        for path in [*writable, *shared, *writable_devices()]:
+        for path in [*writable, *shared_writable(), *writable_devices()]:
             _allow_writes(libc, ruleset, path, folder_rights, file_rights)
 
     return _restrict_self(abi, folder_rights, add_rules)
@@ -163,7 +180,7 @@ def _restrict_self(abi: int, handled: int, add_rules) -> str:
     if abi < 1:
         return "none: this kernel offers no Landlock"
     libc = _libc()
-    attr = _RulesetAttr(handled, 0, _LANDLOCK_SCOPE_SIGNAL if abi >= 6 else 0)
+    attr = _RulesetAttr(handled, 0, _LANDLOCK_SCOPE_SIGNAL if abi >= SIGNAL_SCOPING_ABI else 0)
     size = 24 if abi >= 6 else 16 if abi >= 4 else 8  # the fields this kernel knows
     ruleset = libc.syscall(_SYS_LANDLOCK_CREATE_RULESET, ctypes.byref(attr), size, 0)
     if ruleset < 0:
@@ -252,27 +269,35 @@ def _allow(libc, ruleset: int, path: str, rights: int) -> None:
         os.close(fd)
 
 
-_CLONE_NEWNS, _CLONE_NEWUSER, _CLONE_NEWNET = 0x00020000, 0x10000000, 0x40000000
-_MS_NOSUID, _MS_NODEV, _MS_REC, _MS_PRIVATE = 0x2, 0x4, 0x4000, 0x40000
+_CLONE_NEWNS, _CLONE_NEWUSER, _CLONE_NEWNET, _CLONE_NEWPID = 0x00020000, 0x10000000, 0x40000000, 0x20000000
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REMOUNT = 0x1, 0x2, 0x4, 0x8, 0x20
+_MS_BIND, _MS_REC, _MS_PRIVATE = 0x1000, 0x4000, 0x40000
+# statvfs's flags of a mount and the mount(2) flags that keep them: a remount must not drop a locked one.
+_KEPT_MOUNT_FLAGS = {0x2: _MS_NOSUID, 0x4: _MS_NODEV, 0x8: _MS_NOEXEC, 0x400: 0x400, 0x800: 0x800, 0x1000: 1 << 21}
 _SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
-NETWORK_ENV = "AUTORAYSEARCH_TRIAL_NETWORK"  # "host" keeps trials on the host's network (isolation off)
+NETWORK_ENV = "AUTORAYSEARCH_TRIAL_NETWORK"  # "host" keeps trials on the host's network and mounts (isolation off)
+_PR_CAPBSET_DROP, _PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL = 24, 47, 4
+_CAPABILITY_VERSION_3 = 0x20080522
 
 
-def isolate(private_folders=("/dev/shm",)) -> str:
+def isolate(private_folders=("/dev/shm",), writable=None, new_pids: bool = False) -> str:
     """A network of this process's own (loopback only) and fresh tmpfs over `private_folders`; say what holds.
 
     The network namespace keeps every TCP port and abstract Unix socket of the host (the Prefect API,
     Ray, local servers) out of reach, while DDP ranks still meet on their own loopback. The mount
-    namespace gives /dev/shm to this trial alone, and it vanishes with it. As root this needs nothing
-    else; otherwise a user namespace that maps our user to itself, where the kernel allows one.
+    namespace gives /dev/shm to this trial alone, and it vanishes with it. With `writable` (a list
+    of paths), every other mount becomes read-only here. With `new_pids`, the next child forked
+    is PID 1 of a namespace of its own (see run_as_init). As root this needs nothing else; otherwise a
+    user namespace that maps our user to itself, where the kernel allows one.
     Call it in a single-threaded process before `contain` (Landlock forbids mounting).
     """
     if os.environ.get(NETWORK_ENV, "") == "host":
         return "host network (AUTORAYSEARCH_TRIAL_NETWORK=host)"
     libc = _libc()
     uid, gid = os.getuid(), os.getgid()
-    if libc.unshare(_CLONE_NEWNET | _CLONE_NEWNS) != 0:
-        if libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNET | _CLONE_NEWNS) != 0:
+    flags = _CLONE_NEWNET | _CLONE_NEWNS | (_CLONE_NEWPID if new_pids else 0)
+    if libc.unshare(flags) != 0:
+        if libc.unshare(_CLONE_NEWUSER | flags) != 0:
             return f"no network isolation: unshare failed ({os.strerror(ctypes.get_errno())})"
         try:
             for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
@@ -288,7 +313,238 @@ def isolate(private_folders=("/dev/shm",)) -> str:
         if os.path.isdir(folder) and libc.mount(b"tmpfs", folder.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV,
                                                  b"mode=1777") == 0:
             shared += f", private {folder}"
-    return shared
+    if writable is not None:
+        shared += ", " + read_only_except([*writable, *private_folders])
+        with contextlib.suppress(OSError):
+            os.chdir(os.getcwd())  # onto the writable mount now over our folder, not the read-only one beneath
+    return shared + (", private processes" if new_pids else "")
+
+
+def mount_points() -> list[tuple[str, str]]:
+    """(mount point, filesystem type) of every mount this process sees."""
+    found = []
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as handle:
+        for line in handle:
+            fields = line.split()
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])  # " " is written \040
+            found.append((point, fields[fields.index("-") + 1]))
+    return found
+
+
+def read_only_except(writable) -> str:
+    """In this (private) mount namespace, make every mount read-only except beneath `writable`.
+
+    chmod, utime, xattrs and truncate fail with EROFS outside those folders, which Landlock covers
+    only in part (truncate from ABI 3, the others never). Each writable folder is bound onto itself
+    first, so that it is a mount of its own that stays writable. Device files still open for writing.
+    """
+    libc = _libc()
+    kept = []
+    for path in writable:
+        real = os.path.realpath(path)
+        if os.path.exists(real) and (real in {p for p, _ in mount_points()}
+                                     or libc.mount(real.encode(), real.encode(), None, _MS_BIND | _MS_REC, None) == 0):
+            kept.append(real)
+    stayed = 0
+    for point, kind in mount_points():
+        if kind == "autofs" or any(point == k or point.startswith(k.rstrip("/") + "/") for k in kept):
+            continue  # an autofs point would mount on first touch; a writable folder stays writable
+        try:
+            current = os.statvfs(point).f_flag
+        except OSError:
+            stayed += 1
+            continue
+        keep = sum(ms for st, ms in _KEPT_MOUNT_FLAGS.items() if current & st)
+        if libc.mount(None, point.encode(), None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | keep, None) != 0:
+            stayed += 1
+    return "read-only outside scratch" + (f" ({stayed} mounts stayed writable)" if stayed else "")
+
+
+def mount_own_proc() -> str:
+    """In a new PID namespace's first process: a /proc that shows only this namespace's processes."""
+    if _libc().mount(b"proc", b"/proc", b"proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC | _MS_RDONLY, None) != 0:
+        return f"the host's /proc (mounting our own failed: {os.strerror(ctypes.get_errno())})"
+    return "own /proc"
+
+
+def drop_capabilities() -> str:
+    """Give up every capability, for this process and whatever it execs (root included); say how it went."""
+    libc = _libc()
+    libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    for cap in range(64):
+        if libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 and ctypes.get_errno() == errno.EINVAL:  # past the last
+            break
+    header = (ctypes.c_uint32 * 2)(_CAPABILITY_VERSION_3, 0)
+    data = (ctypes.c_uint32 * 6)()  # effective, permitted, inheritable: twice 32 bits, all zero
+    if libc.capset(header, data) != 0:
+        return f"capabilities kept (capset failed: {os.strerror(ctypes.get_errno())})"
+    return "no capabilities"
+
+
+def run_as_init(child, grace: float, status_fd: int, child_fds=()) -> None:
+    """Be PID 1 of the trial's namespace: run `child()` in a fork, reap, and take the rest down with us.
+
+    The command's exit code goes to `status_fd` (PID 1 cannot die of a signal it sends itself). When
+    the command ends, what it left gets SIGTERM and `grace` seconds; then we exit, and the kernel kills
+    whatever is left in the namespace, daemons in sessions of their own included. Signals from outside
+    are ignored here (the keeper signals the command itself), and from inside the kernel ignores them.
+    `child_fds` are the command's alone: closed here once it has them.
+    """
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(signum, signal.SIG_IGN)
+    pid = os.fork()
+    if pid == 0:
+        for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            signal.signal(signum, signal.SIG_DFL)
+        os.close(status_fd)
+        child()
+        os._exit(127)
+    for fd in child_fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    while True:
+        done, status = os.waitpid(-1, 0)
+        if done == pid:
+            break
+    os.write(status_fd, str(os.waitstatus_to_exitcode(status)).encode())
+    os.close(status_fd)
+    try:
+        os.kill(-1, signal.SIGTERM)
+    except ProcessLookupError:
+        os._exit(0)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            done, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if done == 0:
+            time.sleep(0.02)
+    os._exit(0)
+
+
+# Per-trial limits go in a cgroup of the trial's own beneath the launcher's, one per controller hierarchy.
+_LIMIT_FILES = {  # controller: (cgroup v1 file, cgroup v2 file)
+    "pids": ("pids.max", "pids.max"),
+    "memory": ("memory.limit_in_bytes", "memory.max"),
+}
+
+
+def _cgroup_folders() -> dict[str, tuple[str, bool]]:
+    """controller -> (this process's cgroup folder for it, whether that is cgroup v2), where it is mounted."""
+    mounts = {}  # (v1 controller or "" for v2) -> (mount point, mount root)
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as handle:
+        for line in handle:
+            fields = line.split()
+            after = fields[fields.index("-") + 1 :]
+            if after[0] == "cgroup2":
+                mounts.setdefault("", (fields[4], fields[3]))
+            elif after[0] == "cgroup":
+                for option in after[2].split(","):
+                    if option in _LIMIT_FILES:
+                        mounts[option] = (fields[4], fields[3])
+    found = {}
+    with open("/proc/self/cgroup", encoding="utf-8") as handle:
+        for line in handle:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            for controller in (controllers.split(",") if controllers else [""]):
+                if controller not in mounts:
+                    continue
+                point, root = mounts[controller]
+                relative = path[len(root):] if root != "/" and path.startswith(root) else path
+                folder = point + relative.rstrip("/")
+                if controller:
+                    found[controller] = (folder, False)
+                else:
+                    try:
+                        with open(os.path.join(folder, "cgroup.subtree_control")) as enabled:
+                            for name in enabled.read().split():
+                                if name in _LIMIT_FILES:
+                                    found.setdefault(name, (folder, True))
+                    except OSError:
+                        pass
+    return found
+
+
+def make_trial_cgroups(name: str, limits: dict) -> tuple[list[str], str]:
+    """Create cgroups named `name` with `limits` ({"pids": n, "memory": bytes}, None: none); their folders and a note.
+
+    Where a controller is not ours to use (cgroup v2 without delegation, no permission), that limit
+    is missing and the note says so; the trial runs without it.
+    """
+    wanted = {c: v for c, v in limits.items() if v}
+    if not wanted:
+        return [], ""
+    try:
+        available = _cgroup_folders()
+    except (OSError, ValueError, IndexError):  # no /proc, or a format we do not know: no limits, said below
+        available = {}
+    folders, held, missing = [], [], []
+    for controller, value in wanted.items():
+        if controller not in available:
+            missing.append(controller)
+            continue
+        parent, v2 = available[controller]
+        folder = os.path.join(parent, name)
+        try:
+            os.makedirs(folder, exist_ok=True)
+            with open(os.path.join(folder, _LIMIT_FILES[controller][v2]), "w") as handle:
+                handle.write(str(int(value)))
+            if controller == "memory" and v2 and os.path.exists(os.path.join(folder, "memory.swap.max")):
+                with open(os.path.join(folder, "memory.swap.max"), "w") as handle:
+                    handle.write("0")
+        except OSError:
+            missing.append(controller)
+            continue
+        if folder not in folders:
+            folders.append(folder)
+        held.append({"pids": f"at most {value} processes", "memory": f"at most {value // 2**20} MiB"}[controller])
+    note = ", ".join(held) + (f"; no {' or '.join(missing)} limit (no cgroup of ours)" if missing else "")
+    return folders, note
+
+
+def join_cgroups(folders: list[str]) -> None:
+    """Move this process (and so whatever it starts) into `folders`."""
+    for folder in folders:
+        try:
+            with open(os.path.join(folder, "cgroup.procs"), "w") as handle:
+                handle.write(str(os.getpid()))
+        except OSError as exc:
+            os.write(2, f"autoraysearch: cannot join {folder}: {exc.strerror}\n".encode())
+
+
+def memory_kills(folders: list[str]) -> int:
+    """How many processes the kernel killed for reaching the memory limit of these cgroups."""
+    killed = 0
+    for folder in folders:
+        for name in ("memory.events", "memory.oom_control"):  # cgroup v2, v1
+            try:
+                with open(os.path.join(folder, name)) as handle:
+                    for line in handle:
+                        key, _, value = line.partition(" ")
+                        if key == "oom_kill":
+                            killed += int(value)
+            except (OSError, ValueError):
+                continue
+    return killed
+
+
+def remove_cgroups(folders: list[str], wait: float = 5.0) -> None:
+    """Remove the (emptied) cgroups; a moment's wait for the last exits to be accounted."""
+    deadline = time.monotonic() + wait
+    for folder in folders:
+        while True:
+            try:
+                os.rmdir(folder)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(0.02)
 
 
 def _loopback_up() -> bool:

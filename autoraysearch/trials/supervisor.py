@@ -34,6 +34,7 @@ import json, shutil, stat, sys
 
 config, command = json.loads(sys.argv[1]), sys.argv[2:]
 launcher, grace, kill_wait = config["launcher"], config["grace"], config["kill_wait"]
+OUT_OF_MEMORY = config["out_of_memory"]
 
 def exit_like(code):
     # Exit like the command did, so the launcher sees the same returncode as without us.
@@ -61,17 +62,45 @@ def remove_scratch():
     if os.path.basename(config["scratch"]).startswith(config["prefix"]):
         shutil.rmtree(config["scratch"], onerror=retry)
 
-def run_command():
-    # In the forked child: isolate and contain it, tell the launcher how, and become the command.
-    isolation = isolate()
-    note = f"{contain(config['writable'])}; {isolation}"
-    os.write(config["report_fd"], note.encode())
-    os.close(config["report_fd"])
+def exec_command():
     try:
         os.execvp(command[0], command)
     except OSError as exc:
         os.write(2, f"autoraysearch: cannot run {command[0]!r}: {exc}\n".encode())
     os._exit(127)
+
+def wait_for_init(init, status_read):
+    # Between the keeper and the trial's PID 1: exit like the command did; if we die, PID 1 does too.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)  # meant for the command, which the keeper signals itself
+    close_command_fds()
+    os.close(config["report_fd"])
+    status = os.waitpid(init, 0)[1]
+    reported = os.read(status_read, 64)
+    exit_like(int(reported) if reported.strip() else os.waitstatus_to_exitcode(status))
+
+def run_command(cgroups, limits_note):
+    # In the forked child: limit, isolate and contain it, tell the launcher how, and become the command.
+    join_cgroups(cgroups)
+    # Where Landlock cannot scope signals, process numbers of its own: nothing outside can be named or signalled.
+    new_pids = landlock_abi() < SIGNAL_SCOPING_ABI
+    isolation = isolate(writable=[*config["writable"], *shared_writable()], new_pids=new_pids)
+    status_write = None
+    if isolation.endswith("private processes"):
+        status_read, status_write = os.pipe()
+        init = os.fork()  # PID 1 of the trial's own namespace
+        if init:
+            os.close(status_write)
+            wait_for_init(init, status_read)
+        os.close(status_read)
+        set_parent_death_signal(signal.SIGKILL)  # and with it, everything in the namespace
+        isolation += f", {mount_own_proc()}"
+    note = f"{contain(config['writable'])}; {isolation}; {drop_capabilities()}" + (f"; {limits_note}" if limits_note else "")
+    os.write(config["report_fd"], note.encode())
+    os.close(config["report_fd"])
+    if status_write is None:
+        exec_command()
+    run_as_init(exec_command, grace, status_write, config["fds"])
 
 def keeper(supervisor):
     stop = {"at": None, "orphaned": False}
@@ -87,9 +116,10 @@ def keeper(supervisor):
         on_hangup(None, None)
     become_subreaper()
     make_undumpable()
+    cgroups, limits_note = make_trial_cgroups(f"{config['prefix']}{os.getpid()}", config.get("limits") or {})
     child = os.fork()
     if child == 0:
-        run_command()
+        run_command(cgroups, limits_note)
     close_command_fds()
     termed = killed = False
     while True:
@@ -104,6 +134,11 @@ def keeper(supervisor):
             killed = True
         time.sleep(0.05)
     sweep_descendants(0 if killed else grace, kill_wait)
+    # Judged from the kernel's count, which the trial cannot write: a line it prints proves nothing.
+    memory_killed = memory_kills(cgroups)
+    remove_cgroups(cgroups)
+    if memory_killed:
+        os.write(config["report_fd"], f"\n{OUT_OF_MEMORY} {memory_killed}".encode())
     if stop["orphaned"] or os.getppid() != supervisor:
         remove_scratch()
     exit_like(os.waitstatus_to_exitcode(status))
@@ -175,8 +210,12 @@ def model_side_prefix() -> list[str]:
 
 
 
-def launch_argv(command: list[str], scratch: Path, writable: list[str], fds: list[int], report_fd: int) -> list[str]:
-    """The argv that starts the command behind the supervisor."""
+OUT_OF_MEMORY = "out-of-memory-kills:"  # how the keeper's report says the kernel killed the trial at its memory limit
+
+
+def launch_argv(command: list[str], scratch: Path, writable: list[str], fds: list[int], report_fd: int,
+                limits: dict | None = None) -> list[str]:
+    """The argv that starts the command behind the supervisor; `limits`: {"pids": n, "memory": bytes}, None for none."""
     config = {
         "launcher": os.getpid(),
         "grace": TERM_GRACE_SECONDS,
@@ -186,5 +225,7 @@ def launch_argv(command: list[str], scratch: Path, writable: list[str], fds: lis
         "writable": [str(scratch), *writable],
         "fds": fds,
         "report_fd": report_fd,
+        "limits": limits or {},
+        "out_of_memory": OUT_OF_MEMORY,
     }
     return [sys.executable, "-I", "-S", "-c", supervisor_source(), json.dumps(config), *command]
