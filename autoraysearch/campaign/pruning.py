@@ -42,7 +42,7 @@ FALLBACK_FRACTION = 0.05  # the margin without measured noise, as a share of the
 FALLBACK_FLOOR = 1e-3  # ... and at least this, for a reference value near 0
 NOISE_ROWS = 20  # the latest multi-seed rows whose curves measure the per-epoch noise
 MIN_FIT = 3  # past screens run to the end before their fitted prediction may stop a run
-STOP_Z = 1.5  # prediction errors below the screen's bar before a run is stopped (about a 7 % chance left)
+STOP_Z = 0.5  # prediction errors below the screen's bar before a run is stopped (about a 31 % chance of passing the screen left, less of a keep)
 _EPOCH = re.compile(r"^\s*epoch=(\d+)(?:/(\d+))?(?:\s|$)")
 _NUMBER = r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan|inf|-inf)"
 
