@@ -46,6 +46,7 @@ PREVIOUS_PACKAGE = "autoraysearch/ideators/mutate"
 IDEATORS = ("mutate", "previous")
 INPUT_SHAPE = [1, 8, 8]
 NUM_CLASSES = 10
+TIERS = ("small", "bold", "combined")
 
 
 # ---- the two ideators ----
@@ -150,9 +151,16 @@ def judge(state: sq.State, trainer: sq.Trainer, sigma_fresh: float) -> dict:
     row = sq.judge(state, trainer, sigma_fresh)
     models = [training_cache.model_hash(s.model) for s in state.steps]
     crashed = sum(state.known.get((key, state.seed)) is None for key in models)
-    kept = [state.descriptions.get(training_cache.model_hash(s.model), "") for s in state.steps if s.kept]
+    tried = [state.descriptions.get(key, "") for key in models]
+    kept = [d for d, s in zip(tried, state.steps) if s.kept]
     return {**row, "ideator": state.ideator, "iterations": state.iteration, "exhausted": state.exhausted,
-            "crashed": crashed, "distinct": len(set(models)), "models": models, "kept_changes": kept}
+            "crashed": crashed, "distinct": len(set(models)), "models": models, "kept_changes": kept,
+            "tiers": {tier: sum(_tier(d) == tier for d in tried) for tier in TIERS}, "tried": tried}
+
+
+def _tier(description: str) -> str:
+    """Which tier a proposal came from, by how its description starts (both ideators write the same prefixes)."""
+    return "combined" if description.startswith("combined: ") else "bold" if description.startswith("bold: ") else "small"
 
 
 def totals(rows: list[dict]) -> dict:
@@ -167,6 +175,7 @@ def totals(rows: list[dict]) -> dict:
         "distinct_all": len({m for r in rows for m in r["models"]}),
         "runs": fmean(r["runs"] for r in rows), "rollbacks": sum(r["rollbacks"] for r in rows),
         "exhausted": sum(r["exhausted"] for r in rows),
+        "tiers": {tier: sum(r["tiers"][tier] for r in rows) for tier in TIERS},
     }
 
 
@@ -186,10 +195,11 @@ def markdown(args, table: dict, diffs: dict, sigma_fresh: float, command: str) -
         "per-campaign differences (same campaign seeds), bootstrap 95 %. False keep: a keep whose true delta "
         "against the best before it is ≤ 0 (Wilson 95 %). Crashed: candidates whose training failed. Distinct: "
         "different models tried per campaign (all campaigns together in brackets). Runs: search runs per campaign "
-        f"(baseline included, path confirmation not). previous: the ideator at `{PREVIOUS_COMMIT}`.", "",
+        f"(baseline included, path confirmation not). Tried: candidates that were small single / bold single / combined "
+        f"edits. previous: the ideator at `{PREVIOUS_COMMIT}`.", "",
         "| rule | ideator | true gain [95 %] | keeps | false keeps [95 %] | crashed | distinct | runs | rollbacks "
-        "| ran dry |",
-        "|---|---|---|---:|---|---:|---:|---:|---:|---:|",
+        "| ran dry | tried small / bold / combined |",
+        "|---|---|---|---:|---|---:|---:|---:|---:|---:|---|",
     ]
     for rule, ideators in table.items():
         for ideator, t in ideators.items():
@@ -199,7 +209,7 @@ def markdown(args, table: dict, diffs: dict, sigma_fresh: float, command: str) -
                 f"| {rule} | {ideator} | {t['true_gain']:+.4f} [{lo:+.4f}, {hi:+.4f}] | {t['keeps']} "
                 f"| {t['false_keeps']}/{t['keeps']} [{flo:.0%}, {fhi:.0%}] | {t['crashed']}/{t['candidates']} "
                 f"| {t['distinct']:.1f} ({t['distinct_all']}) | {t['runs']:.1f} | {t['rollbacks']} "
-                f"| {t['exhausted']}/{t['campaigns']} |")
+                f"| {t['exhausted']}/{t['campaigns']} | {' / '.join(str(t['tiers'][k]) for k in TIERS)} |")
     lines += ["", "| rule | mutate − previous [95 %] | campaigns mutate ahead |", "|---|---|---:|"]
     for rule, d in diffs.items():
         lo, hi = d["ci"]
