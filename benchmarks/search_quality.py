@@ -50,6 +50,7 @@ import training_cache  # noqa: E402
 from autoraysearch.campaign import noise  # noqa: E402
 from autoraysearch.campaign.path import CONFIRM_EVERY, CONFIRM_SEEDS as CONFIRM_FRESH  # noqa: E402
 from autoraysearch.campaign.model_source import fingerprint  # noqa: E402
+from autoraysearch.campaign.results_log import ResultRow  # noqa: E402
 
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 TEST_SEEDS = [training_cache.TEST_SEED_BASE + i for i in range(10)]
@@ -157,26 +158,13 @@ def train(state: State, trainer: Trainer, source: str, seed: int, confirm: bool 
     return state.known[key]
 
 
-def build_check():
-    """The ideate step's build check for digits (one sample 1×8×8, 10 classes), shared by every campaign."""
-    from autoraysearch.ideators.mutate import BuildCheck
-
-    global _CHECK
-    if _CHECK is None:
-        _CHECK = BuildCheck([1, 8, 8], {}, 10)
-    return _CHECK
-
-
-_CHECK = None
-
-
 def propose(state: State, count: int) -> list[str]:
     """The offline ideator's next `count` edits of the best, fed as the ideate step feeds it: build check, log."""
     from autoraysearch.ideators.mutate import choose_mutations
 
     mutations = choose_mutations(state.best, tried=state.tried, seed=state.campaign * 1_000_003 + state.iteration,
                                  count=count, failed=state.since_keep, stuck=state.stale >= STUCK_AFTER,
-                                 history=state.rows, check=build_check(), diverse=count if count > 1 else 0)
+                                 history=state.rows, check=training_cache.build_check(), diverse=count if count > 1 else 0)
     for m in mutations:
         state.tried.add(fingerprint(m.source))
         state.descriptions[training_cache.model_hash(m.source)] = m.description
@@ -185,8 +173,6 @@ def propose(state: State, count: int) -> list[str]:
 
 def log_row(state: State, candidate: str, kept: bool) -> None:
     """The results-log row the loop would write for a decided candidate (what the ideator learns from)."""
-    from autoraysearch.campaign.results_log import ResultRow
-
     h = training_cache.model_hash
     mine = [state.known.get((h(candidate), state.seed + i)) for i in range(SEEDS)]
     best = [state.known.get((h(state.best), state.seed + i)) for i in range(SEEDS)]
@@ -197,9 +183,8 @@ def log_row(state: State, candidate: str, kept: bool) -> None:
         return
     pairs = [(m, b) for m, b in zip(mine, best) if m is not None and b is not None]
     delta = fmean(m - b for m, b in pairs) if pairs else None
-    extra = {"seeds": str(len(runs)), "runs": noise.format_runs(runs)} if len(runs) > 1 else {}
     state.rows.append(ResultRow(str(len(state.rows)), "-", fmean(runs), delta, "keep" if kept else "discard",
-                                description, extra))
+                                description, noise.seed_columns(runs)))
 
 
 def best_runs(state: State, upto: int) -> tuple[float, ...]:
@@ -370,15 +355,11 @@ def run_campaign(rule: str, campaign: int, trainer: Trainer) -> dict[int, State]
     base = training_cache.EXAMPLE.read_text()
     state = State(rule=rule, campaign=campaign, baseline=base, best=base, confirmed=base, seed=10 * campaign)
     state.last_seconds = 0.0
-    for i in range(1 if rule == "greedy" else SEEDS):
-        train(state, trainer, base, state.seed + i)
-    from autoraysearch.campaign.results_log import ResultRow
-    runs = [state.known[(training_cache.model_hash(base), state.seed + i)] for i in range(1 if rule == "greedy" else SEEDS)]
-    state.rows.append(ResultRow("0", "-", fmean(runs), None, "baseline", "baseline",
-                                {"seeds": str(len(runs)), "runs": noise.format_runs(runs)} if len(runs) > 1 else {}))
+    baseline = [train(state, trainer, base, state.seed + i) for i in range(1 if rule == "greedy" else SEEDS)]
+    state.rows.append(ResultRow("0", "-", fmean(baseline), None, "baseline", "baseline", noise.seed_columns(baseline)))
     state.wall = state.seconds
     if rule != "greedy":
-        state.groups.append([state.known[(training_cache.model_hash(base), state.seed + i)] for i in range(SEEDS)])
+        state.groups.append(baseline)
     snapshots = {}
     while not state.exhausted and state.runs < max(BUDGETS):
         before = copy.deepcopy(state)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import hashlib
 import importlib.util
 import io
@@ -70,14 +71,21 @@ def controls(source: str) -> list[tuple[str, str]]:
             ("control: normalization removed", no_norm)]
 
 
+@functools.lru_cache(maxsize=1)
+def build_check():
+    """The ideate step's build check for digits (one sample 1×8×8, 10 classes); its verdicts serve every caller."""
+    from autoraysearch.ideators.mutate import BuildCheck
+
+    return BuildCheck([1, 8, 8], {}, 10)
+
+
 def pool() -> list[PoolModel]:
     """The baseline, each single edit of it that builds (the ideator's build check), and the controls, without duplicates."""
-    from autoraysearch.ideators.mutate import BuildCheck
     from autoraysearch.ideators.mutate.rules import propose_mutations
 
     base = EXAMPLE.read_text()
     edits = propose_mutations(base)
-    built = BuildCheck([1, 8, 8], {}, 10)([m.source for m in edits])
+    built = build_check()([m.source for m in edits])
     models = [PoolModel(model_hash(base), "baseline: examples/digits/model.py", "baseline", base)]
     models += [PoolModel(model_hash(m.source), m.description, "edit", m.source) for m, verdict in zip(edits, built) if verdict.ok]
     models += [PoolModel(model_hash(s), d, "control", s) for d, s in controls(base)]

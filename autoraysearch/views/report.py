@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from autoraysearch.campaign.noise import bar_from_log, campaign_noise
+from autoraysearch.campaign.noise import bar_from_log
 from autoraysearch.campaign.path import PATH_STATUSES
 from autoraysearch.campaign.results_log import ResultsLog
 from autoraysearch.views.step_logs import beyond, fmt
@@ -50,8 +50,7 @@ def best_line(log: ResultsLog, metric: str) -> str:
     where = "the baseline" if best.status == "baseline" else f"iteration {best.iteration} ({best.commit})"
     kept = sum(r.status == "keep" for r in log.rows)
     experiments = sum(r.status != "baseline" and r.status not in PATH_STATUSES for r in log.rows)
-    noise = campaign_noise(log.rows)
-    prior = bar_from_log(log).prior
-    learned = f"; {prior.describe()}" if prior.screens else ""
+    bar = bar_from_log(log)  # the noise and what proposals usually gain, as the next decision will see them
+    learned = f"; {bar.prior.describe()}" if bar.prior.screens else ""
     return (f"best {metric}={fmt(best.metric)} from {where}; {kept} kept of {experiments} "
-            f"experiment{'s' * (experiments != 1)}; {noise.describe()}{learned}")
+            f"experiment{'s' * (experiments != 1)}; {bar.noise.describe()}{learned}")
