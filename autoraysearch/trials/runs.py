@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import replace
 from datetime import datetime
@@ -44,8 +45,6 @@ def trial_limits(cpus: float, environ=None) -> TrialLimits:
 
     The memory share is never under MIN_MEMORY_BYTES; MEMORY_ENV sets it instead (in GiB, 0 for none).
     """
-    import os
-
     environ = os.environ if environ is None else environ
     processes = max(MIN_PROCESSES, math.ceil(cpus) * PROCESSES_PER_CPU)
     configured = environ.get(MEMORY_ENV, "").strip()
