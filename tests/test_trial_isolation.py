@@ -66,32 +66,47 @@ def abstract_socket_server():
     server.close()
 
 
+@pytest.fixture
+def path_socket_server(tmp_path_factory):
+    """A Unix socket server bound to a file, as Ray's raylet and plasma store and docker.sock are."""
+    path = str(tmp_path_factory.mktemp("service") / "service.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen()
+    yield path
+    server.close()
+
+
 CONNECT = textwrap.dedent("""
     import socket, sys
-    for family, address in ((socket.AF_INET, ("127.0.0.1", PORT)), (socket.AF_UNIX, ABSTRACT)):
+    for name, family, address in (("tcp", socket.AF_INET, ("127.0.0.1", PORT)), ("abstract", socket.AF_UNIX, ABSTRACT),
+                                  ("socket-file", socket.AF_UNIX, PATH)):
         probe = socket.socket(family, socket.SOCK_STREAM)
         probe.settimeout(5)
         try:
             probe.connect(address)
-            print("CONNECTED", family.name, flush=True)
+            print("CONNECTED", name, flush=True)
         except OSError as exc:
-            print("BLOCKED", family.name, type(exc).__name__, flush=True)
+            print("BLOCKED", name, type(exc).__name__, flush=True)
         finally:
             probe.close()
 """)
 
 
-def test_model_code_reaches_no_local_service(tmp_path, tcp_server, abstract_socket_server):
-    script = CONNECT.replace("PORT", str(tcp_server)).replace("ABSTRACT", repr(abstract_socket_server))
+def test_model_code_reaches_no_local_service(tmp_path, tcp_server, abstract_socket_server, path_socket_server):
+    script = (CONNECT.replace("PORT", str(tcp_server)).replace("ABSTRACT", repr(abstract_socket_server))
+              .replace("PATH", repr(path_socket_server)))
     outcome = run_in_directory({"train.py": script}, PYTHON, timeout=60, scratch_root=tmp_path)
     if not isolated(outcome):
         pytest.skip(f"this host gives trials no network of their own: {outcome.sandbox}")
     assert outcome.returncode == 0, outcome.output
     assert "CONNECTED" not in outcome.output
-    assert "BLOCKED AF_INET" in outcome.output and "BLOCKED AF_UNIX" in outcome.output
+    for name in ("tcp", "abstract", "socket-file"):
+        assert f"BLOCKED {name}" in outcome.output, outcome.output
+    assert "stayed reachable" not in outcome.sandbox
     # The same script outside the sandbox does connect: the servers were there to be reached.
     outside = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
-    assert outside.stdout.count("CONNECTED") == 2, outside.stdout
+    assert outside.stdout.count("CONNECTED") == 3, outside.stdout
 
 
 def test_ranks_of_one_trial_still_meet_on_their_own_loopback(tmp_path):
@@ -152,9 +167,10 @@ def test_what_counts_as_a_secret():
 
 def test_the_network_can_be_left_to_the_host_on_purpose(tmp_path, monkeypatch, tcp_server):
     monkeypatch.setenv("AUTORAYSEARCH_TRIAL_NETWORK", "host")
-    script = CONNECT.replace("PORT", str(tcp_server)).replace("ABSTRACT", repr("\0nothing-listens-here"))
+    script = (CONNECT.replace("PORT", str(tcp_server)).replace("ABSTRACT", repr("\0nothing-listens-here"))
+              .replace("PATH", repr(str(tmp_path / "nothing-listens-here.sock"))))
     outcome = run_in_directory({"train.py": script}, PYTHON, timeout=60, scratch_root=tmp_path)
-    assert "CONNECTED AF_INET" in outcome.output
+    assert "CONNECTED tcp" in outcome.output
     assert "host network" in outcome.sandbox
     assert os.environ["AUTORAYSEARCH_TRIAL_NETWORK"] == "host"
 

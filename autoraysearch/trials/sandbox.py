@@ -16,7 +16,7 @@ What `contain` gives a process and everything it starts afterwards:
 * With Landlock ABI 6 or newer, signal scoping: it cannot kill or stop processes outside its domain.
 
 What `isolate` gives it before that, on every kernel that allows namespaces (as root, or through a
-user namespace): a network of its own, a private /dev/shm, optionally its own process numbers (a PID
+user namespace): a network of its own, the host's socket files covered (a connect is refused), a private /dev/shm, optionally its own process numbers (a PID
 namespace, which the supervisor asks for where Landlock cannot scope signals: nothing outside can be
 signalled or seen, and everything in it dies with its first process), and every mount read-only except the folders it may write, so chmod, utime, xattrs and
 truncate fail outside them where Landlock does not cover them. `drop_capabilities` then takes every
@@ -39,6 +39,7 @@ import fnmatch
 import os
 import re
 import signal
+import stat
 import struct
 import time
 
@@ -284,7 +285,8 @@ def isolate(private_folders=("/dev/shm",), writable=None, new_pids: bool = False
     """A network of this process's own (loopback only) and fresh tmpfs over `private_folders`; say what holds.
 
     The network namespace keeps every TCP port and abstract Unix socket of the host (the Prefect API,
-    Ray, local servers) out of reach, while DDP ranks still meet on their own loopback. The mount
+    Ray, local servers) out of reach, while DDP ranks still meet on their own loopback; the host's
+    socket files, bound by then, are covered in the mount namespace. The mount
     namespace gives /dev/shm to this trial alone, and it vanishes with it. With `writable` (a list
     of paths), every other mount becomes read-only here. With `new_pids`, the next child forked
     is PID 1 of a namespace of its own (see run_as_init). As root this needs nothing else; otherwise a
@@ -295,6 +297,7 @@ def isolate(private_folders=("/dev/shm",), writable=None, new_pids: bool = False
         return "host network (AUTORAYSEARCH_TRIAL_NETWORK=host)"
     libc = _libc()
     uid, gid = os.getuid(), os.getgid()
+    sockets = host_socket_paths()  # the list is per network namespace: read it while we are in the host's
     flags = _CLONE_NEWNET | _CLONE_NEWNS | (_CLONE_NEWPID if new_pids else 0)
     if libc.unshare(flags) != 0:
         if libc.unshare(_CLONE_NEWUSER | flags) != 0:
@@ -309,6 +312,11 @@ def isolate(private_folders=("/dev/shm",), writable=None, new_pids: bool = False
         return "no network isolation: the private loopback did not come up"
     libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None)  # our mounts stay ours
     shared = "private network"
+    # A socket file is reached through the file system, not the network: /dev/null bound over it answers
+    # every connect with "connection refused" (Ray's raylet and plasma store, docker.sock, ...).
+    hidden = sum(libc.mount(b"/dev/null", path.encode(), None, _MS_BIND, None) == 0 for path in sockets)
+    if hidden < len(sockets):
+        shared += f" ({len(sockets) - hidden} host Unix sockets stayed reachable)"
     for folder in private_folders:
         if os.path.isdir(folder) and libc.mount(b"tmpfs", folder.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV,
                                                  b"mode=1777") == 0:
@@ -318,6 +326,24 @@ def isolate(private_folders=("/dev/shm",), writable=None, new_pids: bool = False
         with contextlib.suppress(OSError):
             os.chdir(os.getcwd())  # onto the writable mount now over our folder, not the read-only one beneath
     return shared + (", private processes" if new_pids else "")
+
+
+def host_socket_paths() -> list[str]:
+    """The paths of the Unix sockets bound in this network namespace that exist as socket files here."""
+    try:
+        with open("/proc/net/unix", encoding="utf-8", errors="surrogateescape") as handle:
+            lines = handle.read().splitlines()[1:]
+    except OSError:
+        return []
+    found = []
+    for line in lines:
+        fields = line.split(maxsplit=7)
+        path = fields[7] if len(fields) == 8 else ""
+        if path.startswith("/") and path not in found:  # abstract names start with "@"; those need no mount
+            with contextlib.suppress(OSError):
+                if stat.S_ISSOCK(os.stat(path, follow_symlinks=False).st_mode):
+                    found.append(path)
+    return found
 
 
 def mount_points() -> list[tuple[str, str]]:
