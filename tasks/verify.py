@@ -24,7 +24,7 @@ from autoraysearch.campaign.metric import parse_metric
 from autoraysearch.campaign.pruning import CurveWatch, parse_progress, read_curve
 from autoraysearch.campaign.results_log import clean_text, terminal_text
 from autoraysearch.trials.process import ProcessOutcome, TrialLimits, run_in_directory
-from autoraysearch.trials.runs import trial_limits
+from autoraysearch.trials.runs import compile_cache, trial_limits
 
 log = logging.getLogger(__name__)
 _warned_without_sandbox = False
@@ -161,9 +161,11 @@ def run_trial(trial: Trial, node_id: str | None = None, say: Callable[[str], Non
         return watch.see(line)
 
     limits = trial_limits(trial.cpus)
+    cache, cache_env = compile_cache(trial.cache_key)
     outcome = run_in_directory(
-        trial.files, [sys.executable, "train.py"], timeout=trial.timeout, env=trial.env, log_path=live_log,
-        writable=writable_folders(trial.files), on_line=on_line, watch_channel=trial.trusted_channel, limits=limits,
+        trial.files, [sys.executable, "train.py"], timeout=trial.timeout, env={**trial.env, **cache_env},
+        log_path=live_log, writable=[*writable_folders(trial.files), *([cache] if cache else [])], on_line=on_line,
+        watch_channel=trial.trusted_channel, limits=limits,
     )
     _warn_once_without_sandbox(outcome.sandbox)
     status, metric, error = judge_outcome(trial, outcome, watch.reason, limits)

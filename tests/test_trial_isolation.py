@@ -7,6 +7,7 @@ sandbox) and has it try to get out for real.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -352,3 +353,36 @@ def test_preflight_model_code_cannot_change_modes_or_times_outside_its_scratch(t
 
     assert not result.ok and "Read-only file system" in result.reason, result.reason
     assert (target.stat().st_mode, target.stat().st_mtime_ns) == before
+
+
+COMPILED = textwrap.dedent("""
+    import os, torch
+    from torch._dynamo.utils import counters
+    double = torch.compile(lambda x: torch.sin(x) * 2 + 1)
+    double(torch.randn(8))
+    print("CACHE", dict(counters["inductor"]), os.environ["TORCHINDUCTOR_CACHE_DIR"], flush=True)
+    mine = os.path.dirname(os.environ["TORCHINDUCTOR_CACHE_DIR"])
+    root = os.path.dirname(mine)
+    for other in sorted(set(os.listdir(root)) - {os.path.basename(mine)}):
+        try:
+            open(os.path.join(root, other, "planted"), "w").close()
+            print("PLANTED in", other, flush=True)
+        except OSError as exc:
+            print("REFUSED", type(exc).__name__, flush=True)
+""")
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="torch.compile on CPU needs a C compiler")
+def test_torch_compile_reuses_its_kernels_within_a_campaign_and_writes_no_other_campaigns_cache(tmp_path, monkeypatch):
+    root = tmp_path / "compile-caches"
+    monkeypatch.setenv("AUTORAYSEARCH_COMPILE_CACHE", str(root))
+    (root / "0ther0campaign").mkdir(parents=True)
+    runs = [run_trial(Trial(label=str(n), files={"train.py": COMPILED}, metric="val_acc", timeout=240, cache_key=key))
+            for n, key in enumerate(["abc123", "abc123", "def456"])]
+    first, again, other = runs
+    assert "fxgraph_cache_miss" in first.output and str(root / "abc123") in first.output, first.output
+    assert "fxgraph_cache_hit" in again.output, again.output
+    assert "fxgraph_cache_miss" in other.output, other.output  # another campaign starts from its own empty cache
+    if "landlock" in first.sandbox:
+        assert all("PLANTED" not in run.output and "REFUSED" in run.output for run in runs), [r.output for r in runs]
+        assert not list(root.glob("*/planted"))

@@ -146,6 +146,7 @@ class Trial:
     # a user's own train.py is judged by its last stdout line (forgeable by the model code).
     trusted_channel: bool = False
     cpus: float = 1.0  # what Ray reserves for it; its process and memory limits follow (see trials.runs.trial_limits)
+    cache_key: str = ""  # the campaign's compile cache on the trial's node (trials.runs.compile_cache); "": none
 
 
 @dataclass(frozen=True)

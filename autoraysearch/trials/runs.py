@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import re
@@ -59,6 +60,33 @@ def trial_limits(cpus: float, environ=None) -> TrialLimits:
     return TrialLimits(processes=processes, memory_bytes=min(node_memory, max(MIN_MEMORY_BYTES, int(share * node_memory))))
 
 
+COMPILE_CACHE_ENV = "AUTORAYSEARCH_COMPILE_CACHE"  # where a node keeps each campaign's compile caches; "off": none
+
+
+def campaign_cache_key(campaign: Campaign) -> str:
+    """A name for the campaign's compile cache: one per experiment folder and branch."""
+    return hashlib.sha256(f"{campaign.experiment_dir}\0{campaign.branch}".encode()).hexdigest()[:16]
+
+
+def compile_cache(key: str, environ=None) -> tuple[Path | None, dict[str, str]]:
+    """This node's folder for one campaign's torch.compile and Triton caches, and the environment pointing there.
+
+    Kernels compiled by one trial are found by the next trials of the same campaign on this node; each
+    campaign writes only its own folder (the trial's sandbox allows that one), so a candidate can never
+    touch another campaign's cache. None and no variables: the caches stay in the trial's scratch.
+    """
+    environ = os.environ if environ is None else environ
+    root = environ.get(COMPILE_CACHE_ENV, "").strip()
+    if not key or not re.fullmatch(r"[0-9a-f]+", key) or root == "off":
+        return None, {}
+    folder = Path(root or Path.home() / ".cache" / "autoraysearch" / "compile") / key
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None, {}
+    return folder, {"TORCHINDUCTOR_CACHE_DIR": str(folder / "inductor"), "TRITON_CACHE_DIR": str(folder / "triton")}
+
+
 def make_trial(campaign: Campaign, candidate: Candidate, train_source: str, label: str | None = None) -> Trial:
     """The candidate's model.py and the campaign's train.py, as data the trial's node writes itself.
 
@@ -87,6 +115,7 @@ def make_trial(campaign: Campaign, candidate: Candidate, train_source: str, labe
         log_path=str(campaign.paths.trial_log(label)),
         repo_node_id=campaign.repo_node_id,
         trusted_channel=settings.generated,
+        cache_key=campaign_cache_key(campaign),
     )
 
 
