@@ -26,6 +26,8 @@ from helpers import EXAMPLE_MODEL, is_running, make_repo  # noqa: E402
 # their pid do it under this one shared folder (see the trial_dir fixture), never in an experiment folder.
 TRIAL_WRITABLE = Path(tempfile.mkdtemp(prefix="autoraysearch-test-trials-"))
 os.environ["AUTORAYSEARCH_TRIAL_WRITABLE"] = str(TRIAL_WRITABLE)
+# Campaigns keep their compile caches here, not in the real home.
+os.environ["AUTORAYSEARCH_COMPILE_CACHE"] = tempfile.mkdtemp(prefix="autoraysearch-test-compile-")
 
 
 @pytest.fixture

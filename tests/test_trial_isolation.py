@@ -355,6 +355,24 @@ def test_preflight_model_code_cannot_change_modes_or_times_outside_its_scratch(t
     assert (target.stat().st_mode, target.stat().st_mtime_ns) == before
 
 
+@pytest.mark.parametrize("warm", [True, False], ids=["warm", "cold"])
+def test_preflight_model_code_gets_a_trials_memory_limit(monkeypatch, warm):
+    from autoraysearch.trials import sandbox
+    from autoraysearch.trials.preflight import preflight
+
+    if "memory" not in sandbox._cgroup_folders():
+        pytest.skip("this host gives us no cgroup with the memory controller")
+    monkeypatch.setenv("AUTORAYSEARCH_TRIAL_MEMORY", "0.25")
+    hog = f"{HOG}import torch\nclass Model(torch.nn.Module):\n    pass\n"
+
+    result = preflight(hog, {}, None, None, timeout_s=60, warm=warm)
+
+    assert not result.ok and result.stage == "crash", result
+    # Within the limit, the same allocation passes: it was the limit that stopped it.
+    monkeypatch.setenv("AUTORAYSEARCH_TRIAL_MEMORY", "4")
+    assert preflight(hog, {}, None, None, timeout_s=60, warm=warm).ok
+
+
 COMPILED = textwrap.dedent("""
     import os, torch
     from torch._dynamo.utils import counters

@@ -22,7 +22,8 @@ from pathlib import Path
 
 from autoraysearch.campaign.settings import CampaignSettings
 from autoraysearch.trials import sandbox
-from autoraysearch.trials.process import run_in_directory
+from autoraysearch.trials.process import TrialLimits, run_in_directory
+from autoraysearch.trials.runs import trial_limits
 from autoraysearch.trials.warm_check import CheckOutcome, shared_checker
 
 log = logging.getLogger(__name__)
@@ -154,13 +155,15 @@ def preflight(
     files = {"model.py": model_source, CHECK_SCRIPT: _CHECK, ARGUMENTS_FILE: json.dumps(arguments)}
     hidden = (*HIDDEN_ENV, *hidden_env)
     started = time.monotonic()
-    outcome = _run_warm(files, timeout_s, hidden) if warm else None
+    limits = trial_limits(1.0)  # one CPU's share of the node, as a one-CPU trial gets
+    outcome = _run_warm(files, timeout_s, hidden, limits) if warm else None
     if outcome is None:
         # run_in_directory can only overlay the environment, so secrets are blanked rather than removed.
         env = {name: "" for name in hidden}
         env.update(CHECK_ENV)
-        cold = run_in_directory(files, [sys.executable, CHECK_SCRIPT], timeout=timeout_s, env=env)
-        outcome = CheckOutcome(cold.returncode, cold.timed_out, cold.output, verdict="\n".join(cold.channel_lines))
+        cold = run_in_directory(files, [sys.executable, CHECK_SCRIPT], timeout=timeout_s, env=env, limits=limits)
+        outcome = CheckOutcome(cold.returncode, cold.timed_out, cold.output, cold.sandbox,
+                               "\n".join(cold.channel_lines))
         last_error = cold.last_error_line
     else:
         last_error = _last_line(outcome.output)
@@ -208,7 +211,7 @@ def passed_for_its_gpu(result: PreflightResult) -> PreflightResult:
                    stage="gpu")
 
 
-def _run_warm(files: dict[str, str], timeout_s: float, hidden: tuple[str, ...]) -> CheckOutcome | None:
+def _run_warm(files: dict[str, str], timeout_s: float, hidden: tuple[str, ...], limits: TrialLimits) -> CheckOutcome | None:
     """The check in a fork of this process's warm helper, or None when the helper is unavailable."""
     env = {k: v for k, v in sandbox.trial_environment(os.environ).items() if k not in hidden}
     env.update(CHECK_ENV)
@@ -216,7 +219,7 @@ def _run_warm(files: dict[str, str], timeout_s: float, hidden: tuple[str, ...]) 
     try:
         for name, text in files.items():
             (scratch / name).write_text(text)
-        return shared_checker(env).run(scratch, CHECK_SCRIPT, timeout_s, hide=hidden)
+        return shared_checker(env).run(scratch, CHECK_SCRIPT, timeout_s, hide=hidden, limits=limits.as_config())
     except RuntimeError as exc:
         log.warning("pre-flight falls back to a fresh interpreter: %s", exc)
         return None

@@ -14,6 +14,7 @@ from autoraysearch.errors import AutoraysearchError
 from autoraysearch.campaign.experiment import Campaign, Candidate, Trial, TrialResult
 from autoraysearch.campaign.pruning import PruneRule
 from autoraysearch.trials.process import TrialLimits
+from autoraysearch.trials.sandbox import CAMPAIGN_CACHE_ENV
 
 # A fractional trial caps its GPU memory a little under its share, so neighbours never collide.
 GPU_MEMORY_HEADROOM = 0.95
@@ -84,7 +85,8 @@ def compile_cache(key: str, environ=None) -> tuple[Path | None, dict[str, str]]:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError:
         return None, {}
-    return folder, {"TORCHINDUCTOR_CACHE_DIR": str(folder / "inductor"), "TRITON_CACHE_DIR": str(folder / "triton")}
+    return folder, {"TORCHINDUCTOR_CACHE_DIR": str(folder / "inductor"), "TRITON_CACHE_DIR": str(folder / "triton"),
+                    CAMPAIGN_CACHE_ENV: str(folder)}
 
 
 def make_trial(campaign: Campaign, candidate: Candidate, train_source: str, label: str | None = None) -> Trial:

@@ -63,6 +63,9 @@ CACHE_ENV = {
 # Folders (separated by os.pathsep) that every trial and pre-flight may write besides its scratch folder,
 # e.g. a dataset cache shared by the trials of a node; set where the Ray workers run.
 WRITABLE_ENV = "AUTORAYSEARCH_TRIAL_WRITABLE"
+# The campaign's compile cache on this node (trials.runs.compile_cache): the model side of a generated
+# train.py, contained to its scratch folder, may write there too, so torch.compile's kernels are kept.
+CAMPAIGN_CACHE_ENV = "AUTORAYSEARCH_CAMPAIGN_CACHE"
 WRITABLE_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty", "/dev/kfd")
 WRITABLE_DEVICE_PREFIXES = ("/dev/nvidia", "/dev/dri/")
 WRITABLE_DEVICE_FOLDERS = ("/dev/shm",)

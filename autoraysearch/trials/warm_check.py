@@ -8,7 +8,7 @@ scratch folder, and is killed with its whole group when it overruns. The helper 
 model code and never starts torch's thread pool, so forking it is safe.
 
 Protocol (one JSON object per line): the client writes {"dir": SCRATCH, "timeout": SECONDS, "script":
-NAME, "hide": [ENV NAMES]}; the helper answers {"returncode": N, "timed_out": BOOL, "sandbox": TEXT,
+NAME, "hide": [ENV NAMES], "limits": {"pids": N, "memory": BYTES}}; the helper answers {"returncode": N, "timed_out": BOOL, "sandbox": TEXT,
 "verdict": TEXT} once every process the check started is gone. Each check runs contained
 (sandbox.contain: writes only to SCRATCH). The check's verdict is what it wrote (at most MAX_VERDICT
 bytes) to the pipe named by AUTORAYSEARCH_METRIC_FD; its stdout and stderr land in SCRATCH/output.txt,
@@ -44,12 +44,18 @@ make_undumpable()  # a check that gets past its sandbox still cannot read our /p
 
 MAX_VERDICT = 64 * 1024
 
+checks = 0
+
 def run_check(request):
+    global checks
+    checks += 1
+    cgroups, limits_note = make_trial_cgroups(f"autoraysearch-check-{os.getpid()}-{checks}", request.get("limits") or {})
     report_read, report_write = os.pipe()
     verdict_read, verdict_write = os.pipe()
     pid = os.fork()
     if pid == 0:
         try:
+            join_cgroups(cgroups)
             os.close(report_read)
             os.close(verdict_read)
             os.environ["AUTORAYSEARCH_METRIC_FD"] = str(verdict_write)
@@ -63,7 +69,8 @@ def run_check(request):
                 os.environ[name] = os.path.join(request["dir"], relative)
             out = os.open("output.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             isolation = isolate(writable=[request["dir"], *shared_writable()])
-            os.write(report_write, f"{contain([request['dir']])}; {isolation}; {drop_capabilities()}".encode())
+            note = f"{contain([request['dir']])}; {isolation}; {drop_capabilities()}"
+            os.write(report_write, (note + (f"; {limits_note}" if limits_note else "")).encode())
             os.close(report_write)
             os.dup2(out, 1)
             os.dup2(out, 2)
@@ -95,6 +102,7 @@ def run_check(request):
         else:
             time.sleep(0.005)
     sweep_descendants(0, 30.0)  # whatever the model code started outlives nothing, even outside its group
+    remove_cgroups(cgroups)
     with os.fdopen(report_read, "rb") as report:
         note = report.read().decode(errors="replace") or "none: the check did not start"
     os.set_blocking(verdict_read, False)  # every writer is gone, unless one escaped: never wait for it
@@ -132,14 +140,19 @@ class WarmChecker:
         self._proc: subprocess.Popen | None = None
         self._lock = threading.Lock()
 
-    def run(self, scratch: Path, script: str, timeout: float, hide: tuple[str, ...] = ()) -> CheckOutcome:
-        """Run SCRATCH/script with SCRATCH as working folder and without the `hide` variables; one at a time."""
+    def run(self, scratch: Path, script: str, timeout: float, hide: tuple[str, ...] = (),
+            limits: dict | None = None) -> CheckOutcome:
+        """Run SCRATCH/script with SCRATCH as working folder and without the `hide` variables; one at a time.
+
+        `limits` ({"pids": n, "memory": bytes}) caps the check in a cgroup of its own, as a trial's are.
+        """
         # Blank our own keys in /proc/self/environ: the check is our grandchild and may read it.
         sandbox.scrub_secrets_from_environ_block()
         sandbox.scrub_secrets_from_environ_block(hide)
         with self._lock:
             proc = self._helper()
-            request = json.dumps({"dir": str(scratch), "timeout": timeout, "script": script, "hide": list(hide)})
+            request = json.dumps({"dir": str(scratch), "timeout": timeout, "script": script, "hide": list(hide),
+                                  "limits": limits or {}})
             try:
                 proc.stdin.write(request + "\n")
                 proc.stdin.flush()
