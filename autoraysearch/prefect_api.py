@@ -119,20 +119,40 @@ def quiet_completed_task_runs() -> None:
         logger.addFilter(QuietCompletedTaskRuns())
 
 
+class WithoutTraceback(logging.Formatter):
+    """Another formatter's lines without the traceback: the CLI ends every failure with one sentence of its own
+    and writes the traceback to a file; the API handlers (the Prefect UI) still get it."""
+
+    def __init__(self, inner: logging.Formatter | None):
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info = record.exc_text = record.stack_info = None
+        try:
+            return self.inner.format(record)
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+
+
 @contextlib.contextmanager
 def hide_refusal_tracebacks() -> Iterator[None]:
-    """Install HideRefusalTracebacks on the terminal's log handlers (the API handlers still get the record)."""
+    """The terminal's log handlers: no record of our own refusals (HideRefusalTracebacks), no traceback of anything."""
     import prefect.main  # noqa: F401  configures Prefect's logging, which would drop a filter added before it
 
     hiding = HideRefusalTracebacks()
     handlers = [h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler)]
+    formatters = [h.formatter for h in handlers]
     for handler in handlers:
         handler.addFilter(hiding)
+        handler.setFormatter(WithoutTraceback(handler.formatter))
     try:
         yield
     finally:
-        for handler in handlers:
+        for handler, formatter in zip(handlers, formatters):
             handler.removeFilter(hiding)
+            handler.setFormatter(formatter)
 
 
 @contextlib.contextmanager
