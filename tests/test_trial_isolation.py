@@ -404,3 +404,28 @@ def test_torch_compile_reuses_its_kernels_within_a_campaign_and_writes_no_other_
     if "landlock" in first.sandbox:
         assert all("PLANTED" not in run.output and "REFUSED" in run.output for run in runs), [r.output for r in runs]
         assert not list(root.glob("*/planted"))
+
+
+PREFECT_PROBE = textwrap.dedent("""
+    import json, urllib.request
+    request = urllib.request.Request(URL + "/block_documents/filter", data=json.dumps({"include_secrets": True}).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            print("ANSWERED", answer.status, flush=True)
+    except OSError as exc:
+        print("UNREACHABLE", type(exc).__name__, flush=True)
+""")
+
+
+def test_model_code_cannot_ask_the_campaigns_prefect_api_for_its_secrets(tmp_path, prefect_api):
+    from prefect.settings import PREFECT_API_URL
+
+    script = PREFECT_PROBE.replace("URL", repr(PREFECT_API_URL.value().rstrip("/")))
+    outcome = run_in_directory({"train.py": script}, PYTHON, timeout=60, scratch_root=tmp_path)
+    if not isolated(outcome):
+        pytest.skip(f"this host gives trials no network of their own: {outcome.sandbox}")
+    assert "UNREACHABLE" in outcome.output and "ANSWERED" not in outcome.output, outcome.output
+    # The API is there: the same request from outside the sandbox is answered.
+    outside = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert "ANSWERED 200" in outside.stdout, outside.stdout + outside.stderr
