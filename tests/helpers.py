@@ -3,7 +3,9 @@ and watching processes come and go. Test modules import from here, never from ea
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -154,3 +156,17 @@ def wait_until(predicate, seconds: float, step: float = 0.05) -> bool:
             return False
         time.sleep(step)
     return True
+
+
+@contextlib.contextmanager
+def small_tmpfs(mount: Path, size: str):
+    """A tmpfs of `size` (e.g. "1m") mounted on the new folder `mount` for the block; skips the test unless root."""
+    import pytest
+
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)]).returncode:
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)

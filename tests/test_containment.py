@@ -12,7 +12,7 @@ import textwrap
 import uuid
 
 import pytest
-from helpers import is_running, processes_with, wait_until
+from helpers import processes_with, wait_until
 
 from autoraysearch.trials.preflight import preflight
 from autoraysearch.trials.sandbox import landlock_abi

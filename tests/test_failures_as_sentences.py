@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 
 import git
 import pytest
+from helpers import small_tmpfs
 
 from autoraysearch.errors import describe_failure
 
@@ -15,12 +14,8 @@ from autoraysearch.errors import describe_failure
 @pytest.fixture
 def full_disk(tmp_path: Path):
     """A 1 MiB tmpfs (needs root), filled up once the test has what it needs on it."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)]).returncode:
-        pytest.skip("mounting a small tmpfs needs root")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    with small_tmpfs(tmp_path / "small", "1m") as mount:
+        yield mount
 
 
 def fill(folder: Path) -> None:

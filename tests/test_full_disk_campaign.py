@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import EXAMPLE_MODEL, counting_train_py, git, make_repo, setup
+from helpers import EXAMPLE_MODEL, counting_train_py, git, make_repo, setup, small_tmpfs
 
 from autoraysearch.campaign.results_log import read_results_log
 
@@ -35,12 +35,8 @@ print("val_acc=0.9")
 @pytest.fixture
 def small_disk(trial_dir: Path):
     """A 24 MiB tmpfs that trials may write (it is under their shared writable folder)."""
-    mount = trial_dir / "disk"
-    mount.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount)]).returncode:
-        pytest.skip("mounting a small tmpfs needs root")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    with small_tmpfs(trial_dir / "disk", "24m") as mount:
+        yield mount
 
 
 def run_once(exp: Path) -> subprocess.CompletedProcess:
