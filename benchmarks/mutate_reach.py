@@ -83,6 +83,8 @@ def train_models(models: dict[str, str], epochs: int, seeds: list[int], split: s
 
 def worker(request: dict) -> None:
     """The --worker process: train.py imported afresh per run (it reads its seed and split at import)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import training_cache
     os.environ["AUTORAYSEARCH_EVAL_SPLIT"] = request["split"]
     scores: dict[str, list] = {}
     for name in request["models"]:
@@ -96,8 +98,7 @@ def worker(request: dict) -> None:
             try:
                 with contextlib.redirect_stdout(io.StringIO()):
                     spec.loader.exec_module(train)
-                    train.configure_runtime()
-                    metric, _, _ = train.train(train.load_datasets())
+                    metric = training_cache.train_in_process(train)[-1]
                 scores[name].append(metric if math.isfinite(metric) else None)
             except Exception:
                 scores[name].append(None)
