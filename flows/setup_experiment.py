@@ -86,7 +86,7 @@ def autoraysearch_setup(
         results.update(retry_baseline_on_whole_gpus(plan.settings, trials, results))
         for label, result in results.items():
             save_trial_output(campaign, result)
-            if ran_out_of_gpu_memory(result):
+            if ran_out_of_gpu_memory(result, plan.settings.gpus_per_trial):
                 raise baseline_out_of_memory(plan.settings, batch_size, campaign.paths.trial_log(label))
             if result.status != "ok":
                 raise baseline_failure(result, campaign.paths.trial_log(label))
@@ -119,7 +119,8 @@ def retry_baseline_on_whole_gpus(settings, trials: dict, results: dict) -> dict:
     """Baseline runs that ran out of GPU memory at a fraction of a GPU, once more on a whole GPU, as trials are."""
     if not 0 < settings.gpus_per_trial < 1:
         return {}
-    again = {label: whole_gpu_trial(trials[label]) for label, r in results.items() if ran_out_of_gpu_memory(r)}
+    again = {label: whole_gpu_trial(trials[label]) for label, r in results.items()
+             if ran_out_of_gpu_memory(r, settings.gpus_per_trial)}
     if not again:
         return {}
     get_run_logger().warning("the baseline ran out of GPU memory at %g GPU; retrying on a whole GPU", settings.gpus_per_trial)

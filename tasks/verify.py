@@ -8,6 +8,7 @@ clearly behind the best's curve is stopped (pruning.py).
 from __future__ import annotations
 
 import ast
+import contextlib
 import logging
 import socket
 import sys
@@ -24,7 +25,8 @@ from autoraysearch.campaign.metric import parse_metric
 from autoraysearch.campaign.pruning import CurveWatch, parse_progress, read_curve
 from autoraysearch.campaign.results_log import clean_text, terminal_text
 from autoraysearch.trials.process import ProcessOutcome, TrialLimits, run_in_directory
-from autoraysearch.trials.runs import compile_cache, trial_limits
+from autoraysearch.trials.gpu_memory import PeakWatch
+from autoraysearch.trials.runs import GPU_FRACTION_ENV, compile_cache, trial_limits
 
 log = logging.getLogger(__name__)
 _warned_without_sandbox = False
@@ -162,11 +164,14 @@ def run_trial(trial: Trial, node_id: str | None = None, say: Callable[[str], Non
 
     limits = trial_limits(trial.cpus)
     cache, cache_env = compile_cache(trial.cache_key)
-    outcome = run_in_directory(
-        trial.files, [sys.executable, "train.py"], timeout=trial.timeout, env={**trial.env, **cache_env},
-        log_path=live_log, writable=[*writable_folders(trial.files), *([cache] if cache else [])], on_line=on_line,
-        watch_channel=trial.trusted_channel, limits=limits,
-    )
+    # At a fraction of a GPU, what it holds is measured from here: its own "out of memory" is not evidence.
+    fractional = GPU_FRACTION_ENV in trial.env
+    with PeakWatch() if fractional else contextlib.nullcontext() as gpu_memory:
+        outcome = run_in_directory(
+            trial.files, [sys.executable, "train.py"], timeout=trial.timeout, env={**trial.env, **cache_env},
+            log_path=live_log, writable=[*writable_folders(trial.files), *([cache] if cache else [])], on_line=on_line,
+            watch_channel=trial.trusted_channel, limits=limits,
+        )
     _warn_once_without_sandbox(outcome.sandbox)
     status, metric, error = judge_outcome(trial, outcome, watch.reason, limits)
     result = TrialResult(
@@ -181,6 +186,7 @@ def run_trial(trial: Trial, node_id: str | None = None, say: Callable[[str], Non
         log_written=live_log is not None,
         curve=trusted_curve(trial, outcome, seen),
         sandbox=outcome.sandbox,
+        gpu_memory_share=gpu_memory.share if fractional else None,
     )
     if progress is not None:
         progress.finish(result, outcome)

@@ -167,6 +167,9 @@ class TrialResult:
     screen: float | None = None  # the first seed's metric, when confirmation runs followed it
     curve: tuple[float, ...] = ()  # the metric after each epoch, as the trial's progress lines said
     sandbox: str = ""  # the containment it ran in ("landlock ABI 7; private network, ..."); "" when unknown
+    # At a fraction of a GPU: the peak share of the GPU's memory its processes held, measured from outside it
+    # (trials.gpu_memory); None when not measured.
+    gpu_memory_share: float | None = None
 
 
 @dataclass(frozen=True)

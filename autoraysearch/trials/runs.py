@@ -13,11 +13,13 @@ from pathlib import Path
 from autoraysearch.errors import AutoraysearchError
 from autoraysearch.campaign.experiment import Campaign, Candidate, Trial, TrialResult
 from autoraysearch.campaign.pruning import PruneRule
+from autoraysearch.trials.gpu_memory import NEAR_SHARE
 from autoraysearch.trials.process import TrialLimits
 from autoraysearch.trials.sandbox import CAMPAIGN_CACHE_ENV
 
 # A fractional trial caps its GPU memory a little under its share, so neighbours never collide.
 GPU_MEMORY_HEADROOM = 0.95
+GPU_FRACTION_ENV = "AUTORAYSEARCH_GPU_MEMORY_FRACTION"  # train.py caps its GPU memory at this share
 CANCEL_GRACE_S = 5.0
 REPO_STEP_GRACE_S = 10.0  # a repository step interrupted mid-way gets this long to finish before the rollback
 SIGNAL_POLL_S = 0.5
@@ -32,7 +34,7 @@ def trial_env(cpus: float, gpus: float) -> dict[str, str]:
     """
     env = {"AUTORAYSEARCH_NUM_THREADS": str(max(1, math.floor(cpus))), "AUTORAYSEARCH_EVAL_SPLIT": "validation"}
     if 0 < gpus < 1:
-        env["AUTORAYSEARCH_GPU_MEMORY_FRACTION"] = f"{gpus * GPU_MEMORY_HEADROOM:.3f}"
+        env[GPU_FRACTION_ENV] = f"{gpus * GPU_MEMORY_HEADROOM:.3f}"
     return env
 
 
@@ -250,14 +252,19 @@ def cancel_trials(futures: list) -> None:
         pass  # the tasks already finished or Ray is going down; nothing is left to stop
 
 
-def ran_out_of_gpu_memory(result: TrialResult) -> bool:
-    """A crash whose output shows CUDA running out of memory."""
-    return result.status == "crash" and bool(_OOM.search(result.output or "") or _OOM.search(result.error))
+def ran_out_of_gpu_memory(result: TrialResult, gpus: float) -> bool:
+    """A crash whose output shows CUDA running out of memory, and whose processes did hold most of their share.
+
+    What a trial prints is its own claim; the measured peak (trials.gpu_memory) is not. Without a
+    measurement (no nvidia-smi) the message alone decides.
+    """
+    said = result.status == "crash" and bool(_OOM.search(result.output or "") or _OOM.search(result.error))
+    return said and (result.gpu_memory_share is None or result.gpu_memory_share >= NEAR_SHARE * gpus)
 
 
 def whole_gpu_trial(trial: Trial) -> Trial:
     """The same trial without a GPU memory cap, for a retry on a whole GPU."""
-    env = {k: v for k, v in trial.env.items() if k != "AUTORAYSEARCH_GPU_MEMORY_FRACTION"}
+    env = {k: v for k, v in trial.env.items() if k != GPU_FRACTION_ENV}
     return replace(trial, env=env)
 
 
