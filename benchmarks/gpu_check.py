@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from autoraysearch.setup.rendering import TrainSpec, render_train_py  # noqa: E402  (Jinja2 and numpy only)
+from autoraysearch.trials.gpu_memory import NEAR_SHARE, PeakWatch  # noqa: E402  (standard library only)
 from benchmarks.train_throughput import HAND_LOOP  # noqa: E402
 
 TOTAL_BUDGET_S = 7 * 60  # cases still to run after this are reported as skipped, to finish within 8 minutes
@@ -267,10 +268,16 @@ class Checker:
         """A candidate needing 60 % of the GPU: out of memory at a 0.5 share, fine with the whole GPU."""
         spec = replace(base_spec(self.npz, self.scale), epochs=1)
         folder = prepare(self.work / "ballast", spec, self.model + BALLAST)
-        capped = run_train(folder, {"AUTORAYSEARCH_GPU_MEMORY_FRACTION": "0.5"})
+        with PeakWatch() as held:  # what the Ray worker measures before it believes an out-of-memory error
+            capped = run_train(folder, {"AUTORAYSEARCH_GPU_MEMORY_FRACTION": "0.5"})
         real_oom = capped.returncode != 0 and "out of memory" in capped.stderr.lower()
         self.add(Case("over half the memory, capped at 0.5", "ok" if real_oom else "failed",
                       "out of memory, as expected" if real_oom else f"expected an out-of-memory error: {capped.error()}"))
+        believed = held.share is not None and held.share >= NEAR_SHARE * 0.5
+        self.add(Case("that out-of-memory error measured from outside", "ok" if believed else "failed",
+                      "nvidia-smi saw it hold its share: it would be retried" if believed else
+                      "nvidia-smi did not see it hold 80 % of its share: it would not be retried",
+                      {"peak_share_of_gpu": None if held.share is None else round(held.share, 3)}))
         whole = run_train(folder)
         ok = whole.returncode == 0 and metric_last(whole)
         self.add(Case("over half the memory, whole GPU", "ok" if ok else "failed", "" if ok else whole.error(),
