@@ -56,6 +56,13 @@ def test_a_gru_gets_its_hidden_size_carried_to_the_head_and_more_layers(check: B
     assert verdicts[0].parameters > check([GRU])[0].parameters
 
 
+def test_dropout_is_offered_only_to_a_recurrent_layer_with_layers_to_drop_between() -> None:
+    """A one-layer GRU applies no dropout: setting it is a null change, a run wasted."""
+    assert not [m for m in propose_mutations(GRU) if "GRU dropout=" in m.description]
+    two_layers = described(GRU, "num_layers=2 (default 1)").source
+    assert [m for m in propose_mutations(two_layers) if "GRU dropout=" in m.description]
+
+
 def test_tuple_defaults_grow_and_lose_a_layer(tmp_path: Path) -> None:
     longer = described(LIST_MLP, "hidden (128, 64) -> one more layer of 64")
     shorter = described(LIST_MLP, "hidden (128, 64) -> its last layer removed")

@@ -242,8 +242,8 @@ def optional_keyword_rule(model: ModelFile) -> Iterator[Change]:
         if None in passed:
             continue  # **kwargs: what is passed is unknown
         for name, default in optional_parameters(layer.cls).items():
-            if name in passed:
-                continue
+            if name in passed or (name == "dropout" and _single_recurrent_layer(layer)):
+                continue  # dropout of a one-layer GRU/LSTM/RNN acts between layers that are not there: a null change
             if name == "activation":
                 values: list = ["gelu"]
             elif type(default) is bool:
@@ -261,6 +261,14 @@ def optional_keyword_rule(model: ModelFile) -> Iterator[Change]:
                 shown = getattr(default, "__name__", None) or repr(default)  # a function's repr holds its address
                 yield Change(kind or "option", f"{layer.spot} {layer.cls} {keyword} (default {shown})",
                              (Edit(at, at, separator + keyword),), direction)
+
+
+def _single_recurrent_layer(layer) -> bool:
+    """A GRU, LSTM or RNN call whose num_layers is left at 1 or written as the literal 1."""
+    if layer.cls not in ("GRU", "LSTM", "RNN"):
+        return False
+    given = [k.value for k in layer.call.keywords if k.arg == "num_layers"] or layer.call.args[2:3]
+    return not given or (isinstance(given[0], ast.Constant) and given[0].value == 1)
 
 
 # Layers whose signature is (*args, **kwargs): the options torch documents for them.
