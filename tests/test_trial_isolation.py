@@ -429,3 +429,14 @@ def test_model_code_cannot_ask_the_campaigns_prefect_api_for_its_secrets(tmp_pat
     # The API is there: the same request from outside the sandbox is answered.
     outside = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert "ANSWERED 200" in outside.stdout, outside.stdout + outside.stderr
+
+
+def test_the_go_summary_says_plainly_what_containment_is_missing():
+    from autoraysearch.setup.folder import containment_words
+
+    full = "landlock ABI 7; private network, private /dev/shm, read-only outside scratch; no capabilities"
+    assert "MISSING" not in containment_words(full)
+    holes = containment_words("landlock ABI 7; private network (2 host Unix sockets stayed reachable); no capabilities")
+    assert "MISSING some of the host's socket files could not be covered" in holes
+    bare = containment_words("none: Landlock is not available on this kernel")
+    assert "MISSING no Landlock" in bare and "MISSING no network namespace" in bare

@@ -262,6 +262,8 @@ def containment_words(sandbox: str) -> str:
         missing.append("no Landlock: model code can write and read what your user can")
     if "private network" not in sandbox and "host network" not in sandbox:
         missing.append("no network namespace: model code can reach local services (Prefect, Ray)")
+    if "host Unix sockets stayed reachable" in sandbox:
+        missing.append("some of the host's socket files could not be covered: model code can connect to them")
     return sandbox + "".join(f"; MISSING {what}" for what in missing)
 
 
