@@ -16,10 +16,11 @@ What `contain` gives a process and everything it starts afterwards:
 * With Landlock ABI 6 or newer, signal scoping: it cannot kill or stop processes outside its domain.
 
 What `isolate` gives it before that, on every kernel that allows namespaces (as root, or through a
-user namespace): a network of its own, the host's socket files covered (a connect is refused), a private /dev/shm, optionally its own process numbers (a PID
-namespace, which the supervisor asks for where Landlock cannot scope signals: nothing outside can be
-signalled or seen, and everything in it dies with its first process), and every mount read-only except the folders it may write, so chmod, utime, xattrs and
-truncate fail outside them where Landlock does not cover them. `drop_capabilities` then takes every
+user namespace): a network of its own, the host's socket files covered (a connect is refused), a
+private /dev/shm, optionally its own process numbers (a PID namespace, which the supervisor asks for
+where Landlock cannot scope signals: nothing outside can be signalled or seen, and everything in it
+dies with its first process), and every mount read-only except the folders it may write, so chmod,
+utime, xattrs and truncate fail outside them where Landlock does not cover them. `drop_capabilities` then takes every
 capability, so a root trial cannot undo those mounts or look into other users' processes.
 
 What `hide_files` adds for the model side of a generated train.py, a process its judge starts: a
