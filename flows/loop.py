@@ -487,7 +487,7 @@ def retry_out_of_memory(
     gpus = campaign.settings.gpus_per_trial
     if not 0 < gpus < 1:
         return {}
-    again = {label: whole_gpu_trial(trials[label]) for label, r in results.items() if ran_out_of_gpu_memory(r, campaign.settings.gpus_per_trial)}
+    again = {label: whole_gpu_trial(trials[label]) for label, r in results.items() if ran_out_of_gpu_memory(r, gpus)}
     if not again:
         return {}
     with with_trial_resources(campaign.settings.cpus_per_trial, 1):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import git
 import pytest
-from helpers import small_tmpfs
+from helpers import fill_disk, small_tmpfs
 
 from autoraysearch.errors import describe_failure
 
@@ -18,19 +18,10 @@ def full_disk(tmp_path: Path):
         yield mount
 
 
-def fill(folder: Path) -> None:
-    with open(folder / "filler", "wb") as handle:
-        try:
-            while True:
-                handle.write(b"\0" * 65536)
-        except OSError:
-            pass
-
-
 def test_git_on_a_full_disk_is_one_sentence_that_names_the_cause(full_disk: Path):
     repo = git.Repo.init(full_disk / "exp")
     (full_disk / "exp" / "model.py").write_text("class Model: pass\n")
-    fill(full_disk)
+    fill_disk(full_disk / "filler")
     with pytest.raises(git.GitCommandError) as failure:
         repo.git.add("model.py")
         repo.git.commit("-m", "x", "--author", "a <a@b>")
@@ -39,7 +30,7 @@ def test_git_on_a_full_disk_is_one_sentence_that_names_the_cause(full_disk: Path
 
 
 def test_the_os_refusing_a_write_is_one_sentence(full_disk: Path):
-    fill(full_disk)
+    fill_disk(full_disk / "filler")
     with pytest.raises(OSError) as failure:
         (full_disk / "more.txt").write_text("x" * 100_000)
     sentence = describe_failure(failure.value)

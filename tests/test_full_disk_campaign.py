@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import EXAMPLE_MODEL, counting_train_py, git, make_repo, setup, small_tmpfs
+from helpers import EXAMPLE_MODEL, counting_train_py, git, fill_disk, make_repo, setup, small_tmpfs
 
 from autoraysearch.campaign.results_log import read_results_log
 
@@ -49,10 +49,6 @@ def run_once(exp: Path) -> subprocess.CompletedProcess:
     )
 
 
-def fill(filler: Path) -> None:
-    exec(FILL.format(filler=str(filler)).replace('print("val_acc=0.9")', ""))
-
-
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("when", ["before the run", "while the candidate trains"])
 def test_a_full_disk_is_one_sentence_and_the_next_run_resumes(when, services, small_disk: Path, trial_dir: Path):
@@ -65,7 +61,7 @@ def test_a_full_disk_is_one_sentence_and_the_next_run_resumes(when, services, sm
     git(exp, "commit", "-q", "-m", "train.py")
     setup(exp, train_py="train.py")
     if when == "before the run":
-        fill(filler)
+        fill_disk(filler)
 
     full = run_once(exp)
 

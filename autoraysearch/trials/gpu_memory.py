@@ -21,14 +21,13 @@ QUERY_TIMEOUT_S = 5.0
 NEAR_SHARE = 0.8  # a peak at this much of the trial's share (gpus x the GPU's memory) counts as running out
 
 
-def _query(fields: str) -> list[list[str]] | None:
-    """nvidia-smi's CSV answer for `fields`, split; None when it cannot be asked."""
+def _query(kind: str, fields: str) -> list[list[str]] | None:
+    """nvidia-smi's CSV answer to `--query-KIND=FIELDS`, split; None when it cannot be asked."""
     tool = shutil.which("nvidia-smi")
     if tool is None:
         return None
-    kind = "--query-compute-apps" if fields.startswith("pid") else "--query-gpu"
     try:
-        done = subprocess.run([tool, f"{kind}={fields}", "--format=csv,noheader,nounits"], capture_output=True,
+        done = subprocess.run([tool, f"--query-{kind}={fields}", "--format=csv,noheader,nounits"], capture_output=True,
                               text=True, timeout=QUERY_TIMEOUT_S)
     except (OSError, subprocess.SubprocessError):
         return None
@@ -39,7 +38,7 @@ def _query(fields: str) -> list[list[str]] | None:
 
 def held_by(pids: set[int]) -> float | None:
     """MiB of GPU memory the processes `pids` hold, all GPUs together; None when it cannot be measured."""
-    rows = _query("pid,used_memory")
+    rows = _query("compute-apps", "pid,used_memory")
     if rows is None:
         return None
     held = 0.0
@@ -54,7 +53,7 @@ def held_by(pids: set[int]) -> float | None:
 
 def gpu_total_mib() -> float | None:
     """The memory of the largest GPU this process sees, in MiB; None when it cannot be measured."""
-    rows = _query("memory.total")
+    rows = _query("gpu", "memory.total")
     sizes = []
     for row in rows or []:
         try:

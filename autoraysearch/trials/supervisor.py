@@ -193,7 +193,8 @@ _MODEL_SIDE_MAIN = r"""
 import json, sys
 
 config, command = json.loads(sys.argv[1]), sys.argv[2:]
-if contain([os.getcwd(), *[p for p in [os.environ.get(CAMPAIGN_CACHE_ENV, "")] if os.path.isabs(p)]]).startswith("landlock"):
+cache = os.environ.get(CAMPAIGN_CACHE_ENV, "")  # the campaign's compile cache, which the model side may write too
+if contain([os.getcwd(), *([cache] if os.path.isabs(cache) else [])]).startswith("landlock"):
     hide_files([path for path in config.get("hide", []) if isinstance(path, str)])
 os.execvp(command[0], command)
 """
