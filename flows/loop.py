@@ -48,6 +48,7 @@ from autoraysearch.trials.runs import (
     check_trial_fits,
     make_trial,
     merge_runs,
+    seeds_together,
     seeded,
     ran_out_of_gpu_memory,
     step_result,
@@ -228,13 +229,18 @@ def confirm_path(campaign: Campaign, stop_time: datetime | None) -> dict:
         model = Candidate(label=f"{label}-{name}", description="", model_source=repo.file_at(sha, settings.model_py),
                           fingerprint="")
         trial = make_trial(campaign, model, train_source)
-        for n, seed in enumerate(fresh_seeds(settings.seed, log.rows), 1):
+        seeds = fresh_seeds(settings.seed, log.rows)
+        if settings.seeds_in_one_run:
+            trials[f"{label}-{name}-seeds"] = seeds_together(trial, seeds, f"{label}-{name}-seeds")
+            continue
+        for n, seed in enumerate(seeds, 1):
             trials[f"{label}-{name}-seed{n}"] = seeded(trial, seed, f"{label}-{name}-seed{n}")
     done = train_all(campaign, trials, stop_time)
     if any(r.status != "ok" for r in done.values()):
         get_run_logger().warning("path not confirmed: a fresh-seed run of %s failed", best.commit)
         return {}
-    runs = {name: tuple(r.metric for key, r in done.items() if f"-{name}-seed" in key) for name in ("best", "point")}
+    runs = {name: tuple(x for key, r in done.items() if f"-{name}-seed" in key for x in (r.runs or (r.metric,)))
+            for name in ("best", "point")}
     bar = bar_from_log(log)
     status, cells = path_verdict(runs["best"], runs["point"], bar)
     point_short = repo.short(point_sha)
@@ -373,6 +379,8 @@ def screen_then_confirm(
     comes back `pruned`; confirmation runs never are (see pruning).
     """
     settings = campaign.settings
+    if settings.seeds_in_one_run and settings.seeds > 1:
+        return train_seeds_together(campaign, trials, bar, stop_time, best)
     rule = campaign_rule(campaign, bar)
     screens = train_all(
         campaign, {label: seeded(t, settings.seed, label, pruning=rule) for label, t in trials.items()}, stop_time
@@ -403,6 +411,29 @@ def screen_then_confirm(
     results = {label: merge_runs(screen, extra[label]) if extra.get(label) else screen
                for label, screen in screens.items()}
     return results, bar
+
+
+def train_seeds_together(
+    campaign: Campaign, trials: dict[str, Trial], bar: Bar, stop_time: datetime | None, best: Trial | None = None,
+) -> tuple[dict[str, TrialResult], Bar]:
+    """Each candidate trained at all the campaign's seeds in one run (settings.seeds_in_one_run), with the best's missing seeds.
+
+    Where a run is mostly start-up, every paired seed after the first costs its training time alone, so
+    each candidate is decided on all of them at once instead of screen first, then one seed at a time.
+    """
+    settings = campaign.settings
+    seeds = [settings.seed + i for i in range(settings.seeds)]
+    batch = {label: seeds_together(t, seeds, label) for label, t in trials.items()}
+    best_label = f"{next(iter(trials))}-best"
+    missing = seeds[len(bar.best_runs):]
+    if missing and best is not None:
+        batch[best_label] = seeds_together(best, missing, best_label)
+    done = train_all(campaign, batch, stop_time)
+    for result in done.values():
+        save_trial_output(campaign, result)
+    if missing and best_label in done and done[best_label].status == "ok":
+        bar = replace(bar, best_runs=bar.best_runs + (done[best_label].runs or (done[best_label].metric,)))
+    return {label: done[label] for label in trials}, bar
 
 
 def still_open(labels: list[str], screens: dict[str, TrialResult], extra: dict[str, list[TrialResult]], bar: Bar,

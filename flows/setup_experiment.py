@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from prefect import flow, get_run_logger
@@ -11,9 +11,10 @@ from autoraysearch.views.artifacts import publish_setup_artifacts
 from autoraysearch.views.identity import setup_run_name
 from autoraysearch.views.step_logs import fmt
 from autoraysearch.cluster import CampaignTaskRunner, cluster_summary, default_gpus_per_trial, with_trial_resources
-from autoraysearch.campaign.experiment import Candidate
+from autoraysearch.campaign.experiment import Candidate, TrialResult
+from autoraysearch.campaign.settings import SETTINGS_FILE, processes_for
 from autoraysearch.setup.folder import (
-    baseline_failure, baseline_out_of_memory, go_summary, plan_setup, record_setup, refuse_model_failing_preflight, setup_campaign,
+    SetupPlan, baseline_failure, baseline_out_of_memory, go_summary, plan_setup, record_setup, refuse_model_failing_preflight, setup_campaign,
 )
 from autoraysearch.campaign.lock import CampaignLock
 from autoraysearch.setup.options import chosen
@@ -22,7 +23,7 @@ from autoraysearch.tasks.log import save_trial_output
 from autoraysearch.tasks.verify import verify
 from autoraysearch.campaign.noise import pooled_noise
 from autoraysearch.trials.runs import (
-    confirmation_trials, make_trial, merge_runs, ran_out_of_gpu_memory, seeded, wait_for_trials, whole_gpu_trial,
+    confirmation_trials, make_trial, merge_runs, mostly_start_up, ran_out_of_gpu_memory, seeded, wait_for_trials, whole_gpu_trial,
 )
 
 
@@ -90,6 +91,7 @@ def autoraysearch_setup(
                 raise baseline_out_of_memory(plan.settings, batch_size, campaign.paths.trial_log(label))
             if result.status != "ok":
                 raise baseline_failure(result, campaign.paths.trial_log(label))
+        plan = with_seeds_decided(plan, list(results.values()))
         result = merge_runs(results.pop("baseline"), list(results.values()))
         row, archived = record_setup(plan, result)
     noise = pooled_noise([result.runs])
@@ -113,6 +115,23 @@ def autoraysearch_setup(
         archived_results=str(archived) if archived else None,
         noise=noise.describe() if plan.settings.seeds > 1 else "single runs (--seeds 1)",
     )
+
+
+def with_seeds_decided(plan: SetupPlan, baseline_runs: list[TrialResult]) -> SetupPlan:
+    """The plan with seeds_in_one_run chosen from the baseline's timing: on where its runs were mostly start-up.
+
+    Only a generated train.py with one training process can train several seeds in one run.
+    """
+    settings = plan.settings
+    together = (settings.generated and settings.seeds > 1 and processes_for(settings.gpus_per_trial) == 1
+                and mostly_start_up(baseline_runs))
+    if together:
+        trained = sum(r.train_seconds or 0.0 for r in baseline_runs)
+        get_run_logger().info(
+            "the baseline's runs trained for %.1f s of %.1f s: a candidate's %d seeds will train in one run, each "
+            "in a fork of its own (seeds_in_one_run in %s)", trained, sum(r.seconds for r in baseline_runs),
+            settings.seeds, SETTINGS_FILE)
+    return replace(plan, settings=settings.model_copy(update={"seeds_in_one_run": together}))
 
 
 def retry_baseline_on_whole_gpus(settings, trials: dict, results: dict) -> dict:

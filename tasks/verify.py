@@ -8,12 +8,14 @@ clearly behind the best's curve is stopped (pruning.py).
 from __future__ import annotations
 
 import ast
+import re
 import contextlib
 import logging
 import socket
 import sys
 import time
 from pathlib import Path
+from statistics import fmean
 from typing import Callable
 
 from prefect import get_run_logger, task
@@ -26,12 +28,13 @@ from autoraysearch.campaign.pruning import CurveWatch, parse_progress, read_curv
 from autoraysearch.campaign.results_log import clean_text, terminal_text
 from autoraysearch.trials.process import ProcessOutcome, TrialLimits, run_in_directory
 from autoraysearch.trials.gpu_memory import PeakWatch
-from autoraysearch.trials.runs import GPU_FRACTION_ENV, compile_cache, trial_limits
+from autoraysearch.trials.runs import GPU_FRACTION_ENV, SEEDS_ENV, compile_cache, trial_limits
 
 log = logging.getLogger(__name__)
 _warned_without_sandbox = False
 PROGRESS_EVERY_S = 5.0  # the most often a progress line goes to the task run's log
 ERROR_LINES = 5  # lines of a failed run's output the task run's log shows
+_ELAPSED = re.compile(r"\belapsed_s=([0-9.]+)")
 MAX_PROGRESS_LINES = 100_000  # the most progress lines of one run kept for its curve
 
 
@@ -95,7 +98,7 @@ def judge_outcome(trial: Trial, outcome: ProcessOutcome, pruned_reason: str = ""
 
 def reported_metric(channel_lines: tuple[str, ...], name: str) -> float:
     """The metric a generated train.py's judge wrote to its channel, after its progress lines: exactly once."""
-    finals = [line for line in channel_lines if not line.startswith("epoch=")]
+    finals = [line for line in channel_lines if not line.startswith(("epoch=", "seed="))]
     if not finals:
         raise ValueError(
             "train.py exited without reporting a metric on its channel (the model code may have ended it early)"
@@ -103,6 +106,39 @@ def reported_metric(channel_lines: tuple[str, ...], name: str) -> float:
     if len(finals) > 1:
         raise ValueError("train.py reported its metric more than once on its channel")
     return parse_metric(finals[0], name)
+
+
+def seed_runs(trial: Trial, outcome: ProcessOutcome) -> tuple[float, ...]:
+    """Of a run of several seeds (AUTORAYSEARCH_SEEDS), each seed's metric as its judge said it, in seed order; () otherwise.
+
+    A run that did not say all of them, or said one twice, crashed: its mean alone cannot be paired.
+    """
+    seeds = [int(seed) for seed in trial.env.get(SEEDS_ENV, "").split(",") if seed.strip()]
+    if len(seeds) < 2 or not trial.trusted_channel:
+        return ()
+    said = {}
+    for line in outcome.channel_lines:
+        seed, _, rest = line.partition(" ")
+        if seed.startswith("seed=") and not rest.startswith("epoch="):
+            number = int(seed.removeprefix("seed="))
+            if number in said or number not in seeds:
+                raise ValueError(f"train.py reported seed {number} more than once, or one it was not given")
+            said[number] = parse_metric(rest, trial.metric)
+    if sorted(said) != sorted(seeds):
+        raise ValueError(f"train.py reported {len(said)} of the {len(seeds)} seeds it was given")
+    return tuple(said[seed] for seed in seeds)
+
+
+def training_seconds(trial: Trial, outcome: ProcessOutcome) -> float | None:
+    """How long a generated train.py trained, summed over its seeds: each seed's last progress line's elapsed_s."""
+    if not trial.trusted_channel:
+        return None
+    last: dict[str, float] = {}
+    for line in outcome.channel_lines:
+        seed, _, rest = line.partition(" ") if line.startswith("seed=") else ("", "", line)
+        if rest.startswith("epoch=") and (elapsed := _ELAPSED.search(rest)):
+            last[seed] = float(elapsed.group(1))
+    return round(sum(last.values()), 3) if last else None
 
 
 def trusted_curve(trial: Trial, outcome: ProcessOutcome, seen: list[str]) -> tuple[float, ...]:
@@ -174,6 +210,13 @@ def run_trial(trial: Trial, node_id: str | None = None, say: Callable[[str], Non
         )
     _warn_once_without_sandbox(outcome.sandbox)
     status, metric, error = judge_outcome(trial, outcome, watch.reason, limits)
+    runs: tuple[float, ...] = ()
+    if status == "ok":
+        try:
+            runs = seed_runs(trial, outcome)
+            metric = fmean(runs) if runs else metric  # the seeds' own values, not their mean as rounded for reading
+        except ValueError as exc:
+            status, metric, error = "crash", None, str(exc)
     result = TrialResult(
         label=trial.label,
         status=status,
@@ -185,6 +228,9 @@ def run_trial(trial: Trial, node_id: str | None = None, say: Callable[[str], Non
         host=short_hostname(),
         log_written=live_log is not None,
         curve=trusted_curve(trial, outcome, seen),
+        runs=runs,
+        screen=runs[0] if runs else None,
+        train_seconds=training_seconds(trial, outcome),
         sandbox=outcome.sandbox,
         gpu_memory_share=gpu_memory.share if fractional else None,
     )

@@ -281,13 +281,16 @@ NARROW = MODEL.replace("nn.Linear(32 * 4 * 4, 64)", "nn.Linear(32 * 4 * 4, 3)").
     "nn.Linear(64, num_classes)", "nn.Linear(3, num_classes)")
 # The restored width (a real gain), but every run at another seed than the screen's answers wrongly on purpose:
 # its confirmation runs score about 0, which would blow up the noise estimate of a rule that pooled them.
+# It reads the seed it trains at where train.py keeps it: with several seeds in one run, each seed's fork has its own.
 SABOTEUR = MODEL + textwrap.dedent("""
     import os as _os
+    import sys as _sys
     import torch as _torch
     _forward = Model.forward
     def _sabotaged(self, x):
         out = _forward(self, x)
-        if not self.training and _os.environ.get("AUTORAYSEARCH_SEED", "0") != "0":
+        seed = getattr(_sys.modules["__main__"], "SEED", int(_os.environ.get("AUTORAYSEARCH_SEED", "0")))
+        if not self.training and seed != 0:
             return _torch.roll(out, 1, dims=1)  # every prediction moved to the wrong class
         return out
     Model.forward = _sabotaged

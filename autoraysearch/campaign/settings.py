@@ -49,6 +49,12 @@ class CampaignSettings(BaseModel):
         description="Seeds the baseline is trained with (its noise), and a candidate that passed its screen run "
         "(1: decide on single runs).",
     )
+    seeds_in_one_run: bool = Field(
+        False,
+        description="Train all of a candidate's seeds in one run of a generated single-process train.py, each in a "
+        "fork of its own, and decide on them at once: for runs that are mostly start-up. Setup turns it on when the "
+        "baseline trained for less time than it took to start.",
+    )
     min_delta: float = Field(0.0, ge=0, allow_inf_nan=False, description="The smallest gain in the metric worth keeping.")
     stuck_after: int = Field(3, ge=1, description="Iterations without a keep after which the ideator proposes bolder changes.")
     early_stop: bool = Field(

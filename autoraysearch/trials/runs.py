@@ -9,6 +9,7 @@ import re
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
+from statistics import median
 
 from autoraysearch.errors import AutoraysearchError
 from autoraysearch.campaign.experiment import Campaign, Candidate, Trial, TrialResult
@@ -132,6 +133,31 @@ def seeded(trial: Trial, seed: int, label: str, pruning: PruneRule | None = None
     log_path = str(Path(trial.log_path).with_name(f"{label}.log")) if trial.log_path else None
     env = {**trial.env, SEED_ENV: str(seed), LABEL_ENV: label}
     return replace(trial, label=label, env=env, log_path=log_path, pruning=pruning)
+
+
+SEEDS_ENV = "AUTORAYSEARCH_SEEDS"  # several seeds in one run of a generated train.py, each trained apart
+
+
+def seeds_together(trial: Trial, seeds: list[int], label: str) -> Trial:
+    """The same trial training `seeds` in one run of train.py, one after another; never pruned.
+
+    For runs that are mostly start-up: the seeds after the first cost their training time alone. Its
+    result's `runs` are the seeds' metrics in this order, its metric their mean.
+    """
+    if len(seeds) == 1:
+        return seeded(trial, seeds[0], label)
+    log_path = str(Path(trial.log_path).with_name(f"{label}.log")) if trial.log_path else None
+    env = {name: value for name, value in trial.env.items() if name != SEED_ENV}
+    env.update({SEEDS_ENV: ",".join(map(str, seeds)), LABEL_ENV: label})
+    return replace(trial, label=label, env=env, log_path=log_path, pruning=None, timeout=trial.timeout * len(seeds))
+
+
+def mostly_start_up(results: list[TrialResult]) -> bool:
+    """Whether these runs trained for less time than they took to start (medians): their seeds are cheaper in one run."""
+    timed = [(r.seconds, r.train_seconds) for r in results if r.status == "ok" and r.train_seconds is not None]
+    if not timed:
+        return False
+    return median(t for _, t in timed) < median(s - t for s, t in timed)
 
 
 def confirmation_trials(trial: Trial, first_seed: int, seeds: int) -> dict[str, Trial]:
