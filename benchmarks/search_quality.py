@@ -20,10 +20,19 @@ Rules compared, each over the same campaign seeds:
   keep rule on a robust σ_d, the best trained on demand at a seed it lacks, and the path confirmed on
   fresh seeds every CONFIRM_EVERY keeps and at the end (rolled back to the last point that holds);
 * racing: paired with `--parallel 4`: four candidates screened, the top two continued with a paired
-  seed, the winner by paired mean over two seeds.
+  seed, the winner by paired mean over two seeds;
+* together: the default where runs are mostly start-up, as on digits (seeds_in_one_run, chosen by
+  setup): every candidate trained at all --seeds paired seeds in one run, decided on them at once by the
+  same keep rule, the path confirmed the same way;
+* racing-together: together with `--parallel 4`, the winner by paired mean over all its seeds.
 
-Budgets: 12 and 48 search runs (the baseline's seeds included; a campaign stops at the last iteration
-that fits). The path confirmation's runs are counted apart (`confirm runs`) and in training seconds.
+What a run costs is measured, not assumed: benchmarks/seeds_in_one_run.py times contained trials of
+this train.py and writes a run's start-up and the extra cost of each further seed in one run to
+benchmarks/results/seeds_in_one_run.json. A run of one seed costs the start-up plus its training; a run
+of k seeds the start-up, their training and k − 1 times the extra. Budgets: 12 and 48 single runs'
+worth of those seconds (a single run of the baseline is 1; the baseline's seeds included; a campaign
+stops at the last iteration that fits). The path confirmation's runs are counted apart (`confirm runs`)
+and in the seconds per hour.
 Truth: every model a table needs, retrained with test seeds 1000…1009 on the digits test split,
 which no decision sees. Written to benchmarks/results/search_quality.md and .json.
 """
@@ -60,7 +69,18 @@ STUCK_AFTER = 3  # the product's default stuck_after
 RACE_TOP = 2  # racing: candidates continued after the screen
 DISCARD_SAMPLE = 1  # discards per campaign re-scored on the test split (for power)
 FRESH_BASE = 5000  # fresh confirmation seeds start here, far from the campaigns' own
-RULES = ("greedy", "unpaired", "paired", "racing")
+RULES = ("greedy", "unpaired", "paired", "racing", "together", "racing-together")
+TOGETHER = ("together", "racing-together")
+COSTS = RESULTS_DIR / "seeds_in_one_run.json"
+TOGETHER_SEEDS = int(os.environ.get("TOGETHER_SEEDS", SEEDS))
+
+
+def run_costs() -> tuple[float, float]:
+    """(a run's start-up, the extra cost of each further seed in one run) in seconds, as seeds_in_one_run.py measured."""
+    if not COSTS.exists():
+        raise SystemExit(f"{COSTS} is missing: run `python benchmarks/seeds_in_one_run.py` first, it measures what a run costs")
+    figures = json.loads(COSTS.read_text())
+    return figures["startup_s"], figures["extra_per_seed_s"]
 
 
 # ---- training, cached ----
@@ -71,6 +91,7 @@ class Trainer:
     def __init__(self, epochs: int):
         self.epochs = epochs
         self.runs = training_cache.load_runs(epochs)
+        self.startup, self.extra = run_costs()
         self.scratch = Path(tempfile.mkdtemp(prefix="search-quality-"))
         (self.scratch / "train.py").write_text(training_cache.render_train(epochs))
         os.environ["AUTORAYSEARCH_NUM_THREADS"] = "1"
@@ -93,6 +114,12 @@ class Trainer:
             self.trained += 1
         run = self.runs[(key, seed, split)]
         return None if math.isnan(run.metric) else run
+
+    def train_seconds(self, source: str) -> float:
+        """The median training seconds of the model's cached validation runs (its first run also warmed torch up)."""
+        key = training_cache.model_hash(source)
+        seconds = [r.seconds for (k, _, split), r in self.runs.items() if k == key and split == "validation"]
+        return sorted(seconds)[len(seconds) // 2]
 
     def truth(self, source: str) -> float:
         runs = [self.run(source, s, "test") for s in TEST_SEEDS]
@@ -122,6 +149,8 @@ class State:
     seed: int
     known: dict = field(default_factory=dict)  # (model hash, seed) -> value this campaign trained
     runs: int = 0
+    cost: float = 0.0  # search runs' seconds, in single runs of the baseline (what the budgets count)
+    unit: float = 1.0  # the seconds of one single run of the baseline
     seconds: float = 0.0
     wall: float = 0.0
     confirm_runs: int = 0
@@ -143,19 +172,32 @@ class State:
 
 def train(state: State, trainer: Trainer, source: str, seed: int, confirm: bool = False) -> float | None:
     """The model's value at this seed, trained (and paid for) the first time this campaign needs it."""
-    key = (training_cache.model_hash(source), seed)
+    return train_together(state, trainer, source, [seed], confirm)[0]
+
+
+def train_together(state: State, trainer: Trainer, source: str, seeds: list[int], confirm: bool = False) -> list:
+    """The model's values at these seeds; those this campaign lacks are trained in one run and paid for.
+
+    The run costs the measured start-up, each seed's training, and the extra of every seed after the
+    first; `state.last_seconds` is that run's wall time.
+    """
+    keys = [(training_cache.model_hash(source), seed) for seed in seeds]
     state.last_seconds = 0.0
-    if key not in state.known:
-        run = trainer.run(source, seed)
-        state.known[key] = None if run is None else run.metric
-        seconds = run.seconds if run is not None else 0.0
+    missing = [(key, seed) for key, seed in zip(keys, seeds) if key not in state.known]
+    if missing:
+        seconds = trainer.startup + trainer.extra * (len(missing) - 1)
+        for key, seed in missing:
+            run = trainer.run(source, seed)
+            state.known[key] = None if run is None else run.metric
+            seconds += run.seconds if run is not None else 0.0
         state.seconds += seconds
         state.last_seconds = seconds
         if confirm:
-            state.confirm_runs += 1
+            state.confirm_runs += len(missing)
         else:
-            state.runs += 1
-    return state.known[key]
+            state.runs += len(missing)
+            state.cost += seconds / state.unit
+    return [state.known[key] for key in keys]
 
 
 def propose(state: State, count: int) -> list[str]:
@@ -317,6 +359,36 @@ def iterate_paired(state: State, trainer: Trainer, parallel: int = 1) -> None:
         confirm_path(state, trainer)
 
 
+def iterate_together(state: State, trainer: Trainer, parallel: int = 1) -> None:
+    """Each candidate at all the campaign's seeds in one run, decided on them at once (flows/loop.train_seeds_together)."""
+    candidates = propose(state, parallel)
+    if not candidates:
+        state.exhausted = True
+        return
+    bar = paired_bar(state)
+    seeds = [state.seed + i for i in range(TOGETHER_SEEDS)]
+    best = train_together(state, trainer, state.best, seeds)  # known already, unless the best lacks a seed
+    wall = state.last_seconds
+    decided = {}
+    for c in candidates:
+        values = train_together(state, trainer, c, seeds)
+        wall = max(wall, state.last_seconds)
+        if all(v is not None for v in values) and all(b is not None for b in best):
+            decided[c] = [v - b for v, b in zip(values, best)]
+            state.screens.append(decided[c][0])
+            state.diffs.append(decided[c])
+    state.wall += wall
+    kept = [c for c in decided if noise.next_step(decided[c], bar, TOGETHER_SEEDS) == "keep"]
+    winner = max(kept, key=lambda c: fmean(decided[c]), default=None)
+    for c in candidates:
+        if c != winner:
+            settle(state, c, False)
+    if winner is not None:
+        settle(state, winner, True, fmean(decided[winner]))
+    if state.keeps_unconfirmed >= CONFIRM_EVERY:
+        confirm_path(state, trainer)
+
+
 def confirm_path(state: State, trainer: Trainer) -> None:
     """Best against the last confirmed point on fresh paired seeds; roll back when the gain does not hold."""
     state.keeps_unconfirmed = 0
@@ -324,7 +396,12 @@ def confirm_path(state: State, trainer: Trainer) -> None:
         return
     base = FRESH_BASE + 100 * state.campaign + CONFIRM_FRESH * len(state.segments) + CONFIRM_FRESH * state.rollbacks
     d = []
-    for i in range(CONFIRM_FRESH):
+    if state.rule in TOGETHER:
+        fresh = [base + i for i in range(CONFIRM_FRESH)]
+        pairs = zip(train_together(state, trainer, state.best, fresh, confirm=True),
+                    train_together(state, trainer, state.confirmed, fresh, confirm=True))
+        d = [a - b for a, b in pairs if a is not None and b is not None]
+    for i in range(CONFIRM_FRESH if state.rule not in TOGETHER else 0):
         a = train(state, trainer, state.best, base + i, confirm=True)
         b = train(state, trainer, state.confirmed, base + i, confirm=True)
         if a is not None and b is not None:
@@ -344,6 +421,8 @@ def iterate(state: State, trainer: Trainer) -> None:
         iterate_greedy(state, trainer)
     elif state.rule == "unpaired":
         iterate_unpaired(state, trainer)
+    elif state.rule in TOGETHER:
+        iterate_together(state, trainer, parallel=4 if state.rule == "racing-together" else 1)
     else:
         iterate_paired(state, trainer, parallel=4 if state.rule == "racing" else 1)
     if not state.steps or not state.steps[-1].kept:
@@ -355,21 +434,23 @@ def run_campaign(rule: str, campaign: int, trainer: Trainer) -> dict[int, State]
     base = training_cache.EXAMPLE.read_text()
     state = State(rule=rule, campaign=campaign, baseline=base, best=base, confirmed=base, seed=10 * campaign)
     state.last_seconds = 0.0
+    state.unit = trainer.startup + trainer.train_seconds(base)
+    # The baseline's seeds run apart, at once, as setup runs them (it chooses seeds_in_one_run from their timing).
     baseline = [train(state, trainer, base, state.seed + i) for i in range(1 if rule == "greedy" else SEEDS)]
     state.rows.append(ResultRow("0", "-", fmean(baseline), None, "baseline", "baseline", noise.seed_columns(baseline)))
     state.wall = state.seconds
     if rule != "greedy":
         state.groups.append(baseline)
     snapshots = {}
-    while not state.exhausted and state.runs < max(BUDGETS):
+    while not state.exhausted and state.cost < max(BUDGETS):
         before = copy.deepcopy(state)
         iterate(state, trainer)
         for budget in BUDGETS:
-            if before.runs <= budget < state.runs:
+            if before.cost <= budget < state.cost:
                 snapshots[budget] = before
     for budget in BUDGETS:
         snapshots.setdefault(budget, state)
-    if rule in ("paired", "racing"):
+    if rule in ("paired", "racing", *TOGETHER):
         for s in snapshots.values():
             confirm_path(s, trainer)
     return snapshots
@@ -386,7 +467,7 @@ def judge(state: State, trainer: Trainer, sigma_fresh: float) -> dict:
     sample = random.Random(state.campaign).sample(discards, min(DISCARD_SAMPLE, len(discards)))
     missed = [truth(s.model) - truth(s.predecessor) for s in sample]
     weight = len(discards) / len(sample) if sample else 0.0
-    if state.rule in ("paired", "racing"):
+    if state.rule in ("paired", "racing", *TOGETHER):
         claimed = sum(g for g, _ in state.segments)
     elif state.rule == "greedy":
         h = training_cache.model_hash
@@ -457,16 +538,18 @@ def fresh_sigma(trainer: Trainer) -> float:
     return math.sqrt(squares / sum(len(g) - 1 for g in groups))
 
 
-def markdown(epochs: int, campaigns: int, table: dict, sigma_fresh: float, command: str) -> str:
+def markdown(epochs: int, campaigns: int, table: dict, sigma_fresh: float, command: str, trainer: Trainer) -> str:
     lines = [
         f"## digits, {epochs} epoch(s), {campaigns} campaigns per rule", "", f"`{command}`", "",
         f"Fresh per-run σ (test split, 10 seeds per model): {sigma_fresh:.4f}. True gain: the final best minus "
         "the baseline, each the mean of 10 test-split seeds; interval: bootstrap over campaigns (95 %). False "
         "keep: a keep whose true delta against the best before it is ≤ 0 (Wilson 95 % interval). Power: share "
         "of candidates truly better than their best by more than the fresh σ that were kept (discards re-scored "
-        f"on a sample of {DISCARD_SAMPLE} per campaign). Per hour: true gain per hour of training seconds (all "
-        "runs, confirmations included); per wall-hour: with the candidates of one racing iteration at once.", "",
-        "| budget | rule | true gain [95 %] | per train-h | per wall-h | keeps | false keeps [95 %] | harm | power "
+        f"on a sample of {DISCARD_SAMPLE} per campaign). Per hour: true gain per hour of run seconds (start-up "
+        "included, confirmations too); per wall-hour: with the candidates of one racing iteration at once. A run "
+        f"costs its start-up ({trainer.startup:.2f} s) and its training; each further seed in one run its training "
+        f"and {trainer.extra:.2f} s (benchmarks/seeds_in_one_run.py). Budgets count single runs of the baseline.", "",
+        "| budget | rule | true gain [95 %] | per run-h | per wall-h | keeps | false keeps [95 %] | harm | power "
         "| runs/cand | confirm runs | rollbacks | σ̂ (run) | claimed − true | abs |",
         "|---:|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -508,7 +591,7 @@ def main() -> None:
         for rule, mine in rules.items():
             judged[budget][rule] = [judge(s, trainer, sigma_fresh) for s in mine]
     table = {b: {r: totals(rows) for r, rows in rules.items()} for b, rules in judged.items()}
-    text = markdown(args.epochs, args.campaigns, table, sigma_fresh, command)
+    text = markdown(args.epochs, args.campaigns, table, sigma_fresh, command, trainer)
     print(text)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     (RESULTS_DIR / f"search_quality_e{args.epochs}.md").write_text(text)
