@@ -46,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="after K iterations without a keep, propose bolder changes (default: the campaign's, 3)")
     run.add_argument("--no-early-stop", dest="early_stop", action="store_const", const=False, default=None,
                      help="train every candidate to the end, even one clearly behind the best's learning curve")
+    together = run.add_mutually_exclusive_group()
+    together.add_argument("--seeds-in-one-run", dest="seeds_in_one_run", action="store_const", const=True, default=None,
+                          help="train a candidate's seeds in one run, each in a fork of its own (default: the "
+                               "campaign's, chosen by setup: on where a run is mostly start-up)")
+    together.add_argument("--seeds-apart", dest="seeds_in_one_run", action="store_const", const=False,
+                          help="a run per seed: screen at one seed, then more seeds for a promising candidate")
     _add_ideator_options(run)
     _add_cluster_options(run)
 
@@ -245,7 +251,7 @@ def _check_run_options(args: argparse.Namespace, experiment_dir: Path) -> None:
         parse_deadline(args.deadline, datetime.now())
     _check_trial_options(args)
     for flag, name in (("--seeds", "seeds"), ("--min-delta", "min_delta"), ("--stuck-after", "stuck_after"),
-                       ("--no-early-stop", "early_stop")):
+                       ("--no-early-stop", "early_stop"), ("--seeds-in-one-run", "seeds_in_one_run")):
         check_option(flag, getattr(args, name), setting=name)
     check_tag(args.tag, BRANCH_PREFIX, experiment_dir)
 
@@ -256,7 +262,7 @@ def _ideator_overrides(args: argparse.Namespace) -> dict:
 
 
 def _decision_overrides(args: argparse.Namespace) -> dict:
-    return {name: getattr(args, name) for name in ("seeds", "min_delta", "stuck_after", "early_stop")}
+    return {name: getattr(args, name) for name in ("seeds", "min_delta", "stuck_after", "early_stop", "seeds_in_one_run")}
 
 
 def _precheck_ideator(settings) -> None:

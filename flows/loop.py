@@ -97,11 +97,13 @@ def autoraysearch_loop(
     min_delta: float | None = None,
     stuck_after: int | None = None,
     early_stop: bool | None = None,
+    seeds_in_one_run: bool | None = None,
 ) -> CampaignSummary:
     """Improve model.py, `parallel` candidates per iteration, until a stop condition holds (none given: forever).
 
     ideator, llm_model, llm_base_url, llm_command, api_key_block and goal override autoraysearch.toml
-    for this run, as do seeds, min_delta, stuck_after and early_stop (False: no candidate is pruned); API keys come from OPENAI_API_KEY / ANTHROPIC_API_KEY or the named Prefect Secret block.
+    for this run, as do seeds, min_delta, stuck_after, early_stop (False: no candidate is pruned) and
+    seeds_in_one_run (False: a run per seed, screened first, as for long runs); API keys come from OPENAI_API_KEY / ANTHROPIC_API_KEY or the named Prefect Secret block.
     """
     logger = get_run_logger()
     started = datetime.now()
@@ -120,6 +122,7 @@ def autoraysearch_loop(
         cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, ideator=ideator, llm_model=llm_model,
         llm_base_url=llm_base_url, llm_command=llm_command, api_key_block=api_key_block, goal=goal,
         seeds=seeds, min_delta=min_delta, stuck_after=stuck_after, early_stop=early_stop,
+        seeds_in_one_run=seeds_in_one_run,
     )
     with open_campaign(
         Path(experiment_dir), tag=tag, trial_timeout=trial_timeout, repo_node_id=node, say=logger.warning, **overrides

@@ -61,7 +61,8 @@ def test_parallel_candidates_are_pruned_one_by_one_against_the_measured_noise(se
         {"description": "zero the logits", "kind": "other", "model_py": HOPELESS},
         {"description": "add zero to the input", "kind": "other", "model_py": SAME_AS_BASELINE},
     )
-    loop(exp, max_iterations=1, parallel=2, ideator="command", llm_command=command)
+    # A run per seed: pruning stops screen runs, and several seeds in one run have none.
+    loop(exp, max_iterations=1, parallel=2, ideator="command", llm_command=command, seeds_in_one_run=False)
     rows = {r.iteration: r for r in results(exp).rows}
     assert rows["1a"].status == "pruned" and "pruned at epoch 2/6" in rows["1a"].description, rows["1a"]
     assert rows["1b"].status in ("discard", "keep") and rows["1b"].metric > 0.9, rows["1b"]

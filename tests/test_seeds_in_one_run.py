@@ -1,0 +1,116 @@
+"""Several seeds in one run of the generated train.py: the same metrics as a run per seed, and nothing carried between seeds.
+
+Every trial here is contained the way a campaign contains it (run_trial: the supervisor, the judge,
+the sandboxed model side). Model code that tries to pass something from one seed to the next (a file,
+a file in /dev/shm, a daemon, a changed model.py) must fail or be caught.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from autoraysearch.campaign.experiment import Trial
+from autoraysearch.setup.rendering import TrainSpec, optimization_defaults, render_train_py
+from autoraysearch.trials.runs import mostly_start_up, seeded, seeds_together
+from autoraysearch.campaign.experiment import TrialResult
+from tasks.verify import run_trial
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = (ROOT / "examples" / "digits" / "model.py").read_text()
+TRAIN = render_train_py(TrainSpec(dataset="digits", epochs=1, **optimization_defaults("digits")))
+
+
+def trial(model: str, label: str = "t") -> Trial:
+    return Trial(label=label, files={"model.py": model, "train.py": TRAIN}, metric="val_acc", timeout=300,
+                 env={"AUTORAYSEARCH_NUM_THREADS": "1"}, trusted_channel=True)
+
+
+@pytest.mark.slow
+def test_seeds_in_one_run_score_what_a_run_per_seed_scores():
+    together = run_trial(seeds_together(trial(MODEL), [0, 1, 2], "all"))
+    apart = [run_trial(seeded(trial(MODEL), seed, f"s{seed}")) for seed in (0, 1, 2)]
+    assert together.status == "ok", together.error
+    assert [round(r, 4) for r in together.runs] == [r.metric for r in apart]
+    assert together.metric == pytest.approx(sum(together.runs) / 3)
+    assert together.screen == together.runs[0]
+    assert together.train_seconds is not None and together.train_seconds > 0
+    assert together.seconds < sum(r.seconds for r in apart)  # one start-up instead of three
+
+
+# Model code that leaves something behind in every place a seed can write (the run's folder, its temporary
+# folder, /dev/shm, a daemon on an abstract socket) and says what it found from an earlier seed. With the
+# sweep between seeds switched off by hand, the second and third seeds find all four.
+CARRIER = MODEL + textwrap.dedent("""
+    import os as _os, socket as _socket, subprocess as _subprocess, sys as _sys, tempfile as _tempfile
+    _found = []
+    _places = [_os.path.join(_os.getcwd(), "carried"), _os.path.join(_tempfile.gettempdir(), "carried"), "/dev/shm/carried"]
+    for _place in _places:
+        if _os.path.exists(_place):
+            _found.append(_place)
+        try:
+            with open(_place, "w") as _f:
+                _f.write("from an earlier seed")
+        except OSError:
+            pass
+    _probe = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        _probe.connect("\\0autoraysearch-carried")
+        _found.append("daemon")
+    except OSError:
+        _subprocess.Popen([_sys.executable, "-c", "import socket, time; s = socket.socket(socket.AF_UNIX); "
+                           "s.bind('\\\\0autoraysearch-carried'); s.listen(); time.sleep(600)"], start_new_session=True)
+        import time as _time
+        _time.sleep(1)
+    print("carried over:", _found or "nothing", file=_sys.stderr, flush=True)
+    if _found:
+        _forward = Model.forward
+        Model.forward = lambda self, x: _forward(self, x).roll(1, dims=1)
+""")
+
+
+@pytest.mark.slow
+def test_nothing_one_seed_leaves_reaches_the_next():
+    result = run_trial(seeds_together(trial(CARRIER), [0, 1, 2], "carrier"))
+    assert result.status == "ok", result.error
+    assert result.output.count("carried over: nothing") == 3, result.output
+    plain = run_trial(seeds_together(trial(MODEL), [0, 1, 2], "plain"))
+    assert result.runs == plain.runs  # no seed scored differently for what an earlier one left
+
+
+# Rewrites model.py after the first seed: a later seed would import a better model than the candidate.
+REWRITER = MODEL + textwrap.dedent("""
+    import os as _os
+    with open(_os.path.join(_os.path.dirname(_os.path.abspath(__file__)), "model.py"), "a") as _f:
+        _f.write("\\n# changed by the first seed\\n")
+""")
+
+
+@pytest.mark.slow
+def test_a_seed_that_changes_a_file_it_did_not_create_fails_the_run():
+    result = run_trial(seeds_together(trial(REWRITER), [0, 1], "rewriter"))
+    assert result.status == "crash"
+    assert "seed 0 changed" in result.error and "model.py" in result.error, result.error
+    assert "which a later seed could read" in result.error
+
+
+def test_runs_that_mostly_start_are_the_ones_whose_seeds_go_together():
+    def timed(seconds, train):
+        return TrialResult(label="b", status="ok", metric=0.9, seconds=seconds, train_seconds=train)
+
+    assert mostly_start_up([timed(5.5, 0.2), timed(5.3, 0.2), timed(6.0, 0.3)])
+    assert not mostly_start_up([timed(65.0, 60.0), timed(64.0, 59.0)])
+    assert not mostly_start_up([timed(5.0, None)])  # a train.py that says nothing of its training: a run per seed
+    assert not mostly_start_up([TrialResult(label="b", status="crash", metric=None, seconds=1.0)])
+
+
+def test_a_trial_of_several_seeds_is_never_pruned_and_gets_time_for_each():
+    from autoraysearch.campaign.pruning import PruneRule
+
+    one = trial(MODEL)
+    several = seeds_together(seeded(one, 4, "x", pruning=PruneRule.__new__(PruneRule)), [4, 5, 6], "x-seeds")
+    assert several.pruning is None
+    assert several.env["AUTORAYSEARCH_SEEDS"] == "4,5,6" and "AUTORAYSEARCH_SEED" not in several.env
+    assert several.timeout == 3 * one.timeout
