@@ -155,7 +155,8 @@ class State:
     wall: float = 0.0
     confirm_runs: int = 0
     diffs: list = field(default_factory=list)  # paired comparisons with two or more seeds
-    screens: list = field(default_factory=list)  # every screened candidate's first paired difference
+    screens: list = field(default_factory=list)  # every screened candidate's first paired difference (together: (mean, n))
+    keep_chances: list = field(default_factory=list)  # each keep's chance of a true gain (the false-keep budget spent)
     groups: list = field(default_factory=list)  # multi-seed runs of one model (unpaired σ)
     steps: list = field(default_factory=list)
     tried: set = field(default_factory=set)
@@ -292,7 +293,8 @@ def iterate_unpaired(state: State, trainer: Trainer) -> None:
 def paired_bar(state: State) -> noise.Bar:
     baseline = [state.known[(training_cache.model_hash(state.baseline), state.seed + i)] for i in range(SEEDS)]
     paired = noise.robust_pool(state.diffs, prior=noise.paired_prior(baseline))
-    return noise.Bar(best_runs=(), paired=paired, prior=noise.effect_prior(state.screens, paired.sigma))
+    return noise.Bar(best_runs=(), paired=paired, prior=noise.effect_prior(state.screens, paired.sigma),
+                     keep_confidence=noise.keep_confidence(state.keep_chances))
 
 
 def differences(state: State, trainer: Trainer, candidate: str, seeds: int, have: list[float]) -> list[float] | None:
@@ -354,6 +356,8 @@ def iterate_paired(state: State, trainer: Trainer, parallel: int = 1) -> None:
             settle(state, c, False)
     if winner is not None:
         kept = step == "keep"
+        if kept:
+            state.keep_chances.append(bar.chance(continued[winner]))
         settle(state, winner, kept, fmean(continued[winner]) if kept else 0.0)
     if state.keeps_unconfirmed >= CONFIRM_EVERY:
         confirm_path(state, trainer)
@@ -375,7 +379,7 @@ def iterate_together(state: State, trainer: Trainer, parallel: int = 1) -> None:
         wall = max(wall, state.last_seconds)
         if all(v is not None for v in values) and all(b is not None for b in best):
             decided[c] = [v - b for v, b in zip(values, best)]
-            state.screens.append(decided[c][0])
+            state.screens.append((fmean(decided[c]), len(decided[c])))
             state.diffs.append(decided[c])
     state.wall += wall
     kept = [c for c in decided if noise.next_step(decided[c], bar, TOGETHER_SEEDS) == "keep"]
@@ -384,6 +388,7 @@ def iterate_together(state: State, trainer: Trainer, parallel: int = 1) -> None:
         if c != winner:
             settle(state, c, False)
     if winner is not None:
+        state.keep_chances.append(bar.chance(decided[winner]))
         settle(state, winner, True, fmean(decided[winner]))
     if state.keeps_unconfirmed >= CONFIRM_EVERY:
         confirm_path(state, trainer)

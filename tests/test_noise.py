@@ -10,12 +10,14 @@ from autoraysearch.campaign.experiment import TrialResult
 from autoraysearch.campaign.noise import (
     CAP,
     KEEP_CONFIDENCE,
+    KEEP_FLOOR,
     Bar,
     Noise,
     Prior,
     bar_from_log,
     campaign_noise,
     effect_prior,
+    keep_confidence,
     is_kept,
     next_step,
     paired_columns,
@@ -177,15 +179,18 @@ def test_the_log_keeps_every_seed_and_the_bar_is_read_back_from_it():
 def test_a_kept_row_shows_its_paired_gain_and_interval_at_the_end():
     bar = Bar(best_runs=BASELINE, paired=Noise(sigma=0.004, dof=12))
     cells = paired_columns((0.9800, 0.9790), bar)
-    assert {k: v for k, v in cells.items() if k != "diffs"} == {"gain": "+0.00875", "interval": "±0.0047"}
+    chance = f"{bar.chance(bar.differences((0.9800, 0.9790))):.4g}"
+    assert {k: v for k, v in cells.items() if k != "diffs"} == {"gain": "+0.00875", "interval": "±0.0047", "chance": chance}
     assert parse_runs(cells["diffs"]) == (0.9800 - 0.9694, 0.9790 - 0.9721)  # the TSV keeps every digit
     rows = (ResultRow("0", "baseline", 0.9712, 0.0, "baseline", "initial state", seed_columns(BASELINE)),
             ResultRow("1", "abc1234", 0.9795, 0.0088, "keep", "wider", {**seed_columns((0.98, 0.979)), **cells}))
     text = format_log(ResultsLog(higher_is_better=True, rows=rows))
     header = text.splitlines()[1].split("\t")
-    assert header[-3:] == ["diffs", "gain", "interval"] and text.splitlines()[3].endswith("\t+0.00875\t±0.0047")
+    assert header[-4:] == ["diffs", "gain", "interval", "chance"]
+    assert text.splitlines()[3].endswith(f"\t+0.00875\t±0.0047\t{chance}")
     later = bar_from_log(parse_log(text))
     assert later.best_runs == (0.98, 0.979) and later.paired.dof == 3  # the prior's 2 and this comparison's 1
+    assert later.keep_confidence == keep_confidence([float(chance)])  # the keep's chance spent the budget
 
 
 def test_status_and_report_say_the_noise():
@@ -207,3 +212,25 @@ def test_the_node_column_names_the_host_and_the_ray_node_stays_available():
     result = TrialResult("4", "ok", 0.9, 3.0, node_id="a1b2c3d4e5f6", host=socket.gethostname().split(".")[0])
     row = result_row(Candidate("4", "wider", "", "f00"), Verdict("discard", -0.01, 0.91, "x"), result, "abc1234")
     assert row.extra["node"] == socket.gethostname().split(".")[0] and row.extra["node_id"] == "a1b2c3d4"
+
+
+def test_sure_keeps_leave_room_for_less_sure_ones_and_keeps_at_the_bar_leave_none():
+    assert keep_confidence([]) == KEEP_CONFIDENCE  # the first keep: one chance in ten of being false
+    assert keep_confidence([0.9, 0.9, 0.9]) == pytest.approx(KEEP_CONFIDENCE)  # each spent its tenth
+    assert keep_confidence([0.99]) == pytest.approx(1 - (0.2 - 0.01))  # 0.81: the first left 0.09 unspent
+    assert keep_confidence([0.999] * 10) == KEEP_FLOOR  # never a coin flip, however sure the keeps before
+    # Expected false keeps stay within a tenth of the keeps, whatever order they came in.
+    chances = []
+    for _ in range(20):
+        chances.append(keep_confidence(chances))  # each keep exactly at its bar
+        assert sum(1 - c for c in chances) <= 0.1 * len(chances) + 1e-9
+
+
+def test_with_all_seeds_in_one_run_the_law_is_learned_from_each_candidates_mean():
+    sigma = 0.06
+    # Means of 3 differences spread by σ_d/√3 from noise alone: less of their spread is noise than a screen's.
+    means = [0.03, -0.02, 0.05, 0.0, 0.04, -0.01, 0.02, 0.06]
+    together = effect_prior([(m, 3) for m in means], sigma)
+    apart = effect_prior(means, sigma)
+    assert together.mean == apart.mean and together.spread > apart.spread
+    assert effect_prior([(0.02, 1)], sigma) == effect_prior([0.02], sigma)

@@ -19,10 +19,16 @@ The rule, which a reader can check by hand from the results log:
   σ_d², both shrunk toward PRIOR_WEIGHT pseudo-screens of a null-centred law of spread PRIOR_SPREAD σ_d.
   A campaign whose proposals mostly help lowers its bar; one whose proposals mostly hurt raises it. One
   candidate is one screen among many: it cannot set the law.
+  Where a candidate's seeds all train in one run (seeds_in_one_run), every candidate has all its
+  differences, none chosen by a screen, so the law is learned from their means, each with noise σ_d²/n.
 * Keep. After n paired differences with mean m, the chance that the candidate truly gains (more than
-  min_delta) is the normal posterior's: precision P = 1/τ² + n/σ_d², mean (μ/τ² + n·m/σ_d²)/P. It is kept
-  when that chance is at least KEEP_CONFIDENCE (90 %), so at most about one keep in ten is false, and
-  its own mean is positive; the `needed` margin is the m where the chance reaches 90 %. It needs
+  min_delta) is the normal posterior's: precision P = 1/τ² + n/σ_d², mean (μ/τ² + n·m/σ_d²)/P. The
+  `chance` column of a compared row is that chance. A keep whose chance is c is false with chance
+  1 − c, so the campaign holds its expected false keeps to FALSE_KEEP_RATE (one in ten) of its keeps: a
+  candidate is kept when its chance is at least 1 − (FALSE_KEEP_RATE × (keeps + 1) − the 1 − c its
+  keeps so far spent), never less than KEEP_FLOOR and never more than KEEP_CONFIDENCE (90 %, the first
+  keep's bar), and its own mean is positive. Sure keeps leave room for less sure ones; keeps at the
+  bar leave none. The `needed` margin is the m where the chance reaches that confidence. It needs
   CONFIRM_SEEDS differences; it gets another seed (up to the campaign's seeds) while the chance is at
   least MORE_CONFIDENCE; otherwise it is discarded.
 * Screen. A candidate is trained once, at the campaign's seed. A screen whose chance of a true gain is at
@@ -40,7 +46,9 @@ from statistics import fmean
 from typing import Iterable, Sequence
 
 IDENTICAL = 1e-9  # a spread below this is rounding error: the runs were identical
-KEEP_CONFIDENCE = 0.9  # the chance of a true gain a keep needs: at most about one keep in ten false
+KEEP_CONFIDENCE = 0.9  # the chance of a true gain the first keep needs: at most about one keep in ten false
+FALSE_KEEP_RATE = 0.1  # the share of a campaign's keeps expected to be false, at most
+KEEP_FLOOR = 0.7  # the least chance of a true gain any keep needs, however sure the keeps before it were
 MORE_CONFIDENCE = 0.5  # the chance of a true gain that earns another paired seed
 PRIOR_WINDOW = 12  # the latest screens that say what the campaign's proposals usually do
 PRIOR_WEIGHT = 4.0  # pseudo-screens of the null-centred law those screens are shrunk toward
@@ -88,18 +96,30 @@ class Prior:
         return f"proposals gain {self.mean:+.2g} ± {self.spread:.2g} (from {self.screens} screens)"
 
 
-def effect_prior(screens: Sequence[float], sigma_d: float) -> Prior:
-    """The law of true paired gains behind these screens (paired differences, positive: better), shrunk toward null."""
+def effect_prior(screens: Sequence[float | tuple[float, int]], sigma_d: float) -> Prior:
+    """The law of true paired gains behind these screens (paired differences, positive: better), shrunk toward null.
+
+    A screen is one difference, or (the mean of n differences, n) with noise σ_d²/n.
+    """
     if sigma_d <= IDENTICAL:
         return Prior()
+    observed = [x if isinstance(x, tuple) else (x, 1) for x in list(screens)[-PRIOR_WINDOW:]]
     # a model that broke (far below the best) says nothing about the gains near the bar
-    recent = [min(CLIP * sigma_d, x) for x in list(screens)[-PRIOR_WINDOW:] if x > -CLIP * sigma_d]
+    recent = [(min(CLIP * sigma_d, x), n) for x, n in observed if x > -CLIP * sigma_d]
     weight = len(recent) + PRIOR_WEIGHT
-    mean = sum(recent) / weight
+    mean = sum(x for x, _ in recent) / weight
     # each pseudo-screen of the null law spreads by √(PRIOR_SPREAD² + 1) σ_d around 0
-    total = (sum((x - mean) ** 2 for x in recent) + PRIOR_WEIGHT * (PRIOR_SPREAD ** 2 + 1) * sigma_d ** 2) / weight
-    spread = math.sqrt(max(total - sigma_d ** 2, (MIN_PRIOR_SPREAD * sigma_d) ** 2))
+    total = (sum((x - mean) ** 2 for x, _ in recent) + PRIOR_WEIGHT * (PRIOR_SPREAD ** 2 + 1) * sigma_d ** 2) / weight
+    noise = (sum(sigma_d ** 2 / n for _, n in recent) + PRIOR_WEIGHT * sigma_d ** 2) / weight
+    spread = math.sqrt(max(total - noise, (MIN_PRIOR_SPREAD * sigma_d) ** 2))
     return Prior(mean=mean, spread=spread, screens=len(recent))
+
+
+def keep_confidence(keep_chances: Sequence[float]) -> float:
+    """The chance of a true gain the next keep needs, after keeps that had these chances (see the module docstring)."""
+    spent = sum(1 - c for c in keep_chances)
+    allowed = FALSE_KEEP_RATE * (len(keep_chances) + 1) - spent
+    return min(KEEP_CONFIDENCE, max(KEEP_FLOOR, 1 - allowed))
 
 
 @dataclass(frozen=True)
@@ -112,6 +132,7 @@ class Bar:
     min_delta: float = 0.0
     paired: Noise = Noise()  # σ_d of one paired difference: what decisions use
     prior: Prior = Prior()  # what the campaign's proposals usually gain
+    keep_confidence: float = KEEP_CONFIDENCE  # the chance of a true gain a keep needs now (keep_confidence())
 
     @property
     def best_mean(self) -> float:
@@ -156,9 +177,9 @@ class Bar:
         return self.paired.sigma
 
     def needed(self, seeds: int, sigma: float | None = None, confidence: float | None = None) -> float:
-        """The paired mean over `seeds` seeds at which the chance of a true gain reaches `confidence` (KEEP_CONFIDENCE)."""
+        """The paired mean over `seeds` seeds at which the chance of a true gain reaches `confidence` (the keep's)."""
         sigma = self.paired.sigma if sigma is None else sigma
-        confidence = KEEP_CONFIDENCE if confidence is None else confidence
+        confidence = self.keep_confidence if confidence is None else confidence
         n = max(seeds, 1)
         mean, spread = self.law()
         precision = 1 / spread ** 2 + n / sigma ** 2
@@ -333,24 +354,38 @@ def campaign_paired_noise(rows) -> Noise:
     return robust_pool((parse_runs(r.extra.get("diffs", "")) for r in ordered), prior=paired_prior(baseline))
 
 
-def campaign_screens(rows) -> list[float]:
-    """Every compared candidate's screen: the first of its paired differences, in log order."""
+def campaign_screens(rows, together: bool = False) -> list[float | tuple[float, int]]:
+    """Every compared candidate's screen, in log order: the first of its paired differences, or with all its
+    seeds in one run (`together`: no screen chose which candidates got more) the mean of all of them and their count."""
     screens = []
     for row in rows:
         if row.status in NOISE_STATUSES:
             diffs = parse_runs(row.extra.get("diffs", ""))
             if diffs:
-                screens.append(diffs[0])
+                screens.append((fmean(diffs), len(diffs)) if together else diffs[0])
     return screens
 
 
-def bar_from_log(log, min_delta: float = 0.0) -> Bar:
-    """What the next candidate must beat, as the results log says."""
+def campaign_keep_chances(rows) -> list[float]:
+    """The chance of a true gain each keep of the log had (its `chance` cell; a keep without one counts as at the first bar)."""
+    chances = []
+    for row in rows:
+        if row.status == "keep":
+            try:
+                chances.append(min(1.0, max(0.0, float(row.extra.get("chance", "")))))
+            except ValueError:
+                chances.append(KEEP_CONFIDENCE)
+    return chances
+
+
+def bar_from_log(log, min_delta: float = 0.0, together: bool = False) -> Bar:
+    """What the next candidate must beat, as the results log says (`together`: the campaign's seeds_in_one_run)."""
     best = log.best()
     runs = runs_of(best) if best is not None else ()
     paired = campaign_paired_noise(log.rows)
     return Bar(best_runs=runs, noise=campaign_noise(log.rows), higher_is_better=log.higher_is_better,
-               min_delta=min_delta, paired=paired, prior=effect_prior(campaign_screens(log.rows), paired.sigma))
+               min_delta=min_delta, paired=paired, prior=effect_prior(campaign_screens(log.rows, together), paired.sigma),
+               keep_confidence=keep_confidence(campaign_keep_chances(log.rows)))
 
 
 def seed_columns(runs: Sequence[float]) -> dict[str, str]:
@@ -366,4 +401,7 @@ def paired_columns(runs: Sequence[float], bar: Bar) -> dict[str, str]:
     if not differences:
         return {}
     gain, half = bar.interval(differences)
-    return {"diffs": format_runs(differences), "gain": f"{gain:+.4g}", "interval": f"±{half:.2g}" if half else ""}
+    cells = {"diffs": format_runs(differences), "gain": f"{gain:+.4g}", "interval": f"±{half:.2g}" if half else ""}
+    if bar.measured:
+        cells["chance"] = f"{bar.chance(differences):.4g}"
+    return cells

@@ -16,8 +16,9 @@ COLUMNS = ("iteration", "commit", "metric", "delta", "status", "description")
 # node: the host that trained it; node_id: its Ray node, for `ray` commands.
 # needed: the delta a keep needed against the best when it was judged (the reason beside `delta`).
 # diffs/gain/interval: the paired comparison with the best (per-seed gains, their mean, its 90 % half width).
+# chance: the chance that it truly gains, as the keep rule put it (a keep's spends the campaign's false-keep budget).
 EXTRA_COLUMNS = ("candidate", "seconds", "node", "tokens", "seeds", "std", "runs", "node_id", "needed", "diffs", "gain",
-                 "interval")
+                 "interval", "chance")
 NODE_ID_CHARS = 8  # enough to tell nodes apart; `ray list nodes` matches on a prefix
 
 
