@@ -151,7 +151,8 @@ class State:
     runs: int = 0
     cost: float = 0.0  # search runs' seconds, in single runs of the baseline (what the budgets count)
     unit: float = 1.0  # the seconds of one single run of the baseline
-    seconds: float = 0.0
+    seconds: float = 0.0  # every run's seconds, start-up included
+    training: float = 0.0  # of those, the training alone
     wall: float = 0.0
     confirm_runs: int = 0
     diffs: list = field(default_factory=list)  # paired comparisons with two or more seeds
@@ -191,6 +192,7 @@ def train_together(state: State, trainer: Trainer, source: str, seeds: list[int]
             run = trainer.run(source, seed)
             state.known[key] = None if run is None else run.metric
             seconds += run.seconds if run is not None else 0.0
+            state.training += run.seconds if run is not None else 0.0
         state.seconds += seconds
         state.last_seconds = seconds
         if confirm:
@@ -487,7 +489,7 @@ def judge(state: State, trainer: Trainer, sigma_fresh: float) -> dict:
         "rule": state.rule, "campaign": state.campaign, "runs": state.runs, "confirm_runs": state.confirm_runs,
         "candidates": len(state.steps), "crashes": sum(s.crashed for s in state.steps), "keeps": len(keeps), "false_keeps": sum(d <= 0 for d in deltas),
         "harm": sum(d for d in deltas if d <= 0), "true_gain": true_gain, "claimed": claimed,
-        "seconds": state.seconds, "wall": state.wall, "rollbacks": state.rollbacks,
+        "seconds": state.seconds, "training": state.training, "wall": state.wall, "rollbacks": state.rollbacks,
         "power_hits": sum(d > sigma_fresh for d in deltas), "power_misses": weight * sum(d > sigma_fresh for d in missed),
         "sigma_hat": sigma_hat,
         "claim_interval": noise.INTERVAL_Z * math.sqrt(sum(v for _, v in state.segments)) if state.segments else None,
@@ -514,11 +516,12 @@ def totals(rows: list[dict]) -> dict:
     keeps = sum(r["keeps"] for r in rows)
     false = sum(r["false_keeps"] for r in rows)
     hours = sum(r["seconds"] for r in rows) / 3600
+    training_hours = sum(r["training"] for r in rows) / 3600
     wall_hours = sum(r["wall"] for r in rows) / 3600
     hits, misses = sum(r["power_hits"] for r in rows), sum(r["power_misses"] for r in rows)
     return {
         "campaigns": len(rows), "true_gain": fmean(gains), "true_gain_ci": bootstrap(gains),
-        "per_hour": sum(gains) / hours, "per_wall_hour": sum(gains) / wall_hours, "keeps": keeps,
+        "per_hour": sum(gains) / hours, "per_training_hour": sum(gains) / training_hours, "per_wall_hour": sum(gains) / wall_hours, "keeps": keeps,
         "false_keeps": false, "false_rate": false / keeps if keeps else 0.0, "false_ci": wilson(false, keeps),
         "harm": fmean(r["harm"] for r in rows), "power": hits / (hits + misses) if hits + misses else float("nan"),
         "runs_per_candidate": sum(r["runs"] for r in rows) / max(1, sum(r["candidates"] for r in rows)),
@@ -550,20 +553,20 @@ def markdown(epochs: int, campaigns: int, table: dict, sigma_fresh: float, comma
         "the baseline, each the mean of 10 test-split seeds; interval: bootstrap over campaigns (95 %). False "
         "keep: a keep whose true delta against the best before it is ≤ 0 (Wilson 95 % interval). Power: share "
         "of candidates truly better than their best by more than the fresh σ that were kept (discards re-scored "
-        f"on a sample of {DISCARD_SAMPLE} per campaign). Per hour: true gain per hour of run seconds (start-up "
-        "included, confirmations too); per wall-hour: with the candidates of one racing iteration at once. A run "
+        f"on a sample of {DISCARD_SAMPLE} per campaign). Per train-h: true gain per hour of training (all runs, "
+        "confirmations included); per run-h: per hour of whole runs, start-up included; per wall-hour: with the candidates of one racing iteration at once. A run "
         f"costs its start-up ({trainer.startup:.2f} s) and its training; each further seed in one run its training "
         f"and {trainer.extra:.2f} s (benchmarks/seeds_in_one_run.py). Budgets count single runs of the baseline.", "",
-        "| budget | rule | true gain [95 %] | per run-h | per wall-h | keeps | false keeps [95 %] | harm | power "
+        "| budget | rule | true gain [95 %] | per train-h | per run-h | per wall-h | keeps | false keeps [95 %] | harm | power "
         "| runs/cand | confirm runs | rollbacks | σ̂ (run) | claimed − true | abs |",
-        "|---:|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for budget, rules in table.items():
         for rule, t in rules.items():
             lo, hi = t["true_gain_ci"]
             flo, fhi = t["false_ci"]
             lines.append(
-                f"| {budget} | {rule} | {t['true_gain']:+.4f} [{lo:+.4f}, {hi:+.4f}] | {t['per_hour']:.1f} "
+                f"| {budget} | {rule} | {t['true_gain']:+.4f} [{lo:+.4f}, {hi:+.4f}] | {t['per_training_hour']:.1f} | {t['per_hour']:.1f} "
                 f"| {t['per_wall_hour']:.1f} | {t['keeps']} | {t['false_keeps']}/{t['keeps']} = {t['false_rate']:.0%} "
                 f"[{flo:.0%}, {fhi:.0%}] | {t['harm']:+.4f} | {t['power']:.0%} | {t['runs_per_candidate']:.2f} "
                 f"| {t['confirm_runs']:.1f} | {t['rollbacks']} | {t['sigma_hat']:.4f} | {t['claim_error']:+.4f} "
