@@ -14,6 +14,8 @@ downloaded. On one GPU it finishes in under 8 minutes:
               0.5, success with the whole GPU (what the loop's retry on a whole GPU relies on)
   ddp         the DDP template with NCCL on one GPU (world size 1 still sets NCCL up, meets at the
               barrier and evaluates on rank 0)
+  seeds       three seeds in one run (AUTORAYSEARCH_SEEDS, a fork per seed taken before CUDA starts):
+              each seed's metric equal to its own run's, and the time against three runs
 
 On a machine without CUDA it runs the same single-device, hand-written and DDP (gloo, 2 processes)
 cases on tiny data and reports every CUDA case as skipped. It writes gpu_check.json and gpu_check.txt
@@ -302,8 +304,33 @@ class Checker:
             "samples_per_s": round(steady_rate(summary, self.scale.batch_size)),
         }))
 
+    def seeds_in_one_run(self) -> None:
+        """Three seeds in one run: the same metric per seed as a run of each, for one start-up instead of three."""
+        spec = replace(base_spec(self.npz, self.scale), epochs=1)
+        folder = prepare(self.work / "seeds", spec, self.model)
+        started = time.monotonic()
+        apart = [run_train(folder, {"AUTORAYSEARCH_SEED": str(seed)}) for seed in range(3)]
+        apart_s = time.monotonic() - started
+        started = time.monotonic()
+        together = run_train(folder, {"AUTORAYSEARCH_SEEDS": "0,1,2"})
+        together_s = time.monotonic() - started
+        failed = [run.error() for run in (*apart, together) if run.returncode or not metric_last(run)]
+        if failed:
+            self.add(Case("three seeds in one run", "failed", "; ".join(failed)))
+            return
+        each = [together.summary["seeds"][str(seed)]["value"] for seed in range(3)]
+        same = [round(v, 4) for v in each] == [round(run.summary["value"], 4) for run in apart]
+        self.add(Case("three seeds in one run", "ok" if same else "failed",
+                      "each seed as in its own run" if same else "a seed scored differently from its own run",
+                      {"together_s": round(together_s, 1), "apart_s": round(apart_s, 1), "val_acc": [round(v, 4) for v in each],
+                       "device": together.summary["device"]}))
+
     def run_all(self) -> None:
         self.speed()
+        if self.out_of_time():
+            self.add(Case("three seeds in one run", "skipped", "out of time"))
+        else:
+            self.seeds_in_one_run()
         for name, check in (("sharing", self.sharing), ("out of memory", self.out_of_memory)):
             if not self.cuda:
                 self.add(Case(name, "skipped", "needs a CUDA GPU: none here"))

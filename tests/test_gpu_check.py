@@ -86,6 +86,7 @@ def test_gpu_check_runs_on_a_cpu_and_skips_the_cuda_cases(bare_copy, tmp_path):
     assert statuses["train.py (bf16, channels_last)"][0] == "ok"
     assert statuses["hand-written loop"][0] == "ok"
     assert statuses["DDP template, gloo on 2 CPU processes"][0] == "ok"
+    assert statuses["three seeds in one run"] == ("ok", "each seed as in its own run")
     figures = {case["name"]: case["figures"] for case in report["cases"]}
     assert figures["train.py (bf16, channels_last)"]["device"] == "cpu"
     assert figures["train.py (bf16, channels_last)"]["samples_per_s"] > 0
