@@ -52,5 +52,6 @@ def best_line(log: ResultsLog, metric: str) -> str:
     experiments = sum(r.status != "baseline" and r.status not in PATH_STATUSES for r in log.rows)
     bar = bar_from_log(log)  # the noise and what proposals usually gain, as the next decision will see them
     learned = f"; {bar.prior.describe()}" if bar.prior.screens else ""
+    confidence = f"; the next keep needs a {bar.keep_confidence:.0%} chance of a true gain" if kept and bar.measured else ""
     return (f"best {metric}={fmt(best.metric)} from {where}; {kept} kept of {experiments} "
-            f"experiment{'s' * (experiments != 1)}; {bar.noise.describe()}{learned}")
+            f"experiment{'s' * (experiments != 1)}; {bar.noise.describe()}{learned}{confidence}")
