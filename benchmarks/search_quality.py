@@ -73,6 +73,7 @@ RULES = ("greedy", "unpaired", "paired", "racing", "together", "racing-together"
 TOGETHER = ("together", "racing-together")
 COSTS = RESULTS_DIR / "seeds_in_one_run.json"
 TOGETHER_SEEDS = int(os.environ.get("TOGETHER_SEEDS", SEEDS))
+FIRST_RUN_SEEDS = int(os.environ.get("FIRST_RUN_SEEDS", SEEDS))
 
 
 def run_costs() -> tuple[float, float]:
@@ -366,25 +367,46 @@ def iterate_paired(state: State, trainer: Trainer, parallel: int = 1) -> None:
 
 
 def iterate_together(state: State, trainer: Trainer, parallel: int = 1) -> None:
-    """Each candidate at all the campaign's seeds in one run, decided on them at once (flows/loop.train_seeds_together)."""
+    """Each candidate at its first seeds in one run, the leader at the rest in another when the rule asks for more
+    (flows/loop.train_seeds_together)."""
     candidates = propose(state, parallel)
     if not candidates:
         state.exhausted = True
         return
     bar = paired_bar(state)
     seeds = [state.seed + i for i in range(TOGETHER_SEEDS)]
-    best = train_together(state, trainer, state.best, seeds)  # known already, unless the best lacks a seed
-    wall = state.last_seconds
+    first = seeds[:FIRST_RUN_SEEDS]
+
+    def paired(c: str, at: list[int]) -> list[float] | None:
+        values = train_together(state, trainer, c, at)
+        wall = state.last_seconds
+        best = train_together(state, trainer, state.best, at)  # known already, unless the best lacks a seed
+        state.wall_now = max(state.wall_now, wall, state.last_seconds)
+        if any(v is None for v in values) or any(b is None for b in best):
+            return None
+        return [v - b for v, b in zip(values, best)]
+
+    state.wall_now = 0.0
     decided = {}
     for c in candidates:
-        values = train_together(state, trainer, c, seeds)
-        wall = max(wall, state.last_seconds)
-        if all(v is not None for v in values) and all(b is not None for b in best):
-            decided[c] = [v - b for v, b in zip(values, best)]
-            state.screens.append((fmean(decided[c]), len(decided[c])))
-            state.diffs.append(decided[c])
-    state.wall += wall
-    kept = [c for c in decided if noise.next_step(decided[c], bar, TOGETHER_SEEDS) == "keep"]
+        if (d := paired(c, first)) is not None:
+            decided[c] = d
+            state.screens.append((fmean(d), len(d)))
+    state.wall += state.wall_now
+    steps = {c: noise.next_step(d, bar, len(seeds)) for c, d in decided.items()}
+    asking = [c for c in decided if steps[c] == "more"]
+    leader = max(asking, key=lambda c: fmean(decided[c]), default=None)
+    if leader is not None:
+        state.wall_now = 0.0
+        rest = paired(leader, seeds[len(first):])
+        state.wall += state.wall_now
+        if rest is None:
+            steps[leader] = "discard"
+        else:
+            decided[leader] = decided[leader] + rest
+            steps[leader] = noise.next_step(decided[leader], bar, len(seeds))
+    state.diffs.extend(decided.values())
+    kept = [c for c in decided if steps[c] == "keep"]
     winner = max(kept, key=lambda c: fmean(decided[c]), default=None)
     for c in candidates:
         if c != winner:
