@@ -47,6 +47,8 @@ from autoraysearch.trials.sandbox import landlock_abi
 from autoraysearch.trials.runs import (
     check_trial_fits,
     make_trial,
+    FIRST_RUN_SEEDS,
+    joined_runs,
     merge_runs,
     seeds_together,
     seeded,
@@ -419,22 +421,43 @@ def screen_then_confirm(
 def train_seeds_together(
     campaign: Campaign, trials: dict[str, Trial], bar: Bar, stop_time: datetime | None, best: Trial | None = None,
 ) -> tuple[dict[str, TrialResult], Bar]:
-    """Each candidate trained at all the campaign's seeds in one run (settings.seeds_in_one_run), with the best's missing seeds.
+    """Each candidate at its first FIRST_RUN_SEEDS seeds in one run; the leader, if the rule asks for more, at the rest in another.
 
-    Where a run is mostly start-up, every paired seed after the first costs its training time alone, so
-    each candidate is decided on all of them at once instead of screen first, then one seed at a time.
+    For campaigns whose runs are mostly start-up (settings.seeds_in_one_run): every paired seed after
+    the first in a run costs its training time alone, so a candidate is decided on several seeds at
+    once instead of a screen and then one seed at a time. The best is trained at the seeds it lacks in
+    the same batch; the bar comes back with those runs.
     """
     settings = campaign.settings
     seeds = [settings.seed + i for i in range(settings.seeds)]
+    first = seeds[:FIRST_RUN_SEEDS]
+    results, bar = train_seeds_run(campaign, trials, first, bar, stop_time, best)
+    steps = {label: next_step(bar.differences(r.runs or (r.metric,)), bar, len(seeds))
+             for label, r in results.items() if r.status == "ok"}
+    leader = max((label for label, step in steps.items() if step == "more"),
+                 key=lambda label: fmean(bar.differences(results[label].runs or (results[label].metric,))), default=None)
+    if leader is not None and len(seeds) > len(first):
+        get_run_logger().info("%s: paired seeds %d-%d of %d in one run", leader, len(first) + 1, len(seeds), len(seeds))
+        more, bar = train_seeds_run(campaign, {f"{leader}-more": trials[leader]}, seeds[len(first):], bar, stop_time, best)
+        results[leader] = joined_runs(results[leader], more[f"{leader}-more"])
+    return results, bar
+
+
+def train_seeds_run(
+    campaign: Campaign, trials: dict[str, Trial], seeds: list[int], bar: Bar, stop_time: datetime | None,
+    best: Trial | None,
+) -> tuple[dict[str, TrialResult], Bar]:
+    """One run per trial at these seeds (the campaign's, in order from where the best's runs reach), the best's missing ones beside."""
     batch = {label: seeds_together(t, seeds, label) for label, t in trials.items()}
     best_label = f"{next(iter(trials))}-best"
-    missing = seeds[len(bar.best_runs):]
-    if missing and best is not None:
+    have = len(bar.best_runs) - (seeds[0] - campaign.settings.seed)  # of these seeds, how many the best has
+    missing = seeds[max(0, have):]
+    if missing and best is not None and have >= 0:
         batch[best_label] = seeds_together(best, missing, best_label)
     done = train_all(campaign, batch, stop_time)
     for result in done.values():
         save_trial_output(campaign, result)
-    if missing and best_label in done and done[best_label].status == "ok":
+    if best_label in done and done[best_label].status == "ok":
         bar = replace(bar, best_runs=bar.best_runs + (done[best_label].runs or (done[best_label].metric,)))
     return {label: done[label] for label in trials}, bar
 

@@ -136,6 +136,7 @@ def seeded(trial: Trial, seed: int, label: str, pruning: PruneRule | None = None
 
 
 SEEDS_ENV = "AUTORAYSEARCH_SEEDS"  # several seeds in one run of a generated train.py, each trained apart
+FIRST_RUN_SEEDS = 3  # with seeds in one run, a candidate's first run trains this many; the rest only if the rule asks
 
 
 def seeds_together(trial: Trial, seeds: list[int], label: str) -> Trial:
@@ -150,6 +151,18 @@ def seeds_together(trial: Trial, seeds: list[int], label: str) -> Trial:
     env = {name: value for name, value in trial.env.items() if name != SEED_ENV}
     env.update({SEEDS_ENV: ",".join(map(str, seeds)), LABEL_ENV: label})
     return replace(trial, label=label, env=env, log_path=log_path, pruning=None, timeout=trial.timeout * len(seeds))
+
+
+def joined_runs(first: TrialResult, more: TrialResult) -> TrialResult:
+    """A candidate's result over the seeds of two runs, in order: the mean, both runs' seconds; a failed run fails it."""
+    from statistics import fmean
+
+    seconds = round(first.seconds + more.seconds, 2)
+    if more.status != "ok":
+        return replace(first, status=more.status, metric=None, seconds=seconds, error=f"its second run: {more.error}")
+    runs = (first.runs or (first.metric,)) + (more.runs or (more.metric,))
+    return replace(first, metric=fmean(runs), runs=runs, seconds=seconds, screen=runs[0],
+                   train_seconds=(first.train_seconds or 0.0) + (more.train_seconds or 0.0))
 
 
 def mostly_start_up(results: list[TrialResult]) -> bool:
