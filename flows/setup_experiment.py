@@ -23,7 +23,7 @@ from autoraysearch.tasks.log import save_trial_output
 from autoraysearch.tasks.verify import verify
 from autoraysearch.campaign.noise import pooled_noise
 from autoraysearch.trials.runs import (
-    confirmation_trials, make_trial, merge_runs, mostly_start_up, ran_out_of_gpu_memory, seeded, wait_for_trials, whole_gpu_trial,
+    SEEDS_IN_ONE_RUN, confirmation_trials, make_trial, merge_runs, mostly_start_up, ran_out_of_gpu_memory, seeded, wait_for_trials, whole_gpu_trial,
 )
 
 
@@ -46,7 +46,7 @@ def autoraysearch_setup(
     epochs: int | None = None,
     time_budget: float | None = None,
     seed: int = 0,
-    seeds: int = 3,
+    seeds: int | None = None,
     metric: str = "val_acc",
     direction: str = "higher",
     train_py: str | None = None,
@@ -91,7 +91,7 @@ def autoraysearch_setup(
                 raise baseline_out_of_memory(plan.settings, batch_size, campaign.paths.trial_log(label))
             if result.status != "ok":
                 raise baseline_failure(result, campaign.paths.trial_log(label))
-        plan = with_seeds_decided(plan, list(results.values()))
+        plan = with_seeds_decided(plan, list(results.values()), seeds_given=seeds is not None)
         result = merge_runs(results.pop("baseline"), list(results.values()))
         row, archived = record_setup(plan, result)
     noise = pooled_noise([result.runs])
@@ -117,21 +117,24 @@ def autoraysearch_setup(
     )
 
 
-def with_seeds_decided(plan: SetupPlan, baseline_runs: list[TrialResult]) -> SetupPlan:
+def with_seeds_decided(plan: SetupPlan, baseline_runs: list[TrialResult], seeds_given: bool) -> SetupPlan:
     """The plan with seeds_in_one_run chosen from the baseline's timing: on where its runs were mostly start-up.
 
-    Only a generated train.py with one training process can train several seeds in one run.
+    Only a generated train.py with one training process can train several seeds in one run. Then a
+    further seed costs little, so a candidate that asks for more gets up to SEEDS_IN_ONE_RUN seeds
+    (unless --seeds was given); its first run trains 3, as the baseline did.
     """
     settings = plan.settings
     together = (settings.generated and settings.seeds > 1 and processes_for(settings.gpus_per_trial) == 1
                 and mostly_start_up(baseline_runs))
+    seeds = settings.seeds if seeds_given or not together else max(settings.seeds, SEEDS_IN_ONE_RUN)
     if together:
         trained = sum(r.train_seconds or 0.0 for r in baseline_runs)
         get_run_logger().info(
-            "the baseline's runs trained for %.1f s of %.1f s: a candidate's %d seeds will train in one run, each "
-            "in a fork of its own (seeds_in_one_run in %s)", trained, sum(r.seconds for r in baseline_runs),
-            settings.seeds, SETTINGS_FILE)
-    return replace(plan, settings=settings.model_copy(update={"seeds_in_one_run": together}))
+            "the baseline's runs trained for %.1f s of %.1f s: a candidate's seeds will train in one run, each in a "
+            "fork of its own, up to %d of them (seeds_in_one_run and seeds in %s)", trained,
+            sum(r.seconds for r in baseline_runs), seeds, SETTINGS_FILE)
+    return replace(plan, settings=settings.model_copy(update={"seeds_in_one_run": together, "seeds": seeds}))
 
 
 def retry_baseline_on_whole_gpus(settings, trials: dict, results: dict) -> dict:

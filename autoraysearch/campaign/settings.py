@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from autoraysearch.errors import AutoraysearchError
 
 SETTINGS_FILE = "autoraysearch.toml"
+DEFAULT_SEEDS = 3  # seeds of the baseline, and of a promising candidate, unless setup is told otherwise
 RESULTS_FILE = "autoraysearch-results.tsv"
 STATE_DIR = ".autoraysearch"
 
@@ -45,7 +46,7 @@ class CampaignSettings(BaseModel):
     )
     seed: int = Field(0, ge=0, description="Seed for training and for the offline ideator; seed i of a trial is seed + i.")
     seeds: int = Field(
-        3, ge=1, le=20,
+        DEFAULT_SEEDS, ge=1, le=20,
         description="Seeds the baseline is trained with (its noise), and a candidate that passed its screen run "
         "(1: decide on single runs).",
     )

@@ -62,8 +62,9 @@ SETUP_OPTIONS: tuple[SetupOption, ...] = (
     SetupOption("epochs", None, "training epochs per trial (default 5)", type=int, budget=True),
     SetupOption("time_budget", None, "train for this many seconds instead", type=float, metavar="SECONDS", budget=True),
     SetupOption("seed", 0, "training and ideator seed (default 0)", type=int),
-    SetupOption("seeds", 3, "train the baseline with K seeds to measure the noise, and confirm promising candidates "
-                "over K seeds (default 3; 1: decide on single runs)", type=int, metavar="K"),
+    SetupOption("seeds", None, "train the baseline with K seeds to measure the noise, and confirm promising candidates "
+                "over K seeds (default 3, or 8 where a run is mostly start-up and a candidate's seeds train in one "
+                "run; 1: decide on single runs)", type=int, metavar="K"),
     SetupOption("metric", "val_acc", "metric name train.py prints last (default val_acc)"),
     SetupOption("direction", "higher", "which way is better", choices=("higher", "lower")),
     SetupOption("train_py", None, "use your own train.py instead of generating one"),

@@ -137,6 +137,7 @@ def seeded(trial: Trial, seed: int, label: str, pruning: PruneRule | None = None
 
 SEEDS_ENV = "AUTORAYSEARCH_SEEDS"  # several seeds in one run of a generated train.py, each trained apart
 FIRST_RUN_SEEDS = 3  # with seeds in one run, a candidate's first run trains this many; the rest only if the rule asks
+SEEDS_IN_ONE_RUN = 8  # setup's default --seeds when they train in one run (benchmarks/search_quality.py chose it)
 
 
 def seeds_together(trial: Trial, seeds: list[int], label: str) -> Trial:
