@@ -21,10 +21,11 @@ Rules compared, each over the same campaign seeds:
   fresh seeds every CONFIRM_EVERY keeps and at the end (rolled back to the last point that holds);
 * racing: paired with `--parallel 4`: four candidates screened, the top two continued with a paired
   seed, the winner by paired mean over two seeds;
-* together: the default where runs are mostly start-up, as on digits (seeds_in_one_run, chosen by
-  setup): every candidate trained at all --seeds paired seeds in one run, decided on them at once by the
-  same keep rule, the path confirmed the same way;
-* racing-together: together with `--parallel 4`, the winner by paired mean over all its seeds.
+* together: the default where runs are mostly start-up, as on digits (seeds_in_one_run and 8 seeds,
+  chosen by setup): every candidate trained at 3 paired seeds in one run; if the keep rule asks for
+  more, 5 more in a second run; the path confirmed on fresh seeds in one run per model;
+* racing-together: together with `--parallel 4`: all four at 3 seeds, only the leader by paired mean
+  continued, the winner by paired mean over all its seeds.
 
 What a run costs is measured, not assumed: benchmarks/seeds_in_one_run.py times contained trials of
 this train.py and writes a run's start-up and the extra cost of each further seed in one run to
@@ -60,6 +61,7 @@ from autoraysearch.campaign import noise  # noqa: E402
 from autoraysearch.campaign.path import CONFIRM_EVERY, CONFIRM_SEEDS as CONFIRM_FRESH  # noqa: E402
 from autoraysearch.campaign.model_source import fingerprint  # noqa: E402
 from autoraysearch.campaign.results_log import ResultRow  # noqa: E402
+from autoraysearch.trials.runs import FIRST_RUN_SEEDS, SEEDS_IN_ONE_RUN  # noqa: E402
 
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 TEST_SEEDS = [training_cache.TEST_SEED_BASE + i for i in range(10)]
@@ -72,8 +74,7 @@ FRESH_BASE = 5000  # fresh confirmation seeds start here, far from the campaigns
 RULES = ("greedy", "unpaired", "paired", "racing", "together", "racing-together")
 TOGETHER = ("together", "racing-together")
 COSTS = RESULTS_DIR / "seeds_in_one_run.json"
-TOGETHER_SEEDS = int(os.environ.get("TOGETHER_SEEDS", SEEDS))
-FIRST_RUN_SEEDS = int(os.environ.get("FIRST_RUN_SEEDS", SEEDS))
+TOGETHER_SEEDS = SEEDS_IN_ONE_RUN  # the product's seeds when they train in one run: 3 in the first, 5 more if asked
 
 
 def run_costs() -> tuple[float, float]:
