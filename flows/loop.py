@@ -235,7 +235,7 @@ def confirm_path(campaign: Campaign, stop_time: datetime | None) -> dict:
                           fingerprint="")
         trial = make_trial(campaign, model, train_source)
         seeds = fresh_seeds(settings.seed, log.rows)
-        if settings.seeds_in_one_run:
+        if settings.seeds_together:
             trials[f"{label}-{name}-seeds"] = seeds_together(trial, seeds, f"{label}-{name}-seeds")
             continue
         for n, seed in enumerate(seeds, 1):
@@ -384,7 +384,7 @@ def screen_then_confirm(
     comes back `pruned`; confirmation runs never are (see pruning).
     """
     settings = campaign.settings
-    if settings.seeds_in_one_run and settings.seeds > 1:
+    if settings.seeds_together:
         return train_seeds_together(campaign, trials, bar, stop_time, best)
     rule = campaign_rule(campaign, bar)
     screens = train_all(

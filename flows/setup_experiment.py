@@ -12,7 +12,7 @@ from autoraysearch.views.identity import setup_run_name
 from autoraysearch.views.step_logs import fmt
 from autoraysearch.cluster import CampaignTaskRunner, cluster_summary, default_gpus_per_trial, with_trial_resources
 from autoraysearch.campaign.experiment import Candidate, TrialResult
-from autoraysearch.campaign.settings import SETTINGS_FILE, processes_for
+from autoraysearch.campaign.settings import SETTINGS_FILE
 from autoraysearch.setup.folder import (
     SetupPlan, baseline_failure, baseline_out_of_memory, go_summary, plan_setup, record_setup, refuse_model_failing_preflight, setup_campaign,
 )
@@ -125,8 +125,7 @@ def with_seeds_decided(plan: SetupPlan, baseline_runs: list[TrialResult], seeds_
     (unless --seeds was given); its first run trains 3, as the baseline did.
     """
     settings = plan.settings
-    together = (settings.generated and settings.seeds > 1 and processes_for(settings.gpus_per_trial) == 1
-                and mostly_start_up(baseline_runs))
+    together = settings.model_copy(update={"seeds_in_one_run": True}).seeds_together and mostly_start_up(baseline_runs)
     seeds = settings.seeds if seeds_given or not together else max(settings.seeds, SEEDS_IN_ONE_RUN)
     if together:
         trained = sum(r.train_seconds or 0.0 for r in baseline_runs)

@@ -40,7 +40,7 @@ def review_experiment(campaign: Campaign) -> Review:
         git_log=tuple(repo.log_lines(campaign.branch)),
         best_metric=best.metric if best else None,
         best_sha=best_sha,
-        bar=bar_from_log(log, settings.min_delta, together=settings.seeds_in_one_run),
+        bar=bar_from_log(log, settings.min_delta, together=settings.seeds_together),
         tried=frozenset(log.tried_candidates() | {fingerprint(model_source)}),
         recent=recent,
         node_id=current_node_id(),

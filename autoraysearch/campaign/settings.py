@@ -104,6 +104,11 @@ class CampaignSettings(BaseModel):
     def higher_is_better(self) -> bool:
         return self.direction == "higher"
 
+    @property
+    def seeds_together(self) -> bool:
+        """Whether a candidate's seeds train in one run: asked for, and possible (a generated one-process train.py, 2+ seeds)."""
+        return self.seeds_in_one_run and self.generated and self.seeds > 1 and processes_for(self.gpus_per_trial) == 1
+
 
 def processes_for(gpus_per_trial: float) -> int:
     """Training processes of a generated train.py: one per GPU of a multi-GPU trial, else one."""
