@@ -378,29 +378,30 @@ def iterate_together(state: State, trainer: Trainer, parallel: int = 1) -> None:
     seeds = [state.seed + i for i in range(TOGETHER_SEEDS)]
     first = seeds[:FIRST_RUN_SEEDS]
 
-    def paired(c: str, at: list[int]) -> list[float] | None:
+    def paired(c: str, at: list[int]) -> tuple[list[float] | None, float]:
+        """Its paired differences at these seeds (None if either model crashed), and the longer run's seconds."""
         values = train_together(state, trainer, c, at)
         wall = state.last_seconds
         best = train_together(state, trainer, state.best, at)  # known already, unless the best lacks a seed
-        state.wall_now = max(state.wall_now, wall, state.last_seconds)
+        wall = max(wall, state.last_seconds)  # the two runs go at once
         if any(v is None for v in values) or any(b is None for b in best):
-            return None
-        return [v - b for v, b in zip(values, best)]
+            return None, wall
+        return [v - b for v, b in zip(values, best)], wall
 
-    state.wall_now = 0.0
-    decided = {}
+    decided, walls = {}, [0.0]
     for c in candidates:
-        if (d := paired(c, first)) is not None:
+        d, wall = paired(c, first)
+        walls.append(wall)
+        if d is not None:
             decided[c] = d
             state.screens.append((fmean(d), len(d)))
-    state.wall += state.wall_now
+    state.wall += max(walls)  # the candidates' first runs go at once
     steps = {c: noise.next_step(d, bar, len(seeds)) for c, d in decided.items()}
     asking = [c for c in decided if steps[c] == "more"]
     leader = max(asking, key=lambda c: fmean(decided[c]), default=None)
     if leader is not None:
-        state.wall_now = 0.0
-        rest = paired(leader, seeds[len(first):])
-        state.wall += state.wall_now
+        rest, wall = paired(leader, seeds[len(first):])
+        state.wall += wall
         if rest is None:
             steps[leader] = "discard"
         else:
@@ -425,17 +426,14 @@ def confirm_path(state: State, trainer: Trainer) -> None:
     if state.best == state.confirmed:
         return
     base = FRESH_BASE + 100 * state.campaign + CONFIRM_FRESH * len(state.segments) + CONFIRM_FRESH * state.rollbacks
-    d = []
-    if state.rule in TOGETHER:
-        fresh = [base + i for i in range(CONFIRM_FRESH)]
+    fresh = [base + i for i in range(CONFIRM_FRESH)]
+    if state.rule in TOGETHER:  # each model's fresh seeds in one run
         pairs = zip(train_together(state, trainer, state.best, fresh, confirm=True),
                     train_together(state, trainer, state.confirmed, fresh, confirm=True))
-        d = [a - b for a, b in pairs if a is not None and b is not None]
-    for i in range(CONFIRM_FRESH if state.rule not in TOGETHER else 0):
-        a = train(state, trainer, state.best, base + i, confirm=True)
-        b = train(state, trainer, state.confirmed, base + i, confirm=True)
-        if a is not None and b is not None:
-            d.append(a - b)
+    else:
+        pairs = [(train(state, trainer, state.best, seed, confirm=True),
+                  train(state, trainer, state.confirmed, seed, confirm=True)) for seed in fresh]
+    d = [a - b for a, b in pairs if a is not None and b is not None]
     sigma = paired_bar(state).paired.sigma
     if d and fmean(d) > 0:
         state.segments.append((fmean(d), sigma ** 2 / len(d)))

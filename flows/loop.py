@@ -244,7 +244,7 @@ def confirm_path(campaign: Campaign, stop_time: datetime | None) -> dict:
     if any(r.status != "ok" for r in done.values()):
         get_run_logger().warning("path not confirmed: a fresh-seed run of %s failed", best.commit)
         return {}
-    runs = {name: tuple(x for key, r in done.items() if f"-{name}-seed" in key for x in (r.runs or (r.metric,)))
+    runs = {name: tuple(x for key, r in done.items() if f"-{name}-seed" in key for x in r.values)
             for name in ("best", "point")}
     bar = bar_from_log(log)
     status, cells = path_verdict(runs["best"], runs["point"], bar)
@@ -432,10 +432,10 @@ def train_seeds_together(
     seeds = [settings.seed + i for i in range(settings.seeds)]
     first = seeds[:FIRST_RUN_SEEDS]
     results, bar = train_seeds_run(campaign, trials, first, bar, stop_time, best)
-    steps = {label: next_step(bar.differences(r.runs or (r.metric,)), bar, len(seeds))
+    steps = {label: next_step(bar.differences(r.values), bar, len(seeds))
              for label, r in results.items() if r.status == "ok"}
     leader = max((label for label, step in steps.items() if step == "more"),
-                 key=lambda label: fmean(bar.differences(results[label].runs or (results[label].metric,))), default=None)
+                 key=lambda label: fmean(bar.differences(results[label].values)), default=None)
     if leader is not None and len(seeds) > len(first):
         get_run_logger().info("%s: paired seeds %d-%d of %d in one run", leader, len(first) + 1, len(seeds), len(seeds))
         more, bar = train_seeds_run(campaign, {f"{leader}-more": trials[leader]}, seeds[len(first):], bar, stop_time, best)
@@ -458,7 +458,7 @@ def train_seeds_run(
     for result in done.values():
         save_trial_output(campaign, result)
     if best_label in done and done[best_label].status == "ok":
-        bar = replace(bar, best_runs=bar.best_runs + (done[best_label].runs or (done[best_label].metric,)))
+        bar = replace(bar, best_runs=bar.best_runs + done[best_label].values)
     return {label: done[label] for label in trials}, bar
 
 

@@ -125,7 +125,7 @@ def with_seeds_decided(plan: SetupPlan, baseline_runs: list[TrialResult], seeds_
     (unless --seeds was given); its first run trains 3, as the baseline did.
     """
     settings = plan.settings
-    together = settings.model_copy(update={"seeds_in_one_run": True}).seeds_together and mostly_start_up(baseline_runs)
+    together = settings.seeds_can_go_together and mostly_start_up(baseline_runs)
     seeds = settings.seeds if seeds_given or not together else max(settings.seeds, SEEDS_IN_ONE_RUN)
     if together:
         trained = sum(r.train_seconds or 0.0 for r in baseline_runs)

@@ -25,7 +25,7 @@ def judge(result: TrialResult, bar: Bar) -> tuple[str, float | None]:
         return result.status, None
     if not bar.best_runs:
         return "keep", None
-    runs = result.runs or (result.metric,)
+    runs = result.values
     sign = 1.0 if bar.higher_is_better else -1.0
     return ("keep" if is_kept(runs, bar) else "discard"), sign * fmean(bar.differences(runs))
 
@@ -54,7 +54,7 @@ def paired_cells(result: TrialResult, bar: Bar) -> dict[str, str]:
     """The diffs/gain/interval columns of a trained candidate compared with the best."""
     if result.status != "ok" or not bar.best_runs:
         return {}
-    return paired_columns(result.runs or (result.metric,), bar)
+    return paired_columns(result.values, bar)
 
 
 def best_mean(bar: Bar) -> float | None:
@@ -80,7 +80,7 @@ def choose_winner(results: list[TrialResult], bar: Bar) -> str | None:
 def _gain(result: TrialResult, bar: Bar) -> float:
     """How much better the result is: against the best's mean, or by its own value when there is no best yet."""
     if bar.best_runs:
-        return fmean(bar.differences(result.runs or (result.metric,)))
+        return fmean(bar.differences(result.values))
     return result.metric if bar.higher_is_better else -result.metric
 
 

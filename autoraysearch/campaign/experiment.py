@@ -172,6 +172,11 @@ class TrialResult:
     gpu_memory_share: float | None = None
     train_seconds: float | None = None  # of `seconds`, the time spent training, as its judge said; None when unknown
 
+    @property
+    def values(self) -> tuple[float, ...]:
+        """The metric of each seed it trained: its runs, or its one metric."""
+        return self.runs or (self.metric,)
+
 
 @dataclass(frozen=True)
 class Verdict:

@@ -105,9 +105,14 @@ class CampaignSettings(BaseModel):
         return self.direction == "higher"
 
     @property
+    def seeds_can_go_together(self) -> bool:
+        """Whether a candidate's seeds could train in one run: a generated one-process train.py, 2+ seeds."""
+        return self.generated and self.seeds > 1 and processes_for(self.gpus_per_trial) == 1
+
+    @property
     def seeds_together(self) -> bool:
-        """Whether a candidate's seeds train in one run: asked for, and possible (a generated one-process train.py, 2+ seeds)."""
-        return self.seeds_in_one_run and self.generated and self.seeds > 1 and processes_for(self.gpus_per_trial) == 1
+        """Whether a candidate's seeds train in one run: asked for (seeds_in_one_run), and possible."""
+        return self.seeds_in_one_run and self.seeds_can_go_together
 
 
 def processes_for(gpus_per_trial: float) -> int:

@@ -146,12 +146,11 @@ def seeds_together(trial: Trial, seeds: list[int], label: str) -> Trial:
     For runs that are mostly start-up: the seeds after the first cost their training time alone. Its
     result's `runs` are the seeds' metrics in this order, its metric their mean.
     """
+    one = seeded(trial, seeds[0], label)
     if len(seeds) == 1:
-        return seeded(trial, seeds[0], label)
-    log_path = str(Path(trial.log_path).with_name(f"{label}.log")) if trial.log_path else None
-    env = {name: value for name, value in trial.env.items() if name != SEED_ENV}
-    env.update({SEEDS_ENV: ",".join(map(str, seeds)), LABEL_ENV: label})
-    return replace(trial, label=label, env=env, log_path=log_path, pruning=None, timeout=trial.timeout * len(seeds))
+        return one
+    env = {name: value for name, value in one.env.items() if name != SEED_ENV}
+    return replace(one, env={**env, SEEDS_ENV: ",".join(map(str, seeds))}, timeout=trial.timeout * len(seeds))
 
 
 def joined_runs(first: TrialResult, more: TrialResult) -> TrialResult:
@@ -161,7 +160,7 @@ def joined_runs(first: TrialResult, more: TrialResult) -> TrialResult:
     seconds = round(first.seconds + more.seconds, 2)
     if more.status != "ok":
         return replace(first, status=more.status, metric=None, seconds=seconds, error=f"its second run: {more.error}")
-    runs = (first.runs or (first.metric,)) + (more.runs or (more.metric,))
+    runs = first.values + more.values
     return replace(first, metric=fmean(runs), runs=runs, seconds=seconds, screen=runs[0],
                    train_seconds=(first.train_seconds or 0.0) + (more.train_seconds or 0.0))
 
