@@ -1,5 +1,7 @@
 """The one exception type for mistakes a user can fix."""
 
+import errno
+
 
 class AutoraysearchError(Exception):
     """A user-facing problem: its message is one sentence saying what is wrong and how to fix it."""
@@ -13,6 +15,9 @@ def describe_failure(exc: BaseException) -> str:
         command = " ".join(str(part) for part in (getattr(exc, "command", None) or ["git"])[:2])
         why = lines[-1].removeprefix("stderr:").strip(" '") if lines else str(exc).splitlines()[0]
         return f"`{command}` failed: {why}; fix that (free disk space, remove a stale .git/index.lock) and run again"
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f", writing {exc.filename}" if getattr(exc, "filename", None) else ""
+        return f"the disk is full ({exc.strerror or exc}{where}); free some space and run again"
     if isinstance(exc, OSError):
         where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
         return f"the system refused an operation: {exc.strerror or exc}{where}; fix that and run again"
