@@ -319,7 +319,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         from autoraysearch.campaign.settings import RESULTS_FILE
         from autoraysearch.views.status_view import print_status
 
-        print_status(read_results_log(paths.root / RESULTS_FILE, settings.higher_is_better), settings.metric, lines,
+        print_status(read_results_log(paths.root / RESULTS_FILE, settings.higher_is_better), settings, lines,
                      sys.stdout)
         return 0
     _print_results(paths.root)
@@ -337,7 +337,7 @@ def _print_results(experiment_dir: Path, last: int | None = None) -> None:
     from autoraysearch.campaign.path import describe_confirmed
 
     print(format_table(log, last=last))
-    print(best_line(log, settings.metric))
+    print(best_line(log, settings.metric, settings))
     print(describe_confirmed(log.rows))
 
 

@@ -38,9 +38,11 @@ def result_row(
         description += f" ({result.status}: {clean_text(result.error)[-ERROR_CHARS:]})"
     if result.note:
         description += f" ({result.note})"
+    confirmed = "confirmed" if verdict.status == "keep" else "not confirmed"
     if result.runs and result.screen is not None:  # screened, then confirmed over every seed
-        confirmed = "confirmed" if verdict.status == "keep" else "not confirmed"
         description += f" (screen {result.screen:.4f}, {summary(result.runs)}: {confirmed})"
+    elif len(result.runs) > 1:  # its seeds trained in one run (seeds_in_one_run): no screen chose it
+        description += f" ({summary(result.runs)} trained together: {confirmed})"
     return ResultRow(
         iteration=candidate.label,
         commit=short_sha if verdict.status == "keep" else "-",

@@ -229,7 +229,6 @@ def run_trial(trial: Trial, node_id: str | None = None, say: Callable[[str], Non
         log_written=live_log is not None,
         curve=trusted_curve(trial, outcome, seen),
         runs=runs,
-        screen=runs[0] if runs else None,
         train_seconds=training_seconds(trial, outcome),
         sandbox=outcome.sandbox,
         gpu_memory_share=gpu_memory.share if fractional else None,

@@ -234,3 +234,25 @@ def test_with_all_seeds_in_one_run_the_law_is_learned_from_each_candidates_mean(
     apart = effect_prior(means, sigma)
     assert together.mean == apart.mean and together.spread > apart.spread
     assert effect_prior([(0.02, 1)], sigma) == effect_prior([0.02], sigma)
+
+
+def test_status_learns_what_proposals_gain_as_the_campaigns_decisions_do():
+    from autoraysearch.campaign.settings import CampaignSettings
+    from autoraysearch.views.report import best_line
+
+    # Each candidate's first seed lost, but its mean over its three seeds (all trained in one run) gained.
+    compared = [ResultRow(str(i), "-", 0.97, 0.0, "discard", "x", {"diffs": "-0.01,0.02,0.03"}) for i in range(1, 5)]
+    log = ResultsLog(higher_is_better=True, rows=(row("0", "baseline", BASELINE), *compared))
+    together = CampaignSettings(seeds=8, seeds_in_one_run=True)
+    apart = CampaignSettings(seeds=8, seeds_in_one_run=False)
+    assert together.seeds_together and not apart.seeds_together
+    assert "proposals gain +0.0067" in best_line(log, "val_acc", together)  # 4 means of +0.0133, shrunk by 4 nulls
+    assert "proposals gain -0.005 " in best_line(log, "val_acc", apart)  # 4 first differences of -0.01
+    assert best_line(log, "val_acc", apart) == best_line(log, "val_acc")
+    from io import StringIO
+
+    from autoraysearch.views.status_view import print_status
+
+    shown = StringIO()
+    print_status(log, together, ["no run is active"], shown)  # what `status` prints on a terminal
+    assert "proposals gain +0.0067" in shown.getvalue() and "no run is active" in shown.getvalue()

@@ -8,6 +8,7 @@ import pytest
 
 from autoraysearch.campaign.noise import bar_from_log, runs_of
 from autoraysearch.campaign.results_log import read_results_log
+from autoraysearch.campaign.settings import load_settings
 from helpers import EXAMPLE_MODEL, agent_proposing, git, make_repo
 
 pytestmark = pytest.mark.slow
@@ -46,7 +47,10 @@ def test_a_clearly_better_change_is_kept_after_confirmation(services, tmp_path: 
     assert candidate.status == "keep", candidate
     seeds = len(runs_of(candidate))
     assert seeds >= 2 and candidate.extra["seeds"] == str(seeds)  # the screen and at least one paired seed
-    assert "confirmed" in candidate.description and "screen " in candidate.description
+    # a run per seed: the screen, then its paired seeds; all seeds in one run (setup's choice here): no screen
+    together = load_settings(exp).seeds_together
+    assert f"{seeds} seeds" in candidate.description and ": confirmed)" in candidate.description
+    assert ("screen " in candidate.description) != together and ("trained together" in candidate.description) == together
     assert candidate.metric == pytest.approx(sum(runs_of(candidate)) / seeds)
     # the paired gain over the crippled baseline, with its interval, at the end of the row
     assert float(candidate.extra["gain"]) > 0.05 and candidate.extra["interval"].startswith("±")

@@ -161,7 +161,7 @@ def joined_runs(first: TrialResult, more: TrialResult) -> TrialResult:
     if more.status != "ok":
         return replace(first, status=more.status, metric=None, seconds=seconds, error=f"its second run: {more.error}")
     runs = first.values + more.values
-    return replace(first, metric=fmean(runs), runs=runs, seconds=seconds, screen=runs[0],
+    return replace(first, metric=fmean(runs), runs=runs, seconds=seconds,
                    train_seconds=(first.train_seconds or 0.0) + (more.train_seconds or 0.0))
 
 

@@ -259,7 +259,8 @@ class LiveView:
 
         try:
             settings = load_settings(self.experiment_dir)
-            return best_line(read_results_log(self.experiment_dir / RESULTS_FILE, settings.higher_is_better), metric)
+            return best_line(read_results_log(self.experiment_dir / RESULTS_FILE, settings.higher_is_better), metric,
+                             settings)
         except Exception:
             return "best: not readable yet"
 

@@ -43,14 +43,16 @@ def format_table(log: ResultsLog, last: int | None = None) -> str:
     return "\n".join(lines)
 
 
-def best_line(log: ResultsLog, metric: str) -> str:
+def best_line(log: ResultsLog, metric: str, settings=None) -> str:
+    """The best, how many kept, the noise and what the next keep needs (as the next decision sees them: `settings`'
+    minimum gain and seeds_in_one_run, when given)."""
     best = log.best()
     if best is None:
         return "no baseline yet"
     where = "the baseline" if best.status == "baseline" else f"iteration {best.iteration} ({best.commit})"
     kept = sum(r.status == "keep" for r in log.rows)
     experiments = sum(r.status != "baseline" and r.status not in PATH_STATUSES for r in log.rows)
-    bar = bar_from_log(log)  # the noise and what proposals usually gain, as the next decision will see them
+    bar = bar_from_log(log, settings.min_delta, settings.seeds_together) if settings else bar_from_log(log)
     learned = f"; {bar.prior.describe()}" if bar.prior.screens else ""
     confidence = f"; the next keep needs a {bar.keep_confidence:.0%} chance of a true gain" if kept and bar.measured else ""
     return (f"best {metric}={fmt(best.metric)} from {where}; {kept} kept of {experiments} "

@@ -32,11 +32,11 @@ def results_table(log: ResultsLog, metric: str, last: int | None = None):
     return table
 
 
-def print_status(log: ResultsLog, metric: str, lines: list[str], stream: TextIO) -> None:
+def print_status(log: ResultsLog, settings, lines: list[str], stream: TextIO) -> None:
     """The table, the best line, and each line of the campaign's state, through rich."""
     from rich.console import Console
 
     console = Console(file=stream, highlight=False)
-    console.print(results_table(log, metric))
-    for line in [best_line(log, metric), *lines]:
+    console.print(results_table(log, settings.metric))
+    for line in [best_line(log, settings.metric, settings), *lines]:
         console.print(line, markup=False, soft_wrap=True)  # whole lines, as a pasted status should be
