@@ -229,7 +229,7 @@ def main() -> None:
     rules, ideators = args.rules.split(","), args.ideators.split(",")
     trainer = sq.Trainer(args.epochs)
     sq.propose = Ideators(Path(tempfile.mkdtemp(prefix="ideator-campaigns-"))).propose
-    command = "nice -n 10 .venv/bin/python benchmarks/ideator_campaigns.py " + " ".join(sys.argv[1:])
+    command = training_cache.command_line("ideator_campaigns.py")
     states = {rule: {ideator: [] for ideator in ideators} for rule in rules}
     for campaign in range(args.campaigns):
         for rule in rules:

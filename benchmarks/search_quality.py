@@ -603,7 +603,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.pop("AUTORAYSEARCH_EVAL_SPLIT", None)
     trainer = Trainer(args.epochs)
-    command = "nice -n 10 .venv/bin/python benchmarks/search_quality.py " + " ".join(sys.argv[1:])
+    command = training_cache.command_line("search_quality.py")
     states = {b: {r: [] for r in args.rules.split(",")} for b in BUDGETS}
     for campaign in range(args.campaigns):
         for rule in args.rules.split(","):

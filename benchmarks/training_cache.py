@@ -58,6 +58,12 @@ class Run:
     seconds: float
 
 
+def command_line(script: str) -> str:
+    """How this benchmark was started, for its results: the niceness it really ran at, then the script and its arguments."""
+    niceness = os.nice(0)
+    return " ".join([f"nice -n {niceness}"] * bool(niceness) + [f".venv/bin/python benchmarks/{script}", *sys.argv[1:]])
+
+
 def model_hash(source: str) -> str:
     return hashlib.sha256(source.encode()).hexdigest()[:12]
 
