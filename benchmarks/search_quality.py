@@ -21,11 +21,12 @@ Rules compared, each over the same campaign seeds:
   fresh seeds every CONFIRM_EVERY keeps and at the end (rolled back to the last point that holds);
 * racing: paired with `--parallel 4`: four candidates screened, the top two continued with a paired
   seed, the winner by paired mean over two seeds;
-* together: the default where runs are mostly start-up, as on digits (seeds_in_one_run and 8 seeds,
-  chosen by setup): every candidate trained at 3 paired seeds in one run; if the keep rule asks for
-  more, 5 more in a second run; the path confirmed on fresh seeds in one run per model;
-* racing-together: together with `--parallel 4`: all four at 3 seeds, only the leader by paired mean
-  continued, the winner by paired mean over all its seeds.
+* together: the default where runs are mostly start-up, as on digits (seeds_in_one_run, and as many
+  seeds as train in one start-up's time, 8 to 24, both chosen by setup from the baseline's timing: 24
+  at 1 epoch, 8 at 5): every candidate trained at a third of them in one run; if the keep rule asks for
+  more, the rest in a second run; the path confirmed on fresh seeds in one run per model;
+* racing-together: together with `--parallel 4`: all four at their first seeds, only the leader by
+  paired mean continued, the winner by paired mean over all its seeds.
 
 What a run costs is measured, not assumed: benchmarks/seeds_in_one_run.py times contained trials of
 this train.py and writes a run's start-up and the extra cost of each further seed in one run to
@@ -61,7 +62,7 @@ from autoraysearch.campaign import noise  # noqa: E402
 from autoraysearch.campaign.path import CONFIRM_EVERY, CONFIRM_SEEDS as CONFIRM_FRESH  # noqa: E402
 from autoraysearch.campaign.model_source import fingerprint  # noqa: E402
 from autoraysearch.campaign.results_log import ResultRow  # noqa: E402
-from autoraysearch.trials.runs import FIRST_RUN_SEEDS, SEEDS_IN_ONE_RUN  # noqa: E402
+from autoraysearch.trials.runs import first_run_seeds, seeds_for_one_run  # noqa: E402
 
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 TEST_SEEDS = [training_cache.TEST_SEED_BASE + i for i in range(10)]
@@ -71,10 +72,11 @@ STUCK_AFTER = 3  # the product's default stuck_after
 RACE_TOP = 2  # racing: candidates continued after the screen
 DISCARD_SAMPLE = 1  # discards per campaign re-scored on the test split (for power)
 FRESH_BASE = 5000  # fresh confirmation seeds start here, far from the campaigns' own
+CAMPAIGN_STRIDE = 10  # campaign c's first seeds are 10c, 10c + 1 … (its seed is 10c)
+EXTRA_SEED_BASE = 20000  # a campaign's seeds past its first CAMPAIGN_STRIDE: never shared with another campaign
 RULES = ("greedy", "unpaired", "paired", "racing", "together", "racing-together")
 TOGETHER = ("together", "racing-together")
 COSTS = RESULTS_DIR / "seeds_in_one_run.json"
-TOGETHER_SEEDS = SEEDS_IN_ONE_RUN  # the product's seeds when they train in one run: 3 in the first, 5 more if asked
 
 
 def run_costs() -> tuple[float, float]:
@@ -234,6 +236,18 @@ def log_row(state: State, candidate: str, kept: bool) -> None:
                                 description, noise.seed_columns(runs)))
 
 
+def together_seeds(trainer: Trainer) -> int:
+    """The seeds setup gives a candidate when they train in one run, from the baseline's start-up and training."""
+    return seeds_for_one_run(trainer.startup, trainer.train_seconds(training_cache.EXAMPLE.read_text()))
+
+
+def campaign_seed(state: State, i: int) -> int:
+    """The campaign's i-th seed: its seed + i for the first CAMPAIGN_STRIDE, then a range no other campaign uses."""
+    if i < CAMPAIGN_STRIDE:
+        return state.seed + i
+    return EXTRA_SEED_BASE + 100 * state.campaign + i
+
+
 def best_runs(state: State, upto: int) -> tuple[float, ...]:
     return tuple(state.known.get((training_cache.model_hash(state.best), state.seed + i)) for i in range(upto))
 
@@ -375,8 +389,8 @@ def iterate_together(state: State, trainer: Trainer, parallel: int = 1) -> None:
         state.exhausted = True
         return
     bar = paired_bar(state)
-    seeds = [state.seed + i for i in range(TOGETHER_SEEDS)]
-    first = seeds[:FIRST_RUN_SEEDS]
+    seeds = [campaign_seed(state, i) for i in range(together_seeds(trainer))]
+    first = seeds[:first_run_seeds(len(seeds))]
 
     def paired(c: str, at: list[int]) -> tuple[list[float] | None, float]:
         """Its paired differences at these seeds (None if either model crashed), and the longer run's seconds."""
@@ -460,7 +474,7 @@ def iterate(state: State, trainer: Trainer) -> None:
 def run_campaign(rule: str, campaign: int, trainer: Trainer) -> dict[int, State]:
     """The campaign at each budget: its state after the last iteration that fits, the path then confirmed."""
     base = training_cache.EXAMPLE.read_text()
-    state = State(rule=rule, campaign=campaign, baseline=base, best=base, confirmed=base, seed=10 * campaign)
+    state = State(rule=rule, campaign=campaign, baseline=base, best=base, confirmed=base, seed=CAMPAIGN_STRIDE * campaign)
     state.last_seconds = 0.0
     state.unit = trainer.startup + trainer.train_seconds(base)
     # The baseline's seeds run apart, at once, as setup runs them (it chooses seeds_in_one_run from their timing).

@@ -47,7 +47,7 @@ from autoraysearch.trials.sandbox import landlock_abi
 from autoraysearch.trials.runs import (
     check_trial_fits,
     make_trial,
-    FIRST_RUN_SEEDS,
+    first_run_seeds,
     joined_runs,
     merge_runs,
     seeds_together,
@@ -421,7 +421,7 @@ def screen_then_confirm(
 def train_seeds_together(
     campaign: Campaign, trials: dict[str, Trial], bar: Bar, stop_time: datetime | None, best: Trial | None = None,
 ) -> tuple[dict[str, TrialResult], Bar]:
-    """Each candidate at its first FIRST_RUN_SEEDS seeds in one run; the leader, if the rule asks for more, at the rest in another.
+    """Each candidate at its first seeds (a third) in one run; the leader, if the rule asks for more, at the rest in another.
 
     For campaigns whose runs are mostly start-up (settings.seeds_in_one_run): every paired seed after
     the first in a run costs its training time alone, so a candidate is decided on several seeds at
@@ -430,7 +430,7 @@ def train_seeds_together(
     """
     settings = campaign.settings
     seeds = [settings.seed + i for i in range(settings.seeds)]
-    first = seeds[:FIRST_RUN_SEEDS]
+    first = seeds[:first_run_seeds(len(seeds))]
     results, bar = train_seeds_run(campaign, trials, first, bar, stop_time, best)
     steps = {label: next_step(bar.differences(r.values), bar, len(seeds))
              for label, r in results.items() if r.status == "ok"}

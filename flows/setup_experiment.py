@@ -23,7 +23,8 @@ from autoraysearch.tasks.log import save_trial_output
 from autoraysearch.tasks.verify import verify
 from autoraysearch.campaign.noise import pooled_noise
 from autoraysearch.trials.runs import (
-    SEEDS_IN_ONE_RUN, confirmation_trials, make_trial, merge_runs, mostly_start_up, ran_out_of_gpu_memory, seeded, wait_for_trials, whole_gpu_trial,
+    confirmation_trials, make_trial, merge_runs, mostly_start_up, ran_out_of_gpu_memory, seeded, seeds_for_one_run, start_up_and_training, wait_for_trials,
+    whole_gpu_trial,
 )
 
 
@@ -121,18 +122,20 @@ def with_seeds_decided(plan: SetupPlan, baseline_runs: list[TrialResult], seeds_
     """The plan with seeds_in_one_run chosen from the baseline's timing: on where its runs were mostly start-up.
 
     Only a generated train.py with one training process can train several seeds in one run. Then a
-    further seed costs little, so a candidate that asks for more gets up to SEEDS_IN_ONE_RUN seeds
-    (unless --seeds was given); its first run trains 3, as the baseline did.
+    further seed costs its training alone, so a candidate gets as many seeds as train in about one
+    start-up's time, 8 to 24 (unless --seeds was given): a third in its first run, the rest if the
+    rule asks for more.
     """
     settings = plan.settings
     together = settings.seeds_can_go_together and mostly_start_up(baseline_runs)
-    seeds = settings.seeds if seeds_given or not together else max(settings.seeds, SEEDS_IN_ONE_RUN)
+    seeds = settings.seeds
     if together:
-        trained = sum(r.train_seconds or 0.0 for r in baseline_runs)
+        timing = start_up_and_training(baseline_runs)
+        seeds = seeds if seeds_given else max(seeds, seeds_for_one_run(*timing))
         get_run_logger().info(
-            "the baseline's runs trained for %.1f s of %.1f s: a candidate's seeds will train in one run, each in a "
-            "fork of its own, up to %d of them (seeds_in_one_run and seeds in %s)", trained,
-            sum(r.seconds for r in baseline_runs), seeds, SETTINGS_FILE)
+            "the baseline's runs took %.1f s to start and %.1f s to train (medians): a candidate's seeds will train in "
+            "one run, each in a fork of its own, up to %d of them (seeds_in_one_run and seeds in %s)", *timing, seeds,
+            SETTINGS_FILE)
     return replace(plan, settings=settings.model_copy(update={"seeds_in_one_run": together, "seeds": seeds}))
 
 

@@ -112,6 +112,14 @@ def test_status_and_demo_from_the_command_line(services, tmp_path: Path, capsys)
     assert [r.iteration for r in log.rows[3:]] == (["2.path"] if "keep" in [r.status for r in log.rows] else [])
     assert "confirmed gain" in out or "no gain confirmed on fresh seeds yet" in out
     assert git(target, "branch", "--show-current").startswith("autoraysearch/")
+    # The demo's runs are mostly start-up: setup chose to train a candidate's seeds in one run, and how many.
+    from autoraysearch.campaign.settings import load_settings
+    from autoraysearch.trials.runs import FEWEST_SEEDS_IN_ONE_RUN, MOST_SEEDS_IN_ONE_RUN, first_run_seeds
+
+    settings = load_settings(target)
+    assert settings.seeds_in_one_run and FEWEST_SEEDS_IN_ONE_RUN <= settings.seeds <= MOST_SEEDS_IN_ONE_RUN
+    trained = {int(r.extra["seeds"]) for r in log.rows if r.iteration in ("1", "2") and r.extra.get("seeds")}
+    assert trained and trained <= {first_run_seeds(settings.seeds), settings.seeds}
 
     assert main(["status", str(target)]) == 0
     out = capsys.readouterr().out

@@ -14,7 +14,7 @@ import pytest
 
 from autoraysearch.campaign.experiment import Trial
 from autoraysearch.setup.rendering import TrainSpec, optimization_defaults, render_train_py
-from autoraysearch.trials.runs import mostly_start_up, seeded, seeds_together
+from autoraysearch.trials.runs import first_run_seeds, mostly_start_up, seeded, seeds_for_one_run, seeds_together
 from autoraysearch.campaign.experiment import TrialResult
 from tasks.verify import run_trial
 
@@ -23,8 +23,8 @@ MODEL = (ROOT / "examples" / "digits" / "model.py").read_text()
 TRAIN = render_train_py(TrainSpec(dataset="digits", epochs=1, **optimization_defaults("digits")))
 
 
-def trial(model: str, label: str = "t") -> Trial:
-    return Trial(label=label, files={"model.py": model, "train.py": TRAIN}, metric="val_acc", timeout=300,
+def trial(model: str, label: str = "t", timeout: float = 300) -> Trial:
+    return Trial(label=label, files={"model.py": model, "train.py": TRAIN}, metric="val_acc", timeout=timeout,
                  env={"AUTORAYSEARCH_NUM_THREADS": "1"}, trusted_channel=True)
 
 
@@ -106,6 +106,13 @@ def test_runs_that_mostly_start_are_the_ones_whose_seeds_go_together():
     assert not mostly_start_up([TrialResult(label="b", status="crash", metric=None, seconds=1.0)])
 
 
+def test_a_candidate_gets_as_many_seeds_as_train_in_one_start_up():
+    assert seeds_for_one_run(5.3, 0.1) == 24  # digits at 1 epoch: training is 2 % of a run, capped
+    assert seeds_for_one_run(5.3, 0.5) == 11
+    assert seeds_for_one_run(5.3, 1.3) == 8 and seeds_for_one_run(5.3, 0.0) == 24
+    assert [first_run_seeds(n) for n in (1, 2, 3, 8, 11, 24)] == [1, 2, 3, 3, 3, 8]
+
+
 def test_a_trial_of_several_seeds_is_never_pruned_and_gets_time_for_each():
     from autoraysearch.campaign.pruning import PruneRule
 
@@ -114,3 +121,20 @@ def test_a_trial_of_several_seeds_is_never_pruned_and_gets_time_for_each():
     assert several.pruning is None
     assert several.env["AUTORAYSEARCH_SEEDS"] == "4,5,6" and "AUTORAYSEARCH_SEED" not in several.env
     assert several.timeout == 3 * one.timeout
+
+
+# Hangs, and leaves a process that holds the seed's report pipe open: only the seed's own limit ends it.
+HANGER = MODEL + textwrap.dedent("""
+    import os as _os, time as _time
+    _os.fork()  # both go on holding every descriptor the seed has
+    _time.sleep(3600)
+""")
+
+
+@pytest.mark.slow
+def test_a_seed_that_hangs_gets_the_time_of_a_run_and_no_more():
+    hanging = seeds_together(trial(HANGER, timeout=20), [0, 1, 2], "hanger")
+    assert hanging.timeout == 60  # the run's own limit: three seeds' worth
+    result = run_trial(hanging)
+    assert result.status == "crash" and result.seconds < 50, (result.status, result.seconds, result.error)
+    assert "seed 0 ran past the time a run of its own gets (20 s)" in result.error, result.error

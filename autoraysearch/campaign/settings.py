@@ -46,9 +46,9 @@ class CampaignSettings(BaseModel):
     )
     seed: int = Field(0, ge=0, description="Seed for training and for the offline ideator; seed i of a trial is seed + i.")
     seeds: int = Field(
-        DEFAULT_SEEDS, ge=1, le=20,
+        DEFAULT_SEEDS, ge=1, le=32,
         description="Seeds the baseline is trained with (its noise), and a candidate that passed its screen run "
-        "(1: decide on single runs).",
+        "(1: decide on single runs); with seeds_in_one_run, setup chooses 8 to 24 from the baseline's timing.",
     )
     seeds_in_one_run: bool = Field(
         False,

@@ -136,8 +136,28 @@ def seeded(trial: Trial, seed: int, label: str, pruning: PruneRule | None = None
 
 
 SEEDS_ENV = "AUTORAYSEARCH_SEEDS"  # several seeds in one run of a generated train.py, each trained apart
-FIRST_RUN_SEEDS = 3  # with seeds in one run, a candidate's first run trains this many; the rest only if the rule asks
-SEEDS_IN_ONE_RUN = 8  # setup's default --seeds when they train in one run (benchmarks/search_quality.py chose it)
+SEED_TIMEOUT_ENV = "AUTORAYSEARCH_SEED_TIMEOUT"  # the seconds each of those seeds may take
+# With seeds in one run, setup's default --seeds: between these, chosen from the baseline's timing (seeds_for_one_run).
+# benchmarks/search_quality.py chose them: on digits at 1 epoch, 24 seeds found more than 8 or 16 at the same cost.
+FEWEST_SEEDS_IN_ONE_RUN = 8
+MOST_SEEDS_IN_ONE_RUN = 24
+FIRST_RUN_SHARE = 3  # a candidate's first run trains a third of its seeds (at least 3); the rest only if the rule asks
+
+
+def seeds_for_one_run(start_up: float, per_seed: float) -> int:
+    """How many seeds a candidate may get when they train in one run: as many as train in about one start-up's time.
+
+    A candidate costs a start-up whatever it trains, so seeds are cheap until their training costs as
+    much again; past that, a new candidate is worth more than more seeds of this one.
+    """
+    if per_seed <= 0:
+        return MOST_SEEDS_IN_ONE_RUN
+    return max(FEWEST_SEEDS_IN_ONE_RUN, min(MOST_SEEDS_IN_ONE_RUN, round(start_up / per_seed)))
+
+
+def first_run_seeds(seeds: int) -> int:
+    """The seeds of a candidate's first run, of its `seeds` in one run: a third, at least 3."""
+    return min(seeds, max(3, seeds // FIRST_RUN_SHARE))
 
 
 def seeds_together(trial: Trial, seeds: list[int], label: str) -> Trial:
@@ -150,7 +170,9 @@ def seeds_together(trial: Trial, seeds: list[int], label: str) -> Trial:
     if len(seeds) == 1:
         return one
     env = {name: value for name, value in one.env.items() if name != SEED_ENV}
-    return replace(one, env={**env, SEEDS_ENV: ",".join(map(str, seeds))}, timeout=trial.timeout * len(seeds))
+    # Each seed gets the trial's limit inside train.py; the run as a whole, the sum of theirs.
+    env = {**env, SEEDS_ENV: ",".join(map(str, seeds)), SEED_TIMEOUT_ENV: f"{trial.timeout:g}"}
+    return replace(one, env=env, timeout=trial.timeout * len(seeds))
 
 
 def joined_runs(first: TrialResult, more: TrialResult) -> TrialResult:
@@ -165,12 +187,18 @@ def joined_runs(first: TrialResult, more: TrialResult) -> TrialResult:
                    train_seconds=(first.train_seconds or 0.0) + (more.train_seconds or 0.0))
 
 
-def mostly_start_up(results: list[TrialResult]) -> bool:
-    """Whether these runs trained for less time than they took to start (medians): their seeds are cheaper in one run."""
+def start_up_and_training(results: list[TrialResult]) -> tuple[float, float] | None:
+    """The median seconds these runs took to start, and to train; None if none says how long it trained."""
     timed = [(r.seconds, r.train_seconds) for r in results if r.status == "ok" and r.train_seconds is not None]
     if not timed:
-        return False
-    return median(t for _, t in timed) < median(s - t for s, t in timed)
+        return None
+    return median(s - t for s, t in timed), median(t for _, t in timed)
+
+
+def mostly_start_up(results: list[TrialResult]) -> bool:
+    """Whether these runs trained for less time than they took to start (medians): their seeds are cheaper in one run."""
+    timing = start_up_and_training(results)
+    return timing is not None and timing[1] < timing[0]
 
 
 def confirmation_trials(trial: Trial, first_seed: int, seeds: int) -> dict[str, Trial]:
