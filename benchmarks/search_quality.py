@@ -59,7 +59,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import training_cache  # noqa: E402
 from autoraysearch.campaign import noise  # noqa: E402
-from autoraysearch.campaign.path import CONFIRM_EVERY, CONFIRM_SEEDS as CONFIRM_FRESH  # noqa: E402
+from autoraysearch.campaign.path import CONFIRM_EVERY, CONFIRM_SEEDS as CONFIRM_FRESH, FRESH_STRIDE  # noqa: E402
 from autoraysearch.campaign.model_source import fingerprint  # noqa: E402
 from autoraysearch.campaign.results_log import ResultRow  # noqa: E402
 from autoraysearch.trials.runs import first_run_seeds, seeds_for_one_run  # noqa: E402
@@ -74,6 +74,7 @@ DISCARD_SAMPLE = 1  # discards per campaign re-scored on the test split (for pow
 FRESH_BASE = 5000  # fresh confirmation seeds start here, far from the campaigns' own
 CAMPAIGN_STRIDE = 10  # campaign c's first seeds are 10c, 10c + 1 … (its seed is 10c)
 EXTRA_SEED_BASE = 20000  # a campaign's seeds past its first CAMPAIGN_STRIDE: never shared with another campaign
+TOGETHER_FRESH_BASE = 40000  # fresh confirmation seeds where they train in one run (more of them: FRESH_STRIDE apart)
 RULES = ("greedy", "unpaired", "paired", "racing", "together", "racing-together")
 TOGETHER = ("together", "racing-together")
 COSTS = RESULTS_DIR / "seeds_in_one_run.json"
@@ -439,9 +440,13 @@ def confirm_path(state: State, trainer: Trainer) -> None:
     state.keeps_unconfirmed = 0
     if state.best == state.confirmed:
         return
-    base = FRESH_BASE + 100 * state.campaign + CONFIRM_FRESH * len(state.segments) + CONFIRM_FRESH * state.rollbacks
-    fresh = [base + i for i in range(CONFIRM_FRESH)]
-    if state.rule in TOGETHER:  # each model's fresh seeds in one run
+    done = len(state.segments) + state.rollbacks
+    if state.rule in TOGETHER:  # each model's fresh seeds in one run: as many as a candidate's first run, as the loop does
+        base = TOGETHER_FRESH_BASE + 1000 * state.campaign + FRESH_STRIDE * done
+        fresh = [base + i for i in range(first_run_seeds(together_seeds(trainer)))]
+    else:
+        fresh = [FRESH_BASE + 100 * state.campaign + CONFIRM_FRESH * done + i for i in range(CONFIRM_FRESH)]
+    if state.rule in TOGETHER:
         pairs = zip(train_together(state, trainer, state.best, fresh, confirm=True),
                     train_together(state, trainer, state.confirmed, fresh, confirm=True))
     else:

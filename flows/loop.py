@@ -38,7 +38,7 @@ from autoraysearch.tasks.verify import verify
 from autoraysearch.campaign.integrity import checked_results, take_snapshot, undo_preflight_changes, undo_tampering
 from autoraysearch.campaign.resume import clear_pending, write_pending
 from autoraysearch.campaign.noise import Bar, bar_from_log, next_step, parse_runs, worth_confirming
-from autoraysearch.campaign.path import CONFIRM_EVERY, describe_confirmed, fresh_seeds, keeps_since_confirmed, last_confirmed
+from autoraysearch.campaign.path import CONFIRM_EVERY, CONFIRM_SEEDS, describe_confirmed, fresh_seeds, keeps_since_confirmed, last_confirmed
 from autoraysearch.campaign.path import verdict as path_verdict
 from autoraysearch.campaign.results_log import ResultRow
 from autoraysearch.campaign.reference_curves import campaign_rule
@@ -234,7 +234,7 @@ def confirm_path(campaign: Campaign, stop_time: datetime | None) -> dict:
         model = Candidate(label=f"{label}-{name}", description="", model_source=repo.file_at(sha, settings.model_py),
                           fingerprint="")
         trial = make_trial(campaign, model, train_source)
-        seeds = fresh_seeds(settings.seed, log.rows)
+        seeds = fresh_seeds(settings.seed, log.rows, first_run_seeds(settings.seeds) if settings.seeds_together else CONFIRM_SEEDS)
         if settings.seeds_together:
             trials[f"{label}-{name}-seeds"] = seeds_together(trial, seeds, f"{label}-{name}-seeds")
             continue

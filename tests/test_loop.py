@@ -120,6 +120,8 @@ def test_status_and_demo_from_the_command_line(services, tmp_path: Path, capsys)
     assert settings.seeds_in_one_run and FEWEST_SEEDS_IN_ONE_RUN <= settings.seeds <= MOST_SEEDS_IN_ONE_RUN
     trained = {int(r.extra["seeds"]) for r in log.rows if r.iteration in ("1", "2") and r.extra.get("seeds")}
     assert trained and trained <= {first_run_seeds(settings.seeds), settings.seeds}
+    for path in (r for r in log.rows if r.status in ("confirmed", "rollback")):  # a first run's worth of fresh seeds
+        assert len(path.extra["diffs"].split(",")) == first_run_seeds(settings.seeds)
 
     assert main(["status", str(target)]) == 0
     out = capsys.readouterr().out

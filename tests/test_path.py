@@ -6,7 +6,7 @@ import pytest
 
 from autoraysearch.campaign.noise import Bar, Noise
 from autoraysearch.campaign.path import (
-    CONFIRM_SEEDS, FRESH_OFFSET, confirmed_gain, describe_confirmed, fresh_seeds, keeps_since_confirmed,
+    CONFIRM_SEEDS, FRESH_OFFSET, FRESH_STRIDE, confirmed_gain, describe_confirmed, fresh_seeds, keeps_since_confirmed,
     last_confirmed, verdict,
 )
 from autoraysearch.campaign.results_log import ResultRow, ResultsLog, format_log, parse_log
@@ -41,7 +41,10 @@ def test_the_best_goes_back_to_the_point_a_rollback_names():
 def test_each_confirmation_uses_seeds_nothing_else_used():
     rows = [row("0", "baseline"), row("3.path", "confirmed", commit="ccc3333", gain="+0.01", interval="±0.004")]
     assert fresh_seeds(7, rows[:1]) == list(range(7 + FRESH_OFFSET, 7 + FRESH_OFFSET + CONFIRM_SEEDS))
-    assert fresh_seeds(7, rows)[0] == 7 + FRESH_OFFSET + CONFIRM_SEEDS
+    assert fresh_seeds(7, rows)[0] == 7 + FRESH_OFFSET + FRESH_STRIDE
+    # With seeds in one run a confirmation takes a first run's worth (8 of 24): still apart from the next one's.
+    assert fresh_seeds(7, rows[:1], 8)[-1] < fresh_seeds(7, rows, 8)[0] and len(fresh_seeds(7, rows, 8)) == 8
+    assert max(fresh_seeds(7, rows, 8)) < 7 + FRESH_OFFSET + 2 * FRESH_STRIDE
 
 
 def test_the_confirmed_gain_adds_up_the_stretches_that_held():

@@ -1,7 +1,8 @@
 """The campaign's path, confirmed: the best against the last confirmed point on fresh paired seeds.
 
 Every CONFIRM_EVERY keeps, and when a campaign ends, the best model and the last point that held (the
-baseline at first) are both trained with CONFIRM_SEEDS seeds no decision has used. Their paired gain
+baseline at first) are both trained with CONFIRM_SEEDS seeds no decision has used (a candidate's
+first-run seeds where seeds train in one run: there they cost little). Their paired gain
 is logged as a `confirmed` row (commit: the best's), or, when it is not positive, as a `rollback` row
 (commit: the point that held), and the branch goes back there. The confirmed gain of the campaign is
 the sum of its confirmed stretches, with the 90 % interval of that sum; `report` and the final
@@ -18,8 +19,9 @@ from typing import Sequence
 from autoraysearch.campaign.noise import Bar, paired_columns
 
 CONFIRM_EVERY = 3  # keeps between two confirmations of the path
-CONFIRM_SEEDS = 3  # fresh paired seeds per confirmation
-FRESH_OFFSET = 500  # fresh seeds start at the campaign's seed + this (+ CONFIRM_SEEDS per confirmation so far)
+CONFIRM_SEEDS = 3  # fresh paired seeds per confirmation, with a run per seed
+FRESH_OFFSET = 500  # fresh seeds start at the campaign's seed + this (+ FRESH_STRIDE per confirmation so far)
+FRESH_STRIDE = 32  # the most seeds one confirmation may use (settings allow at most 32 seeds)
 PATH_STATUSES = ("confirmed", "rollback")
 
 
@@ -49,11 +51,11 @@ def keeps_since_confirmed(rows) -> int:
     return count
 
 
-def fresh_seeds(campaign_seed: int, rows) -> list[int]:
-    """The seeds of the next confirmation: never a seed any decision or earlier confirmation used."""
+def fresh_seeds(campaign_seed: int, rows, count: int = CONFIRM_SEEDS) -> list[int]:
+    """The `count` seeds of the next confirmation: never a seed any decision or earlier confirmation used."""
     done = sum(r.status in PATH_STATUSES for r in rows)
-    first = campaign_seed + FRESH_OFFSET + CONFIRM_SEEDS * done
-    return list(range(first, first + CONFIRM_SEEDS))
+    first = campaign_seed + FRESH_OFFSET + FRESH_STRIDE * done
+    return list(range(first, first + min(count, FRESH_STRIDE)))
 
 
 def verdict(best_runs: Sequence[float], point_runs: Sequence[float], bar: Bar) -> tuple[str, dict[str, str]]:
