@@ -65,7 +65,7 @@ from autoraysearch.campaign.results_log import ResultRow  # noqa: E402
 from autoraysearch.trials.runs import first_run_seeds, seeds_for_one_run  # noqa: E402
 
 RESULTS_DIR = ROOT / "benchmarks" / "results"
-TEST_SEEDS = [training_cache.TEST_SEED_BASE + i for i in range(10)]
+TRUTH_SEEDS = 10  # test-split seeds per model for the truth, unless --truth-seeds says more
 BUDGETS = (12, 48)
 SEEDS = 3  # the product's default --seeds
 STUCK_AFTER = 3  # the product's default stuck_after
@@ -93,8 +93,9 @@ def run_costs() -> tuple[float, float]:
 class Trainer:
     """Real runs of the generated train.py, each trained once across every campaign of this process."""
 
-    def __init__(self, epochs: int):
+    def __init__(self, epochs: int, truth_seeds: int = TRUTH_SEEDS):
         self.epochs = epochs
+        self.test_seeds = [training_cache.TEST_SEED_BASE + i for i in range(truth_seeds)]
         self.runs = training_cache.load_runs(epochs)
         self.startup, self.extra = run_costs()
         self.scratch = Path(tempfile.mkdtemp(prefix="search-quality-"))
@@ -127,7 +128,7 @@ class Trainer:
         return sorted(seconds)[len(seconds) // 2]
 
     def truth(self, source: str) -> float:
-        runs = [self.run(source, s, "test") for s in TEST_SEEDS]
+        runs = [self.run(source, s, "test") for s in self.test_seeds]
         return fmean(r.metric for r in runs if r is not None) if all(runs) else float("nan")
 
 
@@ -579,9 +580,9 @@ def fresh_sigma(trainer: Trainer) -> float:
     """The per-run σ on the test split, pooled over every model retrained for the truth."""
     by_model = {}
     for (key, seed, split), run in trainer.runs.items():
-        if split == "test" and not math.isnan(run.metric):
+        if split == "test" and seed in trainer.test_seeds and not math.isnan(run.metric):
             by_model.setdefault(key, []).append(run.metric)
-    groups = [g for g in by_model.values() if len(g) == len(TEST_SEEDS)]
+    groups = [g for g in by_model.values() if len(g) == len(trainer.test_seeds)]
     squares = sum(sum((x - fmean(g)) ** 2 for x in g) for g in groups)
     return math.sqrt(squares / sum(len(g) - 1 for g in groups))
 
@@ -589,8 +590,8 @@ def fresh_sigma(trainer: Trainer) -> float:
 def markdown(epochs: int, campaigns: int, table: dict, sigma_fresh: float, command: str, trainer: Trainer) -> str:
     lines = [
         f"## digits, {epochs} epoch(s), {campaigns} campaigns per rule", "", f"`{command}`", "",
-        f"Fresh per-run σ (test split, 10 seeds per model): {sigma_fresh:.4f}. True gain: the final best minus "
-        "the baseline, each the mean of 10 test-split seeds; interval: bootstrap over campaigns (95 %). False "
+        f"Fresh per-run σ (test split, {len(trainer.test_seeds)} seeds per model): {sigma_fresh:.4f}. True gain: the final "
+        f"best minus the baseline, each the mean of {len(trainer.test_seeds)} test-split seeds; interval: bootstrap over campaigns (95 %). False "
         "keep: a keep whose true delta against the best before it is ≤ 0 (Wilson 95 % interval). Power: share "
         "of candidates truly better than their best by more than the fresh σ that were kept (discards re-scored "
         f"on a sample of {DISCARD_SAMPLE} per campaign). Per train-h: true gain per hour of training (all runs, "
@@ -619,9 +620,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--campaigns", type=int, default=20)
     parser.add_argument("--rules", default=",".join(RULES))
+    parser.add_argument("--truth-seeds", type=int, default=TRUTH_SEEDS,
+                        help="test-split seeds per model for the truth (more: a false keep is told from a tiny true one)")
     args = parser.parse_args()
     os.environ.pop("AUTORAYSEARCH_EVAL_SPLIT", None)
-    trainer = Trainer(args.epochs)
+    trainer = Trainer(args.epochs, args.truth_seeds)
     command = training_cache.command_line("search_quality.py")
     states = {b: {r: [] for r in args.rules.split(",")} for b in BUDGETS}
     for campaign in range(args.campaigns):
