@@ -80,13 +80,26 @@ def listening_process(port: int, proc: Path = Path("/proc")) -> int | None:
         command = command_line(int(entry.name), proc)
         if not command or not Path(command[0]).name.startswith("gcs_server"):
             continue
-        try:
-            sockets = {Path(fd).readlink().name for fd in (entry / "fd").iterdir()}
-        except OSError:
-            continue
-        if any(f"socket:[{inode}]" in sockets for inode in inodes):
+        if any(f"socket:[{inode}]" in open_files(entry) for inode in inodes):
             return int(entry.name)
     return None
+
+
+def open_files(process: Path) -> set[str]:
+    """What a process's descriptors point at; one it closes while we read is skipped, not the whole process
+    (a busy GCS server opens and closes sockets all the time, and missing it would make its cluster look
+    like one `ray start` left behind)."""
+    try:
+        descriptors = list((process / "fd").iterdir())
+    except OSError:
+        return set()
+    found = set()
+    for descriptor in descriptors:
+        try:
+            found.add(descriptor.readlink().name)
+        except OSError:
+            continue
+    return found
 
 
 def listening_inodes(port: int, proc: Path = Path("/proc")) -> set[str]:

@@ -24,6 +24,7 @@ from prefect.cache_policies import NO_CACHE
 from autoraysearch.cluster import current_node_id, sends_its_logs
 from autoraysearch.campaign.experiment import Trial, TrialResult
 from autoraysearch.campaign.metric import parse_metric
+from autoraysearch.campaign.model_source import parse_python
 from autoraysearch.campaign.pruning import CurveWatch, parse_progress, read_curve
 from autoraysearch.campaign.results_log import clean_text, terminal_text
 from autoraysearch.trials.process import ProcessOutcome, TrialLimits, run_in_directory
@@ -150,7 +151,7 @@ def writable_folders(files: dict[str, str]) -> list[Path]:
     """Folders outside the scratch a trial may write to: the DATA_DIR of a generated train.py with DOWNLOAD on."""
     settings = {}
     try:
-        for node in ast.parse(files.get("train.py", "")).body:
+        for node in parse_python(files.get("train.py", "")).body:
             if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
                 try:
                     settings[node.targets[0].id] = ast.literal_eval(node.value)

@@ -16,7 +16,7 @@ import pytest
 from autoraysearch.cluster import (
     ClusterSummary, NodeSummary, cluster_stopped, describe_address, resolve_address, running_local_cluster,
 )
-from autoraysearch.local_cluster import started_by_user
+from autoraysearch.local_cluster import listening_process, open_files, started_by_user
 from autoraysearch.errors import AutoraysearchError
 from autoraysearch.setup.folder import baseline_out_of_memory, calls_ray_init, go_summary
 from autoraysearch.campaign.settings import CampaignSettings
@@ -136,6 +136,25 @@ def test_only_a_cluster_from_ray_start_counts_as_the_users():
     assert started_by_user(None, [])  # its parent is gone
     assert started_by_user(77, ["/usr/bin/tini", "--", "ray"])  # a container's subreaper
     assert not started_by_user(4242, ["/usr/bin/python3.11", "-m", "pytest", "tests"])  # a test suite's own cluster
+
+
+def test_a_gcs_server_is_found_even_while_it_opens_and_closes_descriptors(tmp_path):
+    # A fake /proc (the real one cannot be made to race on demand): the GCS server listens on port 6379
+    # through socket inode 777; one of its descriptors cannot be read, as one closed mid-scan cannot.
+    (tmp_path / "net").mkdir()
+    (tmp_path / "net" / "tcp").write_text(
+        "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+        "   0: 0100007F:18EB 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 777 1\n"
+    )
+    gcs = tmp_path / "4321"
+    (gcs / "fd").mkdir(parents=True)
+    (gcs / "cmdline").write_bytes(b"/venv/lib/ray/core/src/ray/gcs/gcs_server\0--gcs_server_port=6379\0")
+    (gcs / "fd" / "3").symlink_to("socket:[555]")
+    (gcs / "fd" / "4").write_text("")  # readlink fails on it, as on a descriptor that just closed
+    (gcs / "fd" / "5").symlink_to("socket:[777]")
+    assert open_files(gcs) == {"socket:[555]", "socket:[777]"}
+    assert listening_process(6379, tmp_path) == 4321
+    assert listening_process(6380, tmp_path) is None
 
 
 def test_a_cluster_that_stopped_answering_is_told_from_one_that_runs():

@@ -4,14 +4,27 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import threading
 
 from autoraysearch.errors import AutoraysearchError
+
+
+# CPython 3.11 builds an AST with a recursion counter that all threads share, so two threads parsing at
+# once can fail with "AST constructor recursion depth mismatch" (python/cpython#106905): trials that run
+# on threads of one process parse their files one at a time.
+_PARSING = threading.Lock()
+
+
+def parse_python(source: str, path: str = "<unknown>") -> ast.Module:
+    """ast.parse, safe to call from several threads at once."""
+    with _PARSING:
+        return ast.parse(source, filename=path)
 
 
 def parse_model_source(source: str, path: str = "model.py") -> ast.Module:
     """Parse model.py, turning a syntax error into a one-sentence user error."""
     try:
-        return ast.parse(source, filename=path)
+        return parse_python(source, path)
     except SyntaxError as exc:
         raise AutoraysearchError(
             f"{path} does not parse (line {exc.lineno}: {exc.msg}); fix the syntax and try again."
@@ -80,7 +93,7 @@ def _is_nn_module(base: ast.expr) -> bool:
 def fingerprint(source: str) -> str:
     """12 hex digits naming the model's code, blind to comments and formatting."""
     try:
-        canonical = ast.dump(ast.parse(source))
+        canonical = ast.dump(parse_python(source))
     except SyntaxError:
         canonical = source
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]

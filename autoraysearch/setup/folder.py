@@ -11,7 +11,7 @@ from autoraysearch.setup.datasets import CUSTOM, describe_dataset
 from autoraysearch.errors import AutoraysearchError
 from autoraysearch.campaign.experiment import Campaign, ExperimentPaths, TrialResult
 from autoraysearch.campaign.noise import seed_columns
-from autoraysearch.campaign.model_source import check_model_source, fingerprint, init_parameters
+from autoraysearch.campaign.model_source import check_model_source, fingerprint, init_parameters, parse_python
 from autoraysearch.setup.rendering import TrainSpec, optimization_defaults, render_train_py
 from autoraysearch.campaign.repository import ExperimentRepo
 from autoraysearch.campaign.results_log import ResultRow, ResultsLog, format_log, node_columns
@@ -145,7 +145,7 @@ def user_train_source(root: Path, train_py: Path, model_py: str) -> str:
         raise AutoraysearchError(f"{path} does not exist; pass the path of your training script.")
     source = path.read_text()
     try:
-        tree = ast.parse(source)
+        tree = parse_python(source)
     except SyntaxError as exc:
         raise AutoraysearchError(f"{path} does not parse (line {exc.lineno}: {exc.msg}); fix it first.") from None
     module = Path(model_py).stem

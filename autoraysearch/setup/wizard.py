@@ -27,7 +27,7 @@ from autoraysearch.setup.datasets import (
 )
 from autoraysearch.errors import AutoraysearchError
 from autoraysearch.setup.folder import GENERATED_MARKER, user_train_source
-from autoraysearch.campaign.model_source import defines_model, parse_model_source
+from autoraysearch.campaign.model_source import defines_model, parse_model_source, parse_python
 from autoraysearch.campaign.repository import ExperimentRepo
 from autoraysearch.campaign.stopping import parse_deadline
 
@@ -200,7 +200,7 @@ def check_model_file(repo: ExperimentRepo, text: str) -> str:
 
 def model_classes(source: str) -> list[str]:
     """Top-level classes that could be the model, when the file has no `Model` (empty when it has one)."""
-    tree = ast.parse(source)
+    tree = parse_python(source)
     if defines_model(tree):
         return []
     classes = [node for node in tree.body if isinstance(node, ast.ClassDef)]

@@ -9,12 +9,11 @@ freely and leave the verdict to the build check (see checking). Nothing here run
 
 from __future__ import annotations
 
-import ast
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable, Iterator
 
-from autoraysearch.campaign.model_source import check_model_source, defines_model, fingerprint
+from autoraysearch.campaign.model_source import check_model_source, defines_model, fingerprint, parse_python
 from autoraysearch.ideators.mutate.arms import BOLD_PREFIX, describe, direction_from
 from autoraysearch.ideators.mutate.layers import activation_rule, dropout_rule, kernel_rule, norm_rule
 from autoraysearch.ideators.mutate.numbers import number_rule, optional_keyword_rule, sequence_length_changes
@@ -87,6 +86,6 @@ def _proposals(source: str, steps: Steps, rules: tuple[Rule, ...]) -> tuple[Muta
 def _still_a_model(source: str) -> bool:
     """True when an edited model.py parses and still binds `Model`."""
     try:
-        return defines_model(ast.parse(source))
+        return defines_model(parse_python(source))
     except SyntaxError:
         return False
