@@ -51,7 +51,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from statistics import fmean
+from statistics import fmean, stdev
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -66,6 +66,7 @@ from autoraysearch.trials.runs import first_run_seeds, seeds_for_one_run  # noqa
 
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 TRUTH_SEEDS = 10  # test-split seeds per model for the truth, unless --truth-seeds says more
+TRUTH_Z = 1.96  # a false keep is clearly false when its true delta is below zero by this many paired errors
 BUDGETS = (12, 48)
 SEEDS = 3  # the product's default --seeds
 STUCK_AFTER = 3  # the product's default stuck_after
@@ -130,6 +131,12 @@ class Trainer:
     def truth(self, source: str) -> float:
         runs = [self.run(source, s, "test") for s in self.test_seeds]
         return fmean(r.metric for r in runs if r is not None) if all(runs) else float("nan")
+
+    def paired_error(self, source: str, before: str) -> float:
+        """The standard error of truth(source) − truth(before), paired over the test seeds."""
+        runs = [(self.run(source, s, "test"), self.run(before, s, "test")) for s in self.test_seeds]
+        differences = [a.metric - b.metric for a, b in runs if a is not None and b is not None]
+        return stdev(differences) / math.sqrt(len(differences)) if len(differences) > 1 else float("nan")
 
 
 # ---- one simulated campaign ----
@@ -512,6 +519,8 @@ def judge(state: State, trainer: Trainer, sigma_fresh: float) -> dict:
     keeps = [s for s in state.steps if s.kept]
     discards = [s for s in state.steps if not s.kept]
     deltas = [truth(s.model) - truth(s.predecessor) for s in keeps]
+    # A false keep the truth itself can tell from no change: below zero by more than its paired error allows.
+    errors = [trainer.paired_error(s.model, s.predecessor) for s in keeps]
     sample = random.Random(state.campaign).sample(discards, min(DISCARD_SAMPLE, len(discards)))
     missed = [truth(s.model) - truth(s.predecessor) for s in sample]
     weight = len(discards) / len(sample) if sample else 0.0
@@ -529,6 +538,7 @@ def judge(state: State, trainer: Trainer, sigma_fresh: float) -> dict:
     return {
         "rule": state.rule, "campaign": state.campaign, "runs": state.runs, "confirm_runs": state.confirm_runs,
         "candidates": len(state.steps), "crashes": sum(s.crashed for s in state.steps), "keeps": len(keeps), "false_keeps": sum(d <= 0 for d in deltas),
+        "clear_false_keeps": sum(d < -TRUTH_Z * e for d, e in zip(deltas, errors)),
         "harm": sum(d for d in deltas if d <= 0), "true_gain": true_gain, "claimed": claimed,
         "seconds": state.seconds, "training": state.training, "wall": state.wall, "rollbacks": state.rollbacks,
         "power_hits": sum(d > sigma_fresh for d in deltas), "power_misses": weight * sum(d > sigma_fresh for d in missed),
@@ -564,6 +574,7 @@ def totals(rows: list[dict]) -> dict:
         "campaigns": len(rows), "true_gain": fmean(gains), "true_gain_ci": bootstrap(gains),
         "per_hour": sum(gains) / hours, "per_training_hour": sum(gains) / training_hours, "per_wall_hour": sum(gains) / wall_hours, "keeps": keeps,
         "false_keeps": false, "false_rate": false / keeps if keeps else 0.0, "false_ci": wilson(false, keeps),
+        "clear_false_keeps": sum(r["clear_false_keeps"] for r in rows),
         "harm": fmean(r["harm"] for r in rows), "power": hits / (hits + misses) if hits + misses else float("nan"),
         "runs_per_candidate": sum(r["runs"] for r in rows) / max(1, sum(r["candidates"] for r in rows)),
         "candidates": fmean(r["candidates"] for r in rows), "crashes": sum(r["crashes"] for r in rows),
@@ -592,15 +603,16 @@ def markdown(epochs: int, campaigns: int, table: dict, sigma_fresh: float, comma
         f"## digits, {epochs} epoch(s), {campaigns} campaigns per rule", "", f"`{command}`", "",
         f"Fresh per-run σ (test split, {len(trainer.test_seeds)} seeds per model): {sigma_fresh:.4f}. True gain: the final "
         f"best minus the baseline, each the mean of {len(trainer.test_seeds)} test-split seeds; interval: bootstrap over campaigns (95 %). False "
-        "keep: a keep whose true delta against the best before it is ≤ 0 (Wilson 95 % interval). Power: share "
+        "keep: a keep whose true delta against the best before it is ≤ 0 (Wilson 95 % interval); clearly false: "
+        f"below 0 by more than {TRUTH_Z} paired standard errors of that delta over the test seeds. Power: share "
         "of candidates truly better than their best by more than the fresh σ that were kept (discards re-scored "
         f"on a sample of {DISCARD_SAMPLE} per campaign). Per train-h: true gain per hour of training (all runs, "
         "confirmations included); per run-h: per hour of whole runs, start-up included; per wall-hour: with the candidates of one racing iteration at once. A run "
         f"costs its start-up ({trainer.startup:.2f} s) and its training; each further seed in one run its training "
         f"and {trainer.extra:.2f} s (benchmarks/seeds_in_one_run.py). Budgets count single runs of the baseline.", "",
         "| budget | rule | true gain [95 %] | per train-h | per run-h | per wall-h | keeps | false keeps [95 %] | harm | power "
-        "| runs/cand | confirm runs | rollbacks | σ̂ (run) | claimed − true | abs |",
-        "|---:|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| runs/cand | confirm runs | rollbacks | σ̂ (run) | claimed − true | abs | clearly false |",
+        "|---:|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for budget, rules in table.items():
         for rule, t in rules.items():
@@ -611,7 +623,7 @@ def markdown(epochs: int, campaigns: int, table: dict, sigma_fresh: float, comma
                 f"| {t['per_wall_hour']:.1f} | {t['keeps']} | {t['false_keeps']}/{t['keeps']} = {t['false_rate']:.0%} "
                 f"[{flo:.0%}, {fhi:.0%}] | {t['harm']:+.4f} | {t['power']:.0%} | {t['runs_per_candidate']:.2f} "
                 f"| {t['confirm_runs']:.1f} | {t['rollbacks']} | {t['sigma_hat']:.4f} | {t['claim_error']:+.4f} "
-                f"| {t['claim_abs_error']:.4f} |")
+                f"| {t['claim_abs_error']:.4f} | {t['clear_false_keeps']}/{t['keeps']} |")
     return "\n".join(lines) + "\n"
 
 
