@@ -80,7 +80,8 @@ def listening_process(port: int, proc: Path = Path("/proc")) -> int | None:
         command = command_line(int(entry.name), proc)
         if not command or not Path(command[0]).name.startswith("gcs_server"):
             continue
-        if any(f"socket:[{inode}]" in open_files(entry) for inode in inodes):
+        files = open_files(entry)
+        if any(f"socket:[{inode}]" in files for inode in inodes):
             return int(entry.name)
     return None
 
