@@ -553,6 +553,25 @@ def bootstrap(values: list[float], draws: int = 2000) -> tuple[float, float]:
     return means[int(0.025 * draws)], means[int(0.975 * draws) - 1]
 
 
+def against(mine: list[dict], theirs: list[dict], draws: int = 4000) -> dict:
+    """One rule's true gain against another's, paired by campaign (same baseline, same ideator seed): the
+    ratio of their mean gains and the difference, each with a bootstrap interval over campaigns (95 %)."""
+    pairs = [(a["true_gain"], b["true_gain"]) for a, b in zip(mine, theirs)]
+    rng = random.Random(0)
+    ratios, differences = [], []
+    for _ in range(draws):
+        sample = rng.choices(pairs, k=len(pairs))
+        a, b = fmean(x for x, _ in sample), fmean(y for _, y in sample)
+        ratios.append(a / b if b > 0 else math.inf)
+        differences.append(a - b)
+    ratios.sort()
+    differences.sort()
+    low, high = int(0.025 * draws), int(0.975 * draws) - 1
+    a, b = fmean(x for x, _ in pairs), fmean(y for _, y in pairs)
+    return {"ratio": a / b if b > 0 else math.inf, "ratio_ci": (ratios[low], ratios[high]),
+            "difference": a - b, "difference_ci": (differences[low], differences[high])}
+
+
 def wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
     if n == 0:
         return 0.0, 1.0
@@ -598,7 +617,8 @@ def fresh_sigma(trainer: Trainer) -> float:
     return math.sqrt(squares / sum(len(g) - 1 for g in groups))
 
 
-def markdown(epochs: int, campaigns: int, table: dict, sigma_fresh: float, command: str, trainer: Trainer) -> str:
+def markdown(epochs: int, campaigns: int, table: dict, sigma_fresh: float, command: str, trainer: Trainer,
+             comparisons: dict | None = None) -> str:
     lines = [
         f"## digits, {epochs} epoch(s), {campaigns} campaigns per rule", "", f"`{command}`", "",
         f"Fresh per-run σ (test split, {len(trainer.test_seeds)} seeds per model): {sigma_fresh:.4f}. True gain: the final "
@@ -624,6 +644,14 @@ def markdown(epochs: int, campaigns: int, table: dict, sigma_fresh: float, comma
                 f"[{flo:.0%}, {fhi:.0%}] | {t['harm']:+.4f} | {t['power']:.0%} | {t['runs_per_candidate']:.2f} "
                 f"| {t['confirm_runs']:.1f} | {t['rollbacks']} | {t['sigma_hat']:.4f} | {t['claim_error']:+.4f} "
                 f"| {t['claim_abs_error']:.4f} | {t['clear_false_keeps']}/{t['keeps']} |")
+    if comparisons:
+        lines += ["", f"Against greedy, paired by campaign (bootstrap over campaigns, 95 %; ∞: greedy's resampled gain ≤ 0):", "",
+                  "| budget | rule | true gain ÷ greedy's [95 %] | minus greedy's [95 %] |", "|---:|---|---|---|"]
+        for (budget, rule), c in comparisons.items():
+            lo, hi = c["ratio_ci"]
+            dlo, dhi = c["difference_ci"]
+            lines.append(f"| {budget} | {rule} | {c['ratio']:.2f} × [{lo:.2f}, {hi:.2f}] "
+                         f"| {c['difference']:+.4f} [{dlo:+.4f}, {dhi:+.4f}] |")
     return "\n".join(lines) + "\n"
 
 
@@ -654,12 +682,15 @@ def main() -> None:
         for rule, mine in rules.items():
             judged[budget][rule] = [judge(s, trainer, sigma_fresh) for s in mine]
     table = {b: {r: totals(rows) for r, rows in rules.items()} for b, rules in judged.items()}
-    text = markdown(args.epochs, args.campaigns, table, sigma_fresh, command, trainer)
+    comparisons = {(budget, rule): against(mine, rules["greedy"]) for budget, rules in judged.items()
+                   for rule, mine in rules.items() if rule != "greedy" and "greedy" in rules}
+    text = markdown(args.epochs, args.campaigns, table, sigma_fresh, command, trainer, comparisons)
     print(text)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     (RESULTS_DIR / f"search_quality_e{args.epochs}.md").write_text(text)
     (RESULTS_DIR / f"search_quality_e{args.epochs}.json").write_text(json.dumps(
-        {"command": command, "table": table, "campaigns": judged, "sigma_fresh": sigma_fresh}, indent=1) + "\n")
+        {"command": command, "table": table, "campaigns": judged, "sigma_fresh": sigma_fresh,
+         "against_greedy": {f"{b} {r}": c for (b, r), c in comparisons.items()}}, indent=1) + "\n")
     regimes = sorted(RESULTS_DIR.glob("search_quality_e*.md"), key=lambda p: int(p.stem.rsplit("_e", 1)[1]))
     (RESULTS_DIR / "search_quality.md").write_text(
         "# Search quality: decision rules over cached real training runs\n\n"
