@@ -106,3 +106,43 @@ def test_looking_for_a_cluster_running_here_leaves_ray_usable():
              "ray._common.utils.get_default_ray_temp_dir()")
     result = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+# ---- trials on threads of one process parse Python one at a time (CPython 3.11's AST builder is not thread-safe) ----
+
+
+def test_threads_parse_python_one_at_a_time(monkeypatch):
+    """Six threads parse at once; inside ast.parse there is never more than one (it once failed with
+    "AST constructor recursion depth mismatch" when trials parsed their train.py on threads)."""
+    import ast
+    import threading
+
+    from autoraysearch.campaign.model_source import parse_python
+
+    real_parse, inside, most, guard = ast.parse, [0], [0], threading.Lock()
+
+    def slow_parse(*args, **kwargs):
+        with guard:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        time.sleep(0.02)  # long enough for every thread to arrive while one is parsing
+        with guard:
+            inside[0] -= 1
+        return real_parse(*args, **kwargs)
+
+    monkeypatch.setattr(ast, "parse", slow_parse)
+    trees = []
+    threads = [threading.Thread(target=lambda n=n: trees.append(parse_python(f"x = {n}\n"))) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(trees) == 6 and most[0] == 1
+
+
+def test_the_product_parses_python_only_through_the_thread_safe_parser():
+    root = Path(__file__).resolve().parents[1]
+    sources = [p for folder in ("autoraysearch", "flows", "tasks") for p in (root / folder).rglob("*.py")]
+    direct = [str(p.relative_to(root)) for p in sources
+              if "ast.parse(" in p.read_text() and p.name != "model_source.py"]
+    assert sources and direct == []
