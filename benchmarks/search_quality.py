@@ -644,15 +644,21 @@ def markdown(epochs: int, campaigns: int, table: dict, sigma_fresh: float, comma
                 f"[{flo:.0%}, {fhi:.0%}] | {t['harm']:+.4f} | {t['power']:.0%} | {t['runs_per_candidate']:.2f} "
                 f"| {t['confirm_runs']:.1f} | {t['rollbacks']} | {t['sigma_hat']:.4f} | {t['claim_error']:+.4f} "
                 f"| {t['claim_abs_error']:.4f} | {t['clear_false_keeps']}/{t['keeps']} |")
-    if comparisons:
-        lines += ["", f"Against greedy, paired by campaign (bootstrap over campaigns, 95 %; ∞: greedy's resampled gain ≤ 0):", "",
-                  "| budget | rule | true gain ÷ greedy's [95 %] | minus greedy's [95 %] |", "|---:|---|---|---|"]
-        for (budget, rule), c in comparisons.items():
-            lo, hi = c["ratio_ci"]
-            dlo, dhi = c["difference_ci"]
-            lines.append(f"| {budget} | {rule} | {c['ratio']:.2f} × [{lo:.2f}, {hi:.2f}] "
-                         f"| {c['difference']:+.4f} [{dlo:+.4f}, {dhi:+.4f}] |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + comparison_lines(comparisons or {})) + "\n"
+
+
+def comparison_lines(comparisons: dict) -> list[str]:
+    """The table of each rule against greedy (against()), keyed by (budget, rule)."""
+    if not comparisons:
+        return []
+    lines = ["", "Against greedy, paired by campaign (bootstrap over campaigns, 95 %; ∞: greedy's resampled gain ≤ 0):", "",
+             "| budget | rule | true gain ÷ greedy's [95 %] | minus greedy's [95 %] |", "|---:|---|---|---|"]
+    for (budget, rule), c in comparisons.items():
+        lo, hi = c["ratio_ci"]
+        dlo, dhi = c["difference_ci"]
+        lines.append(f"| {budget} | {rule} | {c['ratio']:.2f} × [{lo:.2f}, {hi:.2f}] "
+                     f"| {c['difference']:+.4f} [{dlo:+.4f}, {dhi:+.4f}] |")
+    return lines
 
 
 def main() -> None:
