@@ -23,10 +23,11 @@ Rules compared, each over the same campaign seeds:
   seed, the winner by paired mean over two seeds;
 * together: the default where runs are mostly start-up, as on digits (seeds_in_one_run, and as many
   seeds as train in one start-up's time, 8 to 24, both chosen by setup from the baseline's timing: 24
-  at 1 epoch, 8 at 5): every candidate trained at a third of them in one run; if the keep rule asks for
-  more, the rest in a second run; the path confirmed on fresh seeds in one run per model;
-* racing-together: together with `--parallel 4`: all four at their first seeds, only the leader by
-  paired mean continued, the winner by paired mean over all its seeds.
+  at 1 epoch, 8 at 5): the baseline at its first seed alone, then at the rest in one run, as setup
+  trains it; every candidate at all its seeds in one run; the path confirmed on fresh seeds (a third
+  of the seeds) in one run per model;
+* racing-together: together with `--parallel 4`: all four at a third of their seeds, only the leader
+  by paired mean continued at the rest, the winner by paired mean over all its seeds.
 
 What a run costs is measured, not assumed: benchmarks/seeds_in_one_run.py times contained trials of
 this train.py and writes a run's start-up and the extra cost of each further seed in one run to
@@ -161,6 +162,7 @@ class State:
     confirmed: str
     seed: int
     known: dict = field(default_factory=dict)  # (model hash, seed) -> value this campaign trained
+    baseline_runs: list = field(default_factory=list)  # the baseline's values at the seeds setup trained it at
     runs: int = 0
     cost: float = 0.0  # search runs' seconds, in single runs of the baseline (what the budgets count)
     unit: float = 1.0  # the seconds of one single run of the baseline
@@ -318,8 +320,7 @@ def iterate_unpaired(state: State, trainer: Trainer) -> None:
 
 
 def paired_bar(state: State) -> noise.Bar:
-    baseline = [state.known[(training_cache.model_hash(state.baseline), state.seed + i)] for i in range(SEEDS)]
-    paired = noise.robust_pool(state.diffs, prior=noise.paired_prior(baseline))
+    paired = noise.robust_pool(state.diffs, prior=noise.paired_prior(state.baseline_runs))
     return noise.Bar(best_runs=(), paired=paired, prior=noise.effect_prior(state.screens, paired.sigma),
                      keep_confidence=noise.keep_confidence(state.keep_chances))
 
@@ -399,7 +400,7 @@ def iterate_together(state: State, trainer: Trainer, parallel: int = 1) -> None:
         return
     bar = paired_bar(state)
     seeds = [campaign_seed(state, i) for i in range(together_seeds(trainer))]
-    first = seeds[:first_run_seeds(len(seeds))]
+    first = seeds if len(candidates) == 1 else seeds[:first_run_seeds(len(seeds))]  # as flows/loop.train_seeds_together
 
     def paired(c: str, at: list[int]) -> tuple[list[float] | None, float]:
         """Its paired differences at these seeds (None if either model crashed), and the longer run's seconds."""
@@ -490,8 +491,12 @@ def run_campaign(rule: str, campaign: int, trainer: Trainer) -> dict[int, State]
     state = State(rule=rule, campaign=campaign, baseline=base, best=base, confirmed=base, seed=CAMPAIGN_STRIDE * campaign)
     state.last_seconds = 0.0
     state.unit = trainer.startup + trainer.train_seconds(base)
-    # The baseline's seeds run apart, at once, as setup runs them (it chooses seeds_in_one_run from their timing).
-    baseline = [train(state, trainer, base, state.seed + i) for i in range(1 if rule == "greedy" else SEEDS)]
+    if rule in TOGETHER:  # as setup trains it: the first seed alone, its timing says the rest go in one run
+        baseline = [train(state, trainer, base, state.seed)]
+        baseline += train_together(state, trainer, base, [campaign_seed(state, i) for i in range(1, together_seeds(trainer))])
+    else:  # its seeds apart, at once
+        baseline = [train(state, trainer, base, state.seed + i) for i in range(1 if rule == "greedy" else SEEDS)]
+    state.baseline_runs = baseline
     state.rows.append(ResultRow("0", "-", fmean(baseline), None, "baseline", "baseline", noise.seed_columns(baseline)))
     state.wall = state.seconds
     if rule != "greedy":

@@ -23,8 +23,8 @@ from autoraysearch.tasks.log import save_trial_output
 from autoraysearch.tasks.verify import verify
 from autoraysearch.campaign.noise import pooled_noise
 from autoraysearch.trials.runs import (
-    confirmation_trials, make_trial, merge_runs, mostly_start_up, ran_out_of_gpu_memory, seeded, seeds_for_one_run, start_up_and_training, wait_for_trials,
-    whole_gpu_trial,
+    confirmation_trials, joined_runs, make_trial, merge_runs, mostly_start_up, ran_out_of_gpu_memory, seeded, seeds_for_one_run,
+    seeds_together, start_up_and_training, wait_for_trials, whole_gpu_trial,
 )
 
 
@@ -81,19 +81,13 @@ def autoraysearch_setup(
         current = Candidate(label="0", description="baseline", model_source=plan.model_source,
                             fingerprint=fingerprint(plan.model_source))
         trial = seeded(make_trial(campaign, current, plan.train_source, label="baseline"), seed, "baseline")
-        trials = {"baseline": trial, **confirmation_trials(trial, seed, plan.settings.seeds)}
-        with with_trial_resources(plan.settings.cpus_per_trial, plan.settings.gpus_per_trial):
-            futures = {label: verify.submit(t) for label, t in trials.items()}  # the seeds train at once
-        results = wait_for_trials(futures)
-        results.update(retry_baseline_on_whole_gpus(plan.settings, trials, results))
-        for label, result in results.items():
-            save_trial_output(campaign, result)
-            if ran_out_of_gpu_memory(result, plan.settings.gpus_per_trial):
-                raise baseline_out_of_memory(plan.settings, batch_size, campaign.paths.trial_log(label))
-            if result.status != "ok":
-                raise baseline_failure(result, campaign.paths.trial_log(label))
+        first_alone = plan.settings.seeds_can_go_together  # its timing decides how the other seeds train
+        trials = {"baseline": trial} if first_alone else {"baseline": trial, **confirmation_trials(trial, seed, plan.settings.seeds)}
+        results = train_baseline(campaign, plan.settings, trials, batch_size)
         plan = with_seeds_decided(plan, list(results.values()), seeds_given=seeds is not None)
         result = merge_runs(results.pop("baseline"), list(results.values()))
+        if first_alone:
+            result = baseline_at_other_seeds(campaign, plan.settings, trial, result, batch_size)
         row, archived = record_setup(plan, result)
     noise = pooled_noise([result.runs])
     logger = get_run_logger()
@@ -118,13 +112,41 @@ def autoraysearch_setup(
     )
 
 
+def train_baseline(campaign, settings, trials: dict, batch_size: int) -> dict[str, TrialResult]:
+    """The baseline's runs, at once; a run that failed or ran out of GPU memory stops setup with what to do."""
+    with with_trial_resources(settings.cpus_per_trial, settings.gpus_per_trial):
+        futures = {label: verify.submit(t) for label, t in trials.items()}  # the seeds train at once
+    results = wait_for_trials(futures)
+    results.update(retry_baseline_on_whole_gpus(settings, trials, results))
+    for label, result in results.items():
+        save_trial_output(campaign, result)
+        if ran_out_of_gpu_memory(result, settings.gpus_per_trial):
+            raise baseline_out_of_memory(settings, batch_size, campaign.paths.trial_log(label))
+        if result.status != "ok":
+            raise baseline_failure(result, campaign.paths.trial_log(label))
+    return results
+
+
+def baseline_at_other_seeds(campaign, settings, trial, first: TrialResult, batch_size: int) -> TrialResult:
+    """The baseline at its seeds after the first: in one run where its first run was mostly start-up, else a run each.
+
+    In one run they cost one start-up where runs apart would cost one each, and the first candidates
+    need the best at all of them. A model that trains longer than it starts pays one run's wait here.
+    """
+    rest = [settings.seed + i for i in range(1, settings.seeds)]
+    if settings.seeds_together:
+        more = train_baseline(campaign, settings, {"baseline-seeds": seeds_together(trial, rest, "baseline-seeds")}, batch_size)
+        return joined_runs(first, more["baseline-seeds"])
+    more = train_baseline(campaign, settings, confirmation_trials(trial, settings.seed, settings.seeds), batch_size)
+    return merge_runs(first, list(more.values()))
+
+
 def with_seeds_decided(plan: SetupPlan, baseline_runs: list[TrialResult], seeds_given: bool) -> SetupPlan:
     """The plan with seeds_in_one_run chosen from the baseline's timing: on where its runs were mostly start-up.
 
     Only a generated train.py with one training process can train several seeds in one run. Then a
     further seed costs its training alone, so a candidate gets as many seeds as train in about one
-    start-up's time, 8 to 24 (unless --seeds was given): a third in its first run, the rest if the
-    rule asks for more.
+    start-up's time, 8 to 24 (unless --seeds was given), all in one run (a third first in a race).
     """
     settings = plan.settings
     together = settings.seeds_can_go_together and mostly_start_up(baseline_runs)

@@ -118,8 +118,14 @@ def test_status_and_demo_from_the_command_line(services, tmp_path: Path, capsys)
 
     settings = load_settings(target)
     assert settings.seeds_in_one_run and FEWEST_SEEDS_IN_ONE_RUN <= settings.seeds <= MOST_SEEDS_IN_ONE_RUN
+    # The baseline at its first seed alone (its timing chose this), then at the rest in one run.
+    assert log.rows[0].extra["seeds"] == str(settings.seeds)
+    logs = target / ".autoraysearch" / "logs"
+    assert (logs / "baseline.log").exists() and (logs / "baseline-seeds.log").exists()
+    assert not (logs / "baseline-seed2.log").exists()
+    # A lone candidate trains at all its seeds in one run: a second run would cost another start-up.
     trained = {int(r.extra["seeds"]) for r in log.rows if r.iteration in ("1", "2") and r.extra.get("seeds")}
-    assert trained and trained <= {first_run_seeds(settings.seeds), settings.seeds}
+    assert trained == {settings.seeds}
     for path in (r for r in log.rows if r.status in ("confirmed", "rollback")):  # a first run's worth of fresh seeds
         assert len(path.extra["diffs"].split(",")) == first_run_seeds(settings.seeds)
 
@@ -128,6 +134,18 @@ def test_status_and_demo_from_the_command_line(services, tmp_path: Path, capsys)
     assert "campaign branch autoraysearch/" in out
     assert "no run is active" in out
     assert "best val_acc=" in out
+
+
+def test_a_baseline_that_trains_longer_than_it_starts_gets_a_run_per_seed(services, example_repo: Path):
+    from autoraysearch.campaign.settings import load_settings
+
+    setup(example_repo, time_budget=30.0, batch_size=16, seeds=2)  # 30 s of training, against seconds of start-up and evaluation
+    assert not load_settings(example_repo).seeds_in_one_run
+    baseline = results(example_repo).rows[0]
+    assert baseline.extra["seeds"] == "2" and len(baseline.extra["runs"].split(",")) == 2
+    logs = example_repo / ".autoraysearch" / "logs"
+    assert (logs / "baseline.log").exists() and (logs / "baseline-seed2.log").exists()
+    assert not (logs / "baseline-seeds.log").exists()
 
 
 def test_setup_refuses_a_train_py_that_prints_no_metric_and_commits_nothing(services, example_repo: Path):

@@ -256,3 +256,16 @@ def test_status_learns_what_proposals_gain_as_the_campaigns_decisions_do():
     shown = StringIO()
     print_status(log, together, ["no run is active"], shown)  # what `status` prints on a terminal
     assert "proposals gain +0.0067" in shown.getvalue() and "no run is active" in shown.getvalue()
+
+
+def test_the_baselines_spread_only_starts_the_paired_noise_however_many_seeds_it_has():
+    from autoraysearch.campaign.noise import PRIOR_DOF, paired_prior, spread
+
+    three, many = (0.90, 0.92, 0.94), tuple(0.90 + 0.02 * (i % 3) for i in range(24))
+    assert paired_prior(three).dof == paired_prior(many).dof == PRIOR_DOF == 2
+    assert paired_prior(many).sigma == pytest.approx(2 ** 0.5 * spread(many))
+    # one comparison of 8 paired seeds weighs 7 degrees of freedom against its 2
+    diffs = (0.001, -0.002, 0.0, 0.002, -0.001, 0.001, 0.0, -0.001)
+    pooled = robust_pool([diffs], prior=paired_prior(many))
+    assert pooled.dof == 9
+    assert pooled.sigma ** 2 == pytest.approx((2 * paired_prior(many).sigma ** 2 + 7 * spread(diffs) ** 2) / 9)

@@ -8,7 +8,7 @@ The rule, which a reader can check by hand from the results log:
   the `diffs` column of a row lists them, `gain` is their mean and `interval` its 90 % interval.
 * Noise. σ_d, the spread of one paired difference, is pooled over the campaign's comparisons (rows with
   two or more differences), starting from a prior: twice the variance of the baseline's seed runs (two
-  independent runs differ by that much), worth the baseline's degrees of freedom. Pooling is robust: in
+  independent runs differ by that much), worth the baseline's degrees of freedom, at most PRIOR_DOF. Pooling is robust: in
   log order, each comparison's variance counts at most CAP times the pooled variance before it, so one
   candidate whose runs are wild (or wrecked on purpose) can move σ_d by a bounded factor, never set it.
   The per-run σ shown by status and used by early stopping is pooled the same way over the rows' runs.
@@ -56,6 +56,7 @@ PRIOR_SPREAD = 2.0  # that law's spread of true gains, in σ_d
 MIN_PRIOR_SPREAD = 0.25  # the learned spread never falls below this many σ_d
 CLIP = 4.0  # screens further than this many σ_d below zero (broken models) are left out; above, they count as this
 CONFIRM_SEEDS = 2  # seeds a candidate has before it can be kept
+PRIOR_DOF = 2  # the most degrees of freedom the baseline's spread weighs in σ_d (paired_prior)
 CAP = 4.0  # a comparison's variance counts at most this many times the pooled variance before it
 OWN_SPREAD = 2.0  # a candidate whose paired differences spread more than this many σ_d is judged by its own spread
 INTERVAL_Z = 1.645  # the `interval` column: a 90 % interval of the paired gain
@@ -251,11 +252,15 @@ def pooled_noise(groups: Iterable[Sequence[float]]) -> Noise:
 
 
 def paired_prior(baseline_runs: Sequence[float]) -> Noise:
-    """What σ_d is before any comparison: two independent runs of the baseline differ by √2 σ."""
+    """What σ_d is before any comparison: two independent runs of the baseline differ by √2 σ.
+
+    Paired runs differ by less, so this only starts the pool: it weighs PRIOR_DOF degrees of freedom
+    (three baseline runs' worth) however many seeds the baseline has, and comparisons soon outweigh it.
+    """
     noise = robust_pool([baseline_runs])
     if not noise.measured:
         return Noise()
-    return Noise(sigma=math.sqrt(2) * noise.sigma, dof=noise.dof, samples=0)
+    return Noise(sigma=math.sqrt(2) * noise.sigma, dof=min(noise.dof, PRIOR_DOF), samples=0)
 
 
 def screen_passes(difference: float, bar: Bar) -> bool:

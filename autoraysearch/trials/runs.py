@@ -141,7 +141,7 @@ SEED_TIMEOUT_ENV = "AUTORAYSEARCH_SEED_TIMEOUT"  # the seconds each of those see
 # benchmarks/search_quality.py chose them: on digits at 1 epoch, 24 seeds found more than 8 or 16 at the same cost.
 FEWEST_SEEDS_IN_ONE_RUN = 8
 MOST_SEEDS_IN_ONE_RUN = 24
-FIRST_RUN_SHARE = 3  # a candidate's first run trains a third of its seeds (at least 3); the rest only if the rule asks
+FIRST_RUN_SHARE = 3  # a racing candidate's first run trains a third of its seeds (at least 3); the rest only if the rule asks
 
 
 def seeds_for_one_run(start_up: float, per_seed: float) -> int:
@@ -156,7 +156,12 @@ def seeds_for_one_run(start_up: float, per_seed: float) -> int:
 
 
 def first_run_seeds(seeds: int) -> int:
-    """The seeds of a candidate's first run, of its `seeds` in one run: a third, at least 3."""
+    """The seeds of a racing candidate's first run, of its `seeds` in one run: a third, at least 3.
+
+    A lone candidate trains all of them at once: on digits the keep rule asked for the rest after
+    about half of the first runs (benchmarks/search_quality.py), and a second run costs a start-up,
+    about as much as training every seed. In a race the screen spares the losers their rest.
+    """
     return min(seeds, max(3, seeds // FIRST_RUN_SHARE))
 
 
