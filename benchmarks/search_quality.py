@@ -24,10 +24,11 @@ Rules compared, each over the same campaign seeds:
 * together: the default where runs are mostly start-up, as on digits (seeds_in_one_run, and as many
   seeds as train in one start-up's time, 8 to 24, both chosen by setup from the baseline's timing: 24
   at 1 epoch, 8 at 5): the baseline at its first seed alone, then at the rest in one run, as setup
-  trains it; every candidate at all its seeds in one run; the path confirmed on fresh seeds (a third
-  of the seeds) in one run per model;
-* racing-together: together with `--parallel 4`: all four at a third of their seeds, only the leader
-  by paired mean continued at the rest, the winner by paired mean over all its seeds.
+  trains it; every candidate trained at a third of them (at least 8: all of them at 5 epochs) in
+  one run; if the keep rule asks for more, the rest in a second run; the path confirmed on fresh seeds
+  (a third, at least 3) in one run per model;
+* racing-together: together with `--parallel 4`: all four at their first seeds, only the leader by
+  paired mean continued, the winner by paired mean over all its seeds.
 
 What a run costs is measured, not assumed: benchmarks/seeds_in_one_run.py times contained trials of
 this train.py and writes a run's start-up and the extra cost of each further seed in one run to
@@ -63,7 +64,7 @@ from autoraysearch.campaign import noise  # noqa: E402
 from autoraysearch.campaign.path import CONFIRM_EVERY, CONFIRM_SEEDS as CONFIRM_FRESH, FRESH_STRIDE  # noqa: E402
 from autoraysearch.campaign.model_source import fingerprint  # noqa: E402
 from autoraysearch.campaign.results_log import ResultRow  # noqa: E402
-from autoraysearch.trials.runs import first_run_seeds, seeds_for_one_run  # noqa: E402
+from autoraysearch.trials.runs import confirmation_seeds, first_run_seeds, seeds_for_one_run  # noqa: E402
 
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 TRUTH_SEEDS = 10  # test-split seeds per model for the truth, unless --truth-seeds says more
@@ -400,7 +401,7 @@ def iterate_together(state: State, trainer: Trainer, parallel: int = 1) -> None:
         return
     bar = paired_bar(state)
     seeds = [campaign_seed(state, i) for i in range(together_seeds(trainer))]
-    first = seeds if len(candidates) == 1 else seeds[:first_run_seeds(len(seeds))]  # as flows/loop.train_seeds_together
+    first = seeds[:first_run_seeds(len(seeds))]
 
     def paired(c: str, at: list[int]) -> tuple[list[float] | None, float]:
         """Its paired differences at these seeds (None if either model crashed), and the longer run's seconds."""
@@ -452,7 +453,7 @@ def confirm_path(state: State, trainer: Trainer) -> None:
     done = len(state.segments) + state.rollbacks
     if state.rule in TOGETHER:  # each model's fresh seeds in one run: as many as a candidate's first run, as the loop does
         base = TOGETHER_FRESH_BASE + 1000 * state.campaign + FRESH_STRIDE * done
-        fresh = [base + i for i in range(first_run_seeds(together_seeds(trainer)))]
+        fresh = [base + i for i in range(confirmation_seeds(together_seeds(trainer)))]
     else:
         fresh = [FRESH_BASE + 100 * state.campaign + CONFIRM_FRESH * done + i for i in range(CONFIRM_FRESH)]
     if state.rule in TOGETHER:

@@ -47,6 +47,7 @@ from autoraysearch.trials.sandbox import landlock_abi
 from autoraysearch.trials.runs import (
     check_trial_fits,
     make_trial,
+    confirmation_seeds,
     first_run_seeds,
     joined_runs,
     merge_runs,
@@ -234,7 +235,7 @@ def confirm_path(campaign: Campaign, stop_time: datetime | None) -> dict:
         model = Candidate(label=f"{label}-{name}", description="", model_source=repo.file_at(sha, settings.model_py),
                           fingerprint="")
         trial = make_trial(campaign, model, train_source)
-        seeds = fresh_seeds(settings.seed, log.rows, first_run_seeds(settings.seeds) if settings.seeds_together else CONFIRM_SEEDS)
+        seeds = fresh_seeds(settings.seed, log.rows, confirmation_seeds(settings.seeds) if settings.seeds_together else CONFIRM_SEEDS)
         if settings.seeds_together:
             trials[f"{label}-{name}-seeds"] = seeds_together(trial, seeds, f"{label}-{name}-seeds")
             continue
@@ -421,19 +422,16 @@ def screen_then_confirm(
 def train_seeds_together(
     campaign: Campaign, trials: dict[str, Trial], bar: Bar, stop_time: datetime | None, best: Trial | None = None,
 ) -> tuple[dict[str, TrialResult], Bar]:
-    """One candidate at all its seeds in one run; of several (a race), each at its first seeds (a third), and
-    the leader, if the rule asks for more, at the rest in another run.
+    """Each candidate at its first seeds (a third, at least 8) in one run; the leader, if the rule asks for more, at the rest in another.
 
     For campaigns whose runs are mostly start-up (settings.seeds_in_one_run): every paired seed after
     the first in a run costs its training time alone, so a candidate is decided on several seeds at
-    once instead of a screen and then one seed at a time. A lone candidate would pay a second start-up
-    for its rest about half the time, which costs more than training those seeds at once; a race
-    screens its candidates on a third so that the losers cost less. The best is trained at the seeds
-    it lacks in the same batch; the bar comes back with those runs.
+    once instead of a screen and then one seed at a time. The best is trained at the seeds it lacks in
+    the same batch; the bar comes back with those runs.
     """
     settings = campaign.settings
     seeds = [settings.seed + i for i in range(settings.seeds)]
-    first = seeds if len(trials) == 1 else seeds[:first_run_seeds(len(seeds))]
+    first = seeds[:first_run_seeds(len(seeds))]
     results, bar = train_seeds_run(campaign, trials, first, bar, stop_time, best)
     steps = {label: next_step(bar.differences(r.values), bar, len(seeds))
              for label, r in results.items() if r.status == "ok"}

@@ -14,7 +14,7 @@ import pytest
 
 from autoraysearch.campaign.experiment import Trial
 from autoraysearch.setup.rendering import TrainSpec, optimization_defaults, render_train_py
-from autoraysearch.trials.runs import first_run_seeds, mostly_start_up, seeded, seeds_for_one_run, seeds_together
+from autoraysearch.trials.runs import confirmation_seeds, first_run_seeds, mostly_start_up, seeded, seeds_for_one_run, seeds_together
 from autoraysearch.campaign.experiment import TrialResult
 from tasks.verify import run_trial
 
@@ -110,7 +110,8 @@ def test_a_candidate_gets_as_many_seeds_as_train_in_one_start_up():
     assert seeds_for_one_run(5.3, 0.1) == 24  # digits at 1 epoch: training is 2 % of a run, capped
     assert seeds_for_one_run(5.3, 0.5) == 11
     assert seeds_for_one_run(5.3, 1.3) == 8 and seeds_for_one_run(5.3, 0.0) == 24
-    assert [first_run_seeds(n) for n in (1, 2, 3, 8, 11, 24)] == [1, 2, 3, 3, 3, 8]
+    assert [first_run_seeds(n) for n in (1, 2, 3, 8, 11, 24, 32)] == [1, 2, 3, 8, 8, 8, 10]
+    assert [confirmation_seeds(n) for n in (1, 2, 3, 8, 11, 24)] == [1, 2, 3, 3, 3, 8]
 
 
 def test_a_trial_of_several_seeds_is_never_pruned_and_gets_time_for_each():

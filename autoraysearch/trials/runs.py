@@ -141,7 +141,8 @@ SEED_TIMEOUT_ENV = "AUTORAYSEARCH_SEED_TIMEOUT"  # the seconds each of those see
 # benchmarks/search_quality.py chose them: on digits at 1 epoch, 24 seeds found more than 8 or 16 at the same cost.
 FEWEST_SEEDS_IN_ONE_RUN = 8
 MOST_SEEDS_IN_ONE_RUN = 24
-FIRST_RUN_SHARE = 3  # a racing candidate's first run trains a third of its seeds (at least 3); the rest only if the rule asks
+FIRST_RUN_SHARE = 3  # a candidate's first run trains a third of its seeds; the rest only if the rule asks
+FIRST_RUN_LEAST = 8  # but at least this many (or all it has): the seeds a keep may be decided on
 
 
 def seeds_for_one_run(start_up: float, per_seed: float) -> int:
@@ -156,12 +157,18 @@ def seeds_for_one_run(start_up: float, per_seed: float) -> int:
 
 
 def first_run_seeds(seeds: int) -> int:
-    """The seeds of a racing candidate's first run, of its `seeds` in one run: a third, at least 3.
+    """The seeds of a candidate's first run, of its `seeds` in one run: a third, at least FIRST_RUN_LEAST.
 
-    A lone candidate trains all of them at once: on digits the keep rule asked for the rest after
-    about half of the first runs (benchmarks/search_quality.py), and a second run costs a start-up,
-    about as much as training every seed. In a race the screen spares the losers their rest.
+    A keep can come after the first run, so it must hold enough paired seeds to be trusted: on digits
+    at 5 epochs (8 seeds), 8 of 53 keeps after first runs of 3 were truly no better, 2 of 40 after
+    first runs of all 8 (benchmarks/search_quality.py, 48 runs). Past 8, the rest only if the rule
+    asks: the screen spares most losers two thirds of their seeds.
     """
+    return min(seeds, max(FIRST_RUN_LEAST, seeds // FIRST_RUN_SHARE))
+
+
+def confirmation_seeds(seeds: int) -> int:
+    """The fresh seeds of each model in a path confirmation, of a candidate's `seeds` in one run: a third, at least 3."""
     return min(seeds, max(3, seeds // FIRST_RUN_SHARE))
 
 
