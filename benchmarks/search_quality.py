@@ -23,10 +23,11 @@ Rules compared, each over the same campaign seeds:
   seed, the winner by paired mean over two seeds;
 * together: the default where runs are mostly start-up, as on digits (seeds_in_one_run, and as many
   seeds as train in one start-up's time, 8 to 24, both chosen by setup from the baseline's timing: 24
-  at 1 epoch, 8 at 5): the baseline at its first seed alone, then at the rest in one run, as setup
-  trains it; every candidate trained at a third of them (at least 8: all of them at 5 epochs) in
-  one run; if the keep rule asks for more, the rest in a second run; the path confirmed on fresh seeds
-  (a third, at least 3) in one run per model;
+  at 1 epoch, 8 at 5): the baseline at its first seed alone, then at the rest of a first run's seeds in
+  one run, as setup trains it; every candidate trained at a third of them (at least 8: all of them at
+  5 epochs) in one run; if the keep rule asks for more, the rest in a second run, the best beside at
+  the seeds it lacks (once: the product logs them); the path confirmed on fresh seeds (a third, at
+  least 3) in one run per model;
 * racing-together: together with `--parallel 4`: all four at their first seeds, only the leader by
   paired mean continued, the winner by paired mean over all its seeds.
 
@@ -492,9 +493,10 @@ def run_campaign(rule: str, campaign: int, trainer: Trainer) -> dict[int, State]
     state = State(rule=rule, campaign=campaign, baseline=base, best=base, confirmed=base, seed=CAMPAIGN_STRIDE * campaign)
     state.last_seconds = 0.0
     state.unit = trainer.startup + trainer.train_seconds(base)
-    if rule in TOGETHER:  # as setup trains it: the first seed alone, its timing says the rest go in one run
+    if rule in TOGETHER:  # as setup trains it: the first seed alone, its timing says the rest of a first run's go in one run
         baseline = [train(state, trainer, base, state.seed)]
-        baseline += train_together(state, trainer, base, [campaign_seed(state, i) for i in range(1, together_seeds(trainer))])
+        rest = range(1, first_run_seeds(together_seeds(trainer)))
+        baseline += train_together(state, trainer, base, [campaign_seed(state, i) for i in rest])
     else:  # its seeds apart, at once
         baseline = [train(state, trainer, base, state.seed + i) for i in range(1 if rule == "greedy" else SEEDS)]
     state.baseline_runs = baseline

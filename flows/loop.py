@@ -30,7 +30,7 @@ from autoraysearch.tasks.commit import candidate_branch, commit, commit_parallel
 from autoraysearch.tasks.decide import decide, decide_parallel
 from autoraysearch.tasks.ideate import IdeasExhausted, ideate, outage_wait
 from autoraysearch.tasks.log import (
-    dropped_rows, log, log_experiment, result_row, save_trial_output, usage_cell, with_tokens,
+    best_seeds_row, dropped_rows, log, log_experiment, result_row, save_trial_output, usage_cell, with_tokens,
 )
 from autoraysearch.tasks.modify import modify
 from autoraysearch.tasks.review import review
@@ -356,6 +356,7 @@ def run_iteration(
             sha = step_result(commit.submit(campaign, candidate))
         trial = make_trial(campaign, candidate, current.train_source)
         results, bar = screen_then_confirm(campaign, {label: trial}, current.bar, stop_time, best_trial(campaign, current))
+        log_best_seeds(campaign, iteration, current.bar, bar)
         result = results[label]
         with on_repo_node(node):
             verdict = step_result(decide.submit(campaign, result, sha, bar, current.best_sha))
@@ -463,6 +464,14 @@ def train_seeds_run(
     return {label: done[label] for label in trials}, bar
 
 
+def log_best_seeds(campaign: Campaign, iteration: int, before: Bar, after: Bar) -> None:
+    """Log the best's runs at the seeds this iteration trained it at, so that no later comparison trains them again."""
+    new = after.best_runs[len(before.best_runs):]
+    best = read_log(campaign).best()
+    if new and best is not None:
+        log_experiment(campaign, best_seeds_row(iteration, best, new, len(before.best_runs) + 1), None)
+
+
 def still_open(labels: list[str], screens: dict[str, TrialResult], extra: dict[str, list[TrialResult]], bar: Bar,
                seeds: int) -> list[str]:
     """The candidates that need another paired seed: only the leader by paired mean, if the rule asks for more."""
@@ -515,6 +524,7 @@ def run_parallel_iteration(
             shas = step_result(commit_parallel.submit(campaign, candidates, current.best_sha, iteration))
         trials = {c.label: make_trial(campaign, c, current.train_source) for c in candidates}
         results, bar = screen_then_confirm(campaign, trials, current.bar, stop_time, best_trial(campaign, current))
+        log_best_seeds(campaign, iteration, current.bar, bar)
         ordered = [results[c.label] for c in candidates]
         with on_repo_node(node):
             verdicts = step_result(decide_parallel.submit(

@@ -23,7 +23,7 @@ from autoraysearch.tasks.log import save_trial_output
 from autoraysearch.tasks.verify import verify
 from autoraysearch.campaign.noise import pooled_noise
 from autoraysearch.trials.runs import (
-    confirmation_trials, joined_runs, make_trial, merge_runs, mostly_start_up, ran_out_of_gpu_memory, seeded, seeds_for_one_run,
+    confirmation_trials, first_run_seeds, joined_runs, make_trial, merge_runs, mostly_start_up, ran_out_of_gpu_memory, seeded, seeds_for_one_run,
     seeds_together, start_up_and_training, wait_for_trials, whole_gpu_trial,
 )
 
@@ -130,11 +130,15 @@ def train_baseline(campaign, settings, trials: dict, batch_size: int) -> dict[st
 def baseline_at_other_seeds(campaign, settings, trial, first: TrialResult, batch_size: int) -> TrialResult:
     """The baseline at its seeds after the first: in one run where its first run was mostly start-up, else a run each.
 
-    In one run they cost one start-up where runs apart would cost one each, and the first candidates
-    need the best at all of them. A model that trains longer than it starts pays one run's wait here.
+    In one run they cost one start-up where runs apart would cost one each. There the baseline gets the
+    seeds of a candidate's first run (first_run_seeds) and no more: most candidates are decided on
+    those, and the first comparison that asks for more trains the baseline at the rest and logs them
+    (a best-seeds row). A model that trains longer than it starts pays one run's wait here.
     """
-    rest = [settings.seed + i for i in range(1, settings.seeds)]
     if settings.seeds_together:
+        rest = [settings.seed + i for i in range(1, first_run_seeds(settings.seeds))]
+        if not rest:
+            return first
         more = train_baseline(campaign, settings, {"baseline-seeds": seeds_together(trial, rest, "baseline-seeds")}, batch_size)
         return joined_runs(first, more["baseline-seeds"])
     more = train_baseline(campaign, settings, confirmation_trials(trial, settings.seed, settings.seeds), batch_size)

@@ -7,14 +7,17 @@ import json
 import logging
 from dataclasses import replace
 from pathlib import Path
+from statistics import fmean
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from autoraysearch.campaign.memory import RememberedCandidate, model_diff, remember
 from autoraysearch.campaign.experiment import Campaign, Candidate, Ideas, TrialResult, Verdict
-from autoraysearch.campaign.noise import Bar, seed_columns, summary
-from autoraysearch.campaign.results_log import ResultRow, append_result, clean_text, format_number, node_columns
+from autoraysearch.campaign.noise import Bar, format_runs, seed_columns, summary
+from autoraysearch.campaign.results_log import (
+    BEST_SEEDS, ResultRow, append_result, clean_text, format_number, node_columns,
+)
 from autoraysearch.campaign.settings import write_atomically
 from autoraysearch.views.run_states import completed_as, state_name
 from autoraysearch.views.step_logs import needed_delta
@@ -53,6 +56,18 @@ def result_row(
         extra={"candidate": candidate.fingerprint, "seconds": f"{result.seconds:g}",
                **node_columns(result.host, result.node_id), **seed_columns(result.runs),
                **needed_column(bar, result), **verdict.paired},
+    )
+
+
+def best_seeds_row(iteration: int, best: ResultRow, runs: tuple[float, ...], at: int) -> ResultRow:
+    """The row that keeps the best's runs at the paired seeds it lacked (from seed number `at`) for later comparisons."""
+    last = at + len(runs) - 1
+    where = "the baseline" if best.status == "baseline" else f"iteration {best.iteration}"
+    return ResultRow(
+        iteration=f"{iteration}.seeds", commit=best.commit, metric=fmean(runs), delta=None, status=BEST_SEEDS,
+        description=f"{where} at paired seed{'s' if len(runs) > 1 else ''} {at}{f'-{last}' if last > at else ''}, "
+                    f"to compare iteration {iteration} with it",
+        extra={**seed_columns(runs), "runs": format_runs(runs), "at": str(at)},
     )
 
 

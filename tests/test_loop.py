@@ -107,24 +107,40 @@ def test_status_and_demo_from_the_command_line(services, tmp_path: Path, capsys)
     out = capsys.readouterr().out
     assert "initial state" in out and "best val_acc=" in out
     log = results(target)
-    assert [r.iteration for r in log.rows if r.status not in ("confirmed", "rollback")] == ["0", "1", "2"]
+    assert [r.iteration for r in log.rows if r.status not in ("confirmed", "rollback", "best-seeds")] == ["0", "1", "2"]
     # A campaign that kept something ends by confirming its path on fresh seeds, and says what held.
-    assert [r.iteration for r in log.rows[3:]] == (["2.path"] if "keep" in [r.status for r in log.rows] else [])
+    paths = [r.iteration for r in log.rows if r.status in ("confirmed", "rollback")]
+    assert paths == (["2.path"] if "keep" in [r.status for r in log.rows] else [])
+    assert log.rows[-1].iteration == paths[-1] if paths else log.rows[-1].iteration == "2"
     assert "confirmed gain" in out or "no gain confirmed on fresh seeds yet" in out
     assert git(target, "branch", "--show-current").startswith("autoraysearch/")
     # The demo's runs are mostly start-up: setup chose to train a candidate's seeds in one run, and how many.
+    from autoraysearch.campaign.noise import bar_from_log
+    from autoraysearch.campaign.results_log import ResultsLog
     from autoraysearch.campaign.settings import load_settings
     from autoraysearch.trials.runs import FEWEST_SEEDS_IN_ONE_RUN, MOST_SEEDS_IN_ONE_RUN, confirmation_seeds, first_run_seeds
 
     settings = load_settings(target)
     assert settings.seeds_in_one_run and FEWEST_SEEDS_IN_ONE_RUN <= settings.seeds <= MOST_SEEDS_IN_ONE_RUN
-    # The baseline at its first seed alone (its timing chose this), then at the rest in one run.
-    assert log.rows[0].extra["seeds"] == str(settings.seeds)
+    # The baseline at its first seed alone (its timing chose this), then at the rest of a first run's seeds in one run.
+    first = first_run_seeds(settings.seeds)
+    assert first < settings.seeds and log.rows[0].extra["seeds"] == str(first)
     logs = target / ".autoraysearch" / "logs"
     assert (logs / "baseline.log").exists() and (logs / "baseline-seeds.log").exists()
     assert not (logs / "baseline-seed2.log").exists()
     trained = {int(r.extra["seeds"]) for r in log.rows if r.iteration in ("1", "2") and r.extra.get("seeds")}
-    assert trained and trained <= {first_run_seeds(settings.seeds), settings.seeds}
+    assert trained and trained <= {first, settings.seeds}
+    # A candidate that got every seed was compared with the best at every seed: the seeds the best lacked were
+    # trained for it and logged (a best-seeds row before it), once for each best.
+    for number, row in enumerate(log.rows):
+        if row.iteration in ("1", "2") and row.extra.get("seeds") == str(settings.seeds):
+            assert len(row.extra["diffs"].split(",")) == settings.seeds
+            before = ResultsLog(log.higher_is_better, log.rows[:number])
+            assert len(bar_from_log(before).best_runs) == settings.seeds
+    seeds_rows = [r for r in log.rows if r.status == "best-seeds"]
+    assert len({r.commit for r in seeds_rows}) == len(seeds_rows)
+    for r in seeds_rows:
+        assert r.extra["at"] == str(first + 1) and len(r.extra["runs"].split(",")) == settings.seeds - first
     for path in (r for r in log.rows if r.status in ("confirmed", "rollback")):  # a first run's worth of fresh seeds
         assert len(path.extra["diffs"].split(",")) == confirmation_seeds(settings.seeds)
 

@@ -176,6 +176,34 @@ def test_the_log_keeps_every_seed_and_the_bar_is_read_back_from_it():
     assert bar.paired == paired_prior(BASELINE)  # no row has paired differences yet
 
 
+def test_the_best_seeds_a_comparison_trained_are_read_back_and_never_trained_again():
+    from autoraysearch.tasks.log import best_seeds_row
+    from autoraysearch.views.step_logs import iteration_rows
+
+    baseline = ResultRow("0", "baseline", 0.9712, 0.0, "baseline", "initial state", seed_columns(BASELINE))
+    more = (0.9650, 0.9700)
+    log = ResultsLog(higher_is_better=True, rows=(baseline, best_seeds_row(1, baseline, more, 4)))
+    log = parse_log(format_log(log))
+    seeds_row = log.rows[1]
+    assert seeds_row.status == "best-seeds" and seeds_row.iteration == "1.seeds" and seeds_row.extra["at"] == "4"
+    assert "the baseline at paired seeds 4-5" in seeds_row.description
+    assert bar_from_log(log).best_runs == BASELINE + more
+    assert log.experiments() == [] and log.next_iteration() == 2
+    assert iteration_rows(log, 1) == []  # the iteration's own summary names only its experiments
+    discard = ResultRow("1", "-", 0.96, -0.01, "discard", "d")
+    assert iteration_rows(log.with_row(discard), 1) == [discard]
+    # A row that does not start where the best's runs end (repeated, or for other seeds) changes nothing.
+    again = best_seeds_row(2, baseline, (0.1, 0.2), 4)
+    assert bar_from_log(log.with_row(again)).best_runs == BASELINE + more
+    # A keep makes a new best: the baseline's seeds rows are not its runs; a rollback to the baseline restores them.
+    keep = ResultRow("2", "abc1234", 0.98, 0.01, "keep", "k", seed_columns((0.98, 0.98, 0.98)))
+    kept = log.with_row(keep)
+    assert bar_from_log(kept).best_runs == (0.98, 0.98, 0.98)
+    assert bar_from_log(kept.with_row(best_seeds_row(3, keep, (0.97,), 4))).best_runs == (0.98, 0.98, 0.98, 0.97)
+    rolled = kept.with_row(ResultRow("2.path", "baseline", 0.97, 0.0, "rollback", "path"))
+    assert bar_from_log(rolled).best_runs == BASELINE + more
+
+
 def test_a_kept_row_shows_its_paired_gain_and_interval_at_the_end():
     bar = Bar(best_runs=BASELINE, paired=Noise(sigma=0.004, dof=12))
     cells = paired_columns((0.9800, 0.9790), bar)
@@ -186,8 +214,8 @@ def test_a_kept_row_shows_its_paired_gain_and_interval_at_the_end():
             ResultRow("1", "abc1234", 0.9795, 0.0088, "keep", "wider", {**seed_columns((0.98, 0.979)), **cells}))
     text = format_log(ResultsLog(higher_is_better=True, rows=rows))
     header = text.splitlines()[1].split("\t")
-    assert header[-4:] == ["diffs", "gain", "interval", "chance"]
-    assert text.splitlines()[3].endswith(f"\t+0.00875\t±0.0047\t{chance}")
+    assert header[-5:] == ["diffs", "gain", "interval", "chance", "at"]  # after every column older logs have
+    assert text.splitlines()[3].endswith(f"\t+0.00875\t±0.0047\t{chance}\t")
     later = bar_from_log(parse_log(text))
     assert later.best_runs == (0.98, 0.979) and later.paired.dof == 3  # the prior's 2 and this comparison's 1
     assert later.keep_confidence == keep_confidence([float(chance)])  # the keep's chance spent the budget

@@ -45,6 +45,8 @@ from dataclasses import dataclass
 from statistics import fmean
 from typing import Iterable, Sequence
 
+from autoraysearch.campaign.results_log import BEST_SEEDS
+
 IDENTICAL = 1e-9  # a spread below this is rounding error: the runs were identical
 KEEP_CONFIDENCE = 0.9  # the chance of a true gain the first keep needs: at most about one keep in ten false
 FALSE_KEEP_RATE = 0.1  # the share of a campaign's keeps expected to be false, at most
@@ -383,10 +385,26 @@ def campaign_keep_chances(rows) -> list[float]:
     return chances
 
 
+def best_runs(log) -> tuple[float, ...]:
+    """The best's per-seed values: its row's, then those of the best-seeds rows logged for it since, in seed order.
+
+    A best-seeds row extends the runs only where it starts at the next seed (its `at` cell), so a row
+    for another stretch of the path, or one repeated by a resumed iteration, changes nothing.
+    """
+    best = log.best()
+    if best is None:
+        return ()
+    runs = runs_of(best)
+    after = log.rows[next(i for i, r in enumerate(log.rows) if r is best) + 1:]
+    for row in after:
+        if row.status == BEST_SEEDS and row.commit == best.commit and row.extra.get("at") == str(len(runs) + 1):
+            runs += runs_of(row)
+    return runs
+
+
 def bar_from_log(log, min_delta: float = 0.0, together: bool = False) -> Bar:
     """What the next candidate must beat, as the results log says (`together`: the campaign's seeds_in_one_run)."""
-    best = log.best()
-    runs = runs_of(best) if best is not None else ()
+    runs = best_runs(log)
     paired = campaign_paired_noise(log.rows)
     return Bar(best_runs=runs, noise=campaign_noise(log.rows), higher_is_better=log.higher_is_better,
                min_delta=min_delta, paired=paired, prior=effect_prior(campaign_screens(log.rows, together), paired.sigma),

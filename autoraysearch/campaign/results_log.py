@@ -17,8 +17,9 @@ COLUMNS = ("iteration", "commit", "metric", "delta", "status", "description")
 # needed: the delta a keep needed against the best when it was judged (the reason beside `delta`).
 # diffs/gain/interval: the paired comparison with the best (per-seed gains, their mean, its 90 % half width).
 # chance: the chance that it truly gains, as the keep rule put it (a keep's spends the campaign's false-keep budget).
+# at: on a best-seeds row, the number (from 1) of the campaign's seed its first run is at.
 EXTRA_COLUMNS = ("candidate", "seconds", "node", "tokens", "seeds", "std", "runs", "node_id", "needed", "diffs", "gain",
-                 "interval", "chance")
+                 "interval", "chance", "at")
 NODE_ID_CHARS = 8  # enough to tell nodes apart; `ray list nodes` matches on a prefix
 
 
@@ -29,6 +30,9 @@ def node_columns(host: str | None, node_id: str | None) -> dict[str, str]:
 
 # Statuses whose metric counts towards the best so far.
 BEST_STATUSES = ("baseline", "keep")
+# The best trained at paired seeds it lacked, for a comparison: its `runs` extend the best's row from seed
+# number `at` on, so no later comparison trains them again. Not an experiment.
+BEST_SEEDS = "best-seeds"
 # Terminal escape sequences: CSI (colours, cursor moves), OSC (titles, links) and two-character escapes.
 # Bidirectional overrides make a terminal show text in another order than it is stored.
 _BIDI_CONTROLS = set("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
@@ -82,6 +86,10 @@ class ResultsLog:
             elif row.status == "rollback":  # back to the keep it names, or to the baseline
                 best = next((r for r in self.rows if r.status == "keep" and r.commit == row.commit), self.baseline)
         return best
+
+    def experiments(self) -> list[ResultRow]:
+        """The rows after the baseline that tried something (best-seeds rows only measured the best further)."""
+        return [r for r in self.rows if r.status not in ("baseline", BEST_SEEDS)]
 
     def next_iteration(self) -> int:
         """The number the next iteration gets: one more than the highest so far."""

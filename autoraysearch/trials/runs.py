@@ -164,12 +164,17 @@ def first_run_seeds(seeds: int) -> int:
     first runs of all 8 (benchmarks/search_quality.py, 48 runs). Past 8, the rest only if the rule
     asks: the screen spares most losers two thirds of their seeds.
     """
-    return min(seeds, max(FIRST_RUN_LEAST, seeds // FIRST_RUN_SHARE))
+    return a_share_of(seeds, FIRST_RUN_LEAST)
 
 
 def confirmation_seeds(seeds: int) -> int:
     """The fresh seeds of each model in a path confirmation, of a candidate's `seeds` in one run: a third, at least 3."""
-    return min(seeds, max(3, seeds // FIRST_RUN_SHARE))
+    return a_share_of(seeds, 3)
+
+
+def a_share_of(seeds: int, least: int) -> int:
+    """A third of `seeds` (FIRST_RUN_SHARE), at least `least`, never more than `seeds`."""
+    return min(seeds, max(least, seeds // FIRST_RUN_SHARE))
 
 
 def seeds_together(trial: Trial, seeds: list[int], label: str) -> Trial:

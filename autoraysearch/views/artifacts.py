@@ -132,7 +132,7 @@ def result_headline(log: ResultsLog, metric: str) -> str:
     best, baseline = log.best(), log.baseline
     if best is None:
         return "no baseline yet"
-    experiments = sum(r.status != "baseline" for r in log.rows)
+    experiments = len(log.experiments())
     gain = ""
     if baseline is not None and baseline.metric is not None and best is not baseline:
         gain = f" ({cell(best.metric - baseline.metric, signed=True)})"

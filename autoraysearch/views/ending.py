@@ -50,7 +50,7 @@ def final_markdown(log: ResultsLog, metric: str, branch: str, head: str, reason:
     from autoraysearch.campaign.path import describe_confirmed
 
     best = log.best()
-    experiments = [r for r in log.rows if r.status != "baseline"]
+    experiments = log.experiments()
     kept = sum(r.status == "keep" for r in experiments)
     stopped = [r.iteration for r in experiments if r.status == "stopped"]
     if best is None:

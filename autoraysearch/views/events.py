@@ -87,7 +87,7 @@ def new_best_payload(log: ResultsLog, metric: str) -> dict[str, Any] | None:
 
 def finished_payload(log: ResultsLog, metric: str, stop_reason: str) -> dict[str, Any]:
     best = log.best()
-    experiments = [r for r in log.rows if r.status != "baseline"]
+    experiments = log.experiments()
     return {
         "metric": metric,
         "best": best.metric if best else None,

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from autoraysearch.campaign.results_log import BEST_STATUSES, ResultsLog
+from autoraysearch.campaign.results_log import BEST_SEEDS, BEST_STATUSES, ResultsLog
 
 LABEL_CHARS = 40
 MAX_TICKS = 40  # iteration labels on the x axis before only every n-th one is written
@@ -81,6 +81,7 @@ def progress_figure(log: ResultsLog, metric: str):
 
     from autoraysearch.campaign.noise import campaign_noise
 
+    log = ResultsLog(log.higher_is_better, tuple(r for r in log.rows if r.status != BEST_SEEDS))  # not experiments
     points = progress_points(log)
     figure = Figure(figsize=(10.625, 5.0), dpi=80)  # 850 x 400 px
     figure.subplots_adjust(left=0.08, right=0.98, top=0.91, bottom=0.25)  # fixed: a layout engine costs 0.25 s a plot
@@ -114,7 +115,7 @@ def progress_figure(log: ResultsLog, metric: str):
         ax.annotate(label, (x, y), xytext=(-4 if x > right else 4, 6), textcoords="offset points", fontsize=8,
                     ha="right" if x > right else "left")
     best = log.best()
-    experiments = sum(r.status != "baseline" for r in log.rows)
+    experiments = len(log.experiments())
     ax.set_title(f"{metric}: best {f'{best.metric:.4g}' if best else 'none yet'} after "
                  f"{experiments} experiment{'s' * (experiments != 1)}", fontsize=11)
     ax.set_xlabel("iteration")

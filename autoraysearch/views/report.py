@@ -51,7 +51,7 @@ def best_line(log: ResultsLog, metric: str, settings=None) -> str:
         return "no baseline yet"
     where = "the baseline" if best.status == "baseline" else f"iteration {best.iteration} ({best.commit})"
     kept = sum(r.status == "keep" for r in log.rows)
-    experiments = sum(r.status != "baseline" and r.status not in PATH_STATUSES for r in log.rows)
+    experiments = sum(r.status not in PATH_STATUSES for r in log.experiments())
     bar = bar_from_log(log, settings.min_delta, settings.seeds_together) if settings else bar_from_log(log)
     learned = f"; {bar.prior.describe()}" if bar.prior.screens else ""
     confidence = f"; the next keep needs a {bar.keep_confidence:.0%} chance of a true gain" if kept and bar.measured else ""

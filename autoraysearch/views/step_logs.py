@@ -7,6 +7,7 @@ without opening an artifact: the lines must tell the story, not the engine's sta
 from __future__ import annotations
 
 import difflib
+import re
 
 from autoraysearch.campaign.experiment import Ideas, TrialResult, Verdict
 from autoraysearch.campaign.noise import Bar
@@ -113,8 +114,6 @@ def iteration_summary(iteration: int, statuses: list[str], best: float | None, b
 
 def summarize_iteration(campaign, iteration: int, done: int, kept: int) -> str:
     """The summary line of an iteration, from the rows the results log holds for it."""
-    import re
-
     from autoraysearch.campaign.results_log import read_results_log
 
     settings = campaign.settings
@@ -122,8 +121,13 @@ def summarize_iteration(campaign, iteration: int, done: int, kept: int) -> str:
         log = read_results_log(campaign.paths.results, settings.higher_is_better)
     except Exception as exc:  # a log line must never stop the campaign
         return f"iteration {iteration} done; the results log cannot be read ({exc})"
-    mine = [r for r in log.rows if (m := re.match(r"\d+", r.iteration)) and int(m.group()) == iteration]
+    mine = iteration_rows(log, iteration)
     statuses = [f"{r.iteration} {r.status}" if r.iteration != str(iteration) else r.status for r in mine]
     best = log.best()
     sha = best.commit if best is not None and best.status != "baseline" else "the baseline"
     return iteration_summary(iteration, statuses, best.metric if best else None, sha, settings.metric, done, kept)
+
+
+def iteration_rows(log, iteration: int) -> list:
+    """The experiments logged under this iteration number (5, 5a, 5b, 5.path…)."""
+    return [r for r in log.experiments() if (m := re.match(r"\d+", r.iteration)) and int(m.group()) == iteration]
