@@ -50,6 +50,7 @@ import json
 import math
 import os
 import random
+import re
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -705,7 +706,13 @@ def main() -> None:
     (RESULTS_DIR / f"search_quality_e{args.epochs}.json").write_text(json.dumps(
         {"command": command, "table": table, "campaigns": judged, "sigma_fresh": sigma_fresh,
          "against_greedy": {f"{b} {r}": c for (b, r), c in comparisons.items()}}, indent=1) + "\n")
-    regimes = sorted(RESULTS_DIR.glob("search_quality_e*.md"), key=lambda p: int(p.stem.rsplit("_e", 1)[1]))
+    write_summary()
+
+
+def write_summary() -> None:
+    """search_quality.md: every regime's latest table, by epochs (kept side runs, named otherwise, left out)."""
+    regimes = sorted((p for p in RESULTS_DIR.glob("search_quality_e*.md") if re.fullmatch(r"search_quality_e\d+", p.stem)),
+                     key=lambda p: int(p.stem.rsplit("_e", 1)[1]))
     (RESULTS_DIR / "search_quality.md").write_text(
         "# Search quality: decision rules over cached real training runs\n\n"
         + "\n".join(p.read_text() for p in regimes))

@@ -103,15 +103,15 @@ def test_status_and_demo_from_the_command_line(services, tmp_path: Path, capsys)
     from autoraysearch.cli import main
 
     target = tmp_path / "demo"
-    assert main(["demo", str(target), "--iterations", "2", "--epochs", "1"]) == 0
+    assert main(["demo", str(target), "--iterations", "3"]) == 0  # its third candidate asks for every seed
     out = capsys.readouterr().out
     assert "initial state" in out and "best val_acc=" in out
     log = results(target)
-    assert [r.iteration for r in log.rows if r.status not in ("confirmed", "rollback", "best-seeds")] == ["0", "1", "2"]
+    assert [r.iteration for r in log.rows if r.status not in ("confirmed", "rollback", "best-seeds")] == ["0", "1", "2", "3"]
     # A campaign that kept something ends by confirming its path on fresh seeds, and says what held.
     paths = [r.iteration for r in log.rows if r.status in ("confirmed", "rollback")]
-    assert paths == (["2.path"] if "keep" in [r.status for r in log.rows] else [])
-    assert log.rows[-1].iteration == paths[-1] if paths else log.rows[-1].iteration == "2"
+    assert paths == (["3.path"] if "keep" in [r.status for r in log.rows] else [])
+    assert log.rows[-1].iteration == paths[-1] if paths else log.rows[-1].iteration == "3"
     assert "confirmed gain" in out or "no gain confirmed on fresh seeds yet" in out
     assert git(target, "branch", "--show-current").startswith("autoraysearch/")
     # The demo's runs are mostly start-up: setup chose to train a candidate's seeds in one run, and how many.
@@ -128,15 +128,18 @@ def test_status_and_demo_from_the_command_line(services, tmp_path: Path, capsys)
     logs = target / ".autoraysearch" / "logs"
     assert (logs / "baseline.log").exists() and (logs / "baseline-seeds.log").exists()
     assert not (logs / "baseline-seed2.log").exists()
-    trained = {int(r.extra["seeds"]) for r in log.rows if r.iteration in ("1", "2") and r.extra.get("seeds")}
+    trained = {int(r.extra["seeds"]) for r in log.rows if r.iteration in ("1", "2", "3") and r.extra.get("seeds")}
     assert trained and trained <= {first, settings.seeds}
     # A candidate that got every seed was compared with the best at every seed: the seeds the best lacked were
     # trained for it and logged (a best-seeds row before it), once for each best.
+    compared_at_every_seed = 0
     for number, row in enumerate(log.rows):
-        if row.iteration in ("1", "2") and row.extra.get("seeds") == str(settings.seeds):
+        if row.iteration in ("1", "2", "3") and row.extra.get("seeds") == str(settings.seeds):
             assert len(row.extra["diffs"].split(",")) == settings.seeds
             before = ResultsLog(log.higher_is_better, log.rows[:number])
             assert len(bar_from_log(before).best_runs) == settings.seeds
+            compared_at_every_seed += 1
+    assert compared_at_every_seed
     seeds_rows = [r for r in log.rows if r.status == "best-seeds"]
     assert len({r.commit for r in seeds_rows}) == len(seeds_rows)
     for r in seeds_rows:
