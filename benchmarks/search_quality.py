@@ -36,7 +36,10 @@ this train.py and writes a run's start-up and the extra cost of each further see
 benchmarks/results/seeds_in_one_run.json. A run of one seed costs the start-up plus its training; a run
 of k seeds the start-up, their training and k − 1 times the extra. Budgets: 12 and 48 single runs'
 worth of those seconds (a single run of the baseline is 1; the baseline's seeds included; a campaign
-stops at the last iteration that fits). The path confirmation's runs are counted apart (`confirm runs`)
+stops at the last iteration that fits). The together rules know their budget, as the loop knows its
+stop time, so each budget is a campaign of its own for them: a candidate whose second run would not fit
+is decided on its first run's seeds, as the loop decides one whose second run would end after the stop
+time. The path confirmation's runs are counted apart (`confirm runs`)
 and in the seconds per hour.
 Truth: every model a table needs, retrained with test seeds 1000…1009 on the digits test split,
 which no decision sees. Written to benchmarks/results/search_quality.md and .json.
@@ -186,6 +189,7 @@ class State:
     segments: list = field(default_factory=list)  # (gain, variance) of each confirmed stretch of the path
     rollbacks: int = 0
     exhausted: bool = False
+    budget: float = math.inf  # what a rule that looks at its budget may spend (together rules: the stop time's stand-in)
     rows: list = field(default_factory=list)  # the results log the ideate step would read
     descriptions: dict = field(default_factory=dict)  # model hash -> the ideator's description
 
@@ -426,6 +430,8 @@ def iterate_together(state: State, trainer: Trainer, parallel: int = 1) -> None:
     steps = {c: noise.next_step(d, bar, len(seeds)) for c, d in decided.items()}
     asking = [c for c in decided if steps[c] == "more"]
     leader = max(asking, key=lambda c: fmean(decided[c]), default=None)
+    if leader is not None and state.cost + more_cost(state, trainer, leader, first, seeds[len(first):]) > state.budget:
+        leader = None  # as the loop does when the second run would end after the stop time: decided on its first run
     if leader is not None:
         rest, wall = paired(leader, seeds[len(first):])
         state.wall += wall
@@ -445,6 +451,19 @@ def iterate_together(state: State, trainer: Trainer, parallel: int = 1) -> None:
         settle(state, winner, True, fmean(decided[winner]))
     if state.keeps_unconfirmed >= CONFIRM_EVERY:
         confirm_path(state, trainer)
+
+
+def more_cost(state: State, trainer: Trainer, candidate: str, first: list[int], rest: list[int]) -> float:
+    """What the candidate's second run and the best's beside it would cost, in budget units, foreseen as the loop
+    foresees it (trials.runs.seconds_for_more): a start-up, and each seed as long as a seed of its first run took."""
+    def foreseen(source: str, seeds: list[int]) -> float:
+        missing = [s for s in seeds if (training_cache.model_hash(source), s) not in state.known]
+        if not missing:
+            return 0.0
+        took = [r.seconds for s in first if (r := trainer.run(source, s)) is not None]
+        return trainer.startup + trainer.extra * (len(missing) - 1) + len(missing) * (fmean(took) if took else 0.0)
+
+    return (foreseen(candidate, rest) + foreseen(state.best, rest)) / state.unit
 
 
 def confirm_path(state: State, trainer: Trainer) -> None:
@@ -489,9 +508,20 @@ def iterate(state: State, trainer: Trainer) -> None:
 
 
 def run_campaign(rule: str, campaign: int, trainer: Trainer) -> dict[int, State]:
-    """The campaign at each budget: its state after the last iteration that fits, the path then confirmed."""
+    """The campaign at each budget: its state after the last iteration that fits, the path then confirmed.
+
+    The together rules look at their budget, as the loop looks at its stop time: a campaign of its own per budget.
+    """
+    if rule in TOGETHER:
+        return {budget: run_to_budget(rule, campaign, trainer, (budget,))[budget] for budget in BUDGETS}
+    return run_to_budget(rule, campaign, trainer, BUDGETS)
+
+
+def run_to_budget(rule: str, campaign: int, trainer: Trainer, budgets: tuple) -> dict[int, State]:
+    """One campaign, run until its cost reaches the largest of `budgets` (which it knows when there is one)."""
     base = training_cache.EXAMPLE.read_text()
-    state = State(rule=rule, campaign=campaign, baseline=base, best=base, confirmed=base, seed=CAMPAIGN_STRIDE * campaign)
+    state = State(rule=rule, campaign=campaign, baseline=base, best=base, confirmed=base, seed=CAMPAIGN_STRIDE * campaign,
+                  budget=budgets[0] if len(budgets) == 1 else math.inf)
     state.last_seconds = 0.0
     state.unit = trainer.startup + trainer.train_seconds(base)
     if rule in TOGETHER:  # as setup trains it: the first seed alone, its timing says the rest of a first run's go in one run
@@ -506,13 +536,13 @@ def run_campaign(rule: str, campaign: int, trainer: Trainer) -> dict[int, State]
     if rule != "greedy":
         state.groups.append(baseline)
     snapshots = {}
-    while not state.exhausted and state.cost < max(BUDGETS):
+    while not state.exhausted and state.cost < max(budgets):
         before = copy.deepcopy(state)
         iterate(state, trainer)
-        for budget in BUDGETS:
+        for budget in budgets:
             if before.cost <= budget < state.cost:
                 snapshots[budget] = before
-    for budget in BUDGETS:
+    for budget in budgets:
         snapshots.setdefault(budget, state)
     if rule in ("paired", "racing", *TOGETHER):
         for s in snapshots.values():

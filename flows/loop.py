@@ -49,8 +49,10 @@ from autoraysearch.trials.runs import (
     make_trial,
     confirmation_seeds,
     first_run_seeds,
+    fits_before,
     joined_runs,
     merge_runs,
+    seconds_for_more,
     seeds_together,
     seeded,
     ran_out_of_gpu_memory,
@@ -397,6 +399,9 @@ def screen_then_confirm(
     extra: dict[str, list[TrialResult]] = {label: [] for label in going}
     seeds = 1
     while going and seeds < settings.seeds:
+        if not fits_before(stop_time, max(screens[label].seconds for label in going)):
+            get_run_logger().info("another paired seed would end after the stop time: decided on %d", seeds)
+            break
         seeds += 1
         batch = {f"{label}-seed{seeds}": seeded(trials[label], settings.seed + seeds - 1, f"{label}-seed{seeds}")
                  for label in going}
@@ -438,7 +443,13 @@ def train_seeds_together(
              for label, r in results.items() if r.status == "ok"}
     leader = max((label for label, step in steps.items() if step == "more"),
                  key=lambda label: fmean(bar.differences(results[label].values)), default=None)
-    if leader is not None and len(seeds) > len(first):
+    rest = len(seeds) - len(first)
+    if leader is not None and rest and not fits_before(stop_time, seconds_for_more(results[leader], rest)):
+        # A run the stop time would cancel loses the candidate's first run too: decide on the seeds it has.
+        get_run_logger().info("%s: paired seeds %d-%d would end after the stop time: decided on its first %d",
+                              leader, len(first) + 1, len(seeds), len(first))
+        leader = None
+    if leader is not None and rest:
         get_run_logger().info("%s: paired seeds %d-%d of %d in one run", leader, len(first) + 1, len(seeds), len(seeds))
         more, bar = train_seeds_run(campaign, {f"{leader}-more": trials[leader]}, seeds[len(first):], bar, stop_time, best)
         results[leader] = joined_runs(results[leader], more[f"{leader}-more"])

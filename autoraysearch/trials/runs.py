@@ -204,6 +204,23 @@ def joined_runs(first: TrialResult, more: TrialResult) -> TrialResult:
                    train_seconds=(first.train_seconds or 0.0) + (more.train_seconds or 0.0))
 
 
+def seconds_for_more(first: TrialResult, more: int) -> float:
+    """How long a run of `more` seeds of this candidate should take, from its first run: the start-up, and each seed's share.
+
+    Without a training time (a train.py that does not say), the whole first run stands for the start-up.
+    """
+    seeds = max(1, len(first.values))
+    training = min(first.train_seconds or 0.0, first.seconds)
+    return (first.seconds - training) + training * more / seeds
+
+
+def fits_before(stop_time: datetime | None, seconds: float, now: datetime | None = None) -> bool:
+    """Whether work of these seconds ends before the campaign's stop time (none: always)."""
+    if stop_time is None:
+        return True
+    return (now or datetime.now()).timestamp() + seconds <= stop_time.timestamp()
+
+
 def start_up_and_training(results: list[TrialResult]) -> tuple[float, float] | None:
     """The median seconds these runs took to start, and to train; None if none says how long it trained."""
     timed = [(r.seconds, r.train_seconds) for r in results if r.status == "ok" and r.train_seconds is not None]
