@@ -13,7 +13,7 @@ from prefect import flow, get_run_logger
 from pydantic import SecretStr
 
 from autoraysearch.views.artifacts import publish_campaign_artifacts
-from autoraysearch.campaign.opening import open_campaign, roll_back
+from autoraysearch.campaign.opening import first_run_seconds, open_campaign, roll_back
 from autoraysearch.views.ending import close_stopped_campaign, publish_final_artifact
 from autoraysearch.views.identity import loop_run_name
 from autoraysearch.views.step_logs import candidate_line, fmt, summarize_iteration
@@ -144,6 +144,8 @@ def autoraysearch_loop(
         stop_time = conditions.stop_time(started)  # an overnight run ends by its deadline, mid-iteration if need be
         try:
             while (reason := conditions.reason_to_stop(progress, datetime.now(), campaign.settings.higher_is_better)) is None:
+                if (reason := no_time_for_a_candidate(campaign, stop_time)) is not None:
+                    break
                 try:
                     if parallel == 1:
                         verdict = run_iteration(campaign, node, iteration, api_key, stop_time)
@@ -199,6 +201,21 @@ def read_log(campaign: Campaign):
 
 def due_for_confirmation(campaign: Campaign) -> bool:
     return campaign.settings.seeds > 1 and keeps_since_confirmed(read_log(campaign).rows) >= CONFIRM_EVERY
+
+
+def no_time_for_a_candidate(campaign: Campaign, stop_time: datetime | None) -> str | None:
+    """Why no candidate is started before the stop time: its first run would end after it (none: go on).
+
+    The stop time would cancel the run, and the time left is worth more to the final path confirmation.
+    """
+    if stop_time is None:
+        return None
+    settings = campaign.settings
+    first_seeds = first_run_seeds(settings.seeds) if settings.seeds_together else None
+    seconds = first_run_seconds(read_log(campaign), first_seeds)
+    if seconds is None or fits_before(stop_time, seconds):
+        return None
+    return f"the stop time {stop_time:%H:%M:%S} leaves no time for another candidate's first run (about {seconds:.0f} s)"
 
 
 def best_after_confirmation(campaign: Campaign, stop_time: datetime | None, best_metric, best_sha: str):

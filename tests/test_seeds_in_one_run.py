@@ -130,6 +130,20 @@ def test_a_second_run_that_would_end_after_the_stop_time_is_foreseen():
     assert not fits_before(now + timedelta(seconds=8), 8.6, now)
 
 
+def test_the_next_candidates_first_run_is_foreseen_from_the_latest_candidates():
+    from autoraysearch.campaign.opening import first_run_seconds
+    from autoraysearch.campaign.results_log import ResultRow, ResultsLog
+
+    def row(status, seeds, seconds, metric=0.9):
+        return ResultRow("1", "-", metric, 0.0, status, "x", {"seeds": str(seeds), "seconds": str(seconds)})
+
+    log = ResultsLog(True, (row("baseline", 8, 19.0), row("keep", 8, 7.0), row("discard", 24, 20.0), row("discard", 8, 6.5),
+                            row("crash", 8, 1.0, metric=None), ResultRow("2.seeds", "abc", 0.9, None, "best-seeds", "", {"seeds": "16", "seconds": "2"})))
+    assert first_run_seconds(log, 8) == 6.5  # a row over more than a first run's seeds took two runs
+    assert first_run_seconds(log) == pytest.approx(6.5 / 8)  # a run per seed: the shortest share of one seed
+    assert first_run_seconds(ResultsLog(True, (row("baseline", 8, 19.0),)), 8) is None
+
+
 def test_a_trial_of_several_seeds_is_never_pruned_and_gets_time_for_each():
     from autoraysearch.campaign.pruning import PruneRule
 

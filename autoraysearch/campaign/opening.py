@@ -110,6 +110,31 @@ def trial_seconds(row) -> float | None:
     return seconds if row.metric is not None and row.readable and math.isfinite(seconds) and seconds > 0 else None
 
 
+RECENT_CANDIDATES = 5  # the latest trained candidates that say how long the next one's first run takes
+
+
+def first_run_seconds(log: ResultsLog, first_seeds: int | None = None) -> float | None:
+    """How long a candidate's first run takes, as the latest candidates trained to the end say (the shortest
+    of RECENT_CANDIDATES); None before any.
+
+    With seeds in one run (`first_seeds`: the seeds of a first run), a row over exactly those seeds took
+    one run; otherwise each row's time for one seed is one run's.
+    """
+    seconds = []
+    for row in log.rows:
+        if row.status not in ("keep", "discard") or row.metric is None:
+            continue
+        if first_seeds is None:
+            one = trial_seconds(row)
+        elif row.extra.get("seeds", "1") == str(first_seeds) and (one := trial_seconds(row)) is not None:
+            one *= first_seeds
+        else:
+            one = None
+        if one is not None:
+            seconds.append(one)
+    return min(seconds[-RECENT_CANDIDATES:], default=None)
+
+
 @contextlib.contextmanager
 def open_campaign(
     experiment_dir: Path,
