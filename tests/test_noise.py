@@ -202,6 +202,7 @@ def test_the_best_seeds_a_comparison_trained_are_read_back_and_never_trained_aga
     assert bar_from_log(kept.with_row(best_seeds_row(3, keep, (0.97,), 4))).best_runs == (0.98, 0.98, 0.98, 0.97)
     rolled = kept.with_row(ResultRow("2.path", "baseline", 0.97, 0.0, "rollback", "path"))
     assert bar_from_log(rolled).best_runs == BASELINE + more
+    assert rolled.experiments() == [keep]  # neither a path confirmation nor the best's further seeds is an experiment
 
 
 def test_a_kept_row_shows_its_paired_gain_and_interval_at_the_end():

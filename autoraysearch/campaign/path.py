@@ -17,12 +17,12 @@ from statistics import fmean
 from typing import Sequence
 
 from autoraysearch.campaign.noise import Bar, paired_columns
+from autoraysearch.campaign.results_log import PATH_STATUSES
 
 CONFIRM_EVERY = 3  # keeps between two confirmations of the path
 CONFIRM_SEEDS = 3  # fresh paired seeds per confirmation, with a run per seed
 FRESH_OFFSET = 500  # fresh seeds start at the campaign's seed + this (+ FRESH_STRIDE per confirmation so far)
 FRESH_STRIDE = 32  # the most seeds one confirmation may use (settings allow at most 32 seeds)
-PATH_STATUSES = ("confirmed", "rollback")
 
 
 @dataclass(frozen=True)

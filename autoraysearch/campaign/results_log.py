@@ -33,6 +33,8 @@ BEST_STATUSES = ("baseline", "keep")
 # The best trained at paired seeds it lacked, for a comparison: its `runs` extend the best's row from seed
 # number `at` on, so no later comparison trains them again. Not an experiment.
 BEST_SEEDS = "best-seeds"
+# A path confirmation's verdict (campaign.path): the best against the last point that held. Not an experiment.
+PATH_STATUSES = ("confirmed", "rollback")
 # Terminal escape sequences: CSI (colours, cursor moves), OSC (titles, links) and two-character escapes.
 # Bidirectional overrides make a terminal show text in another order than it is stored.
 _BIDI_CONTROLS = set("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
@@ -88,8 +90,8 @@ class ResultsLog:
         return best
 
     def experiments(self) -> list[ResultRow]:
-        """The rows after the baseline that tried something (best-seeds rows only measured the best further)."""
-        return [r for r in self.rows if r.status not in ("baseline", BEST_SEEDS)]
+        """The rows that tried a candidate: not the baseline, a path confirmation or the best's further seeds."""
+        return [r for r in self.rows if r.status not in ("baseline", BEST_SEEDS, *PATH_STATUSES)]
 
     def next_iteration(self) -> int:
         """The number the next iteration gets: one more than the highest so far."""

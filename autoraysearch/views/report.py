@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from autoraysearch.campaign.noise import bar_from_log
-from autoraysearch.campaign.path import PATH_STATUSES
 from autoraysearch.campaign.results_log import ResultsLog
 from autoraysearch.views.step_logs import beyond, fmt
 
@@ -51,7 +50,7 @@ def best_line(log: ResultsLog, metric: str, settings=None) -> str:
         return "no baseline yet"
     where = "the baseline" if best.status == "baseline" else f"iteration {best.iteration} ({best.commit})"
     kept = sum(r.status == "keep" for r in log.rows)
-    experiments = sum(r.status not in PATH_STATUSES for r in log.experiments())
+    experiments = len(log.experiments())
     bar = bar_from_log(log, settings.min_delta, settings.seeds_together) if settings else bar_from_log(log)
     learned = f"; {bar.prior.describe()}" if bar.prior.screens else ""
     confidence = f"; the next keep needs a {bar.keep_confidence:.0%} chance of a true gain" if kept and bar.measured else ""

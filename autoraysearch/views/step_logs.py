@@ -129,5 +129,7 @@ def summarize_iteration(campaign, iteration: int, done: int, kept: int) -> str:
 
 
 def iteration_rows(log, iteration: int) -> list:
-    """The experiments logged under this iteration number (5, 5a, 5b, 5.path…)."""
-    return [r for r in log.experiments() if (m := re.match(r"\d+", r.iteration)) and int(m.group()) == iteration]
+    """The rows logged under this iteration number (5, 5a, 5b, 5.path…) but its best-seeds row, which decided nothing."""
+    from autoraysearch.campaign.results_log import BEST_SEEDS
+
+    return [r for r in log.rows if r.status != BEST_SEEDS and (m := re.match(r"\d+", r.iteration)) and int(m.group()) == iteration]
