@@ -495,8 +495,10 @@ def train_seeds_run(
 def log_best_seeds(campaign: Campaign, iteration: int, before: Bar, after: Bar) -> None:
     """Log the best's runs at the seeds this iteration trained it at, so that no later comparison trains them again."""
     new = after.best_runs[len(before.best_runs):]
+    if not new:
+        return
     best = read_log(campaign).best()
-    if new and best is not None:
+    if best is not None:
         log_experiment(campaign, best_seeds_row(iteration, best, new, len(before.best_runs) + 1), None)
 
 

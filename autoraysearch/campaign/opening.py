@@ -122,16 +122,14 @@ def first_run_seconds(log: ResultsLog, first_seeds: int | None = None) -> float 
     """
     seconds = []
     for row in log.rows:
-        if row.status not in ("keep", "discard") or row.metric is None:
+        one = trial_seconds(row) if row.status in ("keep", "discard") else None
+        if one is None:
             continue
-        if first_seeds is None:
-            one = trial_seconds(row)
-        elif row.extra.get("seeds", "1") == str(first_seeds) and (one := trial_seconds(row)) is not None:
+        if first_seeds is not None:
+            if row.extra.get("seeds", "1") != str(first_seeds):
+                continue  # its seeds took more than one run
             one *= first_seeds
-        else:
-            one = None
-        if one is not None:
-            seconds.append(one)
+        seconds.append(one)
     return min(seconds[-RECENT_CANDIDATES:], default=None)
 
 

@@ -11,6 +11,7 @@ import re
 
 from autoraysearch.campaign.experiment import Ideas, TrialResult, Verdict
 from autoraysearch.campaign.noise import Bar
+from autoraysearch.campaign.results_log import BEST_SEEDS
 
 FIRST_LINES = 2  # changed lines of model.py quoted per proposal
 LINE_CHARS = 90
@@ -130,6 +131,4 @@ def summarize_iteration(campaign, iteration: int, done: int, kept: int) -> str:
 
 def iteration_rows(log, iteration: int) -> list:
     """The rows logged under this iteration number (5, 5a, 5b, 5.path…) but its best-seeds row, which decided nothing."""
-    from autoraysearch.campaign.results_log import BEST_SEEDS
-
     return [r for r in log.rows if r.status != BEST_SEEDS and (m := re.match(r"\d+", r.iteration)) and int(m.group()) == iteration]
