@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from autoraysearch.campaign.experiment import Trial  # noqa: E402
 from autoraysearch.setup.rendering import TrainSpec, optimization_defaults, render_train_py  # noqa: E402
-from autoraysearch.tasks.verify import seed_runs, training_seconds  # noqa: E402
+from autoraysearch.tasks.verify import seed_runs, seed_seconds  # noqa: E402
 from autoraysearch.trials.process import run_in_directory  # noqa: E402
 from autoraysearch.trials.runs import trial_limits  # noqa: E402
 
@@ -37,7 +37,7 @@ RESULTS = ROOT / "benchmarks" / "results" / "seeds_in_one_run.json"
 
 
 def timed(source: str, env: dict[str, str]) -> tuple[float, float, tuple[float, ...]]:
-    """(seconds, training seconds, each seed's metric) of one contained trial."""
+    """(seconds, its seeds' training and evaluation seconds, each seed's metric) of one contained trial."""
     outcome = run_in_directory({"train.py": source, "model.py": MODEL}, [sys.executable, "train.py"], timeout=600,
                                env={"AUTORAYSEARCH_NUM_THREADS": "1", **env}, watch_channel=True,
                                limits=trial_limits(1.0))
@@ -45,7 +45,7 @@ def timed(source: str, env: dict[str, str]) -> tuple[float, float, tuple[float, 
         raise SystemExit(f"a trial failed: {outcome.last_error_line}")
     trial = Trial(label="t", files={}, metric="val_acc", timeout=600, env=env, trusted_channel=True)
     runs = seed_runs(trial, outcome) or (float(outcome.channel_lines[-1].split("=", 1)[1]),)
-    return outcome.seconds, training_seconds(trial, outcome) or 0.0, runs
+    return outcome.seconds, seed_seconds(trial, outcome) or 0.0, runs
 
 
 def main() -> None:

@@ -130,8 +130,8 @@ def seed_runs(trial: Trial, outcome: ProcessOutcome) -> tuple[float, ...]:
     return tuple(said[seed] for seed in seeds)
 
 
-def training_seconds(trial: Trial, outcome: ProcessOutcome) -> float | None:
-    """How long a generated train.py trained, summed over its seeds: each seed's last progress line's elapsed_s."""
+def seed_seconds(trial: Trial, outcome: ProcessOutcome) -> float | None:
+    """How long a generated train.py's seeds trained and were evaluated, summed: each seed's last progress line's elapsed_s."""
     if not trial.trusted_channel:
         return None
     last: dict[str, float] = {}
@@ -230,7 +230,7 @@ def run_trial(trial: Trial, node_id: str | None = None, say: Callable[[str], Non
         log_written=live_log is not None,
         curve=trusted_curve(trial, outcome, seen),
         runs=runs,
-        train_seconds=training_seconds(trial, outcome),
+        seed_seconds=seed_seconds(trial, outcome),
         sandbox=outcome.sandbox,
         gpu_memory_share=gpu_memory.share if fractional else None,
     )

@@ -14,7 +14,9 @@ import pytest
 
 from autoraysearch.campaign.experiment import Trial
 from autoraysearch.setup.rendering import TrainSpec, optimization_defaults, render_train_py
-from autoraysearch.trials.runs import confirmation_seeds, first_run_seeds, mostly_start_up, seeded, seeds_for_one_run, seeds_together
+from autoraysearch.trials.runs import (
+    confirmation_seeds, first_run_seeds, mostly_start_up, seeded, seeds_for_one_run, seeds_together, start_up_and_training,
+)
 from autoraysearch.campaign.experiment import TrialResult
 from tasks.verify import run_trial
 
@@ -36,8 +38,33 @@ def test_seeds_in_one_run_score_what_a_run_per_seed_scores():
     assert [round(r, 4) for r in together.runs] == [r.metric for r in apart]
     assert together.metric == pytest.approx(sum(together.runs) / 3)
     assert together.screen is None  # every seed is judged: none was a screen
-    assert together.train_seconds is not None and together.train_seconds > 0
+    assert together.seed_seconds is not None and together.seed_seconds > 0
     assert together.seconds < sum(r.seconds for r in apart)  # one start-up instead of three
+
+
+# The example, evaluating slowly: 1.5 s at its first validation batch of each run.
+SLOW_EVALUATION = MODEL + textwrap.dedent("""
+    import time as _time
+    _forward = Model.forward
+    _slept = []
+    def _slow_when_evaluated(self, x):
+        if not self.training and not _slept:
+            _slept.append(True)
+            _time.sleep(1.5)
+        return _forward(self, x)
+    Model.forward = _slow_when_evaluated
+""")
+
+
+@pytest.mark.slow
+def test_a_seeds_evaluation_counts_as_its_time_not_as_start_up():
+    # Every seed in one run is evaluated again: counted as start-up, a slow evaluation would make
+    # seeds look cheap to train together when each one costs it.
+    result = run_trial(seeded(trial(SLOW_EVALUATION), 0, "slow"))
+    assert result.status == "ok", result.error
+    assert 1.5 <= result.seed_seconds < result.seconds
+    start_up, per_seed = start_up_and_training([result])
+    assert per_seed >= 1.5 and start_up == pytest.approx(result.seconds - result.seed_seconds)
 
 
 # Model code that leaves something behind in every place a seed can write (the run's folder, its temporary
@@ -98,7 +125,7 @@ def test_a_seed_that_changes_a_file_it_did_not_create_fails_the_run():
 
 def test_runs_that_mostly_start_are_the_ones_whose_seeds_go_together():
     def timed(seconds, train):
-        return TrialResult(label="b", status="ok", metric=0.9, seconds=seconds, train_seconds=train)
+        return TrialResult(label="b", status="ok", metric=0.9, seconds=seconds, seed_seconds=train)
 
     assert mostly_start_up([timed(5.5, 0.2), timed(5.3, 0.2), timed(6.0, 0.3)])
     assert not mostly_start_up([timed(65.0, 60.0), timed(64.0, 59.0)])
@@ -121,7 +148,7 @@ def test_a_second_run_that_would_end_after_the_stop_time_is_foreseen():
     from autoraysearch.trials.runs import fits_before, seconds_for_more
 
     # A first run of 8 seeds: 7 s, 1.6 s of it training. 16 more: the same start-up, twice the training.
-    first = TrialResult("5", "ok", 0.9, 7.0, runs=(0.9,) * 8, train_seconds=1.6)
+    first = TrialResult("5", "ok", 0.9, 7.0, runs=(0.9,) * 8, seed_seconds=1.6)
     assert seconds_for_more(first, 16) == pytest.approx(5.4 + 3.2)
     # A train.py that does not say how long it trained: the whole run counts as its start-up.
     assert seconds_for_more(TrialResult("5", "ok", 0.9, 7.0, runs=(0.9,) * 8), 16) == 7.0

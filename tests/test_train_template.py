@@ -437,11 +437,13 @@ def test_time_budget_run_stops_near_the_budget(runs):
     matches = progress(lines)
     assert all(m.group(2) is None for m in matches)  # no "/total" without EPOCHS
     assert [int(m.group(1)) for m in matches] == list(range(1, len(matches) + 1))
-    trained = float(matches[-1].group(5))
-    assert TIME_BUDGET - 0.1 <= trained <= TIME_BUDGET + 1.0
     elapsed = [float(m.group(5)) for m in matches]
-    assert elapsed == sorted(elapsed)  # training time accumulates over epochs
-    assert all(seconds <= TIME_BUDGET for seconds in elapsed[:-1])  # printed to 0.1 s: 1.46 shows as 1.5
+    assert elapsed == sorted(elapsed)  # training and evaluation time accumulate over epochs
+    summary = runs["budget"][3]
+    trained = [sum(summary["epoch_seconds"][:n]) for n in range(1, len(matches) + 1)]
+    assert TIME_BUDGET - 0.1 <= trained[-1] <= TIME_BUDGET + 1.0
+    assert all(seconds < TIME_BUDGET for seconds in trained[:-1])  # the budget counts training alone
+    assert elapsed[-1] == pytest.approx(summary["train_seconds"] + summary["eval_seconds"], abs=0.051)
 
 
 def test_npz_run_with_a_no_argument_model(runs):
@@ -466,7 +468,8 @@ def test_the_summary_file_holds_the_runs_figures(runs):
     assert summary["epochs"] == 2 and summary["processes"] == 1 and summary["device"] == "cpu"
     assert summary["parameters"] == 38378  # the bundled example's parameter count
     assert summary["samples_per_s"] > 0 and summary["peak_memory_bytes"] > 10_000_000
-    assert 0 < summary["train_seconds"] < summary["total_seconds"]
+    assert 0 < summary["train_seconds"] + summary["eval_seconds"] < summary["total_seconds"]
+    assert 0 < summary["eval_seconds"]
     assert 0 < summary["train_cpu_seconds"]
 
 

@@ -170,7 +170,7 @@ class TrialResult:
     # At a fraction of a GPU: the peak share of the GPU's memory its processes held, measured from outside it
     # (trials.gpu_memory); None when not measured.
     gpu_memory_share: float | None = None
-    train_seconds: float | None = None  # of `seconds`, the time spent training, as its judge said; None when unknown
+    seed_seconds: float | None = None  # of `seconds`, its seeds' training and evaluation, as its judge said; None when unknown
 
     @property
     def values(self) -> tuple[float, ...]:

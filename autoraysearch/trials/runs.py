@@ -201,17 +201,17 @@ def joined_runs(first: TrialResult, more: TrialResult) -> TrialResult:
         return replace(first, status=more.status, metric=None, seconds=seconds, error=f"its second run: {more.error}")
     runs = first.values + more.values
     return replace(first, metric=fmean(runs), runs=runs, seconds=seconds,
-                   train_seconds=(first.train_seconds or 0.0) + (more.train_seconds or 0.0))
+                   seed_seconds=(first.seed_seconds or 0.0) + (more.seed_seconds or 0.0))
 
 
 def seconds_for_more(first: TrialResult, more: int) -> float:
     """How long a run of `more` seeds of this candidate should take, from its first run: the start-up, and each seed's share.
 
-    Without a training time (a train.py that does not say), the whole first run stands for the start-up.
+    Without its seeds' time (a train.py that does not say), the whole first run stands for the start-up.
     """
     seeds = max(1, len(first.values))
-    training = min(first.train_seconds or 0.0, first.seconds)
-    return (first.seconds - training) + training * more / seeds
+    per_seeds = min(first.seed_seconds or 0.0, first.seconds)
+    return (first.seconds - per_seeds) + per_seeds * more / seeds
 
 
 def fits_before(stop_time: datetime | None, seconds: float, now: datetime | None = None) -> bool:
@@ -222,15 +222,17 @@ def fits_before(stop_time: datetime | None, seconds: float, now: datetime | None
 
 
 def start_up_and_training(results: list[TrialResult]) -> tuple[float, float] | None:
-    """The median seconds these runs took to start, and to train; None if none says how long it trained."""
-    timed = [(r.seconds, r.train_seconds) for r in results if r.status == "ok" and r.train_seconds is not None]
+    """The median seconds these runs took to start, and to train and evaluate their seeds; None if none says how long
+    its seeds took. Evaluation is no start-up: every seed in one run pays it again."""
+    timed = [(r.seconds, r.seed_seconds) for r in results if r.status == "ok" and r.seed_seconds is not None]
     if not timed:
         return None
     return median(s - t for s, t in timed), median(t for _, t in timed)
 
 
 def mostly_start_up(results: list[TrialResult]) -> bool:
-    """Whether these runs trained for less time than they took to start (medians): their seeds are cheaper in one run."""
+    """Whether these runs' seeds trained and were evaluated in less time than the runs took to start (medians):
+    their seeds are cheaper in one run."""
     timing = start_up_and_training(results)
     return timing is not None and timing[1] < timing[0]
 
