@@ -39,8 +39,9 @@ worth of those seconds (a single run of the baseline is 1; the baseline's seeds 
 stops at the last iteration that fits). The together rules know their budget, as the loop knows its
 stop time, so each budget is a campaign of its own for them: a candidate whose second run would not fit
 is decided on its first run's seeds, as the loop decides one whose second run would end after the stop
-time. The path confirmation's runs are counted apart (`confirm runs`)
-and in the seconds per hour.
+time. Path confirmations spend the budget as search runs do (their runs are also counted apart, `confirm
+runs`), and the together rules keep room for the final one, as the loop keeps time for it before its
+stop time: no candidate starts, and no second run, that would leave too little for it.
 Truth: every model a table needs, retrained with test seeds 1000…1009 on the digits test split,
 which no decision sees. Written to benchmarks/results/search_quality.md and .json.
 """
@@ -113,6 +114,7 @@ class Trainer:
         sys.path.insert(0, str(self.scratch))
         self.out = training_cache.cache_path(epochs).open("a")
         self.trained = 0
+        self.pool_seconds = None  # by model hash, the pool's training seconds (train_seconds)
 
     def run(self, source: str, seed: int, split: str = "validation") -> training_cache.Run | None:
         key = training_cache.model_hash(source)
@@ -130,10 +132,22 @@ class Trainer:
         return None if math.isnan(run.metric) else run
 
     def train_seconds(self, source: str) -> float:
-        """The median training seconds of the model's cached runs at validation seeds 0-7 (the pool's; its first run also warmed torch up)."""
-        key = training_cache.model_hash(source)
-        seconds = [r.seconds for (k, seed, split), r in self.runs.items() if k == key and split == "validation" and seed < 8]
-        return sorted(seconds)[len(seconds) // 2]
+        """What one seed of this model costs to train: the median of its runs at validation seeds 0-7 when it is one
+        of the pool's (benchmarks/training_cache.py trained those one after another in one quiet process), else the
+        baseline's.
+
+        Never a run's own recorded seconds: those are wall time, and a run first trained while the machine
+        was busy took several times longer, which would make its campaign pay for the machine's load.
+        """
+        if self.pool_seconds is None:
+            pool = json.loads((training_cache.CACHE_DIR / "pool.json").read_text())
+            seconds = {}
+            for (key, seed, split), run in self.runs.items():
+                if key in pool and split == "validation" and seed < 8:
+                    seconds.setdefault(key, []).append(run.seconds)
+            self.pool_seconds = {key: sorted(s)[len(s) // 2] for key, s in seconds.items()}
+        baseline = self.pool_seconds[training_cache.model_hash(training_cache.EXAMPLE.read_text())]
+        return self.pool_seconds.get(training_cache.model_hash(source), baseline)
 
     def truth(self, source: str) -> float:
         runs = [self.run(source, s, "test") for s in self.test_seeds]
@@ -213,15 +227,15 @@ def train_together(state: State, trainer: Trainer, source: str, seeds: list[int]
         for key, seed in missing:
             run = trainer.run(source, seed)
             state.known[key] = None if run is None else run.metric
-            seconds += run.seconds if run is not None else 0.0
-            state.training += run.seconds if run is not None else 0.0
+            seconds += trainer.train_seconds(source) if run is not None else 0.0
+            state.training += trainer.train_seconds(source) if run is not None else 0.0
         state.seconds += seconds
         state.last_seconds = seconds
         if confirm:
             state.confirm_runs += len(missing)
         else:
             state.runs += len(missing)
-            state.cost += seconds / state.unit
+        state.cost += seconds / state.unit  # a confirmation spends the budget as a search run does
     return [state.known[key] for key in keys]
 
 
@@ -430,8 +444,11 @@ def iterate_together(state: State, trainer: Trainer, parallel: int = 1) -> None:
     steps = {c: noise.next_step(d, bar, len(seeds)) for c, d in decided.items()}
     asking = [c for c in decided if steps[c] == "more"]
     leader = max(asking, key=lambda c: fmean(decided[c]), default=None)
-    if leader is not None and state.cost + more_cost(state, trainer, leader, first, seeds[len(first):]) > state.budget:
-        leader = None  # as the loop does when the second run would end after the stop time: decided on its first run
+    if leader is not None and (state.cost + more_cost(state, trainer, leader, seeds[len(first):])
+                               + confirmation_cost(state, trainer) > state.budget):
+        # As the loop does when the second run, and the path confirmation a keep would need, would end after the
+        # stop time: decided on its first run.
+        leader = None
     if leader is not None:
         rest, wall = paired(leader, seeds[len(first):])
         state.wall += wall
@@ -453,17 +470,33 @@ def iterate_together(state: State, trainer: Trainer, parallel: int = 1) -> None:
         confirm_path(state, trainer)
 
 
-def more_cost(state: State, trainer: Trainer, candidate: str, first: list[int], rest: list[int]) -> float:
-    """What the candidate's second run and the best's beside it would cost, in budget units, foreseen as the loop
-    foresees it (trials.runs.seconds_for_more): a start-up, and each seed as long as a seed of its first run took."""
+def more_cost(state: State, trainer: Trainer, candidate: str, rest: list[int]) -> float:
+    """What the candidate's second run and the best's beside it would cost, in budget units: a start-up, and each
+    seed's training (as the loop foresees it from the first run, trials.runs.seconds_for_more)."""
     def foreseen(source: str, seeds: list[int]) -> float:
         missing = [s for s in seeds if (training_cache.model_hash(source), s) not in state.known]
         if not missing:
             return 0.0
-        took = [r.seconds for s in first if (r := trainer.run(source, s)) is not None]
-        return trainer.startup + trainer.extra * (len(missing) - 1) + len(missing) * (fmean(took) if took else 0.0)
+        return trainer.startup + trainer.extra * (len(missing) - 1) + len(missing) * trainer.train_seconds(source)
 
     return (foreseen(candidate, rest) + foreseen(state.best, rest)) / state.unit
+
+
+def final_confirmation_cost(state: State, trainer: Trainer) -> float:
+    """What a rule that knows its budget keeps for the final path confirmation, in budget units, as the loop keeps
+    time for it before its stop time: the best and the last confirmed point at fresh seeds, a run each; none
+    when there is nothing to confirm."""
+    if state.budget == math.inf or state.best == state.confirmed:
+        return 0.0
+    return confirmation_cost(state, trainer)
+
+
+def confirmation_cost(state: State, trainer: Trainer) -> float:
+    """A path confirmation's cost in budget units: the best and the last confirmed point, each in one run at a
+    confirmation's fresh seeds."""
+    seeds = confirmation_seeds(together_seeds(trainer))
+    runs = [trainer.startup + trainer.extra * (seeds - 1) + seeds * trainer.train_seconds(model) for model in (state.best, state.confirmed)]
+    return sum(runs) / state.unit
 
 
 def confirm_path(state: State, trainer: Trainer) -> None:
@@ -536,11 +569,11 @@ def run_to_budget(rule: str, campaign: int, trainer: Trainer, budgets: tuple) ->
     if rule != "greedy":
         state.groups.append(baseline)
     snapshots = {}
-    while not state.exhausted and state.cost < max(budgets):
+    while not state.exhausted and state.cost + final_confirmation_cost(state, trainer) < max(budgets):
         before = copy.deepcopy(state)
         iterate(state, trainer)
         for budget in budgets:
-            if before.cost <= budget < state.cost:
+            if before.cost + final_confirmation_cost(before, trainer) <= budget < state.cost + final_confirmation_cost(state, trainer):
                 snapshots[budget] = before
     for budget in budgets:
         snapshots.setdefault(budget, state)
@@ -575,7 +608,7 @@ def judge(state: State, trainer: Trainer, sigma_fresh: float) -> dict:
     groups = [g for g in state.groups if len(g) > 1]
     sigma_hat = noise.robust_pool(groups).sigma if groups else float("nan")
     return {
-        "rule": state.rule, "campaign": state.campaign, "runs": state.runs, "confirm_runs": state.confirm_runs,
+        "rule": state.rule, "campaign": state.campaign, "runs": state.runs, "confirm_runs": state.confirm_runs, "cost": state.cost,
         "candidates": len(state.steps), "crashes": sum(s.crashed for s in state.steps), "keeps": len(keeps), "false_keeps": sum(d <= 0 for d in deltas),
         "clear_false_keeps": sum(d < -TRUTH_Z * e for d, e in zip(deltas, errors)),
         "harm": sum(d for d in deltas if d <= 0), "true_gain": true_gain, "claimed": claimed,
@@ -668,7 +701,7 @@ def markdown(epochs: int, campaigns: int, table: dict, sigma_fresh: float, comma
         f"on a sample of {DISCARD_SAMPLE} per campaign). Per train-h: true gain per hour of training (all runs, "
         "confirmations included); per run-h: per hour of whole runs, start-up included; per wall-hour: with the candidates of one racing iteration at once. A run "
         f"costs its start-up ({trainer.startup:.2f} s) and its training; each further seed in one run its training "
-        f"and {trainer.extra:.2f} s (benchmarks/seeds_in_one_run.py). Budgets count single runs of the baseline.", "",
+        f"and {trainer.extra:.2f} s (benchmarks/seeds_in_one_run.py). Budgets count single runs of the baseline, path confirmations included.", "",
         "| budget | rule | true gain [95 %] | per train-h | per run-h | per wall-h | keeps | false keeps [95 %] | harm | power "
         "| runs/cand | confirm runs | rollbacks | σ̂ (run) | claimed − true | abs | clearly false |",
         "|---:|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",

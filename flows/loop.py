@@ -13,7 +13,7 @@ from prefect import flow, get_run_logger
 from pydantic import SecretStr
 
 from autoraysearch.views.artifacts import publish_campaign_artifacts
-from autoraysearch.campaign.opening import first_run_seconds, open_campaign, roll_back
+from autoraysearch.campaign.opening import open_campaign, roll_back, seconds_before_stop
 from autoraysearch.views.ending import close_stopped_campaign, publish_final_artifact
 from autoraysearch.views.identity import loop_run_name
 from autoraysearch.views.step_logs import candidate_line, fmt, summarize_iteration
@@ -204,18 +204,17 @@ def due_for_confirmation(campaign: Campaign) -> bool:
 
 
 def no_time_for_a_candidate(campaign: Campaign, stop_time: datetime | None) -> str | None:
-    """Why no candidate is started before the stop time: its first run would end after it (none: go on).
-
-    The stop time would cancel the run, and the time left is worth more to the final path confirmation.
-    """
+    """Why no candidate is started before the stop time: its first run, and the final path confirmation if keeps
+    await one, would end after it (none: go on). The stop time would cancel them: the campaign would end on a claim."""
     if stop_time is None:
         return None
     settings = campaign.settings
-    first_seeds = first_run_seeds(settings.seeds) if settings.seeds_together else None
-    seconds = first_run_seconds(read_log(campaign), first_seeds)
+    log = read_log(campaign)
+    seconds = seconds_before_stop(log, settings.seeds, first_run_seeds(settings.seeds) if settings.seeds_together else None)
     if seconds is None or fits_before(stop_time, seconds):
         return None
-    return f"the stop time {stop_time:%H:%M:%S} leaves no time for another candidate's first run (about {seconds:.0f} s)"
+    after = " and the path's confirmation after it" if settings.seeds > 1 and keeps_since_confirmed(log.rows) else ""
+    return f"the stop time {stop_time:%H:%M:%S} leaves no time for another candidate's first run{after} (about {seconds:.0f} s)"
 
 
 def best_after_confirmation(campaign: Campaign, stop_time: datetime | None, best_metric, best_sha: str):
@@ -461,10 +460,11 @@ def train_seeds_together(
     leader = max((label for label, step in steps.items() if step == "more"),
                  key=lambda label: fmean(bar.differences(results[label].values)), default=None)
     rest = len(seeds) - len(first)
-    if leader is not None and rest and not fits_before(stop_time, seconds_for_more(results[leader], rest)):
-        # A run the stop time would cancel loses the candidate's first run too: decide on the seeds it has.
-        get_run_logger().info("%s: paired seeds %d-%d would end after the stop time: decided on its first %d",
-                              leader, len(first) + 1, len(seeds), len(first))
+    # The second run, and the path confirmation a keep would need after it (about one first run), before the stop
+    # time: a run it cancelled would lose the candidate's first run too, so it is decided on the seeds it has.
+    if leader is not None and rest and not fits_before(stop_time, seconds_for_more(results[leader], rest) + results[leader].seconds):
+        get_run_logger().info("%s: paired seeds %d-%d and a path confirmation after them would end after the stop time: "
+                              "decided on its first %d", leader, len(first) + 1, len(seeds), len(first))
         leader = None
     if leader is not None and rest:
         get_run_logger().info("%s: paired seeds %d-%d of %d in one run", leader, len(first) + 1, len(seeds), len(seeds))

@@ -157,8 +157,8 @@ def test_a_second_run_that_would_end_after_the_stop_time_is_foreseen():
     assert not fits_before(now + timedelta(seconds=8), 8.6, now)
 
 
-def test_the_next_candidates_first_run_is_foreseen_from_the_latest_candidates():
-    from autoraysearch.campaign.opening import first_run_seconds
+def test_the_next_candidates_first_run_and_the_final_confirmation_are_foreseen_from_the_latest_candidates():
+    from autoraysearch.campaign.opening import first_run_seconds, seconds_before_stop
     from autoraysearch.campaign.results_log import ResultRow, ResultsLog
 
     def row(status, seeds, seconds, metric=0.9):
@@ -169,6 +169,13 @@ def test_the_next_candidates_first_run_is_foreseen_from_the_latest_candidates():
     assert first_run_seconds(log, 8) == 6.5  # a row over more than a first run's seeds took two runs
     assert first_run_seconds(log) == pytest.approx(6.5 / 8)  # a run per seed: the shortest share of one seed
     assert first_run_seconds(ResultsLog(True, (row("baseline", 8, 19.0),)), 8) is None
+    # Keeps that await the final path confirmation: about one more first run for it, where seeds are several.
+    assert seconds_before_stop(log, 24, 8) == 13.0 and seconds_before_stop(log, 3) == pytest.approx(2 * 6.5 / 8)
+    assert seconds_before_stop(log, 1) == pytest.approx(6.5 / 8)  # decisions on single runs: no path confirmation
+    confirmed = ResultRow("3.path", "abc", 0.9, 0.01, "confirmed", "path", {"seconds": "9"})
+    assert seconds_before_stop(ResultsLog(True, log.rows + (confirmed,)), 24, 8) == 6.5
+    assert seconds_before_stop(ResultsLog(True, log.rows[:1] + log.rows[2:]), 24, 8) == 6.5  # discards only: nothing to confirm
+    assert seconds_before_stop(ResultsLog(True, (row("baseline", 8, 19.0),)), 24, 8) is None
 
 
 def test_a_trial_of_several_seeds_is_never_pruned_and_gets_time_for_each():

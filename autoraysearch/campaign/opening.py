@@ -21,6 +21,7 @@ from autoraysearch.campaign.experiment import (
 from autoraysearch.campaign.settings import processes_for
 from autoraysearch.campaign.lock import CampaignLock, read_holder
 from autoraysearch.campaign.model_source import check_model_source
+from autoraysearch.campaign.path import keeps_since_confirmed
 from autoraysearch.campaign.repository import ExperimentRepo
 from autoraysearch.campaign.results_log import ResultsLog, read_results_log
 from autoraysearch.campaign.resume import recover_campaign, restore_unlogged_model
@@ -131,6 +132,19 @@ def first_run_seconds(log: ResultsLog, first_seeds: int | None = None) -> float 
             one *= first_seeds
         seconds.append(one)
     return min(seconds[-RECENT_CANDIDATES:], default=None)
+
+
+def seconds_before_stop(log: ResultsLog, seeds: int, first_seeds: int | None = None) -> float | None:
+    """What the next candidate needs before the stop time: its first run (first_run_seconds) and, when keeps await
+    the final path confirmation, about one more for it; None before any candidate.
+
+    The confirmation trains the best and the last point that held at no more seeds than a first run,
+    the two at once: about one first run. Without it the campaign would end on a claim.
+    """
+    first = first_run_seconds(log, first_seeds)
+    if first is None:
+        return None
+    return first * 2 if seeds > 1 and keeps_since_confirmed(log.rows) > 0 else first
 
 
 @contextlib.contextmanager
