@@ -115,6 +115,7 @@ class Trainer:
         self.out = training_cache.cache_path(epochs).open("a")
         self.trained = 0
         self.pool_seconds = None  # by model hash, the pool's training seconds (train_seconds)
+        self.baseline_seconds = 0.0
 
     def run(self, source: str, seed: int, split: str = "validation") -> training_cache.Run | None:
         key = training_cache.model_hash(source)
@@ -146,8 +147,8 @@ class Trainer:
                 if key in pool and split == "validation" and seed < 8:
                     seconds.setdefault(key, []).append(run.seconds)
             self.pool_seconds = {key: sorted(s)[len(s) // 2] for key, s in seconds.items()}
-        baseline = self.pool_seconds[training_cache.model_hash(training_cache.EXAMPLE.read_text())]
-        return self.pool_seconds.get(training_cache.model_hash(source), baseline)
+            self.baseline_seconds = self.pool_seconds[training_cache.model_hash(training_cache.EXAMPLE.read_text())]
+        return self.pool_seconds.get(training_cache.model_hash(source), self.baseline_seconds)
 
     def truth(self, source: str) -> float:
         runs = [self.run(source, s, "test") for s in self.test_seeds]
@@ -224,11 +225,12 @@ def train_together(state: State, trainer: Trainer, source: str, seeds: list[int]
     missing = [(key, seed) for key, seed in zip(keys, seeds) if key not in state.known]
     if missing:
         seconds = trainer.startup + trainer.extra * (len(missing) - 1)
+        per_seed = trainer.train_seconds(source)
         for key, seed in missing:
             run = trainer.run(source, seed)
             state.known[key] = None if run is None else run.metric
-            seconds += trainer.train_seconds(source) if run is not None else 0.0
-            state.training += trainer.train_seconds(source) if run is not None else 0.0
+            seconds += per_seed if run is not None else 0.0
+            state.training += per_seed if run is not None else 0.0
         state.seconds += seconds
         state.last_seconds = seconds
         if confirm:

@@ -38,7 +38,9 @@ from autoraysearch.tasks.verify import verify
 from autoraysearch.campaign.integrity import checked_results, take_snapshot, undo_preflight_changes, undo_tampering
 from autoraysearch.campaign.resume import clear_pending, write_pending
 from autoraysearch.campaign.noise import Bar, bar_from_log, next_step, parse_runs, worth_confirming
-from autoraysearch.campaign.path import CONFIRM_EVERY, CONFIRM_SEEDS, describe_confirmed, fresh_seeds, keeps_since_confirmed, last_confirmed
+from autoraysearch.campaign.path import (
+    CONFIRM_EVERY, CONFIRM_SEEDS, awaits_confirmation, describe_confirmed, fresh_seeds, keeps_since_confirmed, last_confirmed,
+)
 from autoraysearch.campaign.path import verdict as path_verdict
 from autoraysearch.campaign.results_log import ResultRow
 from autoraysearch.campaign.reference_curves import campaign_rule
@@ -213,7 +215,7 @@ def no_time_for_a_candidate(campaign: Campaign, stop_time: datetime | None) -> s
     seconds = seconds_before_stop(log, settings.seeds, first_run_seeds(settings.seeds) if settings.seeds_together else None)
     if seconds is None or fits_before(stop_time, seconds):
         return None
-    after = " and the path's confirmation after it" if settings.seeds > 1 and keeps_since_confirmed(log.rows) else ""
+    after = " and the path's confirmation after it" if awaits_confirmation(log.rows, settings.seeds) else ""
     return f"the stop time {stop_time:%H:%M:%S} leaves no time for another candidate's first run{after} (about {seconds:.0f} s)"
 
 

@@ -21,7 +21,7 @@ from autoraysearch.campaign.experiment import (
 from autoraysearch.campaign.settings import processes_for
 from autoraysearch.campaign.lock import CampaignLock, read_holder
 from autoraysearch.campaign.model_source import check_model_source
-from autoraysearch.campaign.path import keeps_since_confirmed
+from autoraysearch.campaign.path import awaits_confirmation
 from autoraysearch.campaign.repository import ExperimentRepo
 from autoraysearch.campaign.results_log import ResultsLog, read_results_log
 from autoraysearch.campaign.resume import recover_campaign, restore_unlogged_model
@@ -144,7 +144,7 @@ def seconds_before_stop(log: ResultsLog, seeds: int, first_seeds: int | None = N
     first = first_run_seconds(log, first_seeds)
     if first is None:
         return None
-    return first * 2 if seeds > 1 and keeps_since_confirmed(log.rows) > 0 else first
+    return first * 2 if awaits_confirmation(log.rows, seeds) else first
 
 
 @contextlib.contextmanager
