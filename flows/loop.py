@@ -37,9 +37,10 @@ from autoraysearch.tasks.review import review
 from autoraysearch.tasks.verify import verify
 from autoraysearch.campaign.integrity import checked_results, take_snapshot, undo_preflight_changes, undo_tampering
 from autoraysearch.campaign.resume import clear_pending, write_pending
-from autoraysearch.campaign.noise import Bar, bar_from_log, next_step, parse_runs, worth_confirming
+from autoraysearch.campaign.noise import Bar, bar_from_log, format_runs, next_step, parse_runs, worth_confirming
 from autoraysearch.campaign.path import (
     CONFIRM_EVERY, CONFIRM_SEEDS, awaits_confirmation, describe_confirmed, fresh_seeds, keeps_since_confirmed, last_confirmed,
+    next_fresh_seeds, runs_ahead,
 )
 from autoraysearch.campaign.path import verdict as path_verdict
 from autoraysearch.campaign.results_log import ResultRow
@@ -224,16 +225,19 @@ def best_after_confirmation(campaign: Campaign, stop_time: datetime | None, best
     if campaign.settings.seeds <= 1 or (stop_time is not None and datetime.now() >= stop_time):
         return best_metric, best_sha
     try:
-        moved = confirm_path(campaign, stop_time)
+        moved = confirm_path(campaign, stop_time, final=True)
     except StopTimeReached:
         return best_metric, best_sha
     return moved.get("best_metric", best_metric), moved.get("best_sha", best_sha)
 
 
-def confirm_path(campaign: Campaign, stop_time: datetime | None) -> dict:
+def confirm_path(campaign: Campaign, stop_time: datetime | None, final: bool = False) -> dict:
     """Train the best and the last point that held on fresh paired seeds; log it, roll back if it does not hold.
 
-    Returns the verdict fields that changed (nothing, or the point rolled back to).
+    Where seeds train in one run, the point is not trained again if it was trained ahead at these seeds,
+    and the best, unless this is the campaign's last confirmation (`final`), is trained ahead at the
+    next one's in the same run (campaign.path). Returns the verdict fields that changed (nothing, or the
+    point rolled back to).
     """
     settings = campaign.settings
     log = read_log(campaign)
@@ -250,14 +254,20 @@ def confirm_path(campaign: Campaign, stop_time: datetime | None) -> dict:
         return {}
     train_source = (campaign.paths.root / settings.train_py).read_text()
     label = f"{log.next_iteration() - 1}.path"
+    count = confirmation_seeds(settings.seeds) if settings.seeds_together else CONFIRM_SEEDS
+    seeds = fresh_seeds(settings.seed, log.rows, count)
+    point_ahead = runs_ahead(log.rows, count) if settings.seeds_together else None
+    best_ahead = next_fresh_seeds(settings.seed, log.rows, count) if settings.seeds_together and not final else []
     trials = {}
     for name, sha in (("best", best_sha), ("point", point_sha)):
+        if name == "point" and point_ahead is not None:
+            continue
         model = Candidate(label=f"{label}-{name}", description="", model_source=repo.file_at(sha, settings.model_py),
                           fingerprint="")
         trial = make_trial(campaign, model, train_source)
-        seeds = fresh_seeds(settings.seed, log.rows, confirmation_seeds(settings.seeds) if settings.seeds_together else CONFIRM_SEEDS)
         if settings.seeds_together:
-            trials[f"{label}-{name}-seeds"] = seeds_together(trial, seeds, f"{label}-{name}-seeds")
+            run_seeds = seeds + (best_ahead if name == "best" else [])
+            trials[f"{label}-{name}-seeds"] = seeds_together(trial, run_seeds, f"{label}-{name}-seeds")
             continue
         for n, seed in enumerate(seeds, 1):
             trials[f"{label}-{name}-seed{n}"] = seeded(trial, seed, f"{label}-{name}-seed{n}")
@@ -267,6 +277,9 @@ def confirm_path(campaign: Campaign, stop_time: datetime | None) -> dict:
         return {}
     runs = {name: tuple(x for key, r in done.items() if f"-{name}-seed" in key for x in r.values)
             for name in ("best", "point")}
+    runs["best"], ahead = runs["best"][:len(seeds)], runs["best"][len(seeds):]
+    if point_ahead is not None:
+        runs["point"] = point_ahead
     bar = bar_from_log(log)
     status, cells = path_verdict(runs["best"], runs["point"], bar)
     point_short = repo.short(point_sha)
@@ -277,7 +290,8 @@ def confirm_path(campaign: Campaign, stop_time: datetime | None) -> dict:
         status=status,
         description=f"path: {best.iteration} ({best.commit}) against {point.label} ({point_short}) on "
                     f"{len(runs['best'])} fresh seeds: {'holds' if status == 'confirmed' else 'does not hold, rolled back'}",
-        extra={"seconds": f"{sum(r.seconds for r in done.values()):g}", **cells},
+        extra={"seconds": f"{sum(r.seconds for r in done.values()):g}", **cells,
+               **({"ahead": format_runs(ahead)} if status == "confirmed" and ahead else {})},
     )
     if status == "rollback":
         repo.move_branch_to(point_sha, settings.model_py)

@@ -22,9 +22,10 @@ from autoraysearch.campaign.model_source import fingerprint
 from autoraysearch.tasks.log import save_trial_output
 from autoraysearch.tasks.verify import verify
 from autoraysearch.campaign.noise import pooled_noise
+from autoraysearch.campaign.path import fresh_seeds
 from autoraysearch.trials.runs import (
-    confirmation_trials, first_run_seeds, joined_runs, make_trial, merge_runs, mostly_start_up, ran_out_of_gpu_memory, seeded, seeds_for_one_run,
-    seeds_together, start_up_and_training, wait_for_trials, whole_gpu_trial,
+    confirmation_seeds, confirmation_trials, first_run_seeds, held_out, joined_runs, make_trial, merge_runs, mostly_start_up,
+    ran_out_of_gpu_memory, seeded, seeds_for_one_run, seeds_together, start_up_and_training, wait_for_trials, whole_gpu_trial,
 )
 
 
@@ -86,9 +87,10 @@ def autoraysearch_setup(
         results = train_baseline(campaign, plan.settings, trials, batch_size)
         plan = with_seeds_decided(plan, list(results.values()), seeds_given=seeds is not None)
         result = merge_runs(results.pop("baseline"), list(results.values()))
+        ahead: tuple[float, ...] = ()
         if first_alone:
-            result = baseline_at_other_seeds(campaign, plan.settings, trial, result, batch_size)
-        row, archived = record_setup(plan, result)
+            result, ahead = baseline_at_other_seeds(campaign, plan.settings, trial, result, batch_size)
+        row, archived = record_setup(plan, result, ahead)
     noise = pooled_noise([result.runs])
     logger = get_run_logger()
     if plan.settings.seeds > 1 and not noise.measured:
@@ -127,22 +129,29 @@ def train_baseline(campaign, settings, trials: dict, batch_size: int) -> dict[st
     return results
 
 
-def baseline_at_other_seeds(campaign, settings, trial, first: TrialResult, batch_size: int) -> TrialResult:
-    """The baseline at its seeds after the first: in one run where its first run was mostly start-up, else a run each.
+def baseline_at_other_seeds(campaign, settings, trial, first: TrialResult,
+                            batch_size: int) -> tuple[TrialResult, tuple[float, ...]]:
+    """The baseline at its seeds after the first, and its values held out for the first path confirmation.
 
-    In one run they cost one start-up where runs apart would cost one each. There the baseline gets the
-    seeds of a candidate's first run (first_run_seeds) and no more: most candidates are decided on
-    those, and the first comparison that asks for more trains the baseline at the rest and logs them
-    (a best-seeds row). A model that trains longer than it starts pays one run's wait here.
+    In one run where its first run was mostly start-up, else a run each. In one run they cost one
+    start-up where runs apart would cost one each. There the baseline gets the seeds of a candidate's
+    first run (first_run_seeds) and no more: most candidates are decided on those, and the first
+    comparison that asks for more trains the baseline at the rest and logs them (a best-seeds row). The
+    same run trains it ahead at the first path confirmation's seeds (campaign.path), which then trains
+    the best alone: a few seeds' training in place of a start-up. A model that trains longer than it
+    starts pays one run's wait here.
     """
+    if settings.seeds <= 1:
+        return first, ()
     if settings.seeds_together:
         rest = [settings.seed + i for i in range(1, first_run_seeds(settings.seeds))]
-        if not rest:
-            return first
-        more = train_baseline(campaign, settings, {"baseline-seeds": seeds_together(trial, rest, "baseline-seeds")}, batch_size)
-        return joined_runs(first, more["baseline-seeds"])
+        ahead = fresh_seeds(settings.seed, (), confirmation_seeds(settings.seeds))
+        more = train_baseline(campaign, settings, {"baseline-seeds": seeds_together(trial, rest + ahead, "baseline-seeds")},
+                              batch_size)
+        kept, held = held_out(more["baseline-seeds"], len(rest))
+        return (joined_runs(first, kept) if rest else first), held
     more = train_baseline(campaign, settings, confirmation_trials(trial, settings.seed, settings.seeds), batch_size)
-    return merge_runs(first, list(more.values()))
+    return merge_runs(first, list(more.values())), ()
 
 
 def with_seeds_decided(plan: SetupPlan, baseline_runs: list[TrialResult], seeds_given: bool) -> SetupPlan:

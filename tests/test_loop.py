@@ -146,6 +146,9 @@ def test_status_and_demo_from_the_command_line(services, tmp_path: Path, capsys)
         assert r.extra["at"] == str(first + 1) and len(r.extra["runs"].split(",")) == settings.seeds - first
     for path in (r for r in log.rows if r.status in ("confirmed", "rollback")):  # a first run's worth of fresh seeds
         assert len(path.extra["diffs"].split(",")) == confirmation_seeds(settings.seeds)
+    # The baseline's run of its seeds held the first confirmation's too: that confirmation trained the best alone.
+    assert len(log.rows[0].extra["ahead"].split(",")) == confirmation_seeds(settings.seeds)
+    assert not list(logs.glob("*.path-point*"))
 
     assert main(["status", str(target)]) == 0
     out = capsys.readouterr().out

@@ -7,7 +7,7 @@ import pytest
 from autoraysearch.campaign.noise import Bar, Noise
 from autoraysearch.campaign.path import (
     CONFIRM_SEEDS, FRESH_OFFSET, FRESH_STRIDE, confirmed_gain, describe_confirmed, fresh_seeds, keeps_since_confirmed,
-    last_confirmed, verdict,
+    last_confirmed, next_fresh_seeds, runs_ahead, verdict,
 )
 from autoraysearch.campaign.results_log import ResultRow, ResultsLog, format_log, parse_log
 
@@ -58,3 +58,89 @@ def test_the_confirmed_gain_adds_up_the_stretches_that_held():
     # The rows survive the results log's format, their paired cells at the end.
     log = parse_log(format_log(ResultsLog(True, tuple(rows))))
     assert confirmed_gain(log.rows) == confirmed_gain(rows)
+
+
+def test_a_point_trained_ahead_is_read_at_the_next_confirmations_seeds_and_nowhere_else():
+    baseline = row("0", "baseline", ahead="0.9,0.91,0.92")
+    keeps = (row("1", "keep", commit="aaa1111"), row("2", "keep", commit="bbb2222"))
+    # The baseline trained ahead in setup: the first confirmation reads it, at the seeds it would train.
+    assert runs_ahead((baseline, *keeps), 3) == (0.9, 0.91, 0.92)
+    assert runs_ahead((baseline, *keeps), 8) is None  # another number of seeds: trained again
+    # A best that held was trained ahead at the next confirmation's seeds, which the next one then uses.
+    held = row("2.path", "confirmed", commit="bbb2222", ahead="0.95,0.96,0.97")
+    rows = (baseline, *keeps, held)
+    assert next_fresh_seeds(7, rows[:3], 3) == fresh_seeds(7, rows, 3)
+    assert runs_ahead(rows + (row("3", "keep", commit="ccc3333"),), 3) == (0.95, 0.96, 0.97)
+    # A rollback's point was not trained at the seeds after it: nothing ahead, not even an older row's.
+    rolled = rows + (row("5.path", "rollback", commit="bbb2222"),)
+    assert runs_ahead(rolled, 3) is None
+    assert runs_ahead((row("0", "baseline"), *keeps), 3) is None
+    # The cell survives the results log's format.
+    assert runs_ahead(parse_log(format_log(ResultsLog(True, rows))).rows, 3) == (0.95, 0.96, 0.97)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_where_seeds_train_in_one_run_each_confirmation_trains_the_best_alone(services, tmp_path, monkeypatch):
+    """The baseline is trained ahead in setup, each best that holds in its confirmation: no point is trained twice."""
+    import json
+    import sys
+    import textwrap
+    from statistics import fmean
+
+    import autoraysearch.flows.loop as loop_flow
+    import autoraysearch.flows.setup_experiment as setup_flow
+    from helpers import EXAMPLE_MODEL, loop, make_repo, results, setup
+
+    from autoraysearch.campaign.noise import parse_runs
+    from autoraysearch.campaign.settings import load_settings
+
+    trained: list[tuple[str, list[int]]] = []
+    for module in (setup_flow, loop_flow):
+        real = module.seeds_together
+        monkeypatch.setattr(module, "seeds_together", lambda trial, seeds, label, real=real: (
+            trained.append((label, list(seeds))), real(trial, seeds, label))[1])
+    monkeypatch.setattr(loop_flow, "CONFIRM_EVERY", 1)  # a confirmation after every keep: two within the campaign
+
+    def width(n: int) -> str:
+        return EXAMPLE_MODEL.read_text().replace("nn.Linear(32 * 4 * 4, 64)", f"nn.Linear(32 * 4 * 4, {n})").replace(
+            "nn.Linear(64, num_classes)", f"nn.Linear({n}, num_classes)")
+
+    exp = make_repo(tmp_path / "exp", {"model.py": width(1)})
+    setup(exp, seeds=3, epochs=3)  # each widening a gain no seed's noise can hide
+    answers = tmp_path / "answers"
+    answers.mkdir()
+    for n, wider in enumerate((6, 64), start=1):
+        (answers / f"{n}.json").write_text(json.dumps({"candidates": [
+            {"description": f"hidden width {wider}", "kind": "width", "model_py": width(wider)}]}))
+    agent = tmp_path / "agent.py"
+    agent.write_text(textwrap.dedent(f"""
+        import pathlib, sys
+        sys.stdin.read()
+        counter = pathlib.Path({str(tmp_path / "calls")!r})
+        n = int(counter.read_text()) + 1 if counter.exists() else 1
+        counter.write_text(str(n))
+        print(pathlib.Path({str(answers)!r}, f"{{min(n, 2)}}.json").read_text())
+    """))
+    loop(exp, max_iterations=2, ideator="command", llm_command=f"{sys.executable} {agent}")
+
+    rows = results(exp).rows
+    assert [r.status for r in rows] == ["baseline", "keep", "confirmed", "keep", "confirmed"], [
+        (r.status, r.description) for r in rows]
+    baseline, first, second = rows[0], rows[2], rows[4]
+    seed = load_settings(exp).seed
+    fresh = [list(range(seed + FRESH_OFFSET + FRESH_STRIDE * n, seed + FRESH_OFFSET + FRESH_STRIDE * n + 3))
+             for n in range(3)]
+    # Setup's run of the baseline's seeds held the first confirmation's; each confirmation trained its best
+    # at its own seeds and the next one's, and never the point before it.
+    assert trained[0] == ("baseline-seeds", [seed + 1, seed + 2, *fresh[0]])
+    assert [t for t in trained if ".path" in t[0]] == [
+        ("1.path-best-seeds", fresh[0] + fresh[1]), ("2.path-best-seeds", fresh[1] + fresh[2])]
+    assert len(parse_runs(baseline.extra["runs"])) == 3  # the held-out seeds are not among the baseline's
+    for path, point_ahead in ((first, baseline), (second, first)):
+        ahead = parse_runs(point_ahead.extra["ahead"])
+        assert len(ahead) == 3
+        # The paired gain is the best against the point's values trained ahead.
+        assert fmean(parse_runs(path.extra["diffs"])) == pytest.approx(path.metric - fmean(ahead))
+    logs = exp / ".autoraysearch" / "logs"
+    assert not list(logs.glob("*.path-point*"))

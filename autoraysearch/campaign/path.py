@@ -7,6 +7,11 @@ is logged as a `confirmed` row (commit: the best's), or, when it is not positive
 (commit: the point that held), and the branch goes back there. The confirmed gain of the campaign is
 the sum of its confirmed stretches, with the 90 % interval of that sum; `report` and the final
 summary state it. These rows never enter a keep decision: their seeds are not the campaign's.
+
+Where seeds train in one run, a run's start-up is most of its cost, so a model that will be the next
+point is trained ahead at the next confirmation's seeds in a run it has anyway: the baseline in setup's
+run of its seeds, a best that holds in its confirmation's run. Those values (the `ahead` cell of that
+row) are held out of every decision until that confirmation, which then trains the best alone.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from dataclasses import dataclass
 from statistics import fmean
 from typing import Sequence
 
-from autoraysearch.campaign.noise import Bar, paired_columns
+from autoraysearch.campaign.noise import Bar, paired_columns, parse_runs
 from autoraysearch.campaign.results_log import PATH_STATUSES
 
 CONFIRM_EVERY = 3  # keeps between two confirmations of the path
@@ -61,6 +66,24 @@ def fresh_seeds(campaign_seed: int, rows, count: int = CONFIRM_SEEDS) -> list[in
     done = sum(r.status in PATH_STATUSES for r in rows)
     first = campaign_seed + FRESH_OFFSET + FRESH_STRIDE * done
     return list(range(first, first + min(count, FRESH_STRIDE)))
+
+
+def next_fresh_seeds(campaign_seed: int, rows, count: int) -> list[int]:
+    """The seeds of the confirmation after the next one: those a best that holds is trained at ahead."""
+    return [seed + FRESH_STRIDE for seed in fresh_seeds(campaign_seed, rows, count)]
+
+
+def runs_ahead(rows, count: int) -> tuple[float, ...] | None:
+    """The last point that held at the next confirmation's `count` seeds, if it was trained there ahead; else None.
+
+    Only the row that made the point counts (the latest path row, or the baseline before any): an older
+    row's values are at an earlier confirmation's seeds.
+    """
+    row = next((r for r in reversed(rows) if r.status in PATH_STATUSES), None)
+    if row is None:
+        row = next((r for r in rows if r.status == "baseline" and r.readable), None)
+    runs = parse_runs(row.extra.get("ahead", "")) if row is not None else ()
+    return runs if len(runs) == count else None
 
 
 def verdict(best_runs: Sequence[float], point_runs: Sequence[float], bar: Bar) -> tuple[str, dict[str, str]]:

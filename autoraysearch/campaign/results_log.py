@@ -18,8 +18,10 @@ COLUMNS = ("iteration", "commit", "metric", "delta", "status", "description")
 # diffs/gain/interval: the paired comparison with the best (per-seed gains, their mean, its 90 % half width).
 # chance: the chance that it truly gains, as the keep rule put it (a keep's spends the campaign's false-keep budget).
 # at: on a best-seeds row, the number (from 1) of the campaign's seed its first run is at.
+# ahead: on the baseline or a confirmed row, its values at the next path confirmation's seeds (campaign.path),
+# trained ahead and held out of every decision until then.
 EXTRA_COLUMNS = ("candidate", "seconds", "node", "tokens", "seeds", "std", "runs", "node_id", "needed", "diffs", "gain",
-                 "interval", "chance", "at")
+                 "interval", "chance", "at", "ahead")
 NODE_ID_CHARS = 8  # enough to tell nodes apart; `ray list nodes` matches on a prefix
 
 

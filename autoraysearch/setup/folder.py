@@ -10,7 +10,7 @@ from pathlib import Path
 from autoraysearch.setup.datasets import CUSTOM, describe_dataset
 from autoraysearch.errors import AutoraysearchError
 from autoraysearch.campaign.experiment import Campaign, ExperimentPaths, TrialResult
-from autoraysearch.campaign.noise import seed_columns
+from autoraysearch.campaign.noise import format_runs, seed_columns
 from autoraysearch.campaign.model_source import check_model_source, fingerprint, init_parameters, parse_python
 from autoraysearch.setup.rendering import TrainSpec, optimization_defaults, render_train_py
 from autoraysearch.campaign.repository import ExperimentRepo
@@ -184,8 +184,10 @@ def calls_ray_init(tree: ast.Module) -> bool:
     return False
 
 
-def record_setup(plan: SetupPlan, result: TrialResult) -> tuple[ResultRow, Path | None]:
+def record_setup(plan: SetupPlan, result: TrialResult, ahead: tuple[float, ...] = ()) -> tuple[ResultRow, Path | None]:
     """Write train.py, settings and .gitignore, commit them, and start the results log with the baseline.
+
+    `ahead`: the baseline's values at the first path confirmation's seeds, held out (campaign.path).
 
     Returns the baseline row and, when an older campaign's results were set aside, where they went.
     """
@@ -208,7 +210,8 @@ def record_setup(plan: SetupPlan, result: TrialResult) -> tuple[ResultRow, Path 
         status="baseline",
         description=f"initial state ({sha[:7]})",
         extra={"candidate": fingerprint(plan.model_source), "seconds": f"{result.seconds:g}",
-               **node_columns(result.host, result.node_id), **seed_columns(result.runs)},
+               **node_columns(result.host, result.node_id), **seed_columns(result.runs),
+               **({"ahead": format_runs(ahead)} if ahead else {})},
     )
     log = ResultsLog(higher_is_better=settings.higher_is_better, rows=(row,))
     write_atomically(paths.results, format_log(log))

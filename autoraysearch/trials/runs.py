@@ -204,6 +204,16 @@ def joined_runs(first: TrialResult, more: TrialResult) -> TrialResult:
                    seed_seconds=(first.seed_seconds or 0.0) + (more.seed_seconds or 0.0))
 
 
+def held_out(result: TrialResult, kept: int) -> tuple[TrialResult, tuple[float, ...]]:
+    """A run of seeds split in two: the result over its first `kept` seeds, and the values of the rest, held out."""
+    from statistics import fmean
+
+    if result.status != "ok" or len(result.values) <= kept:
+        return result, ()
+    runs = result.values[:kept]
+    return replace(result, metric=fmean(runs), runs=runs), result.values[kept:]
+
+
 def seconds_for_more(first: TrialResult, more: int) -> float:
     """How long a run of `more` seeds of this candidate should take, from its first run: the start-up, and each seed's share.
 
