@@ -27,7 +27,8 @@ Rules compared, each over the same campaign seeds:
   one run, as setup trains it; every candidate trained at a third of them (at least 8: all of them at
   5 epochs) in one run; if the keep rule asks for more, the rest in a second run, the best beside at
   the seeds it lacks (once: the product logs them); the path confirmed on fresh seeds (a third, at
-  least 3) in one run per model;
+  least 3) in one run per model, the point not trained again where it was trained ahead at them (the
+  baseline in setup's run of its seeds, a best that held in its confirmation's run, as the loop does);
 * racing-together: together with `--parallel 4`: all four at their first seeds, only the leader by
   paired mean continued, the winner by paired mean over all its seeds.
 
@@ -494,28 +495,41 @@ def final_confirmation_cost(state: State, trainer: Trainer) -> float:
 
 
 def confirmation_cost(state: State, trainer: Trainer) -> float:
-    """A path confirmation's cost in budget units: the best and the last confirmed point, each in one run at a
-    confirmation's fresh seeds."""
-    seeds = confirmation_seeds(together_seeds(trainer))
-    runs = [trainer.startup + trainer.extra * (seeds - 1) + seeds * trainer.train_seconds(model) for model in (state.best, state.confirmed)]
+    """The final path confirmation's cost in budget units: the best (or a keep about to be), and the last confirmed
+    point unless it was trained ahead at these seeds, each in one run at the confirmation's fresh seeds."""
+    fresh = together_fresh_seeds(state, trainer)
+    point_ahead = all((training_cache.model_hash(state.confirmed), seed) in state.known for seed in fresh)
+    runs = [trainer.startup + trainer.extra * (len(fresh) - 1) + len(fresh) * trainer.train_seconds(model)
+            for model in ((state.best,) if point_ahead else (state.best, state.confirmed))]
     return sum(runs) / state.unit
 
 
-def confirm_path(state: State, trainer: Trainer) -> None:
-    """Best against the last confirmed point on fresh paired seeds; roll back when the gain does not hold."""
+def together_fresh_seeds(state: State, trainer: Trainer, ahead: int = 0) -> list[int]:
+    """The fresh seeds of the campaign's next path confirmation where seeds train in one run (`ahead`: of the one
+    that many after it), as many as a candidate's first run, FRESH_STRIDE apart as the loop's are."""
+    done = len(state.segments) + state.rollbacks + ahead
+    base = TOGETHER_FRESH_BASE + 1000 * state.campaign + FRESH_STRIDE * done
+    return [base + i for i in range(confirmation_seeds(together_seeds(trainer)))]
+
+
+def confirm_path(state: State, trainer: Trainer, final: bool = False) -> None:
+    """Best against the last confirmed point on fresh paired seeds; roll back when the gain does not hold.
+
+    Where seeds train in one run, as the loop does: the point is not trained again when it was trained ahead
+    at these seeds (the baseline in setup's run, a best that held in its confirmation's), and the best, unless
+    this is the campaign's last confirmation, is trained ahead at the next one's in its run.
+    """
     state.keeps_unconfirmed = 0
     if state.best == state.confirmed:
         return
     done = len(state.segments) + state.rollbacks
-    if state.rule in TOGETHER:  # each model's fresh seeds in one run: as many as a candidate's first run, as the loop does
-        base = TOGETHER_FRESH_BASE + 1000 * state.campaign + FRESH_STRIDE * done
-        fresh = [base + i for i in range(confirmation_seeds(together_seeds(trainer)))]
+    if state.rule in TOGETHER:
+        fresh = together_fresh_seeds(state, trainer)
+        ahead = [] if final else together_fresh_seeds(state, trainer, ahead=1)
+        pairs = zip(train_together(state, trainer, state.best, fresh + ahead, confirm=True),
+                    train_together(state, trainer, state.confirmed, fresh, confirm=True))  # free when trained ahead
     else:
         fresh = [FRESH_BASE + 100 * state.campaign + CONFIRM_FRESH * done + i for i in range(CONFIRM_FRESH)]
-    if state.rule in TOGETHER:
-        pairs = zip(train_together(state, trainer, state.best, fresh, confirm=True),
-                    train_together(state, trainer, state.confirmed, fresh, confirm=True))
-    else:
         pairs = [(train(state, trainer, state.best, seed, confirm=True),
                   train(state, trainer, state.confirmed, seed, confirm=True)) for seed in fresh]
     d = [a - b for a, b in pairs if a is not None and b is not None]
@@ -562,7 +576,11 @@ def run_to_budget(rule: str, campaign: int, trainer: Trainer, budgets: tuple) ->
     if rule in TOGETHER:  # as setup trains it: the first seed alone, its timing says the rest of a first run's go in one run
         baseline = [train(state, trainer, base, state.seed)]
         rest = range(1, first_run_seeds(together_seeds(trainer)))
-        baseline += train_together(state, trainer, base, [campaign_seed(state, i) for i in rest])
+        rest = [campaign_seed(state, i) for i in rest]
+        held_out = together_fresh_seeds(state, trainer)  # the first confirmation's, trained ahead in the same run
+        baseline += train_together(state, trainer, base, rest + held_out)[:len(rest)]
+        state.runs -= len(held_out)
+        state.confirm_runs += len(held_out)
     else:  # its seeds apart, at once
         baseline = [train(state, trainer, base, state.seed + i) for i in range(1 if rule == "greedy" else SEEDS)]
     state.baseline_runs = baseline
@@ -581,7 +599,7 @@ def run_to_budget(rule: str, campaign: int, trainer: Trainer, budgets: tuple) ->
         snapshots.setdefault(budget, state)
     if rule in ("paired", "racing", *TOGETHER):
         for s in snapshots.values():
-            confirm_path(s, trainer)
+            confirm_path(s, trainer, final=True)
     return snapshots
 
 
