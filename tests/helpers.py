@@ -103,6 +103,24 @@ def agent_proposing(tmp_path: Path, *candidates: dict) -> str:
     return f"{sys.executable} {agent}"
 
 
+def agent_answering_in_turn(tmp_path: Path, *candidates: dict) -> str:
+    """A command ideator that proposes these candidates one per call, in turn, then the last one again."""
+    answers = tmp_path / "answers"
+    answers.mkdir()
+    for n, candidate in enumerate(candidates, start=1):
+        (answers / f"{n}.json").write_text(json.dumps({"candidates": [candidate]}))
+    agent = tmp_path / "agent.py"
+    agent.write_text(textwrap.dedent(f"""\
+        import pathlib, sys
+        sys.stdin.read()
+        counter = pathlib.Path({str(tmp_path / "calls")!r})
+        n = int(counter.read_text()) + 1 if counter.exists() else 1
+        counter.write_text(str(n))
+        print(pathlib.Path({str(answers)!r}, f"{{min(n, {len(candidates)})}}.json").read_text())
+    """))
+    return f"{sys.executable} {agent}"
+
+
 # Every campaign a test sets up kills a hung trial after this long (far above any test trial's few
 # seconds), instead of the relative rule's first ten minutes; a test of that rule passes None.
 TEST_TRIAL_TIMEOUT_S = 120.0

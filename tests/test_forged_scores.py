@@ -300,29 +300,13 @@ SABOTEUR = MODEL + textwrap.dedent("""
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_a_real_improvement_is_kept_after_a_candidate_that_sabotaged_its_seed_runs(services, tmp_path):
-    import json
-
-    from helpers import loop, make_repo, results, setup
+    from helpers import agent_answering_in_turn, loop, make_repo, results, setup
 
     exp = make_repo(tmp_path / "exp", {"model.py": NARROW})
     setup(exp, epochs=2, seeds=3)
-    answers = tmp_path / "answers"
-    answers.mkdir()
-    for n, (description, source) in enumerate([("restore the width, sabotaged", SABOTEUR),
-                                                ("restore the width", MODEL)], start=1):
-        (answers / f"{n}.json").write_text(json.dumps({"candidates": [
-            {"description": description, "kind": "width", "model_py": source}]}))
-    agent = tmp_path / "agent.py"
-    agent.write_text(textwrap.dedent(f"""
-        import pathlib, sys
-        sys.stdin.read()
-        counter = pathlib.Path({str(tmp_path / "calls")!r})
-        n = int(counter.read_text()) + 1 if counter.exists() else 1
-        counter.write_text(str(n))
-        print(pathlib.Path({str(answers)!r}, f"{{min(n, 2)}}.json").read_text())
-    """))
-
-    loop(exp, max_iterations=2, ideator="command", llm_command=f"{sys.executable} {agent}")
+    command = agent_answering_in_turn(tmp_path, {"description": "restore the width, sabotaged", "kind": "width", "model_py": SABOTEUR},
+                                      {"description": "restore the width", "kind": "width", "model_py": MODEL})
+    loop(exp, max_iterations=2, ideator="command", llm_command=command)
 
     rows = results(exp).rows
     # The saboteur's wrecked seed is its own problem: not kept on the pool's calm noise, and it cannot

@@ -83,14 +83,11 @@ def test_a_point_trained_ahead_is_read_at_the_next_confirmations_seeds_and_nowhe
 @pytest.mark.timeout(900)
 def test_where_seeds_train_in_one_run_each_confirmation_trains_the_best_alone(services, tmp_path, monkeypatch):
     """The baseline is trained ahead in setup, each best that holds in its confirmation: no point is trained twice."""
-    import json
-    import sys
-    import textwrap
     from statistics import fmean
 
     import autoraysearch.flows.loop as loop_flow
     import autoraysearch.flows.setup_experiment as setup_flow
-    from helpers import EXAMPLE_MODEL, loop, make_repo, results, setup
+    from helpers import EXAMPLE_MODEL, agent_answering_in_turn, loop, make_repo, results, setup
 
     from autoraysearch.campaign.noise import parse_runs
     from autoraysearch.campaign.settings import load_settings
@@ -108,21 +105,9 @@ def test_where_seeds_train_in_one_run_each_confirmation_trains_the_best_alone(se
 
     exp = make_repo(tmp_path / "exp", {"model.py": width(1)})
     setup(exp, seeds=3, epochs=3)  # each widening a gain no seed's noise can hide
-    answers = tmp_path / "answers"
-    answers.mkdir()
-    for n, wider in enumerate((6, 64), start=1):
-        (answers / f"{n}.json").write_text(json.dumps({"candidates": [
-            {"description": f"hidden width {wider}", "kind": "width", "model_py": width(wider)}]}))
-    agent = tmp_path / "agent.py"
-    agent.write_text(textwrap.dedent(f"""
-        import pathlib, sys
-        sys.stdin.read()
-        counter = pathlib.Path({str(tmp_path / "calls")!r})
-        n = int(counter.read_text()) + 1 if counter.exists() else 1
-        counter.write_text(str(n))
-        print(pathlib.Path({str(answers)!r}, f"{{min(n, 2)}}.json").read_text())
-    """))
-    loop(exp, max_iterations=2, ideator="command", llm_command=f"{sys.executable} {agent}")
+    command = agent_answering_in_turn(tmp_path, *({"description": f"hidden width {n}", "kind": "width", "model_py": width(n)}
+                                                   for n in (6, 64)))
+    loop(exp, max_iterations=2, ideator="command", llm_command=command)
 
     rows = results(exp).rows
     assert [r.status for r in rows] == ["baseline", "keep", "confirmed", "keep", "confirmed"], [
