@@ -23,9 +23,9 @@ Rules compared, each over the same campaign seeds:
   seed, the winner by paired mean over two seeds;
 * together: the default where runs are mostly start-up, as on digits (seeds_in_one_run, and as many
   seeds as train in one start-up's time, 8 to 24, both chosen by setup from the baseline's timing: 24
-  at 1 epoch, 8 at 5): the baseline at its first seed alone, then at all the rest (and, held out, the
-  first confirmation's seeds) in one run, as setup trains it; every candidate trained at a third of them (at least 8: all of them at
-  5 epochs) in one run; if the keep rule asks for more, the rest in a second run, a kept best beside at
+  at 1 epoch, 8 at 5): the baseline at its first seed alone, then at the rest of a first run's seeds in
+  one run, as setup trains it; every candidate trained at a third of them (at least 8: all of them at
+  5 epochs) in one run; if the keep rule asks for more, the rest in a second run, the best beside at
   the seeds it lacks (once: the product logs them); the path confirmed on fresh seeds (a third, at
   least 3) in one run per model, the point not trained again where it was trained ahead at them (the
   baseline in setup's run of its seeds, a best that held in its confirmation's run, as the loop does);
@@ -573,9 +573,9 @@ def run_to_budget(rule: str, campaign: int, trainer: Trainer, budgets: tuple) ->
                   budget=budgets[0] if len(budgets) == 1 else math.inf)
     state.last_seconds = 0.0
     state.unit = trainer.startup + trainer.train_seconds(base)
-    if rule in TOGETHER:  # as setup trains it: the first seed alone, its timing says the rest go in one run
+    if rule in TOGETHER:  # as setup trains it: the first seed alone, its timing says the rest of a first run's go in one run
         baseline = [train(state, trainer, base, state.seed)]
-        rest = range(1, together_seeds(trainer))
+        rest = range(1, first_run_seeds(together_seeds(trainer)))
         rest = [campaign_seed(state, i) for i in rest]
         held_out = together_fresh_seeds(state, trainer)  # the first confirmation's, trained ahead in the same run
         baseline += train_together(state, trainer, base, rest + held_out)[:len(rest)]

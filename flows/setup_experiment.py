@@ -24,7 +24,7 @@ from autoraysearch.tasks.verify import verify
 from autoraysearch.campaign.noise import pooled_noise
 from autoraysearch.campaign.path import fresh_seeds
 from autoraysearch.trials.runs import (
-    confirmation_seeds, confirmation_trials, held_out, joined_runs, make_trial, merge_runs, mostly_start_up,
+    confirmation_seeds, confirmation_trials, first_run_seeds, held_out, joined_runs, make_trial, merge_runs, mostly_start_up,
     ran_out_of_gpu_memory, seeded, seeds_for_one_run, seeds_together, start_up_and_training, wait_for_trials, whole_gpu_trial,
 )
 
@@ -134,17 +134,17 @@ def baseline_at_other_seeds(campaign, settings, trial, first: TrialResult,
     """The baseline at its seeds after the first, and its values held out for the first path confirmation.
 
     In one run where its first run was mostly start-up, else a run each. In one run they cost one
-    start-up where runs apart would cost one each, so there the baseline gets all its seeds: the
-    first comparison that asks for more than a first run's then finds them, where it would pay a
-    start-up to train the baseline beside it (a best-seeds row). The same run trains it ahead at the
-    first path confirmation's seeds (campaign.path), which then trains the best alone. Both cost a
-    few seeds' training in place of a start-up. A model that trains longer than it starts pays one
-    run's wait here.
+    start-up where runs apart would cost one each. There the baseline gets the seeds of a candidate's
+    first run (first_run_seeds) and no more: most candidates are decided on those, and the first
+    comparison that asks for more trains the baseline at the rest and logs them (a best-seeds row). The
+    same run trains it ahead at the first path confirmation's seeds (campaign.path), which then trains
+    the best alone: a few seeds' training in place of a start-up. A model that trains longer than it
+    starts pays one run's wait here.
     """
     if settings.seeds <= 1:
         return first, ()
     if settings.seeds_together:
-        rest = [settings.seed + i for i in range(1, settings.seeds)]
+        rest = [settings.seed + i for i in range(1, first_run_seeds(settings.seeds))]
         ahead = fresh_seeds(settings.seed, (), confirmation_seeds(settings.seeds))
         more = train_baseline(campaign, settings, {"baseline-seeds": seeds_together(trial, rest + ahead, "baseline-seeds")},
                               batch_size)
