@@ -575,8 +575,7 @@ def run_to_budget(rule: str, campaign: int, trainer: Trainer, budgets: tuple) ->
     state.unit = trainer.startup + trainer.train_seconds(base)
     if rule in TOGETHER:  # as setup trains it: the first seed alone, its timing says the rest of a first run's go in one run
         baseline = [train(state, trainer, base, state.seed)]
-        rest = range(1, first_run_seeds(together_seeds(trainer)))
-        rest = [campaign_seed(state, i) for i in rest]
+        rest = [campaign_seed(state, i) for i in range(1, first_run_seeds(together_seeds(trainer)))]
         held_out = together_fresh_seeds(state, trainer)  # the first confirmation's, trained ahead in the same run
         baseline += train_together(state, trainer, base, rest + held_out)[:len(rest)]
         state.runs -= len(held_out)
