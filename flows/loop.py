@@ -39,7 +39,7 @@ from autoraysearch.campaign.integrity import checked_results, take_snapshot, und
 from autoraysearch.campaign.resume import clear_pending, write_pending
 from autoraysearch.campaign.noise import Bar, bar_from_log, format_runs, next_step, parse_runs, worth_confirming
 from autoraysearch.campaign.path import (
-    CONFIRM_EVERY, CONFIRM_SEEDS, awaits_confirmation, describe_confirmed, fresh_seeds, keeps_since_confirmed, last_confirmed,
+    CONFIRM_EVERY, CONFIRM_SEEDS, describe_confirmed, fresh_seeds, keeps_since_confirmed, last_confirmed,
     next_fresh_seeds, runs_ahead,
 )
 from autoraysearch.campaign.path import verdict as path_verdict
@@ -207,8 +207,8 @@ def due_for_confirmation(campaign: Campaign) -> bool:
 
 
 def no_time_for_a_candidate(campaign: Campaign, stop_time: datetime | None) -> str | None:
-    """Why no candidate is started before the stop time: its first run, and the final path confirmation if keeps
-    await one, would end after it (none: go on). The stop time would cancel them: the campaign would end on a claim."""
+    """Why no candidate is started before the stop time: its first run, and the final path confirmation it would need
+    if kept, would end after it (none: go on). The stop time would cancel them: the campaign would end on a claim."""
     if stop_time is None:
         return None
     settings = campaign.settings
@@ -216,7 +216,7 @@ def no_time_for_a_candidate(campaign: Campaign, stop_time: datetime | None) -> s
     seconds = seconds_before_stop(log, settings.seeds, first_run_seeds(settings.seeds) if settings.seeds_together else None)
     if seconds is None or fits_before(stop_time, seconds):
         return None
-    after = " and the path's confirmation after it" if awaits_confirmation(log.rows, settings.seeds) else ""
+    after = " and the path confirmation a keep would need after it" if settings.seeds > 1 else ""
     return f"the stop time {stop_time:%H:%M:%S} leaves no time for another candidate's first run{after} (about {seconds:.0f} s)"
 
 

@@ -21,7 +21,6 @@ from autoraysearch.campaign.experiment import (
 from autoraysearch.campaign.settings import processes_for
 from autoraysearch.campaign.lock import CampaignLock, read_holder
 from autoraysearch.campaign.model_source import check_model_source
-from autoraysearch.campaign.path import awaits_confirmation
 from autoraysearch.campaign.repository import ExperimentRepo
 from autoraysearch.campaign.results_log import ResultsLog, read_results_log
 from autoraysearch.campaign.resume import recover_campaign, restore_unlogged_model
@@ -135,16 +134,18 @@ def first_run_seconds(log: ResultsLog, first_seeds: int | None = None) -> float 
 
 
 def seconds_before_stop(log: ResultsLog, seeds: int, first_seeds: int | None = None) -> float | None:
-    """What the next candidate needs before the stop time: its first run (first_run_seconds) and, when keeps await
-    the final path confirmation, about one more for it; None before any candidate.
+    """What the next candidate needs before the stop time: its first run (first_run_seconds) and, where decisions
+    take several seeds, about one more for the final path confirmation; None before any candidate.
 
-    The confirmation trains the best and the last point that held at no more seeds than a first run,
-    the two at once: about one first run. Without it the campaign would end on a claim.
+    The confirmation is kept even when no keep awaits one: this candidate may be kept, and a keep there
+    was no time to confirm would end the campaign on a claim. It trains the best and the last point that
+    held (none where it was trained ahead) at no more seeds than a first run, the two at once: about one
+    first run.
     """
     first = first_run_seconds(log, first_seeds)
     if first is None:
         return None
-    return first * 2 if awaits_confirmation(log.rows, seeds) else first
+    return first * 2 if seeds > 1 else first
 
 
 @contextlib.contextmanager

@@ -56,11 +56,6 @@ def keeps_since_confirmed(rows) -> int:
     return count
 
 
-def awaits_confirmation(rows, seeds: int) -> bool:
-    """Whether the campaign's end would confirm its path: keeps since the last confirmation, decided on several seeds."""
-    return seeds > 1 and keeps_since_confirmed(rows) > 0
-
-
 def fresh_seeds(campaign_seed: int, rows, count: int = CONFIRM_SEEDS) -> list[int]:
     """The `count` seeds of the next confirmation: never a seed any decision or earlier confirmation used."""
     done = sum(r.status in PATH_STATUSES for r in rows)
