@@ -2,6 +2,7 @@
 
     nice -n 10 .venv/bin/python benchmarks/search_quality.py --epochs 1 --campaigns 6
     nice -n 10 .venv/bin/python benchmarks/search_quality.py --epochs 5 --campaigns 3 --rules greedy,paired,racing
+    nice -n 10 .venv/bin/python benchmarks/search_quality.py --epochs 1 --campaigns 10 --rules greedy,together --first-run all
 
 A campaign here is the product's loop without Prefect, Ray and git: the offline ideator
 (`choose_mutations`, fed the way the ideate step feeds it) proposes edits of the current best model.py,
@@ -86,6 +87,7 @@ CAMPAIGN_STRIDE = 10  # campaign c's first seeds are 10c, 10c + 1 … (its seed 
 EXTRA_SEED_BASE = 20000  # a campaign's seeds past its first CAMPAIGN_STRIDE: never shared with another campaign
 TOGETHER_FRESH_BASE = 40000  # fresh confirmation seeds where they train in one run (more of them: FRESH_STRIDE apart)
 RULES = ("greedy", "unpaired", "paired", "racing", "together", "racing-together")
+FIRST_RUNS = {"third": first_run_seeds, "all": lambda seeds: seeds}  # --first-run
 TOGETHER = ("together", "racing-together")
 COSTS = RESULTS_DIR / "seeds_in_one_run.json"
 
@@ -103,8 +105,9 @@ def run_costs() -> tuple[float, float]:
 class Trainer:
     """Real runs of the generated train.py, each trained once across every campaign of this process."""
 
-    def __init__(self, epochs: int, truth_seeds: int = TRUTH_SEEDS):
+    def __init__(self, epochs: int, truth_seeds: int = TRUTH_SEEDS, first_run=first_run_seeds):
         self.epochs = epochs
+        self.first_run = first_run  # of a candidate's seeds in one run, those of its first run (the product's: a third)
         self.test_seeds = [training_cache.TEST_SEED_BASE + i for i in range(truth_seeds)]
         self.runs = training_cache.load_runs(epochs)
         self.startup, self.extra = run_costs()
@@ -424,7 +427,7 @@ def iterate_together(state: State, trainer: Trainer, parallel: int = 1) -> None:
         return
     bar = paired_bar(state)
     seeds = [campaign_seed(state, i) for i in range(together_seeds(trainer))]
-    first = seeds[:first_run_seeds(len(seeds))]
+    first = seeds[:trainer.first_run(len(seeds))]
 
     def paired(c: str, at: list[int]) -> tuple[list[float] | None, float]:
         """Its paired differences at these seeds (None if either model crashed), and the longer run's seconds."""
@@ -575,7 +578,7 @@ def run_to_budget(rule: str, campaign: int, trainer: Trainer, budgets: tuple) ->
     state.unit = trainer.startup + trainer.train_seconds(base)
     if rule in TOGETHER:  # as setup trains it: the first seed alone, its timing says the rest of a first run's go in one run
         baseline = [train(state, trainer, base, state.seed)]
-        rest = [campaign_seed(state, i) for i in range(1, first_run_seeds(together_seeds(trainer)))]
+        rest = [campaign_seed(state, i) for i in range(1, trainer.first_run(together_seeds(trainer)))]
         held_out = together_fresh_seeds(state, trainer)  # the first confirmation's, trained ahead in the same run
         baseline += train_together(state, trainer, base, rest + held_out)[:len(rest)]
         state.runs -= len(held_out)
@@ -759,9 +762,12 @@ def main() -> None:
     parser.add_argument("--rules", default=",".join(RULES))
     parser.add_argument("--truth-seeds", type=int, default=TRUTH_SEEDS,
                         help="test-split seeds per model for the truth (more: a false keep is told from a tiny true one)")
+    parser.add_argument("--first-run", choices=FIRST_RUNS, default="third",
+                        help="where seeds train in one run, a candidate's first run: a third of them, at least 8, as the "
+                             "loop trains it, or all (a side run, written to search_quality_e<epochs>_all_seeds_at_once.md)")
     args = parser.parse_args()
     os.environ.pop("AUTORAYSEARCH_EVAL_SPLIT", None)
-    trainer = Trainer(args.epochs, args.truth_seeds)
+    trainer = Trainer(args.epochs, args.truth_seeds, FIRST_RUNS[args.first_run])
     command = training_cache.command_line("search_quality.py")
     states = {b: {r: [] for r in args.rules.split(",")} for b in BUDGETS}
     for campaign in range(args.campaigns):
@@ -782,10 +788,16 @@ def main() -> None:
     comparisons = {(budget, rule): against(mine, rules["greedy"]) for budget, rules in judged.items()
                    for rule, mine in rules.items() if rule != "greedy" and "greedy" in rules}
     text = markdown(args.epochs, args.campaigns, table, sigma_fresh, command, trainer, comparisons)
+    name = f"search_quality_e{args.epochs}"
+    if args.first_run == "all":
+        name += "_all_seeds_at_once"
+        text = (f"# Search quality at {args.epochs} epoch(s) with every candidate's seeds in its first run (not the default)\n\n"
+                "The loop trains a third of them first (at least 8) and the rest only if the keep rule asks "
+                f"(search_quality_e{args.epochs}.md).\n\n" + text.replace("## ", "### ", 1))
     print(text)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    (RESULTS_DIR / f"search_quality_e{args.epochs}.md").write_text(text)
-    (RESULTS_DIR / f"search_quality_e{args.epochs}.json").write_text(json.dumps(
+    (RESULTS_DIR / f"{name}.md").write_text(text)
+    (RESULTS_DIR / f"{name}.json").write_text(json.dumps(
         {"command": command, "table": table, "campaigns": judged, "sigma_fresh": sigma_fresh,
          "against_greedy": {f"{b} {r}": c for (b, r), c in comparisons.items()}}, indent=1) + "\n")
     write_summary()
