@@ -222,13 +222,18 @@ def no_time_for_a_candidate(campaign: Campaign, stop_time: datetime | None) -> s
 
 def best_after_confirmation(campaign: Campaign, stop_time: datetime | None, best_metric, best_sha: str):
     """The campaign's end: its path confirmed on fresh seeds (rolled back if it does not hold); the best then."""
-    if campaign.settings.seeds <= 1 or (stop_time is not None and datetime.now() >= stop_time):
+    if campaign.settings.seeds <= 1:
         return best_metric, best_sha
-    try:
-        moved = confirm_path(campaign, stop_time, final=True)
-    except StopTimeReached:
-        return best_metric, best_sha
-    return moved.get("best_metric", best_metric), moved.get("best_sha", best_sha)
+    if stop_time is None or datetime.now() < stop_time:
+        try:
+            moved = confirm_path(campaign, stop_time, final=True)
+            return moved.get("best_metric", best_metric), moved.get("best_sha", best_sha)
+        except StopTimeReached:
+            pass
+    if unconfirmed := keeps_since_confirmed(read_log(campaign).rows):
+        get_run_logger().warning("the stop time came before the final path confirmation ended: the %d keep(s) since the "
+                                 "last confirmation are not confirmed (the next run's path confirmation covers them)", unconfirmed)
+    return best_metric, best_sha
 
 
 def confirm_path(campaign: Campaign, stop_time: datetime | None, final: bool = False) -> dict:

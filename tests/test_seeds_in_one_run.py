@@ -169,14 +169,14 @@ def test_the_next_candidates_first_run_and_the_confirmation_a_keep_would_need_ar
     assert first_run_seconds(log, 8) == 6.5  # a row over more than a first run's seeds took two runs
     assert first_run_seconds(log) == pytest.approx(6.5 / 8)  # a run per seed: the shortest share of one seed
     assert first_run_seconds(ResultsLog(True, (row("baseline", 8, 19.0),)), 8) is None
-    # Where decisions take several seeds, about one more first run for the final path confirmation the next
+    # Where decisions take several seeds, about two more first runs for the final path confirmation the next
     # candidate would need if kept: whether keeps await one (the keep above), none do (after a confirmation) or
     # none were made (discards only).
-    assert seconds_before_stop(log, 24, 8) == 13.0 and seconds_before_stop(log, 3) == pytest.approx(2 * 6.5 / 8)
+    assert seconds_before_stop(log, 24, 8) == 19.5 and seconds_before_stop(log, 3) == pytest.approx(3 * 6.5 / 8)
     assert seconds_before_stop(log, 1) == pytest.approx(6.5 / 8)  # decisions on single runs: no path confirmation
     confirmed = ResultRow("3.path", "abc", 0.9, 0.01, "confirmed", "path", {"seconds": "9"})
-    assert seconds_before_stop(ResultsLog(True, log.rows + (confirmed,)), 24, 8) == 13.0
-    assert seconds_before_stop(ResultsLog(True, log.rows[:1] + log.rows[2:]), 24, 8) == 13.0
+    assert seconds_before_stop(ResultsLog(True, log.rows + (confirmed,)), 24, 8) == 19.5
+    assert seconds_before_stop(ResultsLog(True, log.rows[:1] + log.rows[2:]), 24, 8) == 19.5
     assert seconds_before_stop(ResultsLog(True, (row("baseline", 8, 19.0),)), 24, 8) is None
 
 
