@@ -39,7 +39,7 @@ from autoraysearch.campaign.integrity import checked_results, take_snapshot, und
 from autoraysearch.campaign.resume import clear_pending, write_pending
 from autoraysearch.campaign.noise import Bar, bar_from_log, format_runs, next_step, parse_runs, worth_confirming
 from autoraysearch.campaign.path import (
-    CONFIRM_EVERY, CONFIRM_SEEDS, describe_confirmed, fresh_seeds, keeps_since_confirmed, last_confirmed,
+    CONFIRM_EVERY, CONFIRM_SEEDS, CONFIRMATION_FIRST_RUNS, describe_confirmed, fresh_seeds, keeps_since_confirmed, last_confirmed,
     next_fresh_seeds, runs_ahead,
 )
 from autoraysearch.campaign.path import verdict as path_verdict
@@ -436,8 +436,10 @@ def screen_then_confirm(
     extra: dict[str, list[TrialResult]] = {label: [] for label in going}
     seeds = 1
     while going and seeds < settings.seeds:
-        if not fits_before(stop_time, max(screens[label].seconds for label in going)):
-            get_run_logger().info("another paired seed would end after the stop time: decided on %d", seeds)
+        # Another seed, and the path confirmation a keep would need after it, before the stop time.
+        if not fits_before(stop_time, (1 + CONFIRMATION_FIRST_RUNS) * max(screens[label].seconds for label in going)):
+            get_run_logger().info("another paired seed and a path confirmation after it would end after the stop time: "
+                                  "decided on %d", seeds)
             break
         seeds += 1
         batch = {f"{label}-seed{seeds}": seeded(trials[label], settings.seed + seeds - 1, f"{label}-seed{seeds}")
@@ -481,9 +483,10 @@ def train_seeds_together(
     leader = max((label for label, step in steps.items() if step == "more"),
                  key=lambda label: fmean(bar.differences(results[label].values)), default=None)
     rest = len(seeds) - len(first)
-    # The second run, and the path confirmation a keep would need after it (about one first run), before the stop
-    # time: a run it cancelled would lose the candidate's first run too, so it is decided on the seeds it has.
-    if leader is not None and rest and not fits_before(stop_time, seconds_for_more(results[leader], rest) + results[leader].seconds):
+    # The second run, and the path confirmation a keep would need after it, before the stop time: a run it
+    # cancelled would lose the candidate's first run too, so it is decided on the seeds it has.
+    confirmation = CONFIRMATION_FIRST_RUNS * results[leader].seconds if leader is not None else 0.0
+    if leader is not None and rest and not fits_before(stop_time, seconds_for_more(results[leader], rest) + confirmation):
         get_run_logger().info("%s: paired seeds %d-%d and a path confirmation after them would end after the stop time: "
                               "decided on its first %d", leader, len(first) + 1, len(seeds), len(first))
         leader = None

@@ -21,6 +21,7 @@ from autoraysearch.campaign.experiment import (
 from autoraysearch.campaign.settings import processes_for
 from autoraysearch.campaign.lock import CampaignLock, read_holder
 from autoraysearch.campaign.model_source import check_model_source
+from autoraysearch.campaign.path import CONFIRMATION_FIRST_RUNS
 from autoraysearch.campaign.repository import ExperimentRepo
 from autoraysearch.campaign.results_log import ResultsLog, read_results_log
 from autoraysearch.campaign.resume import recover_campaign, restore_unlogged_model
@@ -135,18 +136,15 @@ def first_run_seconds(log: ResultsLog, first_seeds: int | None = None) -> float 
 
 def seconds_before_stop(log: ResultsLog, seeds: int, first_seeds: int | None = None) -> float | None:
     """What the next candidate needs before the stop time: its first run (first_run_seconds) and, where decisions
-    take several seeds, about two more for the final path confirmation; None before any candidate.
+    take several seeds, time for the final path confirmation (CONFIRMATION_FIRST_RUNS more); None before any candidate.
 
     The confirmation is kept even when no keep awaits one: this candidate may be kept, and a keep there
-    was no time to confirm would end the campaign on a claim. It trains the best and the last point that
-    held at no more seeds than a first run, the two at once; but they share the nodes, and each step adds
-    its own overhead to the runs' time: on two CPU cores, a confirmation of two runs of about 11 s took
-    16 s, and an iteration 14 s. Two first runs cover that.
+    was no time to confirm would end the campaign on a claim.
     """
     first = first_run_seconds(log, first_seeds)
     if first is None:
         return None
-    return first * 3 if seeds > 1 else first
+    return first * (1 + CONFIRMATION_FIRST_RUNS) if seeds > 1 else first
 
 
 @contextlib.contextmanager

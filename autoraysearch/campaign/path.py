@@ -28,6 +28,9 @@ CONFIRM_EVERY = 3  # keeps between two confirmations of the path
 CONFIRM_SEEDS = 3  # fresh paired seeds per confirmation, with a run per seed
 FRESH_OFFSET = 500  # fresh seeds start at the campaign's seed + this (+ FRESH_STRIDE per confirmation so far)
 FRESH_STRIDE = 32  # the most seeds one confirmation may use (settings allow at most 32 seeds)
+# The time kept for a path confirmation before the stop time, in a first run's time: its two runs go at once but
+# share the nodes, and each step adds its overhead (on two CPU cores, two runs of about 11 s took 16 s together).
+CONFIRMATION_FIRST_RUNS = 2
 
 
 @dataclass(frozen=True)
