@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import gzip
 import json
 import os
 import re
@@ -317,10 +318,10 @@ def digits_split(seed: int):
     wanted = [
         node
         for node in tree.body
-        if (isinstance(node, ast.FunctionDef) and node.name == "load_digits_arrays")
+        if (isinstance(node, ast.FunctionDef) and node.name in ("load_digits_arrays", "digits_file", "fail"))
         or (isinstance(node, ast.Assign) and node.targets[0].id in ("SEED", "DIGITS_VAL_FRACTION", "DIGITS_TEST_FRACTION", "DIGITS_SPLIT_SEED"))
     ]
-    namespace = {"np": np, "os": os}
+    namespace = {"np": np, "os": os, "gzip": gzip, "sys": sys}
     exec(compile(ast.Module(body=wanted, type_ignores=[]), "train.py", "exec"), namespace)
     return namespace["load_digits_arrays"]()
 
@@ -416,6 +417,29 @@ def test_digits_run_trains_and_prints_the_metric_last(runs):
     assert [(m.group(1), m.group(2)) for m in matches] == [("1", "2"), ("2", "2")]
     # The metric is the validation accuracy after the last epoch.
     assert matches[-1].group(4) == lines[-1].split("=")[1]
+
+
+# Runs train.py as `python train.py` would, then says which of these modules the judge's process imported.
+JUDGE_IMPORTS = """
+import json, runpy, sys
+sys.argv = ["train.py"]
+try:
+    runpy.run_path("train.py", run_name="__main__")
+finally:
+    print(json.dumps({name: name in sys.modules for name in ("torch", "sklearn")}), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_the_judge_scores_without_importing_torch_or_scikit_learn(tmp_path, processes):
+    # Both imports are seconds of every run's start-up; only the model side trains, so only it needs torch.
+    (tmp_path / "train.py").write_text(render_train_py(TrainSpec("digits", epochs=1, processes=processes)))
+    shutil.copy(EXAMPLE_MODEL, tmp_path / "model.py")
+    result = subprocess.run([sys.executable, "-c", JUDGE_IMPORTS], cwd=tmp_path, capture_output=True, text=True,
+                            env={**os.environ, "AUTORAYSEARCH_NUM_THREADS": str(processes)}, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert METRIC_LINE.match(result.stdout.splitlines()[-1])
+    assert json.loads(result.stderr.splitlines()[-1]) == {"torch": False, "sklearn": False}
 
 
 def test_same_seed_gives_the_same_metric(runs):
