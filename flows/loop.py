@@ -145,10 +145,12 @@ def autoraysearch_loop(
         logger.info("campaign %s: best %s=%s at %s", campaign.branch, campaign.settings.metric, fmt(best_metric), best_sha[:7])
         publish_campaign_artifacts(campaign, progress, conditions)
         stop_time = conditions.stop_time(started)  # an overnight run ends by its deadline, mid-iteration if need be
+        iteration_seconds: list[float] = []
         try:
             while (reason := conditions.reason_to_stop(progress, datetime.now(), campaign.settings.higher_is_better)) is None:
-                if (reason := no_time_for_a_candidate(campaign, stop_time)) is not None:
+                if (reason := no_time_for_a_candidate(campaign, stop_time, iteration_seconds)) is not None:
                     break
+                began, number = time.monotonic(), iteration
                 try:
                     if parallel == 1:
                         verdict = run_iteration(campaign, node, iteration, api_key, stop_time)
@@ -176,6 +178,8 @@ def autoraysearch_loop(
                 if verdict.status == "keep":
                     announce_new_best(campaign)
                 publish_campaign_artifacts(campaign, progress, conditions)
+                if only_a_first_run(campaign, number):
+                    iteration_seconds.append(time.monotonic() - began)
         except BaseException as exc:
             # Cancelled, interrupted or failed: the iteration already put the branch back on its best.
             close_stopped_campaign(campaign, progress, conditions, exc)
@@ -206,18 +210,32 @@ def due_for_confirmation(campaign: Campaign) -> bool:
     return campaign.settings.seeds > 1 and keeps_since_confirmed(read_log(campaign).rows) >= CONFIRM_EVERY
 
 
-def no_time_for_a_candidate(campaign: Campaign, stop_time: datetime | None) -> str | None:
+def no_time_for_a_candidate(
+    campaign: Campaign, stop_time: datetime | None, iteration_seconds: list[float],
+) -> str | None:
     """Why no candidate is started before the stop time: its first run, and the final path confirmation it would need
-    if kept, would end after it (none: go on). The stop time would cancel them: the campaign would end on a claim."""
+    if kept, would end after it (none: go on). The stop time would cancel them: the campaign would end on a claim.
+    `iteration_seconds`: what this run's iterations of a first run alone took on the clock, every step included."""
     if stop_time is None:
         return None
     settings = campaign.settings
     log = read_log(campaign)
-    seconds = seconds_before_stop(log, settings.seeds, first_run_seeds(settings.seeds) if settings.seeds_together else None)
+    first_seeds = first_run_seeds(settings.seeds) if settings.seeds_together else None
+    seconds = seconds_before_stop(log, settings.seeds, first_seeds, iteration_seconds)
     if seconds is None or fits_before(stop_time, seconds):
         return None
     after = " and the path confirmation a keep would need after it" if settings.seeds > 1 else ""
     return f"the stop time {stop_time:%H:%M:%S} leaves no time for another candidate's first run{after} (about {seconds:.0f} s)"
+
+
+def only_a_first_run(campaign: Campaign, iteration: int) -> bool:
+    """Whether this iteration trained one candidate's first run and nothing else (no second run, no best's seeds,
+    no path confirmation): what it took on the clock is what the next candidate's first run will take."""
+    settings = campaign.settings
+    rows = [row for row in read_log(campaign).rows
+            if row.iteration == str(iteration) or row.iteration.startswith(f"{iteration}.")]
+    first = first_run_seeds(settings.seeds) if settings.seeds_together else 1
+    return len(rows) == 1 and rows[0].status in ("keep", "discard") and (rows[0].extra.get("seeds") or "1") == str(first)
 
 
 def best_after_confirmation(campaign: Campaign, stop_time: datetime | None, best_metric, best_sha: str):

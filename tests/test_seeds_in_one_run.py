@@ -178,6 +178,12 @@ def test_the_next_candidates_first_run_and_the_confirmation_a_keep_would_need_ar
     assert seconds_before_stop(ResultsLog(True, log.rows + (confirmed,)), 24, 8) == 19.5
     assert seconds_before_stop(ResultsLog(True, log.rows[:1] + log.rows[2:]), 24, 8) == 19.5
     assert seconds_before_stop(ResultsLog(True, (row("baseline", 8, 19.0),)), 24, 8) is None
+    # Where this run's iterations took longer on the clock than their runs (ideas, commits, scheduling), a first
+    # run counts as the shortest of the latest of them; shorter ones never lower it below the run itself.
+    assert seconds_before_stop(log, 24, 8, [30.0, 8.5, 9.0]) == pytest.approx(3 * 8.5)
+    assert seconds_before_stop(log, 24, 8, [8.5] + [12.0] * 5) == pytest.approx(3 * 12.0)  # the latest five
+    assert seconds_before_stop(log, 24, 8, [2.0]) == 19.5
+    assert seconds_before_stop(log, 1, None, [8.5]) == 8.5
 
 
 def test_a_trial_of_several_seeds_is_never_pruned_and_gets_time_for_each():

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from pydantic import ValidationError
 
@@ -134,16 +134,23 @@ def first_run_seconds(log: ResultsLog, first_seeds: int | None = None) -> float 
     return min(seconds[-RECENT_CANDIDATES:], default=None)
 
 
-def seconds_before_stop(log: ResultsLog, seeds: int, first_seeds: int | None = None) -> float | None:
+def seconds_before_stop(
+    log: ResultsLog, seeds: int, first_seeds: int | None = None, iteration_seconds: Sequence[float] = (),
+) -> float | None:
     """What the next candidate needs before the stop time: its first run (first_run_seconds) and, where decisions
     take several seeds, time for the final path confirmation (CONFIRMATION_FIRST_RUNS more); None before any candidate.
 
+    A first run counts at least what the shortest of this run's latest iterations took on the clock
+    (`iteration_seconds`: ideas, commits, scheduling and the results log included), since where runs
+    take seconds, those steps are a good share of every iteration and of a confirmation too.
     The confirmation is kept even when no keep awaits one: this candidate may be kept, and a keep there
     was no time to confirm would end the campaign on a claim.
     """
     first = first_run_seconds(log, first_seeds)
     if first is None:
         return None
+    if iteration_seconds:
+        first = max(first, min(iteration_seconds[-RECENT_CANDIDATES:]))
     return first * (1 + CONFIRMATION_FIRST_RUNS) if seeds > 1 else first
 
 
