@@ -13,7 +13,7 @@ from prefect import flow, get_run_logger
 from pydantic import SecretStr
 
 from autoraysearch.views.artifacts import publish_campaign_artifacts
-from autoraysearch.campaign.opening import open_campaign, roll_back, seconds_before_stop
+from autoraysearch.campaign.opening import only_a_first_run, open_campaign, roll_back, seconds_before_stop
 from autoraysearch.views.ending import close_stopped_campaign, publish_final_artifact
 from autoraysearch.views.identity import loop_run_name
 from autoraysearch.views.step_logs import candidate_line, fmt, summarize_iteration
@@ -145,7 +145,8 @@ def autoraysearch_loop(
         logger.info("campaign %s: best %s=%s at %s", campaign.branch, campaign.settings.metric, fmt(best_metric), best_sha[:7])
         publish_campaign_artifacts(campaign, progress, conditions)
         stop_time = conditions.stop_time(started)  # an overnight run ends by its deadline, mid-iteration if need be
-        iteration_seconds: list[float] = []
+        iteration_seconds: list[float] = []  # of this run's iterations that trained a first run alone (only_a_first_run)
+        first_seeds = first_run_seeds(campaign.settings.seeds) if campaign.settings.seeds_together else 1
         try:
             while (reason := conditions.reason_to_stop(progress, datetime.now(), campaign.settings.higher_is_better)) is None:
                 if (reason := no_time_for_a_candidate(campaign, stop_time, iteration_seconds)) is not None:
@@ -178,7 +179,7 @@ def autoraysearch_loop(
                 if verdict.status == "keep":
                     announce_new_best(campaign)
                 publish_campaign_artifacts(campaign, progress, conditions)
-                if only_a_first_run(campaign, number):
+                if only_a_first_run(read_log(campaign).rows, number, first_seeds):
                     iteration_seconds.append(time.monotonic() - began)
         except BaseException as exc:
             # Cancelled, interrupted or failed: the iteration already put the branch back on its best.
@@ -226,16 +227,6 @@ def no_time_for_a_candidate(
         return None
     after = " and the path confirmation a keep would need after it" if settings.seeds > 1 else ""
     return f"the stop time {stop_time:%H:%M:%S} leaves no time for another candidate's first run{after} (about {seconds:.0f} s)"
-
-
-def only_a_first_run(campaign: Campaign, iteration: int) -> bool:
-    """Whether this iteration trained one candidate's first run and nothing else (no second run, no best's seeds,
-    no path confirmation): what it took on the clock is what the next candidate's first run will take."""
-    settings = campaign.settings
-    rows = [row for row in read_log(campaign).rows
-            if row.iteration == str(iteration) or row.iteration.startswith(f"{iteration}.")]
-    first = first_run_seeds(settings.seeds) if settings.seeds_together else 1
-    return len(rows) == 1 and rows[0].status in ("keep", "discard") and (rows[0].extra.get("seeds") or "1") == str(first)
 
 
 def best_after_confirmation(campaign: Campaign, stop_time: datetime | None, best_metric, best_sha: str):

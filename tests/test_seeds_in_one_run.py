@@ -186,6 +186,24 @@ def test_the_next_candidates_first_run_and_the_confirmation_a_keep_would_need_ar
     assert seconds_before_stop(log, 1, None, [8.5]) == 8.5
 
 
+def test_only_an_iteration_of_a_first_run_alone_says_what_the_next_first_run_takes_on_the_clock():
+    from autoraysearch.campaign.opening import only_a_first_run
+    from autoraysearch.campaign.results_log import ResultRow
+
+    def row(label, status, seeds):
+        return ResultRow(label, "-", 0.9, 0.0, status, "x", {"seeds": seeds})
+
+    rows = (row("1", "discard", "8"), row("2", "keep", "24"), row("3.seeds", "best-seeds", "16"), row("3", "discard", "24"),
+            row("4", "keep", "8"), row("4.path", "confirmed", "8"), row("5", "crash", "8"), row("6", "discard", ""))
+    assert only_a_first_run(rows, 1, 8)  # decided on its first run
+    assert not only_a_first_run(rows, 2, 8)  # a second run too
+    assert not only_a_first_run(rows, 3, 8)  # and the best's missing seeds beside it
+    assert not only_a_first_run(rows, 4, 8)  # a path confirmation after the keep
+    assert not only_a_first_run(rows, 5, 8)  # crashed: no full run
+    assert only_a_first_run(rows, 6, 1) and not only_a_first_run(rows, 6, 8)  # a run per seed: the screen alone
+    assert not only_a_first_run(rows, 7, 8)  # nothing logged
+
+
 def test_a_trial_of_several_seeds_is_never_pruned_and_gets_time_for_each():
     from autoraysearch.campaign.pruning import PruneRule
 
