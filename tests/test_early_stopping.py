@@ -66,8 +66,10 @@ def test_parallel_candidates_are_pruned_one_by_one_against_the_measured_noise(se
     rows = {r.iteration: r for r in results(exp).rows}
     assert rows["1a"].status == "pruned" and "pruned at epoch 2/6" in rows["1a"].description, rows["1a"]
     assert rows["1b"].status in ("discard", "keep") and rows["1b"].metric > 0.9, rows["1b"]
+    # Stopped after 2 of its 6 epochs while the other trained all 6. Their seconds are not compared: two runs
+    # sharing two cores, the one that trains while the other starts up is slowed most, and at 5 s start-ups
+    # that moves their seconds more than 4 epochs do (the one-candidate test above compares seconds).
     assert epochs_logged(exp, "1a") == 2 and epochs_logged(exp, "1b") == 6
-    assert float(rows["1a"].extra["seconds"]) < float(rows["1b"].extra["seconds"])
 
 
 PROGRESSING = textwrap.dedent("""
