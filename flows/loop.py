@@ -146,10 +146,11 @@ def autoraysearch_loop(
         publish_campaign_artifacts(campaign, progress, conditions)
         stop_time = conditions.stop_time(started)  # an overnight run ends by its deadline, mid-iteration if need be
         iteration_seconds: list[float] = []  # of this run's iterations that trained a first run alone (only_a_first_run)
-        first_seeds = first_run_seeds(campaign.settings.seeds) if campaign.settings.seeds_together else 1
+        # The seeds of a candidate's first run where they train in one run; None where each seed is a run of its own.
+        first_seeds = first_run_seeds(campaign.settings.seeds) if campaign.settings.seeds_together else None
         try:
             while (reason := conditions.reason_to_stop(progress, datetime.now(), campaign.settings.higher_is_better)) is None:
-                if (reason := no_time_for_a_candidate(campaign, stop_time, iteration_seconds)) is not None:
+                if (reason := no_time_for_a_candidate(campaign, stop_time, first_seeds, iteration_seconds)) is not None:
                     break
                 began, number = time.monotonic(), iteration
                 try:
@@ -179,7 +180,7 @@ def autoraysearch_loop(
                 if verdict.status == "keep":
                     announce_new_best(campaign)
                 publish_campaign_artifacts(campaign, progress, conditions)
-                if only_a_first_run(read_log(campaign).rows, number, first_seeds):
+                if stop_time is not None and only_a_first_run(read_log(campaign).rows, number, first_seeds):
                     iteration_seconds.append(time.monotonic() - began)
         except BaseException as exc:
             # Cancelled, interrupted or failed: the iteration already put the branch back on its best.
@@ -212,16 +213,16 @@ def due_for_confirmation(campaign: Campaign) -> bool:
 
 
 def no_time_for_a_candidate(
-    campaign: Campaign, stop_time: datetime | None, iteration_seconds: list[float],
+    campaign: Campaign, stop_time: datetime | None, first_seeds: int | None, iteration_seconds: list[float],
 ) -> str | None:
     """Why no candidate is started before the stop time: its first run, and the final path confirmation it would need
     if kept, would end after it (none: go on). The stop time would cancel them: the campaign would end on a claim.
-    `iteration_seconds`: what this run's iterations of a first run alone took on the clock, every step included."""
+    `first_seeds`: a first run's seeds (None: a run per seed); `iteration_seconds`: what this run's iterations of a
+    first run alone took on the clock, every step included."""
     if stop_time is None:
         return None
     settings = campaign.settings
     log = read_log(campaign)
-    first_seeds = first_run_seeds(settings.seeds) if settings.seeds_together else None
     seconds = seconds_before_stop(log, settings.seeds, first_seeds, iteration_seconds)
     if seconds is None or fits_before(stop_time, seconds):
         return None

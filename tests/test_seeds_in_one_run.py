@@ -200,7 +200,7 @@ def test_only_an_iteration_of_a_first_run_alone_says_what_the_next_first_run_tak
     assert not only_a_first_run(rows, 3, 8)  # and the best's missing seeds beside it
     assert not only_a_first_run(rows, 4, 8)  # a path confirmation after the keep
     assert not only_a_first_run(rows, 5, 8)  # crashed: no full run
-    assert only_a_first_run(rows, 6, 1) and not only_a_first_run(rows, 6, 8)  # a run per seed: the screen alone
+    assert only_a_first_run(rows, 6, None) and only_a_first_run(rows, 6, 1) and not only_a_first_run(rows, 6, 8)  # a run per seed: the screen alone
     assert not only_a_first_run(rows, 7, 8)  # nothing logged
 
 

@@ -134,13 +134,13 @@ def first_run_seconds(log: ResultsLog, first_seeds: int | None = None) -> float 
     return min(seconds[-RECENT_CANDIDATES:], default=None)
 
 
-def only_a_first_run(rows, iteration: int, first_seeds: int) -> bool:
-    """Whether iteration `iteration` trained one candidate's first run (of `first_seeds` seeds) and nothing else:
+def only_a_first_run(rows, iteration: int, first_seeds: int | None) -> bool:
+    """Whether iteration `iteration` trained one candidate's first run (of `first_seeds` seeds, None: one) and nothing else:
     no second run, no best's seeds, no path confirmation. What it took on the clock is then what the next
     candidate's first run will take (seconds_before_stop)."""
     mine = [row for row in rows if row.iteration == str(iteration) or row.iteration.startswith(f"{iteration}.")]
     return (len(mine) == 1 and mine[0].status in ("keep", "discard")
-            and (mine[0].extra.get("seeds") or "1") == str(first_seeds))
+            and (mine[0].extra.get("seeds") or "1") == str(first_seeds or 1))
 
 
 def seconds_before_stop(
