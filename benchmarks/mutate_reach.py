@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import io
 import json
 import math
@@ -93,11 +92,9 @@ def worker(request: dict) -> None:
         scores[name] = []
         for seed in request["seeds"]:
             os.environ["AUTORAYSEARCH_SEED"] = str(seed)
-            spec = importlib.util.spec_from_file_location("train_for_reach", Path(request["folder"]) / "train.py")
-            train = importlib.util.module_from_spec(spec)
             try:
                 with contextlib.redirect_stdout(io.StringIO()):
-                    spec.loader.exec_module(train)
+                    train = training_cache.import_train(Path(request["folder"]) / "train.py", "train_for_reach")
                     metric = training_cache.train_in_process(train)[-1]
                 scores[name].append(metric if math.isfinite(metric) else None)
             except Exception:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import io
 import os
 import statistics
@@ -35,10 +34,8 @@ def metric(folder: Path, source: str, seed: int, layer_seeds: bool) -> float:
     (folder / "model.py").write_text(source)
     sys.modules.pop("model", None)
     os.environ["AUTORAYSEARCH_SEED"] = str(seed)
-    spec = importlib.util.spec_from_file_location("train_for_pairing", folder / "train.py")
-    train = importlib.util.module_from_spec(spec)
     with contextlib.redirect_stdout(io.StringIO()):
-        spec.loader.exec_module(train)
+        train = training_cache.import_train(folder / "train.py", "train_for_pairing")
         if not layer_seeds:
             train.seeded_layers = contextlib.nullcontext  # one global seed for the whole model
         return training_cache.train_in_process(train)[-1]

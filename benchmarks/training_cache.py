@@ -9,6 +9,12 @@ split. Every run is the generated train.py, imported afresh in this process (tor
 with AUTORAYSEARCH_SEED and AUTORAYSEARCH_EVAL_SPLIT set; the final metric, the metric after each
 epoch and the training seconds are appended to benchmarks/results/cache/digits-e{EPOCHS}.jsonl.
 A run already in the file is never trained again.
+
+    nice -n 10 .venv/bin/python benchmarks/training_cache.py --epochs 1 --carry-over benchmarks/results/cache/digits-e1-OLD.jsonl
+
+After a change to train.py that leaves training alone, takes the older cache for the new train.py once
+a sample of its runs (--check, 100 by default) retrains alike: a third or more to the same metric, none moving
+the mean beyond its noise (see carry_over).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import importlib.util
 import io
 import json
 import os
+import random
 import re
 import sys
 import tempfile
@@ -130,16 +137,30 @@ def train_once(folder: Path, model: PoolModel, seed: int, split: str, epochs: in
     sys.modules.pop("model", None)
     os.environ["AUTORAYSEARCH_SEED"] = str(seed)
     os.environ["AUTORAYSEARCH_EVAL_SPLIT"] = split
-    spec = importlib.util.spec_from_file_location("train_for_cache", folder / "train.py")
-    train = importlib.util.module_from_spec(spec)
     printed = io.StringIO()
     started = time.perf_counter()
     with contextlib.redirect_stdout(printed):
-        spec.loader.exec_module(train)
+        train = import_train(folder / "train.py", "train_for_cache")
         assert train.SEED == seed and train.EVAL_SPLIT == split
         curve = train_in_process(train)
     seconds = time.perf_counter() - started
     return Run(model.key, seed, epochs, split, curve[-1], curve, round(seconds, 3))
+
+
+def import_train(path: Path, name: str):
+    """The generated train.py, imported afresh as its model side is (it reads its seed and split at import).
+
+    Only the model side imports torch; the judge scores with numpy alone. train_in_process plays both.
+    """
+    spec = importlib.util.spec_from_file_location(name, path)
+    train = importlib.util.module_from_spec(spec)
+    argv = sys.argv
+    sys.argv = [str(path), "--model-side", str(path.parent)]
+    try:
+        spec.loader.exec_module(train)
+    finally:
+        sys.argv = argv
+    return train
 
 
 def train_in_process(train) -> tuple[float, ...]:
@@ -177,6 +198,49 @@ def fill(epochs: int, val_seeds: int, test_seeds: int, models: list[PoolModel]) 
                     print(f"  {n}/{len(missing)}", flush=True)
 
 
+def carry_over(epochs: int, older: Path, check: int) -> None:
+    """Take an older template's cache for today's, once `check` of its runs, drawn at random, retrain alike.
+
+    A change to train.py that does not touch training (how the judge loads its data, how a run exits)
+    changes the cache's name and would throw away every run; this keeps them, on evidence. Alike, not
+    bit for bit: CPU kernels round differently with the memory alignment of their buffers, so a run's
+    metric can move by a few validation samples with what the process ran before it (a real run of
+    train.py and this process's run of it differ alike). After a change to the judge alone, 59 of 100
+    runs at 1 epoch and 85 of 100 at 5 ended exactly where they did. So a third of the retrained runs
+    must end exactly where they did, and the rest must not move the mean beyond its noise. A change to
+    training, or to how seeds pair runs, moves nearly every run: the cache from before layers were
+    seeded apart is refused.
+    """
+    current = cache_path(epochs)
+    if current.exists() and current.read_text().strip():
+        raise SystemExit(f"{current.name} already holds runs; carry over only into an empty cache")
+    runs = [json.loads(line) for line in older.read_text().splitlines() if line.strip()]
+    runs = [r for r in runs if r["epochs"] == epochs and r["curve"]]
+    sources = {m.key: m for m in pool()}
+    drawn = [r for r in runs if r["model"] in sources]
+    if len(drawn) < 2:
+        raise SystemExit(f"{older} holds too few {epochs}-epoch runs of the pool's models to check")
+    drawn = random.Random(0).sample(drawn, min(check, len(drawn)))
+    os.environ["AUTORAYSEARCH_NUM_THREADS"] = "1"
+    with tempfile.TemporaryDirectory(prefix="training-cache-") as scratch:
+        folder = Path(scratch)
+        (folder / "train.py").write_text(render_train(epochs))
+        os.environ["AUTORAYSEARCH_SUMMARY_PATH"] = str(folder / "summary.json")
+        sys.path.insert(0, str(folder))
+        differences = [train_once(folder, sources[r["model"]], r["seed"], r["split"], epochs).metric - r["metric"]
+                       for r in drawn]
+    same = sum(d == 0 for d in differences)
+    shift = sum(differences) / len(differences)
+    error = (sum((d - shift) ** 2 for d in differences) / (len(differences) - 1) / len(differences)) ** 0.5
+    figures = (f"of {len(drawn)} runs retrained, {same} ended on the same metric; the mean moved {shift:+.5f} "
+               f"(standard error {error:.5f}), the most {max(map(abs, differences)):.4f}")
+    if same < len(drawn) / 3 or abs(shift) > 2 * error:
+        raise SystemExit(f"{figures}: today's train.py trains differently, so {older.name} cannot be carried over")
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    current.write_text(older.read_text())
+    print(f"{older.name} -> {current.name}: {len(runs)} runs carried over; {figures}")
+
+
 def write_pool(models: list[PoolModel]) -> None:
     """The pool's descriptions by hash, for the tables."""
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
@@ -189,7 +253,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--val-seeds", type=int, default=8, help="validation seeds 0 … N-1 per model")
     parser.add_argument("--test-seeds", type=int, default=10, help=f"test seeds {TEST_SEED_BASE} … per model")
+    parser.add_argument("--carry-over", type=Path, metavar="OLDER_CACHE",
+                        help="take this older template's cache for today's train.py, checked first (--check)")
+    parser.add_argument("--check", type=int, default=100, help="with --carry-over: runs retrained and compared")
     args = parser.parse_args()
+    if args.carry_over:
+        carry_over(args.epochs, args.carry_over, args.check)
+        return
     models = pool()
     write_pool(models)
     fill(args.epochs, args.val_seeds, args.test_seeds, models)
