@@ -31,7 +31,10 @@ Rules compared, each over the same campaign seeds:
   least 3) in one run per model, the point not trained again where it was trained ahead at them (the
   baseline in setup's run of its seeds, a best that held in its confirmation's run, as the loop does);
 * racing-together: together with `--parallel 4`: all four at their first seeds, only the leader by
-  paired mean continued, the winner by paired mean over all its seeds.
+  paired mean continued, the winner by paired mean over all its seeds;
+* racing-shared (a what-if, not a rule of the loop's: `--rules greedy,racing-shared`, written to
+  search_quality_e<epochs>_what_if.md): racing-together with the four first runs in one run, one
+  start-up for all of them, as a train.py that trained several candidates in one run would charge.
 
 What a run costs is measured, not assumed: benchmarks/seeds_in_one_run.py times contained trials of
 this train.py and writes a run's start-up and the extra cost of each further seed in one run to
@@ -88,7 +91,8 @@ EXTRA_SEED_BASE = 20000  # a campaign's seeds past its first CAMPAIGN_STRIDE: ne
 TOGETHER_FRESH_BASE = 40000  # fresh confirmation seeds where they train in one run (more of them: FRESH_STRIDE apart)
 RULES = ("greedy", "unpaired", "paired", "racing", "together", "racing-together")
 FIRST_RUNS = {"third": first_run_seeds, "all": lambda seeds: seeds}  # --first-run
-TOGETHER = ("together", "racing-together")
+WHAT_IF = ("racing-shared",)  # rules the loop does not have yet, to size them: never in the default tables
+TOGETHER = ("together", "racing-together", *WHAT_IF)
 COSTS = RESULTS_DIR / "seeds_in_one_run.json"
 
 
@@ -446,6 +450,12 @@ def iterate_together(state: State, trainer: Trainer, parallel: int = 1) -> None:
         if d is not None:
             decided[c] = d
             state.screens.append((fmean(d), len(d)))
+    if state.rule in WHAT_IF:  # one run for every first run: each start-up after the first becomes a further seed's extra
+        started = sum(wall > 0 for wall in walls)
+        refund = max(0, started - 1) * (trainer.startup - trainer.extra)
+        state.seconds -= refund
+        state.cost -= refund / state.unit
+        walls = [sum(walls) - refund]  # trained one after another
     state.wall += max(walls)  # the candidates' first runs go at once
     steps = {c: noise.next_step(d, bar, len(seeds)) for c, d in decided.items()}
     asking = [c for c in decided if steps[c] == "more"]
@@ -552,7 +562,7 @@ def iterate(state: State, trainer: Trainer) -> None:
     elif state.rule == "unpaired":
         iterate_unpaired(state, trainer)
     elif state.rule in TOGETHER:
-        iterate_together(state, trainer, parallel=4 if state.rule == "racing-together" else 1)
+        iterate_together(state, trainer, parallel=1 if state.rule == "together" else 4)
     else:
         iterate_paired(state, trainer, parallel=4 if state.rule == "racing" else 1)
     if not state.steps or not state.steps[-1].kept:
@@ -789,6 +799,10 @@ def main() -> None:
                    for rule, mine in rules.items() if rule != "greedy" and "greedy" in rules}
     text = markdown(args.epochs, args.campaigns, table, sigma_fresh, command, trainer, comparisons)
     name = f"search_quality_e{args.epochs}"
+    if any(rule in WHAT_IF for rule in args.rules.split(",")):
+        name += "_what_if"
+        text = (f"# What-if at {args.epochs} epoch(s): rules the loop does not have yet (see the module's docstring)\n\n"
+                + text.replace("## ", "### ", 1))
     if args.first_run == "all":
         name += "_all_seeds_at_once"
         text = (f"# Search quality at {args.epochs} epoch(s) with every candidate's seeds in its first run (not the default)\n\n"
