@@ -175,6 +175,18 @@ def train_in_process(train) -> tuple[float, ...]:
     return tuple(train.score(m, targets) for m in messages if "epoch" in m)
 
 
+@contextlib.contextmanager
+def training_folder(epochs: int):
+    """A scratch folder holding today's train.py, where train_once trains on one thread; removed afterwards."""
+    os.environ["AUTORAYSEARCH_NUM_THREADS"] = "1"
+    with tempfile.TemporaryDirectory(prefix="training-cache-") as scratch:
+        folder = Path(scratch)
+        (folder / "train.py").write_text(render_train(epochs))
+        os.environ["AUTORAYSEARCH_SUMMARY_PATH"] = str(folder / "summary.json")
+        sys.path.insert(0, str(folder))
+        yield folder
+
+
 def fill(epochs: int, val_seeds: int, test_seeds: int, models: list[PoolModel]) -> None:
     """Train every missing run, the validation seeds of all models first, appending each as it ends."""
     done = load_runs(epochs)
@@ -182,13 +194,8 @@ def fill(epochs: int, val_seeds: int, test_seeds: int, models: list[PoolModel]) 
     wanted += [(m, TEST_SEED_BASE + s, "test") for s in range(test_seeds) for m in models]
     missing = [(m, s, split) for m, s, split in wanted if (m.key, s, split) not in done]
     print(f"digits, {epochs} epoch(s): {len(wanted) - len(missing)} runs cached, {len(missing)} to train", flush=True)
-    os.environ["AUTORAYSEARCH_NUM_THREADS"] = "1"
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="training-cache-") as scratch:
-        folder = Path(scratch)
-        (folder / "train.py").write_text(render_train(epochs))
-        os.environ["AUTORAYSEARCH_SUMMARY_PATH"] = str(folder / "summary.json")
-        sys.path.insert(0, str(folder))
+    with training_folder(epochs) as folder:
         with cache_path(epochs).open("a") as out:
             for n, (model, seed, split) in enumerate(missing, 1):
                 run = train_once(folder, model, seed, split, epochs)
@@ -221,12 +228,7 @@ def carry_over(epochs: int, older: Path, check: int) -> None:
     if len(drawn) < 2:
         raise SystemExit(f"{older} holds too few {epochs}-epoch runs of the pool's models to check")
     drawn = random.Random(0).sample(drawn, min(check, len(drawn)))
-    os.environ["AUTORAYSEARCH_NUM_THREADS"] = "1"
-    with tempfile.TemporaryDirectory(prefix="training-cache-") as scratch:
-        folder = Path(scratch)
-        (folder / "train.py").write_text(render_train(epochs))
-        os.environ["AUTORAYSEARCH_SUMMARY_PATH"] = str(folder / "summary.json")
-        sys.path.insert(0, str(folder))
+    with training_folder(epochs) as folder:
         differences = [train_once(folder, sources[r["model"]], r["seed"], r["split"], epochs).metric - r["metric"]
                        for r in drawn]
     same = sum(d == 0 for d in differences)

@@ -1,6 +1,5 @@
 """The benchmarks train the generated train.py in their own process; it must train there as a real run does."""
 
-import os
 import re
 import subprocess
 import sys
@@ -13,8 +12,9 @@ def test_the_benchmarks_in_process_training_scores_as_a_real_run_of_train_py(tmp
     # train.py's judge no longer imports torch: a benchmark that imported it as the judge could not train at all.
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     monkeypatch.syspath_prepend(str(tmp_path))
-    for name in ("AUTORAYSEARCH_SEED", "AUTORAYSEARCH_EVAL_SPLIT", "AUTORAYSEARCH_NUM_THREADS", "AUTORAYSEARCH_SUMMARY_PATH"):
-        monkeypatch.setenv(name, "")  # train_once sets them: restored after the test
+    # train_once sets the seed and the split for train.py to read; monkeypatch restores them after the test.
+    monkeypatch.setenv("AUTORAYSEARCH_SEED", "1")
+    monkeypatch.setenv("AUTORAYSEARCH_EVAL_SPLIT", "validation")
     monkeypatch.setenv("AUTORAYSEARCH_NUM_THREADS", "1")
     monkeypatch.setenv("AUTORAYSEARCH_SUMMARY_PATH", str(tmp_path / "summary.json"))
     monkeypatch.delitem(sys.modules, "model", raising=False)
@@ -27,8 +27,7 @@ def test_the_benchmarks_in_process_training_scores_as_a_real_run_of_train_py(tmp
     assert sys.argv == argv
     assert len(run.curve) == 1 and 0.5 < run.metric <= 1.0
 
-    env = {**os.environ, "AUTORAYSEARCH_SEED": "1", "AUTORAYSEARCH_EVAL_SPLIT": "validation"}
-    real = subprocess.run([sys.executable, "train.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    real = subprocess.run([sys.executable, "train.py"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert real.returncode == 0, real.stderr
     value = float(re.findall(r"^val_acc=([0-9.]+)$", real.stdout, re.MULTILINE)[-1])
     # CPU kernels round with their buffers' alignment, so the two can end a few validation samples apart (each 1/359).
