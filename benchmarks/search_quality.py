@@ -49,6 +49,12 @@ runs`), and the together rules keep room for the final one, as the loop keeps ti
 stop time: no candidate starts, and no second run, that would leave too little for it.
 Truth: every model a table needs, retrained with test seeds 1000…1009 on the digits test split,
 which no decision sees. Written to benchmarks/results/search_quality.md and .json.
+
+Side runs, to size a change before the loop makes it (each written to a file of its own, never into
+the default tables): `--first-run all` or `--first-run N` (a candidate's first run at all its seeds, or
+at N), `--second-run N` (a candidate's second run at N of the rest of its seeds, not all of
+them), and `--noise NAME=VALUE,…` (constants of campaign/noise.py set for this process only, e.g.
+KEEP_CONFIDENCE=0.8).
 """
 
 from __future__ import annotations
@@ -90,7 +96,30 @@ CAMPAIGN_STRIDE = 10  # campaign c's first seeds are 10c, 10c + 1 … (its seed 
 EXTRA_SEED_BASE = 20000  # a campaign's seeds past its first CAMPAIGN_STRIDE: never shared with another campaign
 TOGETHER_FRESH_BASE = 40000  # fresh confirmation seeds where they train in one run (more of them: FRESH_STRIDE apart)
 RULES = ("greedy", "unpaired", "paired", "racing", "together", "racing-together")
-FIRST_RUNS = {"third": first_run_seeds, "all": lambda seeds: seeds}  # --first-run
+FIRST_RUNS = {"third": first_run_seeds, "all": lambda seeds: seeds}  # --first-run, besides a number of seeds
+
+
+def first_run_rule(name: str):
+    """--first-run: the loop's (a third, at least 8), all of a candidate's seeds, or a fixed number of them."""
+    if name in FIRST_RUNS:
+        return FIRST_RUNS[name]
+    if not name.isdigit() or int(name) < 1:
+        raise argparse.ArgumentTypeError(f"--first-run takes third, all or a number of seeds, not {name!r}")
+    return lambda seeds: min(seeds, int(name))
+
+
+def noise_overrides(text: str) -> dict[str, float]:
+    """--noise NAME=VALUE,…: constants of campaign/noise.py to set for a side run; only numbers it already has."""
+    overrides = {}
+    for item in filter(None, text.split(",")):
+        name, _, value = item.partition("=")
+        if not isinstance(getattr(noise, name, None), (int, float)) or not name.isupper():
+            raise argparse.ArgumentTypeError(f"campaign/noise.py has no numeric constant {name!r}")
+        try:
+            overrides[name] = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} needs a number, not {value!r}") from None
+    return overrides
 WHAT_IF = ("racing-shared",)  # rules the loop does not have yet, to size them: never in the default tables
 TOGETHER = ("together", "racing-together", *WHAT_IF)
 COSTS = RESULTS_DIR / "seeds_in_one_run.json"
@@ -109,9 +138,10 @@ def run_costs() -> tuple[float, float]:
 class Trainer:
     """Real runs of the generated train.py, each trained once across every campaign of this process."""
 
-    def __init__(self, epochs: int, truth_seeds: int = TRUTH_SEEDS, first_run=first_run_seeds):
+    def __init__(self, epochs: int, truth_seeds: int = TRUTH_SEEDS, first_run=first_run_seeds, second_run: int = 0):
         self.epochs = epochs
         self.first_run = first_run  # of a candidate's seeds in one run, those of its first run (the product's: a third)
+        self.second_run = second_run  # the most seeds a second run trains (the product's: 0, all the rest)
         self.test_seeds = [training_cache.TEST_SEED_BASE + i for i in range(truth_seeds)]
         self.runs = training_cache.load_runs(epochs)
         self.startup, self.extra = run_costs()
@@ -432,6 +462,7 @@ def iterate_together(state: State, trainer: Trainer, parallel: int = 1) -> None:
     bar = paired_bar(state)
     seeds = [campaign_seed(state, i) for i in range(together_seeds(trainer))]
     first = seeds[:trainer.first_run(len(seeds))]
+    rest = seeds[len(first):][:trainer.second_run or None]
 
     def paired(c: str, at: list[int]) -> tuple[list[float] | None, float]:
         """Its paired differences at these seeds (None if either model crashed), and the longer run's seconds."""
@@ -460,18 +491,18 @@ def iterate_together(state: State, trainer: Trainer, parallel: int = 1) -> None:
     steps = {c: noise.next_step(d, bar, len(seeds)) for c, d in decided.items()}
     asking = [c for c in decided if steps[c] == "more"]
     leader = max(asking, key=lambda c: fmean(decided[c]), default=None)
-    if leader is not None and (state.cost + more_cost(state, trainer, leader, seeds[len(first):])
+    if leader is not None and (state.cost + more_cost(state, trainer, leader, rest)
                                + confirmation_cost(state, trainer) > state.budget):
         # As the loop does when the second run, and the path confirmation a keep would need, would end after the
         # stop time: decided on its first run.
         leader = None
     if leader is not None:
-        rest, wall = paired(leader, seeds[len(first):])
+        more, wall = paired(leader, rest)
         state.wall += wall
-        if rest is None:
+        if more is None:
             steps[leader] = "discard"
         else:
-            decided[leader] = decided[leader] + rest
+            decided[leader] = decided[leader] + more
             steps[leader] = noise.next_step(decided[leader], bar, len(seeds))
     state.diffs.extend(decided.values())
     kept = [c for c in decided if steps[c] == "keep"]
@@ -772,12 +803,27 @@ def main() -> None:
     parser.add_argument("--rules", default=",".join(RULES))
     parser.add_argument("--truth-seeds", type=int, default=TRUTH_SEEDS,
                         help="test-split seeds per model for the truth (more: a false keep is told from a tiny true one)")
-    parser.add_argument("--first-run", choices=FIRST_RUNS, default="third",
+    parser.add_argument("--first-run", default="third",
                         help="where seeds train in one run, a candidate's first run: a third of them, at least 8, as the "
-                             "loop trains it, or all (a side run, written to search_quality_e<epochs>_all_seeds_at_once.md)")
+                             "loop trains it; all (a side run, written to search_quality_e<epochs>_all_seeds_at_once.md); "
+                             "or a number of seeds (written to search_quality_e<epochs>_first_run_<N>.md)")
+    parser.add_argument("--second-run", type=int, default=0,
+                        help="the most seeds a candidate's second run trains (0, as the loop: all the rest; a side run, "
+                             "written to search_quality_e<epochs>_second_run_<N>.md)")
+    parser.add_argument("--noise", default="", type=noise_overrides,
+                        help="NAME=VALUE,…: campaign/noise.py constants for this run only (a side run, written to "
+                             "search_quality_e<epochs>_noise_<NAME>_<VALUE>….md)")
     args = parser.parse_args()
+    try:
+        first_run = first_run_rule(args.first_run)
+    except argparse.ArgumentTypeError as problem:
+        parser.error(str(problem))
+    if args.second_run < 0:
+        parser.error("--second-run takes a number of seeds, or 0 for all the rest")
+    for name, value in args.noise.items():
+        setattr(noise, name, value)
     os.environ.pop("AUTORAYSEARCH_EVAL_SPLIT", None)
-    trainer = Trainer(args.epochs, args.truth_seeds, FIRST_RUNS[args.first_run])
+    trainer = Trainer(args.epochs, args.truth_seeds, first_run, args.second_run)
     command = training_cache.command_line("search_quality.py")
     states = {b: {r: [] for r in args.rules.split(",")} for b in BUDGETS}
     for campaign in range(args.campaigns):
@@ -798,6 +844,19 @@ def main() -> None:
     comparisons = {(budget, rule): against(mine, rules["greedy"]) for budget, rules in judged.items()
                    for rule, mine in rules.items() if rule != "greedy" and "greedy" in rules}
     text = markdown(args.epochs, args.campaigns, table, sigma_fresh, command, trainer, comparisons)
+    name, text = side_run(args, text)
+    print(text)
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    (RESULTS_DIR / f"{name}.md").write_text(text)
+    (RESULTS_DIR / f"{name}.json").write_text(json.dumps(
+        {"command": command, "table": table, "campaigns": judged, "sigma_fresh": sigma_fresh,
+         "against_greedy": {f"{b} {r}": c for (b, r), c in comparisons.items()}}, indent=1) + "\n")
+    write_summary()
+
+
+def side_run(args: argparse.Namespace, text: str) -> tuple[str, str]:
+    """The file name and heading of this run's table: the regime's own for the loop's rules and settings,
+    another for a what-if or a side run, so that it never takes the default table's place."""
     name = f"search_quality_e{args.epochs}"
     if any(rule in WHAT_IF for rule in args.rules.split(",")):
         name += "_what_if"
@@ -808,13 +867,23 @@ def main() -> None:
         text = (f"# Search quality at {args.epochs} epoch(s) with every candidate's seeds in its first run (not the default)\n\n"
                 "The loop trains a third of them first (at least 8) and the rest only if the keep rule asks "
                 f"(search_quality_e{args.epochs}.md).\n\n" + text.replace("## ", "### ", 1))
-    print(text)
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    (RESULTS_DIR / f"{name}.md").write_text(text)
-    (RESULTS_DIR / f"{name}.json").write_text(json.dumps(
-        {"command": command, "table": table, "campaigns": judged, "sigma_fresh": sigma_fresh,
-         "against_greedy": {f"{b} {r}": c for (b, r), c in comparisons.items()}}, indent=1) + "\n")
-    write_summary()
+    elif args.first_run != "third":
+        name += f"_first_run_{args.first_run}"
+        text = (f"# Search quality at {args.epochs} epoch(s) with a candidate's first run at {args.first_run} seeds (not the default)\n\n"
+                f"Setup's run of the baseline trains {args.first_run} seeds too. The loop trains a third of a candidate's seeds "
+                f"first (at least 8), and the rest only if the keep rule asks (search_quality_e{args.epochs}.md).\n\n"
+                + text.replace("## ", "### ", 1))
+    if args.second_run:
+        name += f"_second_run_{args.second_run}"
+        text = (f"# Search quality at {args.epochs} epoch(s) with a candidate's second run at {args.second_run} seeds at most "
+                "(not the default)\n\nThe loop trains all the rest of its seeds in the second run, when the keep rule asks "
+                f"for more (search_quality_e{args.epochs}.md).\n\n" + text.replace("## ", "### ", 1))
+    if args.noise:
+        settings = ", ".join(f"{k} = {v:g}" for k, v in args.noise.items())
+        name += "".join(f"_noise_{k}_{v:g}" for k, v in args.noise.items())
+        text = (f"# Search quality at {args.epochs} epoch(s) with {settings} (not the default)\n\n"
+                "The loop's values are in autoraysearch/campaign/noise.py.\n\n" + text.replace("## ", "### ", 1))
+    return name, text
 
 
 def write_summary() -> None:

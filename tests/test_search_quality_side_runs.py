@@ -1,0 +1,62 @@
+"""benchmarks/search_quality.py's side runs: they size a change to the loop, and never take the default table's place."""
+
+import argparse
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def search_quality(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    monkeypatch.delitem(sys.modules, "search_quality", raising=False)
+    import search_quality
+
+    return search_quality
+
+
+def options(first_run="third", second_run=0, noise="", rules="greedy,together", epochs=1):
+    return argparse.Namespace(first_run=first_run, second_run=second_run, noise=noise, rules=rules, epochs=epochs)
+
+
+def test_a_first_run_names_the_loops_rule_all_seeds_or_a_number_of_them(search_quality):
+    from autoraysearch.trials.runs import first_run_seeds
+
+    assert search_quality.first_run_rule("third") is first_run_seeds
+    assert search_quality.first_run_rule("all")(24) == 24
+    assert search_quality.first_run_rule("3")(24) == 3
+    assert search_quality.first_run_rule("30")(24) == 24  # never more seeds than a candidate has
+    for wrong in ("0", "x", "-2", ""):
+        with pytest.raises(argparse.ArgumentTypeError, match="third, all or a number"):
+            search_quality.first_run_rule(wrong)
+
+
+def test_noise_settings_take_only_numeric_constants_the_keep_rule_has(search_quality):
+    assert search_quality.noise_overrides("KEEP_CONFIDENCE=0.8,PRIOR_WEIGHT=2") == {"KEEP_CONFIDENCE": 0.8, "PRIOR_WEIGHT": 2.0}
+    assert search_quality.noise_overrides("") == {}
+    with pytest.raises(argparse.ArgumentTypeError, match="no numeric constant 'KEEP_CONFIDENCES'"):
+        search_quality.noise_overrides("KEEP_CONFIDENCES=0.8")
+    with pytest.raises(argparse.ArgumentTypeError, match="no numeric constant 'math'"):
+        search_quality.noise_overrides("math=1")  # a module the rule imports is not a setting
+    with pytest.raises(argparse.ArgumentTypeError, match="KEEP_CONFIDENCE needs a number"):
+        search_quality.noise_overrides("KEEP_CONFIDENCE=high")
+
+
+def test_only_the_loops_own_rules_and_settings_write_the_default_table(search_quality):
+    table = "## digits, 1 epoch(s)\n\n| budget |\n"
+    assert search_quality.side_run(options(), table) == ("search_quality_e1", table)
+    sides = {
+        "search_quality_e1_first_run_3": options(first_run="3"),
+        "search_quality_e1_all_seeds_at_once": options(first_run="all"),
+        "search_quality_e1_second_run_8": options(second_run=8),
+        "search_quality_e1_noise_KEEP_CONFIDENCE_0.8": options(noise={"KEEP_CONFIDENCE": 0.8}),
+        "search_quality_e5_what_if": options(rules="greedy,racing-shared", epochs=5),
+    }
+    for expected, side in sides.items():
+        name, text = search_quality.side_run(side, table)
+        assert name == expected
+        assert text.startswith("# ") and ("not the default" in text or "does not have yet" in text)
+        assert "### digits" in text  # the regime's heading sits under the side run's own
