@@ -53,7 +53,8 @@ which no decision sees. Written to benchmarks/results/search_quality.md and .jso
 Side runs, to size a change before the loop makes it (each written to a file of its own, never into
 the default tables): `--first-run all` or `--first-run N` (a candidate's first run at all its seeds, or
 at N), `--second-run N` (a candidate's second run at N of the rest of its seeds, not all of
-them), and `--noise NAME=VALUE,…` (constants of campaign/noise.py set for this process only, e.g.
+them), `--baseline-free` (setup's runs of the baseline left out of every rule's budget), and
+`--noise NAME=VALUE,…` (constants of campaign/noise.py set for this process only, e.g.
 KEEP_CONFIDENCE=0.8).
 """
 
@@ -138,10 +139,12 @@ def run_costs() -> tuple[float, float]:
 class Trainer:
     """Real runs of the generated train.py, each trained once across every campaign of this process."""
 
-    def __init__(self, epochs: int, truth_seeds: int = TRUTH_SEEDS, first_run=first_run_seeds, second_run: int = 0):
+    def __init__(self, epochs: int, truth_seeds: int = TRUTH_SEEDS, first_run=first_run_seeds, second_run: int = 0,
+                 baseline_free: bool = False):
         self.epochs = epochs
         self.first_run = first_run  # of a candidate's seeds in one run, those of its first run (the product's: a third)
         self.second_run = second_run  # the most seeds a second run trains (the product's: 0, all the rest)
+        self.baseline_free = baseline_free  # setup's runs of the baseline left out of every rule's budget
         self.test_seeds = [training_cache.TEST_SEED_BASE + i for i in range(truth_seeds)]
         self.runs = training_cache.load_runs(epochs)
         self.startup, self.extra = run_costs()
@@ -627,6 +630,8 @@ def run_to_budget(rule: str, campaign: int, trainer: Trainer, budgets: tuple) ->
     else:  # its seeds apart, at once
         baseline = [train(state, trainer, base, state.seed + i) for i in range(1 if rule == "greedy" else SEEDS)]
     state.baseline_runs = baseline
+    if trainer.baseline_free:  # --baseline-free: the budget starts after setup, for every rule alike
+        state.cost = 0.0
     state.rows.append(ResultRow("0", "-", fmean(baseline), None, "baseline", "baseline", noise.seed_columns(baseline)))
     state.wall = state.seconds
     if rule != "greedy":
@@ -810,6 +815,9 @@ def main() -> None:
     parser.add_argument("--second-run", type=int, default=0,
                         help="the most seeds a candidate's second run trains (0, as the loop: all the rest; a side run, "
                              "written to search_quality_e<epochs>_second_run_<N>.md)")
+    parser.add_argument("--baseline-free", action="store_true",
+                        help="leave setup's runs of the baseline out of every rule's budget (a side run, written to "
+                             "search_quality_e<epochs>_baseline_free.md)")
     parser.add_argument("--noise", default="", type=noise_overrides,
                         help="NAME=VALUE,…: campaign/noise.py constants for this run only (a side run, written to "
                              "search_quality_e<epochs>_noise_<NAME>_<VALUE>….md)")
@@ -823,7 +831,7 @@ def main() -> None:
     for name, value in args.noise.items():
         setattr(noise, name, value)
     os.environ.pop("AUTORAYSEARCH_EVAL_SPLIT", None)
-    trainer = Trainer(args.epochs, args.truth_seeds, first_run, args.second_run)
+    trainer = Trainer(args.epochs, args.truth_seeds, first_run, args.second_run, args.baseline_free)
     command = training_cache.command_line("search_quality.py")
     states = {b: {r: [] for r in args.rules.split(",")} for b in BUDGETS}
     for campaign in range(args.campaigns):
@@ -878,6 +886,11 @@ def side_run(args: argparse.Namespace, text: str) -> tuple[str, str]:
         text = (f"# Search quality at {args.epochs} epoch(s) with a candidate's second run at {args.second_run} seeds at most "
                 "(not the default)\n\nThe loop trains all the rest of its seeds in the second run, when the keep rule asks "
                 f"for more (search_quality_e{args.epochs}.md).\n\n" + text.replace("## ", "### ", 1))
+    if args.baseline_free:
+        name += "_baseline_free"
+        text = (f"# Search quality at {args.epochs} epoch(s) with setup's runs of the baseline left out of the budget "
+                "(not the default)\n\nEvery rule's budget starts after setup here; the default tables charge the baseline's "
+                f"seeds, as a user pays for them (search_quality_e{args.epochs}.md).\n\n" + text.replace("## ", "### ", 1))
     if args.noise:
         settings = ", ".join(f"{k} = {v:g}" for k, v in args.noise.items())
         name += "".join(f"_noise_{k}_{v:g}" for k, v in args.noise.items())
