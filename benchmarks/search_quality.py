@@ -98,6 +98,9 @@ EXTRA_SEED_BASE = 20000  # a campaign's seeds past its first CAMPAIGN_STRIDE: ne
 TOGETHER_FRESH_BASE = 40000  # fresh confirmation seeds where they train in one run (more of them: FRESH_STRIDE apart)
 RULES = ("greedy", "unpaired", "paired", "racing", "together", "racing-together")
 FIRST_RUNS = {"third": first_run_seeds, "all": lambda seeds: seeds}  # --first-run, besides a number of seeds
+WHAT_IF = ("racing-shared",)  # rules the loop does not have yet, to size them: never in the default tables
+TOGETHER = ("together", "racing-together", *WHAT_IF)
+COSTS = RESULTS_DIR / "seeds_in_one_run.json"
 
 
 def first_run_rule(name: str):
@@ -121,9 +124,6 @@ def noise_overrides(text: str) -> dict[str, float]:
         except ValueError:
             raise argparse.ArgumentTypeError(f"{name} needs a number, not {value!r}") from None
     return overrides
-WHAT_IF = ("racing-shared",)  # rules the loop does not have yet, to size them: never in the default tables
-TOGETHER = ("together", "racing-together", *WHAT_IF)
-COSTS = RESULTS_DIR / "seeds_in_one_run.json"
 
 
 def run_costs() -> tuple[float, float]:
@@ -865,38 +865,36 @@ def main() -> None:
 def side_run(args: argparse.Namespace, text: str) -> tuple[str, str]:
     """The file name and heading of this run's table: the regime's own for the loop's rules and settings,
     another for a what-if or a side run, so that it never takes the default table's place."""
-    name = f"search_quality_e{args.epochs}"
+    e, default = args.epochs, f"search_quality_e{args.epochs}.md"
+    sides = []  # (file name suffix, heading, what the loop does instead)
     if any(rule in WHAT_IF for rule in args.rules.split(",")):
-        name += "_what_if"
-        text = (f"# What-if at {args.epochs} epoch(s): rules the loop does not have yet (see the module's docstring)\n\n"
-                + text.replace("## ", "### ", 1))
+        sides.append(("_what_if", f"What-if at {e} epoch(s): rules the loop does not have yet (see the module's docstring)", ""))
     if args.first_run == "all":
-        name += "_all_seeds_at_once"
-        text = (f"# Search quality at {args.epochs} epoch(s) with every candidate's seeds in its first run (not the default)\n\n"
-                "The loop trains a third of them first (at least 8) and the rest only if the keep rule asks "
-                f"(search_quality_e{args.epochs}.md).\n\n" + text.replace("## ", "### ", 1))
+        sides.append(("_all_seeds_at_once", f"Search quality at {e} epoch(s) with every candidate's seeds in its first run (not the default)",
+                      f"The loop trains a third of them first (at least 8) and the rest only if the keep rule asks ({default})."))
     elif args.first_run != "third":
-        name += f"_first_run_{args.first_run}"
-        text = (f"# Search quality at {args.epochs} epoch(s) with a candidate's first run at {args.first_run} seeds (not the default)\n\n"
-                f"Setup's run of the baseline trains {args.first_run} seeds too. The loop trains a third of a candidate's seeds "
-                f"first (at least 8), and the rest only if the keep rule asks (search_quality_e{args.epochs}.md).\n\n"
-                + text.replace("## ", "### ", 1))
+        sides.append((f"_first_run_{args.first_run}",
+                      f"Search quality at {e} epoch(s) with a candidate's first run at {args.first_run} seeds (not the default)",
+                      f"Setup's run of the baseline trains {args.first_run} seeds too. The loop trains a third of a candidate's seeds "
+                      f"first (at least 8), and the rest only if the keep rule asks ({default})."))
     if args.second_run:
-        name += f"_second_run_{args.second_run}"
-        text = (f"# Search quality at {args.epochs} epoch(s) with a candidate's second run at {args.second_run} seeds at most "
-                "(not the default)\n\nThe loop trains all the rest of its seeds in the second run, when the keep rule asks "
-                f"for more (search_quality_e{args.epochs}.md).\n\n" + text.replace("## ", "### ", 1))
+        sides.append((f"_second_run_{args.second_run}",
+                      f"Search quality at {e} epoch(s) with a candidate's second run at {args.second_run} seeds at most (not the default)",
+                      f"The loop trains all the rest of its seeds in the second run, when the keep rule asks for more ({default})."))
     if args.baseline_free:
-        name += "_baseline_free"
-        text = (f"# Search quality at {args.epochs} epoch(s) with setup's runs of the baseline left out of the budget "
-                "(not the default)\n\nEvery rule's budget starts after setup here; the default tables charge the baseline's "
-                f"seeds, as a user pays for them (search_quality_e{args.epochs}.md).\n\n" + text.replace("## ", "### ", 1))
+        sides.append(("_baseline_free",
+                      f"Search quality at {e} epoch(s) with setup's runs of the baseline left out of the budget (not the default)",
+                      "Every rule's budget starts after setup here; the default tables charge the baseline's seeds, as a user "
+                      f"pays for them ({default})."))
     if args.noise:
         settings = ", ".join(f"{k} = {v:g}" for k, v in args.noise.items())
-        name += "".join(f"_noise_{k}_{v:g}" for k, v in args.noise.items())
-        text = (f"# Search quality at {args.epochs} epoch(s) with {settings} (not the default)\n\n"
-                "The loop's values are in autoraysearch/campaign/noise.py.\n\n" + text.replace("## ", "### ", 1))
-    return name, text
+        sides.append(("".join(f"_noise_{k}_{v:g}" for k, v in args.noise.items()),
+                      f"Search quality at {e} epoch(s) with {settings} (not the default)",
+                      "The loop's values are in autoraysearch/campaign/noise.py."))
+    if not sides:
+        return f"search_quality_e{e}", text
+    headings = "".join(f"# {heading}\n\n" + (f"{instead}\n\n" if instead else "") for _, heading, instead in sides)
+    return f"search_quality_e{e}" + "".join(suffix for suffix, _, _ in sides), headings + text.replace("## ", "### ", 1)
 
 
 def write_summary() -> None:

@@ -62,3 +62,13 @@ def test_only_the_loops_own_rules_and_settings_write_the_default_table(search_qu
         assert name == expected
         assert text.startswith("# ") and ("not the default" in text or "does not have yet" in text)
         assert "### digits" in text  # the regime's heading sits under the side run's own
+
+
+def test_side_runs_stacked_name_each_setting_and_keep_the_regimes_heading_one_level_down(search_quality):
+    table = "## digits, 1 epoch(s)\n\n| budget |\n"
+    name, text = search_quality.side_run(options(first_run="3", noise={"PRIOR_WEIGHT": 2.0}), table)
+    assert name == "search_quality_e1_first_run_3_noise_PRIOR_WEIGHT_2"
+    headings = [line for line in text.splitlines() if line.startswith("#")]
+    assert headings == ["# Search quality at 1 epoch(s) with a candidate's first run at 3 seeds (not the default)",
+                        "# Search quality at 1 epoch(s) with PRIOR_WEIGHT = 2 (not the default)",
+                        "### digits, 1 epoch(s)"]
