@@ -224,3 +224,18 @@ def test_a_model_without_normalization_is_offered_one_first():
     # A model that has one already gets no such push: its first proposals vary with the seed.
     kinds = {choose_mutations(EXAMPLE, tried=set(), seed=seed)[0].kind for seed in range(5)}
     assert kinds != {"norm"}
+
+
+def test_the_answer_does_not_depend_on_what_the_check_built_for_other_calls() -> None:
+    """The build check is shared by every campaign of a worker process (and starts empty after a resume): what it
+    remembers from other calls must not change which edits come first."""
+    from autoraysearch.ideators.mutate import BuildCheck
+    from autoraysearch.ideators.mutate.search import Pool
+
+    warm = BuildCheck([1, 8, 8], {}, 10)
+    warm([m.source for m in Pool(EXAMPLE, warm).bolder()])  # as an earlier stuck campaign would have left it
+    for seed in range(3):
+        answers = [[m.description for m in choose_mutations(EXAMPLE, tried=set(), seed=seed, count=4, stuck=True,
+                                                             check=check, diverse=4)]
+                   for check in (BuildCheck([1, 8, 8], {}, 10), warm)]
+        assert answers[0] == answers[1]

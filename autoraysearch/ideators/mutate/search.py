@@ -108,6 +108,9 @@ class Pool:
     def __init__(self, source: str, check: Check | None = None):
         self.source = source
         self.check = check
+        # Parameter counts of what this pool has built. Scoring reads only these, never the check's memory of
+        # earlier calls, so that the answer does not depend on what else this process has checked.
+        self.parameters: dict[str, int | None] = {}
 
     def small(self) -> list[Mutation]:
         return self._small
@@ -161,7 +164,9 @@ class Pool:
     def builds(self, mutations: list[Mutation]) -> list[bool]:
         if self.check is None or not mutations:
             return [True] * len(mutations)
-        return [built.ok for built in self.check([m.source for m in mutations])]
+        verdicts = self.check([m.source for m in mutations])
+        self.parameters.update((_key(m.source), built.parameters) for m, built in zip(mutations, verdicts))
+        return [built.ok for built in verdicts]
 
     @cached_property
     def _all_small(self) -> list[Mutation]:
@@ -236,9 +241,7 @@ class _Ranking:
             value += NO_NORM_BONUS
         if _key(mutation.source) in self.boosted:
             value += NEAR_MISS_BONUS
-        base, parameters = self.pool.base_parameters, None
-        if base:
-            parameters = self.pool.check([mutation.source])[0].parameters if _cached(self.pool, mutation) else None
+        base, parameters = self.pool.base_parameters, self.pool.parameters.get(_key(mutation.source))
         if base and parameters:
             doublings = math.log2(parameters / base)
             value -= SIZE_WEIGHT * (-doublings if self.learner.smaller_wanted else max(0.0, doublings))
@@ -264,12 +267,6 @@ class _Ranking:
                 ordered += [queue.pop(0) for queue in queues]
                 queues = [queue for queue in queues if queue]
         return ordered
-
-
-def _cached(pool: Pool, mutation: Mutation) -> bool:
-    """True when the check has already built this proposal: scoring never starts a build of its own."""
-    verdicts = getattr(pool.check, "verdicts", None)
-    return verdicts is not None and _key(mutation.source) in verdicts
 
 
 def _tired_kinds(pool: Pool, failed: list[str]) -> frozenset[str]:
