@@ -129,11 +129,11 @@ def run_campaign(rule: str, ideator: str, campaign: int, trainer: sq.Trainer, it
     state = sq.State(rule=rule, campaign=campaign, baseline=base, best=base, confirmed=base, seed=10 * campaign)
     state.ideator, state.descriptions, state.seconds_of = ideator, {}, {}
     state.last_seconds = 0.0
-    for i in range(1 if rule == "greedy" else sq.SEEDS):
-        sq.train(state, trainer, base, state.seed + i)
+    # The baseline's runs set the paired σ's prior (search_quality.paired_bar), as setup's do in the loop.
+    state.baseline_runs = [sq.train(state, trainer, base, state.seed + i) for i in range(1 if rule == "greedy" else sq.SEEDS)]
     state.wall = state.seconds
     if rule != "greedy":
-        state.groups.append([state.known[(training_cache.model_hash(base), state.seed + i)] for i in range(sq.SEEDS)])
+        state.groups.append(state.baseline_runs)
     while not state.exhausted and state.iteration < iterations:
         sq.iterate(state, trainer)
         if state.steps:

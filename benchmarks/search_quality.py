@@ -53,7 +53,7 @@ which no decision sees. Written to benchmarks/results/search_quality.md and .jso
 Side runs, to size a change before the loop makes it (each written to a file of its own, never into
 the default tables): `--first-run all` or `--first-run N` (a candidate's first run at all its seeds, or
 at N), `--second-run N` (a candidate's second run at N of the rest of its seeds, not all of
-them), `--baseline-free` (setup's runs of the baseline left out of every rule's budget), and
+them), `--no-second-run` (every candidate decided on its first run's seeds), `--baseline-free` (setup's runs of the baseline left out of every rule's budget), and
 `--noise NAME=VALUE,…` (constants of campaign/noise.py set for this process only, e.g.
 KEEP_CONFIDENCE=0.8).
 """
@@ -139,11 +139,11 @@ def run_costs() -> tuple[float, float]:
 class Trainer:
     """Real runs of the generated train.py, each trained once across every campaign of this process."""
 
-    def __init__(self, epochs: int, truth_seeds: int = TRUTH_SEEDS, first_run=first_run_seeds, second_run: int = 0,
+    def __init__(self, epochs: int, truth_seeds: int = TRUTH_SEEDS, first_run=first_run_seeds, second_run: int | None = 0,
                  baseline_free: bool = False):
         self.epochs = epochs
         self.first_run = first_run  # of a candidate's seeds in one run, those of its first run (the product's: a third)
-        self.second_run = second_run  # the most seeds a second run trains (the product's: 0, all the rest)
+        self.second_run = second_run  # the most seeds a second run trains (the product's: 0, all the rest; None: no second run)
         self.baseline_free = baseline_free  # setup's runs of the baseline left out of every rule's budget
         self.test_seeds = [training_cache.TEST_SEED_BASE + i for i in range(truth_seeds)]
         self.runs = training_cache.load_runs(epochs)
@@ -494,6 +494,8 @@ def iterate_together(state: State, trainer: Trainer, parallel: int = 1) -> None:
     steps = {c: noise.next_step(d, bar, len(seeds)) for c, d in decided.items()}
     asking = [c for c in decided if steps[c] == "more"]
     leader = max(asking, key=lambda c: fmean(decided[c]), default=None)
+    if trainer.second_run is None:  # --no-second-run: decided on its first run, as at the stop time
+        leader = None
     if leader is not None and (state.cost + more_cost(state, trainer, leader, rest)
                                + confirmation_cost(state, trainer) > state.budget):
         # As the loop does when the second run, and the path confirmation a keep would need, would end after the
@@ -815,6 +817,9 @@ def main() -> None:
     parser.add_argument("--second-run", type=int, default=0,
                         help="the most seeds a candidate's second run trains (0, as the loop: all the rest; a side run, "
                              "written to search_quality_e<epochs>_second_run_<N>.md)")
+    parser.add_argument("--no-second-run", action="store_true",
+                        help="decide every candidate on its first run's seeds, never train the rest (a side run, written to "
+                             "search_quality_e<epochs>_no_second_run.md)")
     parser.add_argument("--baseline-free", action="store_true",
                         help="leave setup's runs of the baseline out of every rule's budget (a side run, written to "
                              "search_quality_e<epochs>_baseline_free.md)")
@@ -828,10 +833,13 @@ def main() -> None:
         parser.error(str(problem))
     if args.second_run < 0:
         parser.error("--second-run takes a number of seeds, or 0 for all the rest")
+    if args.second_run and args.no_second_run:
+        parser.error("--second-run and --no-second-run contradict each other: give one of them")
     for name, value in args.noise.items():
         setattr(noise, name, value)
     os.environ.pop("AUTORAYSEARCH_EVAL_SPLIT", None)
-    trainer = Trainer(args.epochs, args.truth_seeds, first_run, args.second_run, args.baseline_free)
+    trainer = Trainer(args.epochs, args.truth_seeds, first_run, None if args.no_second_run else args.second_run,
+                      args.baseline_free)
     command = training_cache.command_line("search_quality.py")
     states = {b: {r: [] for r in args.rules.split(",")} for b in BUDGETS}
     for campaign in range(args.campaigns):
@@ -881,6 +889,10 @@ def side_run(args: argparse.Namespace, text: str) -> tuple[str, str]:
         sides.append((f"_second_run_{args.second_run}",
                       f"Search quality at {e} epoch(s) with a candidate's second run at {args.second_run} seeds at most (not the default)",
                       f"The loop trains all the rest of its seeds in the second run, when the keep rule asks for more ({default})."))
+    if args.no_second_run:
+        sides.append(("_no_second_run",
+                      f"Search quality at {e} epoch(s) with every candidate decided on its first run's seeds (not the default)",
+                      f"The loop trains the rest of its seeds in a second run when the keep rule asks for more ({default})."))
     if args.baseline_free:
         sides.append(("_baseline_free",
                       f"Search quality at {e} epoch(s) with setup's runs of the baseline left out of the budget (not the default)",
