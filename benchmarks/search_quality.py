@@ -26,12 +26,11 @@ Rules compared, each over the same campaign seeds:
   seeds as train in one start-up's time, 8 to 24, both chosen by setup from the baseline's timing: 24
   at 1 epoch, 8 at 5): the baseline at its first seed alone, then at the rest of a first run's seeds in
   one run, as setup trains it; every candidate trained at a third of them (at least 8: all of them at
-  5 epochs) in one run; if the keep rule asks for more, the rest in a second run, the best beside at
-  the seeds it lacks (once: the product logs them); the path confirmed on fresh seeds (a third, at
+  5 epochs) in one run, and decided on them (no second run: `--second-run` sizes one); the path confirmed on fresh seeds (a third, at
   least 3) in one run per model, the point not trained again where it was trained ahead at them (the
   baseline in setup's run of its seeds, a best that held in its confirmation's run, as the loop does);
-* racing-together: together with `--parallel 4`: all four at their first seeds, only the leader by
-  paired mean continued, the winner by paired mean over all its seeds;
+* racing-together: together with `--parallel 4`: all four at their first seeds, the winner by paired
+  mean among those the keep rule keeps;
 * racing-shared (a what-if, not a rule of the loop's: `--rules greedy,racing-shared`, written to
   search_quality_e<epochs>_what_if.md): racing-together with the four first runs in one run, one
   start-up for all of them, as a train.py that trained several candidates in one run would charge.
@@ -52,8 +51,8 @@ which no decision sees. Written to benchmarks/results/search_quality.md and .jso
 
 Side runs, to size a change before the loop makes it (each written to a file of its own, never into
 the default tables): `--first-run all` or `--first-run N` (a candidate's first run at all its seeds, or
-at N), `--second-run N` (a candidate's second run at N of the rest of its seeds, not all of
-them), `--no-second-run` (every candidate decided on its first run's seeds), `--baseline-free` (setup's runs of the baseline left out of every rule's budget), and
+at N), `--second-run rest` or `--second-run N` (when the keep rule asks for more, the leader's second run at
+the rest of its seeds, or at N of them, the best beside at the seeds it lacks), `--baseline-free` (setup's runs of the baseline left out of every rule's budget), and
 `--noise NAME=VALUE,…` (constants of campaign/noise.py set for this process only, e.g.
 KEEP_CONFIDENCE=0.8).
 """
@@ -112,6 +111,17 @@ def first_run_rule(name: str):
     return lambda seeds: min(seeds, int(name))
 
 
+def second_run_rule(text: str) -> int | None:
+    """--second-run: none (the loop's: no second run), rest (0: all the rest of a candidate's seeds) or a number of them."""
+    if text == "none":
+        return None
+    if text == "rest":
+        return 0
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"--second-run takes none, rest or a number of seeds, not {text!r}")
+    return int(text)
+
+
 def noise_overrides(text: str) -> dict[str, float]:
     """--noise NAME=VALUE,…: constants of campaign/noise.py to set for a side run; only numbers it already has."""
     overrides = {}
@@ -139,11 +149,11 @@ def run_costs() -> tuple[float, float]:
 class Trainer:
     """Real runs of the generated train.py, each trained once across every campaign of this process."""
 
-    def __init__(self, epochs: int, truth_seeds: int = TRUTH_SEEDS, first_run=first_run_seeds, second_run: int | None = 0,
+    def __init__(self, epochs: int, truth_seeds: int = TRUTH_SEEDS, first_run=first_run_seeds, second_run: int | None = None,
                  baseline_free: bool = False):
         self.epochs = epochs
         self.first_run = first_run  # of a candidate's seeds in one run, those of its first run (the product's: a third)
-        self.second_run = second_run  # the most seeds a second run trains (the product's: 0, all the rest; None: no second run)
+        self.second_run = second_run  # the most seeds a second run trains (0: all the rest; None, the loop's: none)
         self.baseline_free = baseline_free  # setup's runs of the baseline left out of every rule's budget
         self.test_seeds = [training_cache.TEST_SEED_BASE + i for i in range(truth_seeds)]
         self.runs = training_cache.load_runs(epochs)
@@ -456,8 +466,8 @@ def iterate_paired(state: State, trainer: Trainer, parallel: int = 1) -> None:
 
 
 def iterate_together(state: State, trainer: Trainer, parallel: int = 1) -> None:
-    """Each candidate at its first seeds in one run, the leader at the rest in another when the rule asks for more
-    (flows/loop.train_seeds_together)."""
+    """Each candidate at its first seeds in one run, and decided on them (flows/loop.train_seeds_together); with
+    --second-run, the leader at the rest in another when the rule asks for more."""
     candidates = propose(state, parallel)
     if not candidates:
         state.exhausted = True
@@ -465,7 +475,7 @@ def iterate_together(state: State, trainer: Trainer, parallel: int = 1) -> None:
     bar = paired_bar(state)
     seeds = [campaign_seed(state, i) for i in range(together_seeds(trainer))]
     first = seeds[:trainer.first_run(len(seeds))]
-    rest = seeds[len(first):][:trainer.second_run or None]
+    rest = [] if trainer.second_run is None else seeds[len(first):][:trainer.second_run or None]
 
     def paired(c: str, at: list[int]) -> tuple[list[float] | None, float]:
         """Its paired differences at these seeds (None if either model crashed), and the longer run's seconds."""
@@ -494,7 +504,7 @@ def iterate_together(state: State, trainer: Trainer, parallel: int = 1) -> None:
     steps = {c: noise.next_step(d, bar, len(seeds)) for c, d in decided.items()}
     asking = [c for c in decided if steps[c] == "more"]
     leader = max(asking, key=lambda c: fmean(decided[c]), default=None)
-    if trainer.second_run is None:  # --no-second-run: decided on its first run, as at the stop time
+    if not rest:  # as the loop: decided on its first run
         leader = None
     if leader is not None and (state.cost + more_cost(state, trainer, leader, rest)
                                + confirmation_cost(state, trainer) > state.budget):
@@ -524,7 +534,7 @@ def iterate_together(state: State, trainer: Trainer, parallel: int = 1) -> None:
 
 def more_cost(state: State, trainer: Trainer, candidate: str, rest: list[int]) -> float:
     """What the candidate's second run and the best's beside it would cost, in budget units: a start-up, and each
-    seed's training (as the loop foresees it from the first run, trials.runs.seconds_for_more)."""
+    seed's training."""
     def foreseen(source: str, seeds: list[int]) -> float:
         missing = [s for s in seeds if (training_cache.model_hash(source), s) not in state.known]
         if not missing:
@@ -814,12 +824,10 @@ def main() -> None:
                         help="where seeds train in one run, a candidate's first run: a third of them, at least 8, as the "
                              "loop trains it; all (a side run, written to search_quality_e<epochs>_all_seeds_at_once.md); "
                              "or a number of seeds (written to search_quality_e<epochs>_first_run_<N>.md)")
-    parser.add_argument("--second-run", type=int, default=0,
-                        help="the most seeds a candidate's second run trains (0, as the loop: all the rest; a side run, "
-                             "written to search_quality_e<epochs>_second_run_<N>.md)")
-    parser.add_argument("--no-second-run", action="store_true",
-                        help="decide every candidate on its first run's seeds, never train the rest (a side run, written to "
-                             "search_quality_e<epochs>_no_second_run.md)")
+    parser.add_argument("--second-run", default="none", type=second_run_rule,
+                        help="where seeds train in one run and the keep rule asks for more: none, as the loop (decided on "
+                             "the first run); rest (the leader at all the rest of its seeds in a second run) or a number "
+                             "of them (a side run, written to search_quality_e<epochs>_second_run_<rest|N>.md)")
     parser.add_argument("--baseline-free", action="store_true",
                         help="leave setup's runs of the baseline out of every rule's budget (a side run, written to "
                              "search_quality_e<epochs>_baseline_free.md)")
@@ -831,15 +839,10 @@ def main() -> None:
         first_run = first_run_rule(args.first_run)
     except argparse.ArgumentTypeError as problem:
         parser.error(str(problem))
-    if args.second_run < 0:
-        parser.error("--second-run takes a number of seeds, or 0 for all the rest")
-    if args.second_run and args.no_second_run:
-        parser.error("--second-run and --no-second-run contradict each other: give one of them")
     for name, value in args.noise.items():
         setattr(noise, name, value)
     os.environ.pop("AUTORAYSEARCH_EVAL_SPLIT", None)
-    trainer = Trainer(args.epochs, args.truth_seeds, first_run, None if args.no_second_run else args.second_run,
-                      args.baseline_free)
+    trainer = Trainer(args.epochs, args.truth_seeds, first_run, args.second_run, args.baseline_free)
     command = training_cache.command_line("search_quality.py")
     states = {b: {r: [] for r in args.rules.split(",")} for b in BUDGETS}
     for campaign in range(args.campaigns):
@@ -879,20 +882,17 @@ def side_run(args: argparse.Namespace, text: str) -> tuple[str, str]:
         sides.append(("_what_if", f"What-if at {e} epoch(s): rules the loop does not have yet (see the module's docstring)", ""))
     if args.first_run == "all":
         sides.append(("_all_seeds_at_once", f"Search quality at {e} epoch(s) with every candidate's seeds in its first run (not the default)",
-                      f"The loop trains a third of them first (at least 8) and the rest only if the keep rule asks ({default})."))
+                      f"The loop trains a third of them (at least 8) and decides on those ({default})."))
     elif args.first_run != "third":
         sides.append((f"_first_run_{args.first_run}",
                       f"Search quality at {e} epoch(s) with a candidate's first run at {args.first_run} seeds (not the default)",
                       f"Setup's run of the baseline trains {args.first_run} seeds too. The loop trains a third of a candidate's seeds "
-                      f"first (at least 8), and the rest only if the keep rule asks ({default})."))
-    if args.second_run:
-        sides.append((f"_second_run_{args.second_run}",
-                      f"Search quality at {e} epoch(s) with a candidate's second run at {args.second_run} seeds at most (not the default)",
-                      f"The loop trains all the rest of its seeds in the second run, when the keep rule asks for more ({default})."))
-    if args.no_second_run:
-        sides.append(("_no_second_run",
-                      f"Search quality at {e} epoch(s) with every candidate decided on its first run's seeds (not the default)",
-                      f"The loop trains the rest of its seeds in a second run when the keep rule asks for more ({default})."))
+                      f"(at least 8) and decides on those ({default})."))
+    if args.second_run is not None:
+        at = "all the rest of its" if args.second_run == 0 else f"{args.second_run}"
+        sides.append((f"_second_run_{args.second_run or 'rest'}",
+                      f"Search quality at {e} epoch(s) with a candidate's second run at {at} seeds at most (not the default)",
+                      f"The loop decides every candidate on its first run's seeds ({default})."))
     if args.baseline_free:
         sides.append(("_baseline_free",
                       f"Search quality at {e} epoch(s) with setup's runs of the baseline left out of the budget (not the default)",

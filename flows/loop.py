@@ -53,9 +53,7 @@ from autoraysearch.trials.runs import (
     confirmation_seeds,
     first_run_seeds,
     fits_before,
-    joined_runs,
     merge_runs,
-    seconds_for_more,
     seeds_together,
     seeded,
     ran_out_of_gpu_memory,
@@ -477,34 +475,19 @@ def screen_then_confirm(
 def train_seeds_together(
     campaign: Campaign, trials: dict[str, Trial], bar: Bar, stop_time: datetime | None, best: Trial | None = None,
 ) -> tuple[dict[str, TrialResult], Bar]:
-    """Each candidate at its first seeds (a third, at least 8) in one run; the leader, if the rule asks for more, at the rest in another.
+    """Each candidate at its first seeds (a third of the campaign's, at least 8) in one run, and decided on them.
 
     For campaigns whose runs are mostly start-up (settings.seeds_in_one_run): every paired seed after
     the first in a run costs its training time alone, so a candidate is decided on several seeds at
-    once instead of a screen and then one seed at a time. The best is trained at the seeds it lacks in
-    the same batch; the bar comes back with those runs.
+    once instead of a screen and then one seed at a time. A candidate the keep rule is unsure of gets
+    no second run: the rest of its seeds, and the best's beside them, would cost another start-up and
+    twice the first run's training, more than a fresh candidate's first run, and fresh candidates find
+    more in that time (benchmarks/search_quality.py). The best is trained at the seeds it lacks in the
+    same batch; the bar comes back with those runs.
     """
     settings = campaign.settings
-    seeds = [settings.seed + i for i in range(settings.seeds)]
-    first = seeds[:first_run_seeds(len(seeds))]
-    results, bar = train_seeds_run(campaign, trials, first, bar, stop_time, best)
-    steps = {label: next_step(bar.differences(r.values), bar, len(seeds))
-             for label, r in results.items() if r.status == "ok"}
-    leader = max((label for label, step in steps.items() if step == "more"),
-                 key=lambda label: fmean(bar.differences(results[label].values)), default=None)
-    rest = len(seeds) - len(first)
-    # The second run, and the path confirmation a keep would need after it, before the stop time: a run it
-    # cancelled would lose the candidate's first run too, so it is decided on the seeds it has.
-    confirmation = CONFIRMATION_FIRST_RUNS * results[leader].seconds if leader is not None else 0.0
-    if leader is not None and rest and not fits_before(stop_time, seconds_for_more(results[leader], rest) + confirmation):
-        get_run_logger().info("%s: paired seeds %d-%d and a path confirmation after them would end after the stop time: "
-                              "decided on its first %d", leader, len(first) + 1, len(seeds), len(first))
-        leader = None
-    if leader is not None and rest:
-        get_run_logger().info("%s: paired seeds %d-%d of %d in one run", leader, len(first) + 1, len(seeds), len(seeds))
-        more, bar = train_seeds_run(campaign, {f"{leader}-more": trials[leader]}, seeds[len(first):], bar, stop_time, best)
-        results[leader] = joined_runs(results[leader], more[f"{leader}-more"])
-    return results, bar
+    first = [settings.seed + i for i in range(first_run_seeds(settings.seeds))]
+    return train_seeds_run(campaign, trials, first, bar, stop_time, best)
 
 
 def train_seeds_run(

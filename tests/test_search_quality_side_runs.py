@@ -18,10 +18,9 @@ def search_quality(monkeypatch):
     return search_quality
 
 
-def options(first_run="third", second_run=0, baseline_free=False, noise="", rules="greedy,together", epochs=1,
-            no_second_run=False):
+def options(first_run="third", second_run=None, baseline_free=False, noise="", rules="greedy,together", epochs=1):
     return argparse.Namespace(first_run=first_run, second_run=second_run, baseline_free=baseline_free, noise=noise, rules=rules,
-                              epochs=epochs, no_second_run=no_second_run)
+                              epochs=epochs)
 
 
 def test_a_first_run_names_the_loops_rule_all_seeds_or_a_number_of_them(search_quality):
@@ -34,6 +33,15 @@ def test_a_first_run_names_the_loops_rule_all_seeds_or_a_number_of_them(search_q
     for wrong in ("0", "x", "-2", ""):
         with pytest.raises(argparse.ArgumentTypeError, match="third, all or a number"):
             search_quality.first_run_rule(wrong)
+
+
+def test_a_second_run_is_none_as_in_the_loop_all_the_rest_or_a_number_of_seeds(search_quality):
+    assert search_quality.second_run_rule("none") is None
+    assert search_quality.second_run_rule("rest") == 0  # no cap on the rest
+    assert search_quality.second_run_rule("8") == 8
+    for wrong in ("0", "x", "-2", ""):
+        with pytest.raises(argparse.ArgumentTypeError, match="none, rest or a number"):
+            search_quality.second_run_rule(wrong)
 
 
 def test_noise_settings_take_only_numeric_constants_the_keep_rule_has(search_quality):
@@ -54,7 +62,7 @@ def test_only_the_loops_own_rules_and_settings_write_the_default_table(search_qu
         "search_quality_e1_first_run_3": options(first_run="3"),
         "search_quality_e1_all_seeds_at_once": options(first_run="all"),
         "search_quality_e1_second_run_8": options(second_run=8),
-        "search_quality_e1_no_second_run": options(no_second_run=True),
+        "search_quality_e1_second_run_rest": options(second_run=0),
         "search_quality_e1_baseline_free": options(baseline_free=True),
         "search_quality_e1_noise_KEEP_CONFIDENCE_0.8": options(noise={"KEEP_CONFIDENCE": 0.8}),
         "search_quality_e5_what_if": options(rules="greedy,racing-shared", epochs=5),

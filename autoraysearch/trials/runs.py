@@ -214,16 +214,6 @@ def held_out(result: TrialResult, kept: int) -> tuple[TrialResult, tuple[float, 
     return replace(result, metric=fmean(runs), runs=runs), result.values[kept:]
 
 
-def seconds_for_more(first: TrialResult, more: int) -> float:
-    """How long a run of `more` seeds of this candidate should take, from its first run: the start-up, and each seed's share.
-
-    Without its seeds' time (a train.py that does not say), the whole first run stands for the start-up.
-    """
-    seeds = max(1, len(first.values))
-    per_seeds = min(first.seed_seconds or 0.0, first.seconds)
-    return (first.seconds - per_seeds) + per_seeds * more / seeds
-
-
 def fits_before(stop_time: datetime | None, seconds: float, now: datetime | None = None) -> bool:
     """Whether work of these seconds ends before the campaign's stop time (none: always)."""
     if stop_time is None:
