@@ -889,9 +889,9 @@ def side_run(args: argparse.Namespace, text: str) -> tuple[str, str]:
                       f"Setup's run of the baseline trains {args.first_run} seeds too. The loop trains a third of a candidate's seeds "
                       f"(at least 8) and decides on those ({default})."))
     if args.second_run is not None:
-        at = "all the rest of its" if args.second_run == 0 else f"{args.second_run}"
+        at = "all the rest of its seeds" if args.second_run == 0 else f"{args.second_run} seeds at most"
         sides.append((f"_second_run_{args.second_run or 'rest'}",
-                      f"Search quality at {e} epoch(s) with a candidate's second run at {at} seeds at most (not the default)",
+                      f"Search quality at {e} epoch(s) with a candidate's second run at {at} (not the default)",
                       f"The loop decides every candidate on its first run's seeds ({default})."))
     if args.baseline_free:
         sides.append(("_baseline_free",
