@@ -26,9 +26,10 @@ Rules compared, each over the same campaign seeds:
   seeds as train in one start-up's time, 8 to 24, both chosen by setup from the baseline's timing: 24
   at 1 epoch, 8 at 5): the baseline at its first seed alone, then at the rest of a first run's seeds in
   one run, as setup trains it; every candidate trained at a third of them (at least 8: all of them at
-  5 epochs) in one run, and decided on them (no second run: `--second-run` sizes one); the path confirmed on fresh seeds (a third, at
-  least 3) in one run per model, the point not trained again where it was trained ahead at them (the
-  baseline in setup's run of its seeds, a best that held in its confirmation's run, as the loop does);
+  5 epochs) in one run, and decided on them (no second run: `--second-run` sizes one); the path
+  confirmed on fresh seeds (a third, at least 3) in one run per model, the point not trained again
+  where it was trained ahead at them (the baseline in setup's run of its seeds, a best that held in
+  its confirmation's run, as the loop does);
 * racing-together: together with `--parallel 4`: all four at their first seeds, the winner by paired
   mean among those the keep rule keeps;
 * racing-shared (a what-if, not a rule of the loop's: `--rules greedy,racing-shared`, written to
@@ -51,8 +52,9 @@ which no decision sees. Written to benchmarks/results/search_quality.md and .jso
 
 Side runs, to size a change before the loop makes it (each written to a file of its own, never into
 the default tables): `--first-run all` or `--first-run N` (a candidate's first run at all its seeds, or
-at N), `--second-run rest` or `--second-run N` (when the keep rule asks for more, the leader's second run at
-the rest of its seeds, or at N of them, the best beside at the seeds it lacks), `--baseline-free` (setup's runs of the baseline left out of every rule's budget), and
+at N), `--second-run rest` or `--second-run N` (when the keep rule asks for more, the leader's second
+run at the rest of its seeds, or at N of them, the best beside at the seeds it lacks),
+`--baseline-free` (setup's runs of the baseline left out of every rule's budget), and
 `--noise NAME=VALUE,…` (constants of campaign/noise.py set for this process only, e.g.
 KEEP_CONFIDENCE=0.8).
 """
@@ -503,9 +505,8 @@ def iterate_together(state: State, trainer: Trainer, parallel: int = 1) -> None:
     state.wall += max(walls)  # the candidates' first runs go at once
     steps = {c: noise.next_step(d, bar, len(seeds)) for c, d in decided.items()}
     asking = [c for c in decided if steps[c] == "more"]
-    leader = max(asking, key=lambda c: fmean(decided[c]), default=None)
-    if not rest:  # as the loop: decided on its first run
-        leader = None
+    # Without a second run (the loop's way), every candidate is decided on its first run.
+    leader = max(asking, key=lambda c: fmean(decided[c]), default=None) if rest else None
     if leader is not None and (state.cost + more_cost(state, trainer, leader, rest)
                                + confirmation_cost(state, trainer) > state.budget):
         # As the loop does when the second run, and the path confirmation a keep would need, would end after the
