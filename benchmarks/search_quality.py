@@ -120,7 +120,7 @@ def second_run_rule(text: str) -> int | None:
     if text == "rest":
         return 0
     if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"--second-run takes none, rest or a number of seeds, not {text!r}")
+        raise argparse.ArgumentTypeError(f"takes none, rest or a number of seeds, not {text!r}")
     return int(text)
 
 
