@@ -742,13 +742,14 @@ def totals(rows: list[dict]) -> dict:
     training_hours = sum(r["training"] for r in rows) / 3600
     wall_hours = sum(r["wall"] for r in rows) / 3600
     hits, misses = sum(r["power_hits"] for r in rows), sum(r["power_misses"] for r in rows)
+    candidates = sum(r["candidates"] for r in rows)  # none where no candidate fits the budget (a race at 12 runs, 5 epochs)
     return {
         "campaigns": len(rows), "true_gain": fmean(gains), "true_gain_ci": bootstrap(gains),
         "per_hour": sum(gains) / hours, "per_training_hour": sum(gains) / training_hours, "per_wall_hour": sum(gains) / wall_hours, "keeps": keeps,
         "false_keeps": false, "false_rate": false / keeps if keeps else 0.0, "false_ci": wilson(false, keeps),
         "clear_false_keeps": sum(r["clear_false_keeps"] for r in rows),
         "harm": fmean(r["harm"] for r in rows), "power": hits / (hits + misses) if hits + misses else float("nan"),
-        "runs_per_candidate": sum(r["runs"] for r in rows) / max(1, sum(r["candidates"] for r in rows)),
+        "runs_per_candidate": sum(r["runs"] for r in rows) / candidates if candidates else float("nan"),
         "candidates": fmean(r["candidates"] for r in rows), "crashes": sum(r["crashes"] for r in rows),
         "confirm_runs": fmean(r["confirm_runs"] for r in rows),
         "sigma_hat": fmean(r["sigma_hat"] for r in rows if not math.isnan(r["sigma_hat"]))
