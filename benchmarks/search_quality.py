@@ -41,12 +41,13 @@ this train.py and writes a run's start-up and the extra cost of each further see
 benchmarks/results/seeds_in_one_run.json. A run of one seed costs the start-up plus its training; a run
 of k seeds the start-up, their training and k − 1 times the extra. Budgets: 12 and 48 single runs'
 worth of those seconds (a single run of the baseline is 1; the baseline's seeds included; a campaign
-stops at the last iteration that fits). The together rules know their budget, as the loop knows its
-stop time, so each budget is a campaign of its own for them: a candidate whose second run would not fit
-is decided on its first run's seeds, as the loop decides one whose second run would end after the stop
-time. Path confirmations spend the budget as search runs do (their runs are also counted apart, `confirm
-runs`), and the together rules keep room for the final one, as the loop keeps time for it before its
-stop time: no candidate starts, and no second run, that would leave too little for it.
+stops at the last iteration that fits). The rules that confirm their path (paired, racing and the
+together rules) know their budget, as the loop knows its stop time, so each budget is a campaign of its
+own for them: a candidate whose second run would not fit is decided on its first run's seeds, as the
+loop decides one whose second run would end after the stop time. Path confirmations spend the budget as
+search runs do (their runs are also counted apart, `confirm runs`), and these rules keep room for the
+final one, as the loop keeps time for it before its stop time: no candidate starts, and no second run,
+that would leave too little for it.
 Truth: every model a table needs, retrained with test seeds 1000…1009 on the digits test split,
 which no decision sees. Written to benchmarks/results/search_quality.md and .json.
 
@@ -54,7 +55,9 @@ Side runs, to size a change before the loop makes it (each written to a file of 
 the default tables): `--first-run all` or `--first-run N` (a candidate's first run at all its seeds, or
 at N), `--second-run rest` or `--second-run N` (when the keep rule asks for more, the leader's second
 run at the rest of its seeds, or at N of them, the best beside at the seeds it lacks),
-`--baseline-free` (setup's runs of the baseline left out of every rule's budget), and
+`--baseline-free` (setup's runs of the baseline left out of every rule's budget), `--start-up 0`
+(every run's start-up free: a model whose runs are all training, as long runs are, where each seed is a
+run of its own and the loop uses the paired rule), and
 `--noise NAME=VALUE,…` (constants of campaign/noise.py set for this process only, e.g.
 KEEP_CONFIDENCE=0.8).
 """
@@ -101,6 +104,7 @@ RULES = ("greedy", "unpaired", "paired", "racing", "together", "racing-together"
 FIRST_RUNS = {"third": first_run_seeds, "all": lambda seeds: seeds}  # --first-run, besides a number of seeds
 WHAT_IF = ("racing-shared",)  # rules the loop does not have yet, to size them: never in the default tables
 TOGETHER = ("together", "racing-together", *WHAT_IF)
+CONFIRMING = ("paired", "racing", *TOGETHER)  # rules that confirm their path: each keeps room for the final confirmation
 COSTS = RESULTS_DIR / "seeds_in_one_run.json"
 
 
@@ -122,6 +126,17 @@ def second_run_rule(text: str) -> int | None:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"takes none, rest or a number of seeds, not {text!r}")
     return int(text)
+
+
+def start_up_seconds(text: str) -> float:
+    """--start-up: what a run's start-up costs in seconds, zero or more."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0 or math.isinf(seconds):
+        raise argparse.ArgumentTypeError(f"takes a number of seconds, zero or more, not {text!r}")
+    return seconds
 
 
 def noise_overrides(text: str) -> dict[str, float]:
@@ -152,7 +167,7 @@ class Trainer:
     """Real runs of the generated train.py, each trained once across every campaign of this process."""
 
     def __init__(self, epochs: int, truth_seeds: int = TRUTH_SEEDS, first_run=first_run_seeds, second_run: int | None = None,
-                 baseline_free: bool = False):
+                 baseline_free: bool = False, startup: float | None = None):
         self.epochs = epochs
         self.first_run = first_run  # of a candidate's seeds in one run, those of its first run (the product's: a third)
         self.second_run = second_run  # the most seeds a second run trains (0: all the rest; None, the loop's: none)
@@ -160,6 +175,8 @@ class Trainer:
         self.test_seeds = [training_cache.TEST_SEED_BASE + i for i in range(truth_seeds)]
         self.runs = training_cache.load_runs(epochs)
         self.startup, self.extra = run_costs()
+        if startup is not None:  # --start-up: a model whose runs start in that time (0: all training, as long runs are)
+            self.startup = startup
         self.scratch = Path(tempfile.mkdtemp(prefix="search-quality-"))
         (self.scratch / "train.py").write_text(training_cache.render_train(epochs))
         os.environ["AUTORAYSEARCH_NUM_THREADS"] = "1"
@@ -556,12 +573,23 @@ def final_confirmation_cost(state: State, trainer: Trainer) -> float:
 
 def confirmation_cost(state: State, trainer: Trainer) -> float:
     """The final path confirmation's cost in budget units: the best (or a keep about to be), and the last confirmed
-    point unless it was trained ahead at these seeds, each in one run at the confirmation's fresh seeds."""
+    point unless it was trained ahead at these seeds, each in one run at the confirmation's fresh seeds (the paired
+    rules: a run per seed and model, those the campaign has not trained)."""
+    if state.rule not in TOGETHER:
+        h = training_cache.model_hash
+        return sum(trainer.startup + trainer.train_seconds(model) for model in (state.best, state.confirmed)
+                   for seed in paired_fresh_seeds(state) if (h(model), seed) not in state.known) / state.unit
     fresh = together_fresh_seeds(state, trainer)
     point_ahead = all((training_cache.model_hash(state.confirmed), seed) in state.known for seed in fresh)
     runs = [trainer.startup + trainer.extra * (len(fresh) - 1) + len(fresh) * trainer.train_seconds(model)
             for model in ((state.best,) if point_ahead else (state.best, state.confirmed))]
     return sum(runs) / state.unit
+
+
+def paired_fresh_seeds(state: State) -> list[int]:
+    """The fresh seeds of the campaign's next path confirmation where each seed is a run of its own."""
+    done = len(state.segments) + state.rollbacks
+    return [FRESH_BASE + 100 * state.campaign + CONFIRM_FRESH * done + i for i in range(CONFIRM_FRESH)]
 
 
 def together_fresh_seeds(state: State, trainer: Trainer, ahead: int = 0) -> list[int]:
@@ -582,16 +610,14 @@ def confirm_path(state: State, trainer: Trainer, final: bool = False) -> None:
     state.keeps_unconfirmed = 0
     if state.best == state.confirmed:
         return
-    done = len(state.segments) + state.rollbacks
     if state.rule in TOGETHER:
         fresh = together_fresh_seeds(state, trainer)
         ahead = [] if final else together_fresh_seeds(state, trainer, ahead=1)
         pairs = zip(train_together(state, trainer, state.best, fresh + ahead, confirm=True),
                     train_together(state, trainer, state.confirmed, fresh, confirm=True))  # free when trained ahead
     else:
-        fresh = [FRESH_BASE + 100 * state.campaign + CONFIRM_FRESH * done + i for i in range(CONFIRM_FRESH)]
         pairs = [(train(state, trainer, state.best, seed, confirm=True),
-                  train(state, trainer, state.confirmed, seed, confirm=True)) for seed in fresh]
+                  train(state, trainer, state.confirmed, seed, confirm=True)) for seed in paired_fresh_seeds(state)]
     d = [a - b for a, b in pairs if a is not None and b is not None]
     sigma = paired_bar(state).paired.sigma
     if d and fmean(d) > 0:
@@ -619,9 +645,10 @@ def iterate(state: State, trainer: Trainer) -> None:
 def run_campaign(rule: str, campaign: int, trainer: Trainer) -> dict[int, State]:
     """The campaign at each budget: its state after the last iteration that fits, the path then confirmed.
 
-    The together rules look at their budget, as the loop looks at its stop time: a campaign of its own per budget.
+    The rules that confirm their path look at their budget, as the loop looks at its stop time: a campaign of its own
+    per budget.
     """
-    if rule in TOGETHER:
+    if rule in CONFIRMING:
         return {budget: run_to_budget(rule, campaign, trainer, (budget,))[budget] for budget in BUDGETS}
     return run_to_budget(rule, campaign, trainer, BUDGETS)
 
@@ -658,7 +685,7 @@ def run_to_budget(rule: str, campaign: int, trainer: Trainer, budgets: tuple) ->
                 snapshots[budget] = before
     for budget in budgets:
         snapshots.setdefault(budget, state)
-    if rule in ("paired", "racing", *TOGETHER):
+    if rule in CONFIRMING:
         for s in snapshots.values():
             confirm_path(s, trainer, final=True)
     return snapshots
@@ -833,6 +860,10 @@ def main() -> None:
     parser.add_argument("--baseline-free", action="store_true",
                         help="leave setup's runs of the baseline out of every rule's budget (a side run, written to "
                              "search_quality_e<epochs>_baseline_free.md)")
+    parser.add_argument("--start-up", type=start_up_seconds, default=None,
+                        help="every run's start-up costs this many seconds instead of the measured one: 0 stands for a "
+                             "model whose runs are all training, as long runs are (a side run, written to "
+                             "search_quality_e<epochs>_start_up_<seconds>.md)")
     parser.add_argument("--noise", default="", type=noise_overrides,
                         help="NAME=VALUE,…: campaign/noise.py constants for this run only (a side run, written to "
                              "search_quality_e<epochs>_noise_<NAME>_<VALUE>….md)")
@@ -844,7 +875,7 @@ def main() -> None:
     for name, value in args.noise.items():
         setattr(noise, name, value)
     os.environ.pop("AUTORAYSEARCH_EVAL_SPLIT", None)
-    trainer = Trainer(args.epochs, args.truth_seeds, first_run, args.second_run, args.baseline_free)
+    trainer = Trainer(args.epochs, args.truth_seeds, first_run, args.second_run, args.baseline_free, args.start_up)
     command = training_cache.command_line("search_quality.py")
     states = {b: {r: [] for r in args.rules.split(",")} for b in BUDGETS}
     for campaign in range(args.campaigns):
@@ -900,6 +931,11 @@ def side_run(args: argparse.Namespace, text: str) -> tuple[str, str]:
                       f"Search quality at {e} epoch(s) with setup's runs of the baseline left out of the budget (not the default)",
                       "Every rule's budget starts after setup here; the default tables charge the baseline's seeds, as a user "
                       f"pays for them ({default})."))
+    if args.start_up is not None:
+        sides.append((f"_start_up_{args.start_up:g}",
+                      f"Search quality at {e} epoch(s) with every run's start-up costing {args.start_up:g} s (not the default)",
+                      "0 s stands for a model whose runs are all training: long runs, where each seed is a run of its own "
+                      f"and the loop decides with the paired rule. The default tables charge the start-up measured on digits ({default})."))
     if args.noise:
         settings = ", ".join(f"{k} = {v:g}" for k, v in args.noise.items())
         sides.append(("".join(f"_noise_{k}_{v:g}" for k, v in args.noise.items()),

@@ -18,9 +18,9 @@ def search_quality(monkeypatch):
     return search_quality
 
 
-def options(first_run="third", second_run=None, baseline_free=False, noise="", rules="greedy,together", epochs=1):
+def options(first_run="third", second_run=None, baseline_free=False, noise="", rules="greedy,together", epochs=1, start_up=None):
     return argparse.Namespace(first_run=first_run, second_run=second_run, baseline_free=baseline_free, noise=noise, rules=rules,
-                              epochs=epochs)
+                              epochs=epochs, start_up=start_up)
 
 
 def test_a_first_run_names_the_loops_rule_all_seeds_or_a_number_of_them(search_quality):
@@ -44,6 +44,14 @@ def test_a_second_run_is_none_as_in_the_loop_all_the_rest_or_a_number_of_seeds(s
             search_quality.second_run_rule(wrong)
 
 
+def test_a_start_up_is_a_number_of_seconds_zero_or_more(search_quality):
+    assert search_quality.start_up_seconds("0") == 0.0
+    assert search_quality.start_up_seconds("2.5") == 2.5
+    for wrong in ("-1", "x", "", "nan", "inf"):
+        with pytest.raises(argparse.ArgumentTypeError, match="seconds, zero or more"):
+            search_quality.start_up_seconds(wrong)
+
+
 def test_noise_settings_take_only_numeric_constants_the_keep_rule_has(search_quality):
     assert search_quality.noise_overrides("KEEP_CONFIDENCE=0.8,PRIOR_WEIGHT=2") == {"KEEP_CONFIDENCE": 0.8, "PRIOR_WEIGHT": 2.0}
     assert search_quality.noise_overrides("") == {}
@@ -64,6 +72,7 @@ def test_only_the_loops_own_rules_and_settings_write_the_default_table(search_qu
         "search_quality_e1_second_run_8": options(second_run=8),
         "search_quality_e1_second_run_rest": options(second_run=0),
         "search_quality_e1_baseline_free": options(baseline_free=True),
+        "search_quality_e1_start_up_0": options(start_up=0.0),
         "search_quality_e1_noise_KEEP_CONFIDENCE_0.8": options(noise={"KEEP_CONFIDENCE": 0.8}),
         "search_quality_e5_what_if": options(rules="greedy,racing-shared", epochs=5),
     }
