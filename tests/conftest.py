@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import sys
 import tempfile
 from pathlib import Path
 
@@ -79,3 +81,29 @@ def ray_local(prefect_api):
 def services(prefect_api, ray_local):
     """Prefect and Ray, ready for flows."""
     yield
+
+
+@pytest.fixture
+def benchmark_on_a_cache_copy(tmp_path, monkeypatch):
+    """benchmarks/ importable, search_quality's training cache (1 epoch) copied into tmp_path, and a Trainer on it.
+
+    Runs the copy lacks are trained into the copy, never into the repository's cache. Returns
+    (search_quality module, Trainer); other benchmark modules import as usual once this ran.
+    """
+    benchmarks = Path(__file__).resolve().parents[1] / "benchmarks"
+    monkeypatch.syspath_prepend(str(benchmarks))
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the Trainer adds its scratch folder
+    for name in ("AUTORAYSEARCH_NUM_THREADS", "AUTORAYSEARCH_SUMMARY_PATH"):  # the Trainer sets them; restored after
+        monkeypatch.setenv(name, "")
+    for module in ("training_cache", "search_quality", "ideator_campaigns"):
+        monkeypatch.delitem(sys.modules, module, raising=False)
+    import search_quality
+    import training_cache
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for name in ("pool.json", training_cache.cache_path(1).name):
+        if (training_cache.CACHE_DIR / name).exists():  # after a change to train.py, the runs are trained again
+            shutil.copy(training_cache.CACHE_DIR / name, cache / name)
+    monkeypatch.setattr(training_cache, "CACHE_DIR", cache)
+    return search_quality, search_quality.Trainer(1)
