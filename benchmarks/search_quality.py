@@ -133,8 +133,8 @@ def start_up_seconds(text: str) -> float:
     try:
         seconds = float(text)
     except ValueError:
-        seconds = -1.0
-    if not seconds >= 0 or math.isinf(seconds):
+        seconds = math.nan
+    if not 0 <= seconds < math.inf:
         raise argparse.ArgumentTypeError(f"takes a number of seconds, zero or more, not {text!r}")
     return seconds
 

@@ -84,20 +84,26 @@ def services(prefect_api, ray_local):
 
 
 @pytest.fixture
-def benchmark_on_a_cache_copy(tmp_path, monkeypatch):
-    """benchmarks/ importable, search_quality's training cache (1 epoch) copied into tmp_path, and a Trainer on it.
-
-    Runs the copy lacks are trained into the copy, never into the repository's cache. Returns
-    (search_quality module, Trainer); other benchmark modules import as usual once this ran.
-    """
-    benchmarks = Path(__file__).resolve().parents[1] / "benchmarks"
-    monkeypatch.syspath_prepend(str(benchmarks))
-    monkeypatch.setattr(sys, "path", list(sys.path))  # the Trainer adds its scratch folder
-    for name in ("AUTORAYSEARCH_NUM_THREADS", "AUTORAYSEARCH_SUMMARY_PATH"):  # the Trainer sets them; restored after
-        monkeypatch.setenv(name, "")
+def search_quality(monkeypatch):
+    """benchmarks/search_quality.py, imported afresh with benchmarks/ importable (other benchmark modules too)."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    monkeypatch.setattr(sys, "path", list(sys.path))  # a Trainer adds its scratch folder; restored after
     for module in ("training_cache", "search_quality", "ideator_campaigns"):
         monkeypatch.delitem(sys.modules, module, raising=False)
     import search_quality
+
+    return search_quality
+
+
+@pytest.fixture
+def benchmark_on_a_cache_copy(search_quality, tmp_path, monkeypatch):
+    """search_quality with its training cache (1 epoch) copied into tmp_path, and a Trainer on it.
+
+    Runs the copy lacks are trained into the copy, never into the repository's cache. Returns
+    (search_quality module, Trainer).
+    """
+    for name in ("AUTORAYSEARCH_NUM_THREADS", "AUTORAYSEARCH_SUMMARY_PATH"):  # the Trainer sets them; restored after
+        monkeypatch.setenv(name, "")
     import training_cache
 
     cache = tmp_path / "cache"

@@ -1,21 +1,8 @@
 """benchmarks/search_quality.py's side runs: they size a change to the loop, and never take the default table's place."""
 
 import argparse
-import sys
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def search_quality(monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    monkeypatch.delitem(sys.modules, "search_quality", raising=False)
-    import search_quality
-
-    return search_quality
 
 
 def options(first_run="third", second_run=None, baseline_free=False, noise="", rules="greedy,together", epochs=1, start_up=None):

@@ -1,10 +1,6 @@
 """benchmarks/search_quality.py's totals: what a rule's row says over its campaigns."""
 
 import math
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def campaign_row(candidates: int, runs: float) -> dict:
@@ -14,10 +10,6 @@ def campaign_row(candidates: int, runs: float) -> dict:
             "candidates": candidates, "crashes": 0, "confirm_runs": 0.0, "sigma_hat": 0.006, "claimed": 0.0, "rollbacks": 0}
 
 
-def test_runs_per_candidate_is_unknown_where_no_candidate_fit_the_budget(monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    monkeypatch.delitem(sys.modules, "search_quality", raising=False)
-    import search_quality
-
+def test_runs_per_candidate_is_unknown_where_no_candidate_fit_the_budget(search_quality):
     assert math.isnan(search_quality.totals([campaign_row(0, 8.0), campaign_row(0, 8.0)])["runs_per_candidate"])
     assert search_quality.totals([campaign_row(2, 8.0), campaign_row(0, 8.0)])["runs_per_candidate"] == 8.0
