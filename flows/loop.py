@@ -45,6 +45,7 @@ from autoraysearch.campaign.path import (
 from autoraysearch.campaign.path import verdict as path_verdict
 from autoraysearch.campaign.results_log import ResultRow
 from autoraysearch.campaign.reference_curves import campaign_rule
+from autoraysearch.campaign.seed_watch import seed_stop_for
 from autoraysearch.setup.prechecks import PARALLEL_LETTERS, check_parallel
 from autoraysearch.trials.sandbox import landlock_abi
 from autoraysearch.trials.runs import (
@@ -494,8 +495,14 @@ def train_seeds_run(
     campaign: Campaign, trials: dict[str, Trial], seeds: list[int], bar: Bar, stop_time: datetime | None,
     best: Trial | None,
 ) -> tuple[dict[str, TrialResult], Bar]:
-    """One run per trial at these seeds (the campaign's, in order from where the best's runs reach), the best's missing ones beside."""
-    batch = {label: seeds_together(t, seeds, label) for label, t in trials.items()}
+    """One run per trial at these seeds (the campaign's, in order from where the best's runs reach), the best's missing ones beside.
+
+    A candidate's run is stopped once it can no longer be kept (seed_watch), unless early stopping is off.
+    """
+    # The bar's runs are the best's from the campaign's first seed: a run from there can be paired seed by seed.
+    paired_from_first = seeds[0] == campaign.settings.seed
+    stop = seed_stop_for(bar, len(seeds), campaign.settings.early_stop) if paired_from_first else None
+    batch = {label: replace(seeds_together(t, seeds, label), seed_stop=stop) for label, t in trials.items()}
     best_label = f"{next(iter(trials))}-best"
     have = len(bar.best_runs) - (seeds[0] - campaign.settings.seed)  # of these seeds, how many the best has
     missing = seeds[max(0, have):]

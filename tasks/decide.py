@@ -27,7 +27,8 @@ def judge(result: TrialResult, bar: Bar) -> tuple[str, float | None]:
         return "keep", None
     runs = result.values
     sign = 1.0 if bar.higher_is_better else -1.0
-    return ("keep" if is_kept(runs, bar) else "discard"), sign * fmean(bar.differences(runs))
+    kept = is_kept(runs, bar) and not result.hopeless  # a run stopped as hopeless is discarded on its seeds so far
+    return ("keep" if kept else "discard"), sign * fmean(bar.differences(runs))
 
 
 def apply_verdict(campaign: Campaign, status: str, candidate_sha: str, best_sha: str) -> str:

@@ -39,6 +39,8 @@ def result_row(
         description += f" ({clean_text(result.error)[-ERROR_CHARS:]})"
     elif result.error:
         description += f" ({result.status}: {clean_text(result.error)[-ERROR_CHARS:]})"
+    if result.hopeless:  # "stopped after 3 of 8 seeds: paired gain -0.012, a 1.2% chance to be kept after all 8"
+        description += f" ({result.hopeless})"
     if result.note:
         description += f" ({result.note})"
     confirmed = "confirmed" if verdict.status == "keep" else "not confirmed"

@@ -26,6 +26,7 @@ from autoraysearch.campaign.experiment import Trial, TrialResult
 from autoraysearch.campaign.metric import parse_metric
 from autoraysearch.campaign.model_source import parse_python
 from autoraysearch.campaign.pruning import CurveWatch, parse_progress, read_curve
+from autoraysearch.campaign.seed_watch import SeedWatch
 from autoraysearch.campaign.results_log import clean_text, terminal_text
 from autoraysearch.trials.process import ProcessOutcome, TrialLimits, run_in_directory
 from autoraysearch.trials.gpu_memory import PeakWatch
@@ -109,10 +110,11 @@ def reported_metric(channel_lines: tuple[str, ...], name: str) -> float:
     return parse_metric(finals[0], name)
 
 
-def seed_runs(trial: Trial, outcome: ProcessOutcome) -> tuple[float, ...]:
+def seed_runs(trial: Trial, outcome: ProcessOutcome, stopped: bool = False) -> tuple[float, ...]:
     """Of a run of several seeds (AUTORAYSEARCH_SEEDS), each seed's metric as its judge said it, in seed order; () otherwise.
 
-    A run that did not say all of them, or said one twice, crashed: its mean alone cannot be paired.
+    A run that did not say all of them, or said one twice, crashed: its mean alone cannot be paired. A run
+    stopped on purpose (`stopped`, seed_watch) says its first seeds, in order.
     """
     seeds = [int(seed) for seed in trial.env.get(SEEDS_ENV, "").split(",") if seed.strip()]
     if len(seeds) < 2 or not trial.trusted_channel:
@@ -125,6 +127,8 @@ def seed_runs(trial: Trial, outcome: ProcessOutcome) -> tuple[float, ...]:
             if number in said or number not in seeds:
                 raise ValueError(f"train.py reported seed {number} more than once, or one it was not given")
             said[number] = parse_metric(rest, trial.metric)
+    if stopped and said and sorted(said) == sorted(seeds[:len(said)]):
+        return tuple(said[seed] for seed in seeds[:len(said)])
     if sorted(said) != sorted(seeds):
         raise ValueError(f"train.py reported {len(said)} of the {len(seeds)} seeds it was given")
     return tuple(said[seed] for seed in seeds)
@@ -188,6 +192,7 @@ def run_trial(trial: Trial, node_id: str | None = None, say: Callable[[str], Non
     # Stream the log straight into the experiment folder only when it is on this node.
     live_log = Path(trial.log_path) if trial.log_path and node_id == trial.repo_node_id else None
     watch = CurveWatch(trial.pruning, trial.metric)
+    seeds_watch = SeedWatch(trial.seed_stop if trial.trusted_channel else None, trial.metric)  # only a judge's seed lines
     progress = ProgressLog(say, trial.metric) if say is not None else None
 
     seen: list[str] = []
@@ -197,7 +202,8 @@ def run_trial(trial: Trial, node_id: str | None = None, say: Callable[[str], Non
             seen.append(line)
         if progress is not None:
             progress.see(line)
-        return watch.see(line)
+        behind = watch.see(line)
+        return seeds_watch.see(line) or behind
 
     limits = trial_limits(trial.cpus)
     cache, cache_env = compile_cache(trial.cache_key)
@@ -211,10 +217,13 @@ def run_trial(trial: Trial, node_id: str | None = None, say: Callable[[str], Non
         )
     _warn_once_without_sandbox(outcome.sandbox)
     status, metric, error = judge_outcome(trial, outcome, watch.reason, limits)
+    hopeless = seeds_watch.reason if outcome.stopped_early else ""
+    if hopeless:  # stopped on its seeds so far, which are its result
+        status, error = "ok", ""
     runs: tuple[float, ...] = ()
     if status == "ok":
         try:
-            runs = seed_runs(trial, outcome)
+            runs = seed_runs(trial, outcome, stopped=bool(hopeless))
             metric = fmean(runs) if runs else metric  # the seeds' own values, not their mean as rounded for reading
         except ValueError as exc:
             status, metric, error = "crash", None, str(exc)
@@ -232,6 +241,7 @@ def run_trial(trial: Trial, node_id: str | None = None, say: Callable[[str], Non
         runs=runs,
         seed_seconds=seed_seconds(trial, outcome),
         sandbox=outcome.sandbox,
+        hopeless=hopeless,
         gpu_memory_share=gpu_memory.share if fractional else None,
     )
     if progress is not None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from autoraysearch.campaign.noise import Bar
 from autoraysearch.campaign.pruning import PruneRule
+from autoraysearch.campaign.seed_watch import SeedStop
 from autoraysearch.campaign.settings import RESULTS_FILE, SETTINGS_FILE, STATE_DIR, CampaignSettings, write_atomically
 
 
@@ -142,6 +143,7 @@ class Trial:
     log_path: str | None = None
     repo_node_id: str | None = None
     pruning: PruneRule | None = None  # the best's curve a screen run is stopped against; None: run to the end
+    seed_stop: SeedStop | None = None  # a run of several seeds: stopped once it cannot be kept (seed_watch); None: never
     # A generated train.py reports its progress and metric on a channel the model code cannot reach;
     # a user's own train.py is judged by its last stdout line (forgeable by the model code).
     trusted_channel: bool = False
@@ -171,6 +173,9 @@ class TrialResult:
     # (trials.gpu_memory); None when not measured.
     gpu_memory_share: float | None = None
     seed_seconds: float | None = None  # of `seconds`, its seeds' training and evaluation, as its judge said; None when unknown
+    # Why a run of several seeds was stopped before its last one (seed_watch); its runs are the seeds it trained,
+    # and it is discarded on them. "" when it ran them all.
+    hopeless: str = ""
 
     @property
     def values(self) -> tuple[float, ...]:

@@ -62,6 +62,8 @@ PRIOR_DOF = 2  # the most degrees of freedom the baseline's spread weighs in σ_
 CAP = 4.0  # a comparison's variance counts at most this many times the pooled variance before it
 OWN_SPREAD = 2.0  # a candidate whose paired differences spread more than this many σ_d is judged by its own spread
 INTERVAL_Z = 1.645  # the `interval` column: a 90 % interval of the paired gain
+HOPELESS = 0.05  # a run of seeds whose chance to end kept falls below this is stopped (chance_to_keep)
+HOPELESS_AFTER = 2  # but not before this many of its seeds are in
 
 
 @dataclass(frozen=True)
@@ -284,6 +286,26 @@ def next_step(differences: Sequence[float], bar: Bar, max_seeds: int) -> str:
     if n < max_seeds and fmean(differences) > 0 and bar.chance(differences) >= MORE_CONFIDENCE:
         return "more"
     return "discard"
+
+
+def chance_to_keep(differences: Sequence[float], bar: Bar, seeds: int) -> float:
+    """The chance that a run of `seeds` paired seeds, of which these differences came first, ends kept.
+
+    The campaign's law and σ_d say where the candidate's true gain lies after these differences, and
+    the rest of its differences scatter around it; the run is kept when the mean of all of them clears
+    the keep margin at `seeds` seeds (Bar.margin). 1 where the noise is not measured: nothing can be told early.
+    """
+    k, n = len(differences), seeds
+    if not bar.measured or k == 0 or k >= n:
+        return 1.0
+    sigma = bar.paired.sigma
+    mean, spread = bar.law()
+    precision = 1 / spread ** 2 + k / sigma ** 2
+    centre = (mean / spread ** 2 + k * fmean(differences) / sigma ** 2) / precision
+    rest = n - k
+    final = (k * fmean(differences) + rest * centre) / n
+    scatter = rest / n * math.sqrt(1 / precision + sigma ** 2 / rest)
+    return 1 - normal_cdf((bar.margin(n) - final) / scatter)
 
 
 def worth_confirming(screen: float, bar: Bar, seeds: int) -> bool:
