@@ -26,7 +26,9 @@ Rules compared, each over the same campaign seeds:
   seeds as train in one start-up's time, 8 to 24, both chosen by setup from the baseline's timing: 24
   at 1 epoch, 8 at 5): the baseline at its first seed alone, then at the rest of a first run's seeds in
   one run, as setup trains it; every candidate trained at a third of them (at least 8: all of them at
-  5 epochs) in one run, and decided on them (no second run: `--second-run` sizes one); the path
+  5 epochs) in one run, and decided on them (no second run: `--second-run` sizes one); a run stopped
+  after any seed but its first and last once its chance to end kept is below 5 % (campaign/seed_watch.py:
+  it pays the start-up and the seeds it trained, and is discarded on them); the path
   confirmed on fresh seeds (a third, at least 3) in one run per model, the point not trained again
   where it was trained ahead at them (the baseline in setup's run of its seeds, a best that held in
   its confirmation's run, as the loop does);
@@ -57,7 +59,8 @@ at N), `--second-run rest` or `--second-run N` (when the keep rule asks for more
 run at the rest of its seeds, or at N of them, the best beside at the seeds it lacks),
 `--baseline-free` (setup's runs of the baseline left out of every rule's budget), `--start-up 0`
 (every run's start-up free: a model whose runs are all training, as long runs are, where each seed is a
-run of its own and the loop uses the paired rule), and
+run of its own and the loop uses the paired rule), `--no-early-stop` (every first run trained to its
+last seed), and
 `--noise NAME=VALUE,…` (constants of campaign/noise.py set for this process only, e.g.
 KEEP_CONFIDENCE=0.8).
 """
@@ -167,11 +170,12 @@ class Trainer:
     """Real runs of the generated train.py, each trained once across every campaign of this process."""
 
     def __init__(self, epochs: int, truth_seeds: int = TRUTH_SEEDS, first_run=first_run_seeds, second_run: int | None = None,
-                 baseline_free: bool = False, startup: float | None = None):
+                 baseline_free: bool = False, startup: float | None = None, early_stop: bool = True):
         self.epochs = epochs
         self.first_run = first_run  # of a candidate's seeds in one run, those of its first run (the product's: a third)
         self.second_run = second_run  # the most seeds a second run trains (0: all the rest; None, the loop's: none)
         self.baseline_free = baseline_free  # setup's runs of the baseline left out of every rule's budget
+        self.early_stop = early_stop  # a candidate's run of seeds stopped once it can no longer be kept, as the loop's
         self.test_seeds = [training_cache.TEST_SEED_BASE + i for i in range(truth_seeds)]
         self.runs = training_cache.load_runs(epochs)
         self.startup, self.extra = run_costs()
@@ -496,11 +500,15 @@ def iterate_together(state: State, trainer: Trainer, parallel: int = 1) -> None:
     first = seeds[:trainer.first_run(len(seeds))]
     rest = [] if trainer.second_run is None else seeds[len(first):][:trainer.second_run or None]
 
-    def paired(c: str, at: list[int]) -> tuple[list[float] | None, float]:
-        """Its paired differences at these seeds (None if either model crashed), and the longer run's seconds."""
-        values = train_together(state, trainer, c, at)
-        wall = state.last_seconds
+    def paired(c: str, at: list[int], stop: bool = False) -> tuple[list[float] | None, float]:
+        """Its paired differences at these seeds (None if either model crashed), and the longer run's seconds;
+        with `stop`, up to the seed after which its run would be stopped as hopeless."""
         best = train_together(state, trainer, state.best, at)  # known already, unless the best lacks a seed
+        wall = state.last_seconds
+        if stop:
+            at = seeds_before_hopeless(trainer, c, at, best, bar)
+            best = best[:len(at)]
+        values = train_together(state, trainer, c, at)
         wall = max(wall, state.last_seconds)  # the two runs go at once
         if any(v is None for v in values) or any(b is None for b in best):
             return None, wall
@@ -508,19 +516,19 @@ def iterate_together(state: State, trainer: Trainer, parallel: int = 1) -> None:
 
     decided, walls = {}, [0.0]
     for c in candidates:
-        d, wall = paired(c, first)
+        d, wall = paired(c, first, trainer.early_stop)
         walls.append(wall)
         if d is not None:
             decided[c] = d
             state.screens.append((fmean(d), len(d)))
-    if state.rule in WHAT_IF:  # one run for every first run: each start-up after the first becomes a further seed's extra
+    if state.rule == "racing-shared":  # one run for every first run: each start-up after the first becomes a further seed's extra
         started = sum(wall > 0 for wall in walls)
         refund = max(0, started - 1) * (trainer.startup - trainer.extra)
         state.seconds -= refund
         state.cost -= refund / state.unit
         walls = [sum(walls) - refund]  # trained one after another
     state.wall += max(walls)  # the candidates' first runs go at once
-    steps = {c: noise.next_step(d, bar, len(seeds)) for c, d in decided.items()}
+    steps = {c: noise.next_step(d, bar, len(seeds)) if len(d) == len(first) else "discard" for c, d in decided.items()}
     asking = [c for c in decided if steps[c] == "more"]
     # Without a second run (the loop's way), every candidate is decided on its first run.
     leader = max(asking, key=lambda c: fmean(decided[c]), default=None) if rest else None
@@ -548,6 +556,20 @@ def iterate_together(state: State, trainer: Trainer, parallel: int = 1) -> None:
         settle(state, winner, True, fmean(decided[winner]))
     if state.keeps_unconfirmed >= CONFIRM_EVERY:
         confirm_path(state, trainer)
+
+
+def seeds_before_hopeless(trainer: Trainer, candidate: str, seeds: list[int], best: list, bar: noise.Bar) -> list[int]:
+    """The seeds of the candidate's run that train before its chance to end kept falls below noise.HOPELESS (all of
+    them when it never does), read one by one as the run's judge reports them."""
+    differences = []
+    for i, seed in enumerate(seeds):
+        run = trainer.run(candidate, seed)
+        if run is None or best[i] is None:
+            return seeds
+        differences.append(run.metric - best[i])
+        if len(differences) >= noise.HOPELESS_AFTER and noise.chance_to_keep(differences, bar, len(seeds)) < noise.HOPELESS:
+            return seeds[:i + 1]
+    return seeds
 
 
 def more_cost(state: State, trainer: Trainer, candidate: str, rest: list[int]) -> float:
@@ -864,6 +886,10 @@ def main() -> None:
                         help="every run's start-up costs this many seconds instead of the measured one: 0 stands for a "
                              "model whose runs are all training, as long runs are (a side run, written to "
                              "search_quality_e<epochs>_start_up_<seconds>.md)")
+    parser.add_argument("--no-early-stop", dest="early_stop", action="store_false",
+                        help="where seeds train in one run, train every candidate's first run to its last seed, as "
+                             "`autoraysearch run --no-early-stop` does (a side run, written to "
+                             "search_quality_e<epochs>_no_early_stop.md); the loop stops a run once it can no longer be kept")
     parser.add_argument("--noise", default="", type=noise_overrides,
                         help="NAME=VALUE,…: campaign/noise.py constants for this run only (a side run, written to "
                              "search_quality_e<epochs>_noise_<NAME>_<VALUE>….md)")
@@ -875,7 +901,8 @@ def main() -> None:
     for name, value in args.noise.items():
         setattr(noise, name, value)
     os.environ.pop("AUTORAYSEARCH_EVAL_SPLIT", None)
-    trainer = Trainer(args.epochs, args.truth_seeds, first_run, args.second_run, args.baseline_free, args.start_up)
+    trainer = Trainer(args.epochs, args.truth_seeds, first_run, args.second_run, args.baseline_free, args.start_up,
+                      args.early_stop)
     command = training_cache.command_line("search_quality.py")
     states = {b: {r: [] for r in args.rules.split(",")} for b in BUDGETS}
     for campaign in range(args.campaigns):
@@ -936,6 +963,10 @@ def side_run(args: argparse.Namespace, text: str) -> tuple[str, str]:
                       f"Search quality at {e} epoch(s) with every run's start-up costing {args.start_up:g} s (not the default)",
                       "0 s stands for a model whose runs are all training: long runs, where each seed is a run of its own "
                       f"and the loop decides with the paired rule. The default tables charge the start-up measured on digits ({default})."))
+    if not args.early_stop:
+        sides.append(("_no_early_stop",
+                      f"Search quality at {e} epoch(s) with every candidate's first run trained to its last seed (not the default)",
+                      f"The loop stops a run of seeds once it can no longer be kept (campaign/seed_watch.py; {default})."))
     if args.noise:
         settings = ", ".join(f"{k} = {v:g}" for k, v in args.noise.items())
         sides.append(("".join(f"_noise_{k}_{v:g}" for k, v in args.noise.items()),

@@ -5,9 +5,10 @@ import argparse
 import pytest
 
 
-def options(first_run="third", second_run=None, baseline_free=False, noise="", rules="greedy,together", epochs=1, start_up=None):
+def options(first_run="third", second_run=None, baseline_free=False, noise="", rules="greedy,together", epochs=1, start_up=None,
+            early_stop=True):
     return argparse.Namespace(first_run=first_run, second_run=second_run, baseline_free=baseline_free, noise=noise, rules=rules,
-                              epochs=epochs, start_up=start_up)
+                              epochs=epochs, start_up=start_up, early_stop=early_stop)
 
 
 def test_a_first_run_names_the_loops_rule_all_seeds_or_a_number_of_them(search_quality):
@@ -60,6 +61,7 @@ def test_only_the_loops_own_rules_and_settings_write_the_default_table(search_qu
         "search_quality_e1_second_run_rest": options(second_run=0),
         "search_quality_e1_baseline_free": options(baseline_free=True),
         "search_quality_e1_start_up_0": options(start_up=0.0),
+        "search_quality_e1_no_early_stop": options(early_stop=False),
         "search_quality_e1_noise_KEEP_CONFIDENCE_0.8": options(noise={"KEEP_CONFIDENCE": 0.8}),
         "search_quality_e5_what_if": options(rules="greedy,racing-shared", epochs=5),
     }
