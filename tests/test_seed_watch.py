@@ -5,22 +5,34 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from autoraysearch.campaign.experiment import Trial
-from autoraysearch.campaign.noise import HOPELESS, Bar, Noise, Prior, chance_to_keep
-from autoraysearch.campaign.settings import load_settings
-from autoraysearch.campaign.seed_watch import SeedStop, SeedWatch, reported_seed, seed_stop_for
-from autoraysearch.setup.rendering import TrainSpec, optimization_defaults, render_train_py
 from autoraysearch.tasks.decide import judge
 from autoraysearch.tasks.verify import run_trial
-from autoraysearch.trials.runs import seeds_together
 from helpers import EXAMPLE_MODEL, agent_proposing, loop, make_repo, results, setup
+
+from autoraysearch.campaign.experiment import Trial
+from autoraysearch.campaign.noise import Bar, Noise, Prior, chance_to_keep
+from autoraysearch.campaign.seed_watch import (
+    SeedStop,
+    SeedWatch,
+    reported_seed,
+    seed_stop_for,
+)
+from autoraysearch.campaign.settings import load_settings
+from autoraysearch.setup.rendering import (
+    TrainSpec,
+    optimization_defaults,
+    render_train_py,
+)
+from autoraysearch.trials.runs import seeds_together
 
 SIGMA = 0.02  # σ_d of these bars
 BEST = (0.95,) * 8
 
 
-def bar(best=BEST, sigma=SIGMA, prior=Prior()) -> Bar:
+NULL_LAW = Prior()  # no screens yet: the null-centred law
+
+
+def bar(best=BEST, sigma=SIGMA, prior=NULL_LAW) -> Bar:
     return Bar(best_runs=best, paired=Noise(sigma=sigma, dof=20, samples=20), prior=prior)
 
 
