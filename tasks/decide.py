@@ -27,8 +27,10 @@ def judge(result: TrialResult, bar: Bar) -> tuple[str, float | None]:
         return "keep", None
     runs = result.values
     sign = 1.0 if bar.higher_is_better else -1.0
-    kept = is_kept(runs, bar) and not result.hopeless  # a run stopped as hopeless is discarded on its seeds so far
-    return ("keep" if kept else "discard"), sign * fmean(bar.differences(runs))
+    delta = sign * fmean(bar.differences(runs))
+    if result.hopeless:  # stopped between seeds: it could no longer clear the keep bar (seed_watch)
+        return "pruned", delta
+    return ("keep" if is_kept(runs, bar) else "discard"), delta
 
 
 def apply_verdict(campaign: Campaign, status: str, candidate_sha: str, best_sha: str) -> str:

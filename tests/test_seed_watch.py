@@ -111,7 +111,7 @@ def test_a_hopeless_run_stops_after_two_seeds_and_is_discarded_on_them():
     assert len(stopped.runs) == 2 and all(r < 0.3 for r in stopped.runs), stopped.runs
     assert stopped.metric == pytest.approx(sum(stopped.runs) / 2)
     assert stopped.hopeless.startswith("stopped after 2 of 6 seeds: paired gain -0.")
-    assert judge(stopped, stop.bar)[0] == "discard"
+    assert judge(stopped, stop.bar)[0] == "pruned"
 
     whole = run_trial(trial(HOPELESS_MODEL, None))  # the same run, nothing to stop it
     assert whole.status == "ok" and len(whole.runs) == 6 and not whole.hopeless
@@ -141,7 +141,8 @@ def test_the_loop_stops_a_hopeless_candidate_after_two_seeds_and_no_early_stop_t
     loop(exp, max_iterations=1, ideator="command", tag="seeds", llm_command=agent_proposing(
         tmp_path, {"description": "zero the logits", "kind": "other", "model_py": HOPELESS_MODEL}))
     stopped = results(exp).rows[-1]
-    assert stopped.status == "discard" and stopped.commit == "-", stopped
+    assert stopped.status == "pruned" and stopped.commit == "-", stopped
+    assert stopped.metric < 0.3 and stopped.delta < -0.5  # the mean and paired gain of the seeds it trained
     assert "zero the logits (stopped after 2 of 8 seeds: paired gain -0." in stopped.description
     assert stopped.extra["seeds"] == "2" and len(stopped.extra["diffs"].split(",")) == 2
 

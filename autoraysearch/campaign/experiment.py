@@ -174,7 +174,7 @@ class TrialResult:
     gpu_memory_share: float | None = None
     seed_seconds: float | None = None  # of `seconds`, its seeds' training and evaluation, as its judge said; None when unknown
     # Why a run of several seeds was stopped before its last one (seed_watch); its runs are the seeds it trained,
-    # and it is discarded on them. "" when it ran them all.
+    # and it is logged pruned with them. "" when it ran them all.
     hopeless: str = ""
 
     @property

@@ -354,7 +354,9 @@ def summary(runs: Sequence[float]) -> str:
 
 # ---- read from the results log ----
 
-NOISE_STATUSES = ("baseline", "keep", "discard")  # rows whose runs are clean measurements of one model
+# Rows whose runs are clean measurements of one model: a run pruned between seeds (seed_watch) has the runs of the
+# seeds it trained; one pruned between epochs has none.
+NOISE_STATUSES = ("baseline", "keep", "discard", "pruned")
 
 
 def runs_of(row) -> tuple[float, ...]:

@@ -4,7 +4,8 @@ Where a candidate's seeds train in one run (seeds_in_one_run), train.py's judge 
 metric as that seed ends (`seed=3 val_acc=0.9712` on its channel). Each is paired with the best's run at
 the same seed, and once HOPELESS_AFTER are in, the run is stopped when its chance to end kept
 (noise.chance_to_keep: the campaign's law of gains and σ_d, its remaining seeds still to come) is below
-HOPELESS. Its seeds so far are its runs; it is discarded on them, and its row says where it stopped.
+HOPELESS. It is logged `pruned`, with the seeds it trained as its runs (their paired differences enter σ_d
+and the law of what proposals gain like any candidate's), and its row says where it stopped.
 
 Never stopped: the baseline, the best's seeds, path confirmations, a run of a user's own train.py (its
 lines are not trusted), and every run when early stopping is off (`autoraysearch run --no-early-stop`).

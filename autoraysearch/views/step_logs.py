@@ -102,6 +102,8 @@ def candidate_line(result: TrialResult, verdict: Verdict, bar: Bar, metric: str,
         return f"{head} ({failure_reason(result)}): {description}"
     needed = needed_delta(bar, result)
     why = fmt(verdict.delta, signed=True) + (f", a keep needs {beyond(needed)}" if needed is not None else "")
+    if result.hopeless:
+        why += f"; {result.hopeless}"
     return f"{head} ({why}): {description}"
 
 
