@@ -23,7 +23,7 @@ from prefect.cache_policies import NO_CACHE
 
 from autoraysearch.cluster import current_node_id, sends_its_logs
 from autoraysearch.campaign.experiment import Trial, TrialResult
-from autoraysearch.campaign.metric import parse_metric
+from autoraysearch.campaign.metric import parse_metric, seed_line
 from autoraysearch.campaign.model_source import parse_python
 from autoraysearch.campaign.pruning import CurveWatch, parse_progress, read_curve
 from autoraysearch.campaign.seed_watch import SeedWatch
@@ -121,9 +121,8 @@ def seed_runs(trial: Trial, outcome: ProcessOutcome, stopped: bool = False) -> t
         return ()
     said = {}
     for line in outcome.channel_lines:
-        seed, _, rest = line.partition(" ")
-        if seed.startswith("seed=") and not rest.startswith("epoch="):
-            number = int(seed.removeprefix("seed="))
+        if (end := seed_line(line)) is not None:
+            number, rest = end
             if number in said or number not in seeds:
                 raise ValueError(f"train.py reported seed {number} more than once, or one it was not given")
             said[number] = parse_metric(rest, trial.metric)

@@ -135,6 +135,7 @@ def test_without_measured_noise_the_screen_decides_alone():
     bar = Bar(best_runs=(0.9, 0.9, 0.9))  # identical baseline runs: a train.py that ignores the seed
     assert not worth_confirming(0.999, bar, seeds=3) and next_step([0.001], bar, 3) == "keep"
     assert not worth_confirming(0.999, Bar(best_runs=(0.9, 0.91), paired=Noise(0.01, 4)), seeds=1)  # --seeds 1
+    assert bar.chance([0.001]) == 1.0 and bar.chance([-0.001]) == 0.0 and bar.chance([]) == 0.0  # exact, no noise
 
 
 def row(label, status, runs):

@@ -50,20 +50,23 @@ def test_plot_has_a_dot_per_experiment_a_monotone_best_line_and_labelled_keeps()
     assert ax.get_title() == "val_acc: best 0.9 after 5 experiments"
 
 
-def test_plot_draws_the_keep_bar_each_candidate_had_and_pruned_ones_at_their_last_epoch():
+def test_plot_draws_the_keep_bar_each_candidate_had_and_pruned_ones_where_they_stopped():
     rows = (
         row("0", 0.80, "baseline"),
         ResultRow("1", "-", 0.83, 0.03, "discard", "wider", {"needed": "+0.05"}),
         ResultRow("2", "-", None, None, "pruned",
                   "deeper (pruned at epoch 1/2: val_acc=0.4100, best had 0.8000 there (margin 0.021))", {}),
         ResultRow("3", "-", None, None, "crash", "tanh (crash: boom)", {}),
+        ResultRow("4", "-", 0.62, -0.18, "pruned",  # stopped between seeds: its metric is its seeds' mean
+                  "narrower (stopped after 2 of 8 seeds: paired gain -0.18, a 0.0% chance to be kept after all 8)", {}),
     )
     points = progress_points(ResultsLog(True, rows))
     assert points.bars == ((1, pytest.approx(0.85)),)  # above the discarded 0.83: why it was dropped
-    assert points.pruned == ((2, 0.41),) and points.failed == (3,)
+    assert points.pruned == ((2, 0.41), (4, 0.62)) and points.failed == (3,)
+    assert [x for x, _, _ in points.scored] == [0, 1]  # a pruned run is a triangle, never an experiment's dot
     ax = progress_figure(ResultsLog(True, rows), "val_acc").axes[0]
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert "pruned (value at its last epoch)" in labels and "keep bar (best + the gain a keep needed)" in labels
+    assert "pruned (at its last epoch, or its seeds' mean)" in labels and "keep bar (best + the gain a keep needed)" in labels
     assert not any("σ" in label for label in labels)  # the band no longer stands for the rule
 
 

@@ -26,6 +26,15 @@ def parse_metric(last_line: str, name: str) -> float:
     return value
 
 
+def seed_line(line: str) -> tuple[int, str] | None:
+    """(seed, the rest) of a judge's line for one seed's end, `seed=3 val_acc=0.9712`; None for any other line,
+    a seed's progress lines (`seed=3 epoch=…`) too. ValueError when the seed is not a number."""
+    head, _, rest = line.partition(" ")
+    if not head.startswith("seed=") or rest.startswith("epoch="):
+        return None
+    return int(head.removeprefix("seed=")), rest
+
+
 def is_improvement(metric: float | None, best: float | None, higher_is_better: bool) -> bool:
     """Strictly better than the best so far (a tie is not an improvement)."""
     if metric is None:

@@ -163,7 +163,13 @@ class Bar:
         return 0.0, PRIOR_SPREAD * self.paired.sigma
 
     def chance(self, differences: Sequence[float]) -> float:
-        """The posterior chance that the candidate truly gains more than min_delta, given its paired differences."""
+        """The posterior chance that the candidate truly gains more than min_delta, given its paired differences.
+
+        Without measured noise a difference is all there is: 1 when it beats min_delta, else 0."""
+        if not differences:
+            return 0.0
+        if not self.measured:
+            return float(fmean(differences) > self.min_delta)
         n, sigma = len(differences), self.sigma_for(differences)
         mean, spread = self.law()
         precision = 1 / spread ** 2 + n / sigma ** 2

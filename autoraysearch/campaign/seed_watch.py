@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from statistics import fmean
 
-from autoraysearch.campaign.metric import parse_metric
+from autoraysearch.campaign.metric import parse_metric, seed_line
 from autoraysearch.campaign.noise import HOPELESS, HOPELESS_AFTER, Bar, chance_to_keep
 
 
@@ -49,11 +49,9 @@ def seed_stop_for(bar: Bar, seeds: int, early_stop: bool) -> SeedStop | None:
 
 def reported_seed(line: str, metric: str) -> tuple[int, float] | None:
     """(seed, value) of a judge's `seed=3 val_acc=0.9712` line; None for any other line (its progress lines too)."""
-    head, _, rest = line.partition(" ")
-    if not head.startswith("seed=") or rest.startswith("epoch="):
-        return None
     try:
-        return int(head.removeprefix("seed=")), parse_metric(rest, metric)
+        said = seed_line(line)
+        return None if said is None else (said[0], parse_metric(said[1], metric))
     except ValueError:
         return None
 

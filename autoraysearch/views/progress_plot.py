@@ -1,5 +1,5 @@
 """The campaign's progress plot: every experiment a dot, the running best a line, kept changes labelled,
-the keep bar each candidate had to clear, pruned candidates at their last epoch's value."""
+the keep bar each candidate had to clear, pruned candidates where they stopped."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ class ProgressPoints:
     failed: tuple[int, ...]  # x of experiments without a metric (crash, timeout, stopped)
     best: tuple[tuple[int, float], ...]  # (x, best so far) from the baseline on
     kept: tuple[tuple[int, float, str], ...]  # (x, metric, label) of every kept change
-    pruned: tuple[tuple[int, float], ...] = ()  # (x, value at the last epoch it trained) of each pruned candidate
+    pruned: tuple[tuple[int, float], ...] = ()  # (x, where it stopped: _pruned_value) of each pruned candidate
     bars: tuple[tuple[int, float], ...] = ()  # (x, the value a keep needed to beat) where the log says
 
 
@@ -41,9 +41,8 @@ def progress_points(log: ResultsLog) -> ProgressPoints:
         needed = _number(row.extra.get("needed", ""))
         if needed is not None and current is not None:
             bars.append((x, current + needed))  # against the best before this row
-        last_epoch = _PRUNED_AT.search(row.description) if row.status == "pruned" else None
-        if row.metric is None and last_epoch is not None:
-            pruned.append((x, float(last_epoch.group(1))))
+        if row.status == "pruned" and (stopped_at := _pruned_value(row)) is not None:
+            pruned.append((x, stopped_at))
         elif row.metric is None:
             failed.append(x)
         else:
@@ -57,6 +56,13 @@ def progress_points(log: ResultsLog) -> ProgressPoints:
     described = len(kept) <= DESCRIBED_KEEPS
     labels = [(x, y, f"{r.iteration}: {_shorten(r.description)}" if described else r.iteration) for x, y, r in kept]
     return ProgressPoints(tuple(scored), tuple(failed), tuple(best), tuple(labels), tuple(pruned), tuple(bars))
+
+
+def _pruned_value(row) -> float | None:
+    """Where a pruned candidate stopped: its value at its last epoch, or, stopped between seeds, the mean of the
+    seeds it trained (its metric)."""
+    last_epoch = _PRUNED_AT.search(row.description)
+    return float(last_epoch.group(1)) if last_epoch is not None else row.metric
 
 
 def _number(text: str) -> float | None:
@@ -92,7 +98,7 @@ def progress_figure(log: ResultsLog, metric: str):
         ax.scatter(xs, ys, c=colours, s=28, zorder=3, label="experiment (green: kept, grey: discarded)")
     if points.pruned:
         px, py = zip(*points.pruned)
-        ax.scatter(px, py, marker="v", c=PRUNED_COLOUR, s=34, zorder=3, label="pruned (value at its last epoch)")
+        ax.scatter(px, py, marker="v", c=PRUNED_COLOUR, s=34, zorder=3, label="pruned (at its last epoch, or its seeds' mean)")
     if points.failed:
         # No metric to place them by: crosses along the bottom edge, so every experiment shows.
         ax.scatter(points.failed, [0.0] * len(points.failed), transform=ax.get_xaxis_transform(),
