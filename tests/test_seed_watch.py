@@ -125,6 +125,22 @@ def test_a_run_better_than_the_best_trains_every_seed():
     assert result.status == "ok" and len(result.runs) == 6 and not result.hopeless, result
 
 
+GRU = (Path(__file__).resolve().parents[1] / "benchmarks" / "model_styles" / "gru.py").read_text()
+GRU_FORWARD = "        return self.head(out[:, -1])\n"
+
+
+@pytest.mark.slow
+def test_a_model_unlike_the_example_is_stopped_the_same_way():
+    """A GRU reading the image row by row: the judge reports its seeds as it does the example's."""
+    hopeless = GRU.replace(GRU_FORWARD, "        return self.head(out[:, -1]) * 0\n")
+    assert hopeless != GRU
+    stopped = run_trial(trial(hopeless, SeedStop(bar(best=(0.9,) * 6), 6)))
+    assert stopped.status == "ok" and len(stopped.runs) == 2, stopped
+    assert stopped.hopeless.startswith("stopped after 2 of 6 seeds")
+    kept_going = run_trial(trial(GRU, SeedStop(bar(best=(0.2,) * 6), 6)))  # far above 0.2 after one epoch
+    assert kept_going.status == "ok" and len(kept_going.runs) == 6 and not kept_going.hopeless, kept_going
+
+
 def test_seed_lines_a_users_own_train_py_prints_stop_nothing():
     script = "".join(f"print('seed={s} val_acc=0.1', flush=True)\n" for s in range(6)) + "print('val_acc=0.1')\n"
     mine = Trial(label="t", files={"model.py": "", "train.py": script}, metric="val_acc", timeout=60,
