@@ -19,7 +19,10 @@ Rules compared, each over the same campaign seeds:
   two-sample t-test;
 * paired: the default (campaign/noise.py): paired screen, a second paired seed at once, the sequential
   keep rule on a robust σ_d, the best trained on demand at a seed it lacks, and the path confirmed on
-  fresh seeds every CONFIRM_EVERY keeps and at the end (rolled back to the last point that holds);
+  fresh seeds every CONFIRM_EVERY keeps and at the end (rolled back to the last point that holds); a
+  screen run stopped between epochs once it has no realistic chance of clearing the screen's bar
+  (campaign/pruning.py, on the best's curve, the campaign's past screens and its seed curves, as the
+  loop stops it: it pays the start-up and the epochs it trained, and is logged `pruned`);
 * racing: paired with `--parallel 4`: four candidates screened, the top two continued with a paired
   seed, the winner by paired mean over two seeds;
 * together: the default where runs are mostly start-up, as on digits (seeds_in_one_run, and as many
@@ -60,7 +63,7 @@ run at the rest of its seeds, or at N of them, the best beside at the seeds it l
 `--baseline-free` (setup's runs of the baseline left out of every rule's budget), `--start-up 0`
 (every run's start-up free: a model whose runs are all training, as long runs are, where each seed is a
 run of its own and the loop uses the paired rule), `--no-early-stop` (every first run trained to its
-last seed), and
+last seed, and every screen to its last epoch), and
 `--noise NAME=VALUE,…` (constants of campaign/noise.py set for this process only, e.g.
 KEEP_CONFIDENCE=0.8).
 """
@@ -85,7 +88,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import training_cache  # noqa: E402
-from autoraysearch.campaign import noise  # noqa: E402
+from autoraysearch.campaign import noise, pruning  # noqa: E402
 from autoraysearch.campaign.path import CONFIRM_EVERY, CONFIRM_SEEDS as CONFIRM_FRESH, FRESH_STRIDE  # noqa: E402
 from autoraysearch.campaign.model_source import fingerprint  # noqa: E402
 from autoraysearch.campaign.results_log import ResultRow  # noqa: E402
@@ -269,6 +272,9 @@ class State:
     screens: list = field(default_factory=list)  # every screened candidate's first paired difference (together: (mean, n))
     keep_chances: list = field(default_factory=list)  # each keep's chance of a true gain (the false-keep budget spent)
     groups: list = field(default_factory=list)  # multi-seed runs of one model (unpaired σ)
+    curve_groups: list = field(default_factory=list)  # their curves: the per-epoch noise early stopping starts from
+    screen_history: list = field(default_factory=list)  # (screen curve, its best's) of each screen run to its end
+    pruned: int = 0  # screens stopped between epochs
     steps: list = field(default_factory=list)
     tried: set = field(default_factory=set)
     since_keep: list = field(default_factory=list)
@@ -328,9 +334,12 @@ def propose(state: State, count: int) -> list[str]:
     return [m.source for m in mutations]
 
 
-def log_row(state: State, candidate: str, kept: bool) -> None:
+def log_row(state: State, candidate: str, kept: bool, pruned: bool = False) -> None:
     """The results-log row the loop would write for a decided candidate (what the ideator learns from)."""
     h = training_cache.model_hash
+    if pruned:  # stopped between epochs: no metric, as the loop logs it
+        state.rows.append(ResultRow(str(len(state.rows)), "-", None, None, "pruned", state.descriptions.get(h(candidate), "")))
+        return
     mine = [state.known.get((h(candidate), state.seed + i)) for i in range(SEEDS)]
     best = [state.known.get((h(state.best), state.seed + i)) for i in range(SEEDS)]
     runs = [m for m in mine if m is not None]
@@ -360,10 +369,10 @@ def best_runs(state: State, upto: int) -> tuple[float, ...]:
     return tuple(state.known.get((training_cache.model_hash(state.best), state.seed + i)) for i in range(upto))
 
 
-def settle(state: State, candidate: str, kept: bool, claimed: float = 0.0) -> None:
+def settle(state: State, candidate: str, kept: bool, claimed: float = 0.0, pruned: bool = False) -> None:
     crashed = state.known.get((training_cache.model_hash(candidate), state.seed), 0.0) is None
     state.steps.append(Step(candidate, state.best, kept, claimed, crashed))
-    log_row(state, candidate, kept)
+    log_row(state, candidate, kept, pruned)
     if kept:
         state.best = candidate
         state.since_keep, state.stale = [], 0
@@ -422,6 +431,52 @@ def paired_bar(state: State) -> noise.Bar:
                      keep_confidence=noise.keep_confidence(state.keep_chances))
 
 
+def screen_rule(state: State, trainer: Trainer, bar: noise.Bar) -> pruning.PruneRule | None:
+    """The rule the loop stops this iteration's screen runs by (reference_curves.campaign_rule): the best's curve at
+    the campaign's seed, the seed noise of the campaign's multi-seed models' curves, its past screens' curves."""
+    if not trainer.early_stop:
+        return None
+    best = trainer.run(state.best, state.seed)
+    if best is None:
+        return None
+    groups = [[curve[-1] for curve in g] for g in state.curve_groups if len(g) > 1]  # the runs' final values
+    with_noise = noise.Bar(paired=bar.paired, prior=bar.prior, keep_confidence=bar.keep_confidence,
+                           noise=noise.robust_pool(groups) if groups else noise.Noise())
+    sigmas = pruning.epoch_noise(state.curve_groups[-pruning.NOISE_ROWS:])
+    return pruning.rule_for(best.curve, with_noise, sigmas, state.screen_history)
+
+
+def stopped_after(curve: tuple[float, ...], rule: pruning.PruneRule | None) -> int | None:
+    """The epoch after which the loop's watch stops a run with this curve (before its last), or None."""
+    watch = pruning.CurveWatch(rule, "val_acc")
+    for epoch, value in enumerate(curve, 1):
+        if epoch < len(curve) and watch.see(f"epoch={epoch}/{len(curve)} val_acc={value:.6f}"):
+            return epoch
+    return None
+
+
+def screen(state: State, trainer: Trainer, candidate: str, rule: pruning.PruneRule | None) -> list[float] | str | None:
+    """The candidate's screen: its paired difference at the campaign's seed; "pruned" when the loop's watch stops its
+    run between epochs (it pays the start-up and the epochs it trained); None if it crashed."""
+    key = (training_cache.model_hash(candidate), state.seed)
+    run = trainer.run(candidate, state.seed) if key not in state.known and rule is not None else None
+    epoch = stopped_after(run.curve, rule) if run is not None else None
+    if epoch is None:
+        d = differences(state, trainer, candidate, 1, [])
+        if d is not None and rule is not None:
+            best = trainer.run(state.best, state.seed)
+            state.screen_history.append((trainer.run(candidate, state.seed).curve, best.curve))
+        return d
+    seconds = trainer.startup + trainer.train_seconds(candidate) * epoch / len(run.curve)
+    state.seconds += seconds
+    state.training += seconds - trainer.startup
+    state.last_seconds = seconds
+    state.runs += 1
+    state.cost += seconds / state.unit
+    state.pruned += 1
+    return "pruned"
+
+
 def differences(state: State, trainer: Trainer, candidate: str, seeds: int, have: list[float]) -> list[float] | None:
     """Paired differences at seeds 0 … seeds−1 (the best trained on demand); None if the candidate crashed."""
     out = list(have)
@@ -444,12 +499,15 @@ def iterate_paired(state: State, trainer: Trainer, parallel: int = 1) -> None:
         state.exhausted = True
         return
     bar = paired_bar(state)
-    screens = {}
+    rule = screen_rule(state, trainer, bar)
+    screens, pruned = {}, set()
     wall = 0.0
     for c in candidates:
-        d = differences(state, trainer, c, 1, [])
+        d = screen(state, trainer, c, rule)
         wall = max(wall, state.last_seconds)
-        if d is not None:
+        if d == "pruned":
+            pruned.add(c)
+        elif d is not None:
             screens[c] = d
             state.screens.append(d[0])
     state.wall += wall
@@ -476,9 +534,10 @@ def iterate_paired(state: State, trainer: Trainer, parallel: int = 1) -> None:
     for c in candidates:
         if c in continued:
             state.diffs.append(continued[c])
+            state.curve_groups.append([trainer.run(c, state.seed + i).curve for i in range(len(continued[c]))])
     for c in candidates:
         if c != winner:
-            settle(state, c, False)
+            settle(state, c, False, pruned=c in pruned)
     if winner is not None:
         kept = step == "keep"
         if kept:
@@ -698,6 +757,8 @@ def run_to_budget(rule: str, campaign: int, trainer: Trainer, budgets: tuple) ->
     state.wall = state.seconds
     if rule != "greedy":
         state.groups.append(baseline)
+    if rule in ("paired", "racing"):  # the curves their screens' early stopping starts from
+        state.curve_groups.append([trainer.run(base, state.seed + i).curve for i in range(len(baseline))])
     snapshots = {}
     while not state.exhausted and state.cost + final_confirmation_cost(state, trainer) < max(budgets):
         before = copy.deepcopy(state)
@@ -744,7 +805,7 @@ def judge(state: State, trainer: Trainer, sigma_fresh: float) -> dict:
         "harm": sum(d for d in deltas if d <= 0), "true_gain": true_gain, "claimed": claimed,
         "seconds": state.seconds, "training": state.training, "wall": state.wall, "rollbacks": state.rollbacks,
         "power_hits": sum(d > sigma_fresh for d in deltas), "power_misses": weight * sum(d > sigma_fresh for d in missed),
-        "sigma_hat": sigma_hat,
+        "sigma_hat": sigma_hat, "pruned": state.pruned,
         "claim_interval": noise.INTERVAL_Z * math.sqrt(sum(v for _, v in state.segments)) if state.segments else None,
     }
 
@@ -887,8 +948,8 @@ def main() -> None:
                              "model whose runs are all training, as long runs are (a side run, written to "
                              "search_quality_e<epochs>_start_up_<seconds>.md)")
     parser.add_argument("--no-early-stop", dest="early_stop", action="store_false",
-                        help="where seeds train in one run, train every candidate's first run to its last seed, as "
-                             "`autoraysearch run --no-early-stop` does (a side run, written to "
+                        help="train every candidate's first run to its last seed where seeds train in one run, and every "
+                             "screen to its last epoch, as `autoraysearch run --no-early-stop` does (a side run, written to "
                              "search_quality_e<epochs>_no_early_stop.md); the loop stops a run once it can no longer be kept")
     parser.add_argument("--noise", default="", type=noise_overrides,
                         help="NAME=VALUE,…: campaign/noise.py constants for this run only (a side run, written to "
@@ -965,8 +1026,10 @@ def side_run(args: argparse.Namespace, text: str) -> tuple[str, str]:
                       f"and the loop decides with the paired rule. The default tables charge the start-up measured on digits ({default})."))
     if not args.early_stop:
         sides.append(("_no_early_stop",
-                      f"Search quality at {e} epoch(s) with every candidate's first run trained to its last seed (not the default)",
-                      f"The loop stops a run of seeds once it can no longer be kept (campaign/seed_watch.py; {default})."))
+                      f"Search quality at {e} epoch(s) with every candidate's first run trained to its last seed and every "
+                      "screen to its last epoch (not the default)",
+                      "The loop stops a run of seeds, or a screen between epochs, once it can no longer be kept "
+                      f"(campaign/seed_watch.py, campaign/pruning.py; {default})."))
     if args.noise:
         settings = ", ".join(f"{k} = {v:g}" for k, v in args.noise.items())
         sides.append(("".join(f"_noise_{k}_{v:g}" for k, v in args.noise.items()),

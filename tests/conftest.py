@@ -97,7 +97,7 @@ def search_quality(monkeypatch):
 
 @pytest.fixture
 def benchmark_on_a_cache_copy(search_quality, tmp_path, monkeypatch):
-    """search_quality with its training cache (1 epoch) copied into tmp_path, and a Trainer on it.
+    """search_quality with its training caches (1 and 5 epochs) copied into tmp_path, and a Trainer on the first.
 
     Runs the copy lacks are trained into the copy, never into the repository's cache. Returns
     (search_quality module, Trainer).
@@ -108,7 +108,7 @@ def benchmark_on_a_cache_copy(search_quality, tmp_path, monkeypatch):
 
     cache = tmp_path / "cache"
     cache.mkdir()
-    for name in ("pool.json", training_cache.cache_path(1).name):
+    for name in ("pool.json", training_cache.cache_path(1).name, training_cache.cache_path(5).name):
         if (training_cache.CACHE_DIR / name).exists():  # after a change to train.py, the runs are trained again
             shutil.copy(training_cache.CACHE_DIR / name, cache / name)
     monkeypatch.setattr(training_cache, "CACHE_DIR", cache)

@@ -27,3 +27,30 @@ def test_a_together_campaign_pays_only_for_the_seeds_its_stopped_runs_trained(be
     assert all(len(d) == first for d in whole.diffs)
     assert stopping.runs / len(stopping.steps) < whole.runs / len(whole.steps)  # seeds trained per candidate
     assert stopping.cost <= budget + 1e-9 and whole.cost <= budget + 1e-9
+
+
+def test_a_paired_campaign_stops_hopeless_screens_between_epochs_and_pays_for_the_epochs_they_trained(benchmark_on_a_cache_copy):
+    # As the loop stops a screen run with no realistic chance of clearing the bar (campaign/pruning.py), where each
+    # seed is a run of its own (runs all training: --start-up 0).
+    search_quality, _ = benchmark_on_a_cache_copy
+    trainer = search_quality.Trainer(5, startup=0.0)
+    budget = max(search_quality.BUDGETS)
+
+    stopping = search_quality.run_campaign("paired", 0, trainer)[budget]
+    trainer.early_stop = False
+    whole = search_quality.run_campaign("paired", 0, trainer)[budget]
+    pruned = [row for row in stopping.rows if row.status == "pruned"]
+    assert stopping.pruned > 0 and len(pruned) == stopping.pruned and all(row.metric is None for row in pruned)
+    assert whole.pruned == 0 and not any(row.status == "pruned" for row in whole.rows)
+    assert len(stopping.steps) > len(whole.steps)  # cheaper screens: more candidates in the same budget
+    assert stopping.cost <= budget + 1e-9 and whole.cost <= budget + 1e-9
+
+
+def test_a_screen_is_stopped_after_the_epoch_the_loops_watch_stops_it_never_at_its_last(search_quality):
+    from autoraysearch.campaign.pruning import PruneRule
+
+    rule = PruneRule(reference=(0.5, 0.7, 0.8, 0.9), margins=(0.1,) * 4, min_fraction=0.0)
+    assert search_quality.stopped_after((0.1, 0.1, 0.1, 0.1), rule) == 1
+    assert search_quality.stopped_after((0.5, 0.55, 0.6, 0.9), rule) == 2  # 0.15 behind at epoch 2
+    assert search_quality.stopped_after((0.5, 0.7, 0.8, 0.1), rule) is None  # behind only at the end: nothing to save
+    assert search_quality.stopped_after((0.1, 0.1, 0.1, 0.1), None) is None
