@@ -65,7 +65,7 @@ run at the rest of its seeds, or at N of them, the best beside at the seeds it l
 run of its own and the loop uses the paired rule), `--no-early-stop` (every first run trained to its
 last seed, and every screen to its last epoch), and
 `--noise NAME=VALUE,…` (constants of campaign/noise.py set for this process only, e.g.
-KEEP_CONFIDENCE=0.8).
+KEEP_CONFIDENCE=0.8), `--pruning NAME=VALUE,…` (the same for campaign/pruning.py, e.g. STOP_Z=1.5).
 """
 
 from __future__ import annotations
@@ -147,11 +147,21 @@ def start_up_seconds(text: str) -> float:
 
 def noise_overrides(text: str) -> dict[str, float]:
     """--noise NAME=VALUE,…: constants of campaign/noise.py to set for a side run; only numbers it already has."""
+    return constant_overrides(noise, text)
+
+
+def pruning_overrides(text: str) -> dict[str, float]:
+    """--pruning NAME=VALUE,…: constants of campaign/pruning.py (early stopping between epochs), as --noise."""
+    return constant_overrides(pruning, text)
+
+
+def constant_overrides(module, text: str) -> dict[str, float]:
     overrides = {}
     for item in filter(None, text.split(",")):
         name, _, value = item.partition("=")
-        if not isinstance(getattr(noise, name, None), (int, float)) or not name.isupper():
-            raise argparse.ArgumentTypeError(f"campaign/noise.py has no numeric constant {name!r}")
+        if not isinstance(getattr(module, name, None), (int, float)) or not name.isupper():
+            where = module.__name__.removeprefix("autoraysearch.").replace(".", "/")
+            raise argparse.ArgumentTypeError(f"{where}.py has no numeric constant {name!r}")
         try:
             overrides[name] = float(value)
         except ValueError:
@@ -954,6 +964,9 @@ def main() -> None:
     parser.add_argument("--noise", default="", type=noise_overrides,
                         help="NAME=VALUE,…: campaign/noise.py constants for this run only (a side run, written to "
                              "search_quality_e<epochs>_noise_<NAME>_<VALUE>….md)")
+    parser.add_argument("--pruning", default="", type=pruning_overrides,
+                        help="NAME=VALUE,…: campaign/pruning.py constants for this run only, e.g. STOP_Z=1.5 (a side run, "
+                             "written to search_quality_e<epochs>_pruning_<NAME>_<VALUE>….md)")
     args = parser.parse_args()
     try:
         first_run = first_run_rule(args.first_run)
@@ -961,6 +974,8 @@ def main() -> None:
         parser.error(str(problem))
     for name, value in args.noise.items():
         setattr(noise, name, value)
+    for name, value in args.pruning.items():
+        setattr(pruning, name, value)
     os.environ.pop("AUTORAYSEARCH_EVAL_SPLIT", None)
     trainer = Trainer(args.epochs, args.truth_seeds, first_run, args.second_run, args.baseline_free, args.start_up,
                       args.early_stop)
@@ -1035,6 +1050,11 @@ def side_run(args: argparse.Namespace, text: str) -> tuple[str, str]:
         sides.append(("".join(f"_noise_{k}_{v:g}" for k, v in args.noise.items()),
                       f"Search quality at {e} epoch(s) with {settings} (not the default)",
                       "The loop's values are in autoraysearch/campaign/noise.py."))
+    if getattr(args, "pruning", None):
+        settings = ", ".join(f"{k} = {v:g}" for k, v in args.pruning.items())
+        sides.append(("".join(f"_pruning_{k}_{v:g}" for k, v in args.pruning.items()),
+                      f"Search quality at {e} epoch(s) with early stopping's {settings} (not the default)",
+                      "The loop's values are in autoraysearch/campaign/pruning.py."))
     if not sides:
         return f"search_quality_e{e}", text
     headings = "".join(f"# {heading}\n\n" + (f"{instead}\n\n" if instead else "") for _, heading, instead in sides)
