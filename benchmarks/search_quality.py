@@ -65,7 +65,8 @@ run at the rest of its seeds, or at N of them, the best beside at the seeds it l
 run of its own and the loop uses the paired rule), `--no-early-stop` (every first run trained to its
 last seed, and every screen to its last epoch), and
 `--noise NAME=VALUE,…` (constants of campaign/noise.py set for this process only, e.g.
-KEEP_CONFIDENCE=0.8), `--pruning NAME=VALUE,…` (the same for campaign/pruning.py, e.g. STOP_Z=1.5).
+KEEP_CONFIDENCE=0.8), `--pruning NAME=VALUE,…` (the same for campaign/pruning.py, e.g. STOP_Z=1.5), `--seeds N`
+(the product's --seeds where each seed is a run of its own: the baseline's seeds and the most a candidate gets).
 """
 
 from __future__ import annotations
@@ -92,13 +93,14 @@ from autoraysearch.campaign import noise, pruning  # noqa: E402
 from autoraysearch.campaign.path import CONFIRM_EVERY, CONFIRM_SEEDS as CONFIRM_FRESH, FRESH_STRIDE  # noqa: E402
 from autoraysearch.campaign.model_source import fingerprint  # noqa: E402
 from autoraysearch.campaign.results_log import ResultRow  # noqa: E402
+from autoraysearch.campaign.settings import DEFAULT_SEEDS  # noqa: E402
 from autoraysearch.trials.runs import confirmation_seeds, first_run_seeds, seeds_for_one_run  # noqa: E402
 
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 TRUTH_SEEDS = 10  # test-split seeds per model for the truth, unless --truth-seeds says more
 TRUTH_Z = 1.96  # a false keep is clearly false when its true delta is below zero by this many paired errors
 BUDGETS = (12, 48)
-SEEDS = 3  # the product's default --seeds
+SEEDS = DEFAULT_SEEDS  # the product's default --seeds (3), unless --seeds says otherwise
 STUCK_AFTER = 3  # the product's default stuck_after
 RACE_TOP = 2  # racing: candidates continued after the screen
 DISCARD_SAMPLE = 1  # discards per campaign re-scored on the test split (for power)
@@ -936,6 +938,7 @@ def comparison_lines(comparisons: dict) -> list[str]:
 
 
 def main() -> None:
+    global SEEDS  # --seeds: every campaign of this process
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--campaigns", type=int, default=20)
@@ -964,6 +967,10 @@ def main() -> None:
     parser.add_argument("--noise", default="", type=noise_overrides,
                         help="NAME=VALUE,…: campaign/noise.py constants for this run only (a side run, written to "
                              "search_quality_e<epochs>_noise_<NAME>_<VALUE>….md)")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help=f"where each seed is a run of its own, the product's --seeds (default {DEFAULT_SEEDS}): the baseline's "
+                             "seeds in setup and the most a candidate gets (a side run, written to "
+                             "search_quality_e<epochs>_seeds_<N>.md)")
     parser.add_argument("--pruning", default="", type=pruning_overrides,
                         help="NAME=VALUE,…: campaign/pruning.py constants for this run only, e.g. STOP_Z=1.5 (a side run, "
                              "written to search_quality_e<epochs>_pruning_<NAME>_<VALUE>….md)")
@@ -976,6 +983,10 @@ def main() -> None:
         setattr(noise, name, value)
     for name, value in args.pruning.items():
         setattr(pruning, name, value)
+    if args.seeds is not None:
+        if args.seeds < 2:
+            parser.error("--seeds takes 2 or more: with 1 the paired rules are greedy")
+        SEEDS = args.seeds
     os.environ.pop("AUTORAYSEARCH_EVAL_SPLIT", None)
     trainer = Trainer(args.epochs, args.truth_seeds, first_run, args.second_run, args.baseline_free, args.start_up,
                       args.early_stop)
@@ -1050,6 +1061,10 @@ def side_run(args: argparse.Namespace, text: str) -> tuple[str, str]:
         sides.append(("".join(f"_noise_{k}_{v:g}" for k, v in args.noise.items()),
                       f"Search quality at {e} epoch(s) with {settings} (not the default)",
                       "The loop's values are in autoraysearch/campaign/noise.py."))
+    if getattr(args, "seeds", None) is not None:
+        sides.append((f"_seeds_{args.seeds}", f"Search quality at {e} epoch(s) with --seeds {args.seeds} (not the default)",
+                      f"Where each seed is a run of its own, the loop's default is --seeds {DEFAULT_SEEDS}: the baseline's seeds in setup "
+                      "and the most a candidate gets."))
     if getattr(args, "pruning", None):
         settings = ", ".join(f"{k} = {v:g}" for k, v in args.pruning.items())
         sides.append(("".join(f"_pruning_{k}_{v:g}" for k, v in args.pruning.items()),

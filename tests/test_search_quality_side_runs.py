@@ -6,9 +6,9 @@ import pytest
 
 
 def options(first_run="third", second_run=None, baseline_free=False, noise="", rules="greedy,together", epochs=1, start_up=None,
-            early_stop=True, pruning=""):
+            early_stop=True, pruning="", seeds=None):
     return argparse.Namespace(first_run=first_run, second_run=second_run, baseline_free=baseline_free, noise=noise, rules=rules,
-                              epochs=epochs, start_up=start_up, early_stop=early_stop, pruning=pruning)
+                              epochs=epochs, start_up=start_up, early_stop=early_stop, pruning=pruning, seeds=seeds)
 
 
 def test_a_first_run_names_the_loops_rule_all_seeds_or_a_number_of_them(search_quality):
@@ -67,6 +67,7 @@ def test_only_the_loops_own_rules_and_settings_write_the_default_table(search_qu
         "search_quality_e1_no_early_stop": options(early_stop=False),
         "search_quality_e1_noise_KEEP_CONFIDENCE_0.8": options(noise={"KEEP_CONFIDENCE": 0.8}),
         "search_quality_e5_start_up_0_pruning_STOP_Z_1.5": options(start_up=0.0, pruning={"STOP_Z": 1.5}, epochs=5),
+        "search_quality_e5_start_up_0_seeds_5": options(start_up=0.0, seeds=5, epochs=5),
         "search_quality_e5_what_if": options(rules="greedy,racing-shared", epochs=5),
     }
     for expected, side in sides.items():
