@@ -286,7 +286,6 @@ class State:
     groups: list = field(default_factory=list)  # multi-seed runs of one model (unpaired σ)
     curve_groups: list = field(default_factory=list)  # their curves: the per-epoch noise early stopping starts from
     screen_history: list = field(default_factory=list)  # (screen curve, its best's) of each screen run to its end
-    pruned: int = 0  # screens stopped between epochs
     steps: list = field(default_factory=list)
     tried: set = field(default_factory=set)
     since_keep: list = field(default_factory=list)
@@ -299,6 +298,11 @@ class State:
     budget: float = math.inf  # what a rule that looks at its budget may spend (together rules: the stop time's stand-in)
     rows: list = field(default_factory=list)  # the results log the ideate step would read
     descriptions: dict = field(default_factory=dict)  # model hash -> the ideator's description
+
+    @property
+    def pruned(self) -> int:
+        """Screens stopped between epochs (a `pruned` row each)."""
+        return sum(row.status == "pruned" for row in self.rows)
 
 
 def train(state: State, trainer: Trainer, source: str, seed: int, confirm: bool = False) -> float | None:
@@ -316,21 +320,27 @@ def train_together(state: State, trainer: Trainer, source: str, seeds: list[int]
     state.last_seconds = 0.0
     missing = [(key, seed) for key, seed in zip(keys, seeds) if key not in state.known]
     if missing:
-        seconds = trainer.startup + trainer.extra * (len(missing) - 1)
+        training = 0.0
         per_seed = trainer.train_seconds(source)
         for key, seed in missing:
             run = trainer.run(source, seed)
             state.known[key] = None if run is None else run.metric
-            seconds += per_seed if run is not None else 0.0
-            state.training += per_seed if run is not None else 0.0
-        state.seconds += seconds
-        state.last_seconds = seconds
-        if confirm:
-            state.confirm_runs += len(missing)
-        else:
-            state.runs += len(missing)
-        state.cost += seconds / state.unit  # a confirmation spends the budget as a search run does
+            training += per_seed if run is not None else 0.0
+        pay(state, trainer.startup + trainer.extra * (len(missing) - 1), training, len(missing), confirm)
     return [state.known[key] for key in keys]
+
+
+def pay(state: State, overhead: float, training: float, seeds: int, confirm: bool = False) -> None:
+    """Charge one run (its start-up and extras, and its training) to the campaign; `state.last_seconds` is its wall time."""
+    seconds = overhead + training
+    state.seconds += seconds
+    state.training += training
+    state.last_seconds = seconds
+    if confirm:
+        state.confirm_runs += seeds
+    else:
+        state.runs += seeds
+    state.cost += seconds / state.unit  # a confirmation spends the budget as a search run does
 
 
 def propose(state: State, count: int) -> list[str]:
@@ -470,22 +480,15 @@ def stopped_after(curve: tuple[float, ...], rule: pruning.PruneRule | None) -> i
 def screen(state: State, trainer: Trainer, candidate: str, rule: pruning.PruneRule | None) -> list[float] | str | None:
     """The candidate's screen: its paired difference at the campaign's seed; "pruned" when the loop's watch stops its
     run between epochs (it pays the start-up and the epochs it trained); None if it crashed."""
-    key = (training_cache.model_hash(candidate), state.seed)
-    run = trainer.run(candidate, state.seed) if key not in state.known and rule is not None else None
-    epoch = stopped_after(run.curve, rule) if run is not None else None
+    run = trainer.run(candidate, state.seed) if rule is not None else None
+    trained = (training_cache.model_hash(candidate), state.seed) in state.known  # this campaign has it: no run to stop
+    epoch = stopped_after(run.curve, rule) if run is not None and not trained else None
     if epoch is None:
         d = differences(state, trainer, candidate, 1, [])
-        if d is not None and rule is not None:
-            best = trainer.run(state.best, state.seed)
-            state.screen_history.append((trainer.run(candidate, state.seed).curve, best.curve))
+        if d is not None and run is not None:
+            state.screen_history.append((run.curve, rule.reference))
         return d
-    seconds = trainer.startup + trainer.train_seconds(candidate) * epoch / len(run.curve)
-    state.seconds += seconds
-    state.training += seconds - trainer.startup
-    state.last_seconds = seconds
-    state.runs += 1
-    state.cost += seconds / state.unit
-    state.pruned += 1
+    pay(state, trainer.startup, trainer.train_seconds(candidate) * epoch / len(run.curve), 1)
     return "pruned"
 
 
