@@ -39,7 +39,11 @@ Rules compared, each over the same campaign seeds:
   mean among those the keep rule keeps;
 * racing-shared (a what-if, not a rule of the loop's: `--rules greedy,racing-shared`, written to
   search_quality_e<epochs>_what_if.md): racing-together with the four first runs in one run, one
-  start-up for all of them, as a train.py that trained several candidates in one run would charge.
+  start-up for all of them, as a train.py that trained several candidates in one run would charge;
+* paired-rotating (a what-if: `--rules greedy,paired,paired-rotating --start-up 0`): paired with each
+  candidate's screen at the next of the best's seeds in turn (its further paired seeds going round them),
+  where the loop screens every candidate at the campaign's seed: a best whose run there was lucky makes
+  every screen look worse than it is, and stops most of them between epochs.
 
 What a run costs is measured, not assumed: benchmarks/seeds_in_one_run.py times contained trials of
 this train.py and writes a run's start-up and the extra cost of each further seed in one run to
@@ -110,9 +114,12 @@ EXTRA_SEED_BASE = 20000  # a campaign's seeds past its first CAMPAIGN_STRIDE: ne
 TOGETHER_FRESH_BASE = 40000  # fresh confirmation seeds where they train in one run (more of them: FRESH_STRIDE apart)
 RULES = ("greedy", "unpaired", "paired", "racing", "together", "racing-together")
 FIRST_RUNS = {"third": first_run_seeds, "all": lambda seeds: seeds}  # --first-run, besides a number of seeds
-WHAT_IF = ("racing-shared",)  # rules the loop does not have yet, to size them: never in the default tables
-TOGETHER = ("together", "racing-together", *WHAT_IF)
-CONFIRMING = ("paired", "racing", *TOGETHER)  # rules that confirm their path: each keeps room for the final confirmation
+SHARED = ("racing-shared",)
+ROTATING = ("paired-rotating",)
+WHAT_IF = (*SHARED, *ROTATING)  # rules the loop does not have yet, to size them: never in the default tables
+TOGETHER = ("together", "racing-together", *SHARED)
+SEEDS_APART = ("paired", "racing", *ROTATING)  # screen first, a run per seed
+CONFIRMING = (*SEEDS_APART, *TOGETHER)  # rules that confirm their path: each keeps room for the final confirmation
 COSTS = RESULTS_DIR / "seeds_in_one_run.json"
 
 
@@ -391,8 +398,20 @@ def best_runs(state: State, upto: int) -> tuple[float, ...]:
     return tuple(state.known.get((training_cache.model_hash(state.best), state.seed + i)) for i in range(upto))
 
 
+def first_seed_offset(state: State, ahead: int = 0) -> int:
+    """paired-rotating: which of the best's seeds a candidate's screen is at, the next in turn for each candidate
+    (`ahead`: its place among this iteration's), so that one lucky run of the best does not judge every screen.
+    The loop's rules screen every candidate at the campaign's seed (0)."""
+    return (len(state.steps) + ahead) % SEEDS if state.rule in ROTATING else 0
+
+
+def paired_seed(state: State, i: int, offset: int = 0) -> int:
+    """The seed of a candidate's i-th paired run, starting from the best's seed at `offset` and going round them."""
+    return state.seed + ((offset + i) % SEEDS if i < SEEDS else i)
+
+
 def settle(state: State, candidate: str, kept: bool, claimed: float = 0.0, pruned: bool = False) -> None:
-    crashed = state.known.get((training_cache.model_hash(candidate), state.seed), 0.0) is None
+    crashed = any(state.known.get((training_cache.model_hash(candidate), state.seed + i), 0.0) is None for i in range(SEEDS))
     state.steps.append(Step(candidate, state.best, kept, claimed, crashed))
     log_row(state, candidate, kept, pruned)
     if kept:
@@ -453,12 +472,12 @@ def paired_bar(state: State) -> noise.Bar:
                      keep_confidence=noise.keep_confidence(state.keep_chances))
 
 
-def screen_rule(state: State, trainer: Trainer, bar: noise.Bar) -> pruning.PruneRule | None:
+def screen_rule(state: State, trainer: Trainer, bar: noise.Bar, offset: int = 0) -> pruning.PruneRule | None:
     """The rule the loop stops this iteration's screen runs by (reference_curves.campaign_rule): the best's curve at
     the campaign's seed, the seed noise of the campaign's multi-seed models' curves, its past screens' curves."""
     if not trainer.early_stop:
         return None
-    best = trainer.run(state.best, state.seed)
+    best = trainer.run(state.best, paired_seed(state, 0, offset))
     if best is None:
         return None
     groups = [[curve[-1] for curve in g] for g in state.curve_groups if len(g) > 1]  # the runs' final values
@@ -477,14 +496,16 @@ def stopped_after(curve: tuple[float, ...], rule: pruning.PruneRule | None) -> i
     return None
 
 
-def screen(state: State, trainer: Trainer, candidate: str, rule: pruning.PruneRule | None) -> list[float] | str | None:
+def screen(state: State, trainer: Trainer, candidate: str, rule: pruning.PruneRule | None,
+           offset: int = 0) -> list[float] | str | None:
     """The candidate's screen: its paired difference at the campaign's seed; "pruned" when the loop's watch stops its
     run between epochs (it pays the start-up and the epochs it trained); None if it crashed."""
-    run = trainer.run(candidate, state.seed) if rule is not None else None
-    trained = (training_cache.model_hash(candidate), state.seed) in state.known  # this campaign has it: no run to stop
+    seed = paired_seed(state, 0, offset)
+    run = trainer.run(candidate, seed) if rule is not None else None
+    trained = (training_cache.model_hash(candidate), seed) in state.known  # this campaign has it: no run to stop
     epoch = stopped_after(run.curve, rule) if run is not None and not trained else None
     if epoch is None:
-        d = differences(state, trainer, candidate, 1, [])
+        d = differences(state, trainer, candidate, 1, [], offset)
         if d is not None and run is not None:
             state.screen_history.append((run.curve, rule.reference))
         return d
@@ -492,16 +513,18 @@ def screen(state: State, trainer: Trainer, candidate: str, rule: pruning.PruneRu
     return "pruned"
 
 
-def differences(state: State, trainer: Trainer, candidate: str, seeds: int, have: list[float]) -> list[float] | None:
-    """Paired differences at seeds 0 … seeds−1 (the best trained on demand); None if the candidate crashed."""
+def differences(state: State, trainer: Trainer, candidate: str, seeds: int, have: list[float],
+                offset: int = 0) -> list[float] | None:
+    """Paired differences at seeds 0 … seeds−1 (from `offset`, paired_seed; the best trained on demand); None if the
+    candidate crashed."""
     out = list(have)
     spent = state.seconds
     try:
         for i in range(len(out), seeds):
-            value = train(state, trainer, candidate, state.seed + i)
+            value = train(state, trainer, candidate, paired_seed(state, i, offset))
             if value is None:
                 return None
-            best = train(state, trainer, state.best, state.seed + i)
+            best = train(state, trainer, state.best, paired_seed(state, i, offset))
             out.append(value - best)
         return out
     finally:
@@ -514,11 +537,12 @@ def iterate_paired(state: State, trainer: Trainer, parallel: int = 1) -> None:
         state.exhausted = True
         return
     bar = paired_bar(state)
-    rule = screen_rule(state, trainer, bar)
+    offsets = {c: first_seed_offset(state, j) for j, c in enumerate(candidates)}
+    rules = {o: screen_rule(state, trainer, bar, o) for o in set(offsets.values())}
     screens, pruned = {}, set()
     wall = 0.0
     for c in candidates:
-        d = screen(state, trainer, c, rule)
+        d = screen(state, trainer, c, rules[offsets[c]], offsets[c])
         wall = max(wall, state.last_seconds)
         if d == "pruned":
             pruned.add(c)
@@ -530,7 +554,7 @@ def iterate_paired(state: State, trainer: Trainer, parallel: int = 1) -> None:
     continued = {}
     wall = 0.0
     for c in passing[:RACE_TOP] if parallel > 1 else passing:
-        d = differences(state, trainer, c, noise.CONFIRM_SEEDS, screens[c])
+        d = differences(state, trainer, c, noise.CONFIRM_SEEDS, screens[c], offsets[c])
         wall = max(wall, state.last_seconds)
         if d is not None:
             continued[c] = d
@@ -539,7 +563,7 @@ def iterate_paired(state: State, trainer: Trainer, parallel: int = 1) -> None:
     if winner is not None:
         d = continued[winner]
         while (step := noise.next_step(d, bar, SEEDS)) == "more":
-            d = differences(state, trainer, winner, len(d) + 1, d)
+            d = differences(state, trainer, winner, len(d) + 1, d, offsets[winner])
             state.wall += state.last_seconds
             if d is None:
                 step = "discard"
@@ -549,7 +573,7 @@ def iterate_paired(state: State, trainer: Trainer, parallel: int = 1) -> None:
     for c in candidates:
         if c in continued:
             state.diffs.append(continued[c])
-            state.curve_groups.append([trainer.run(c, state.seed + i).curve for i in range(len(continued[c]))])
+            state.curve_groups.append([trainer.run(c, paired_seed(state, i, offsets[c])).curve for i in range(len(continued[c]))])
     for c in candidates:
         if c != winner:
             settle(state, c, False, pruned=c in pruned)
@@ -772,7 +796,7 @@ def run_to_budget(rule: str, campaign: int, trainer: Trainer, budgets: tuple) ->
     state.wall = state.seconds
     if rule != "greedy":
         state.groups.append(baseline)
-    if rule in ("paired", "racing"):  # the curves their screens' early stopping starts from
+    if rule in SEEDS_APART:  # the curves their screens' early stopping starts from
         state.curve_groups.append([trainer.run(base, state.seed + i).curve for i in range(len(baseline))])
     snapshots = {}
     while not state.exhausted and state.cost + final_confirmation_cost(state, trainer) < max(budgets):
@@ -802,7 +826,7 @@ def judge(state: State, trainer: Trainer, sigma_fresh: float) -> dict:
     sample = random.Random(state.campaign).sample(discards, min(DISCARD_SAMPLE, len(discards)))
     missed = [truth(s.model) - truth(s.predecessor) for s in sample]
     weight = len(discards) / len(sample) if sample else 0.0
-    if state.rule in ("paired", "racing", *TOGETHER):
+    if state.rule in CONFIRMING:
         claimed = sum(g for g, _ in state.segments)
     elif state.rule == "greedy":
         h = training_cache.model_hash

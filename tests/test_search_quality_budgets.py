@@ -54,3 +54,23 @@ def test_a_screen_is_stopped_after_the_epoch_the_loops_watch_stops_it_never_at_i
     assert search_quality.stopped_after((0.5, 0.55, 0.6, 0.9), rule) == 2  # 0.15 behind at epoch 2
     assert search_quality.stopped_after((0.5, 0.7, 0.8, 0.1), rule) is None  # behind only at the end: nothing to save
     assert search_quality.stopped_after((0.1, 0.1, 0.1, 0.1), None) is None
+
+
+def test_a_rotating_campaign_screens_each_candidate_at_the_next_of_the_bests_seeds(benchmark_on_a_cache_copy):
+    # The what-if paired-rotating: a best's lucky run at the campaign's seed no longer judges every screen.
+    search_quality, _ = benchmark_on_a_cache_copy
+    trainer = search_quality.Trainer(5, startup=0.0)
+    budget = max(search_quality.BUDGETS)
+    h = search_quality.training_cache.model_hash
+
+    def first_seeds(state):  # the lowest of the campaign's seeds each candidate was trained at (None: a crash)
+        return [min((i for i in range(search_quality.SEEDS) if (h(step.model), state.seed + i) in state.known), default=None)
+                for step in state.steps]
+
+    fixed = search_quality.run_campaign("paired", 0, trainer)[budget]
+    rotating = search_quality.run_campaign("paired-rotating", 0, trainer)[budget]
+    assert set(first_seeds(fixed)) <= {0, None}  # the loop's rule: every screen at the campaign's seed
+    assert {1, 2} <= set(first_seeds(rotating))  # screens at the best's other seeds, not continued to seed 0
+    assert [search_quality.paired_seed(rotating, i, 2) - rotating.seed for i in range(3)] == [2, 0, 1]
+    assert search_quality.paired_seed(rotating, 5, 2) - rotating.seed == 5  # past the best's seeds: in order
+    assert rotating.cost <= budget + 1e-9
