@@ -474,7 +474,8 @@ def paired_bar(state: State) -> noise.Bar:
 
 def screen_rule(state: State, trainer: Trainer, bar: noise.Bar, offset: int = 0) -> pruning.PruneRule | None:
     """The rule the loop stops this iteration's screen runs by (reference_curves.campaign_rule): the best's curve at
-    the campaign's seed, the seed noise of the campaign's multi-seed models' curves, its past screens' curves."""
+    the screens' seed (the campaign's; paired_seed at `offset` for paired-rotating), the seed noise of the campaign's
+    multi-seed models' curves, its past screens' curves."""
     if not trainer.early_stop:
         return None
     best = trainer.run(state.best, paired_seed(state, 0, offset))
@@ -498,8 +499,9 @@ def stopped_after(curve: tuple[float, ...], rule: pruning.PruneRule | None) -> i
 
 def screen(state: State, trainer: Trainer, candidate: str, rule: pruning.PruneRule | None,
            offset: int = 0) -> list[float] | str | None:
-    """The candidate's screen: its paired difference at the campaign's seed; "pruned" when the loop's watch stops its
-    run between epochs (it pays the start-up and the epochs it trained); None if it crashed."""
+    """The candidate's screen: its paired difference at the campaign's seed (paired_seed at `offset` for
+    paired-rotating); "pruned" when the loop's watch stops its run between epochs (it pays the start-up and the
+    epochs it trained); None if it crashed."""
     seed = paired_seed(state, 0, offset)
     run = trainer.run(candidate, seed) if rule is not None else None
     trained = (training_cache.model_hash(candidate), seed) in state.known  # this campaign has it: no run to stop
