@@ -8,7 +8,8 @@ three known-bad controls (widths ÷ 4, dropout 0.9, normalization removed), each
 8 seeds, its curve logged. A replay is one campaign's stream of screens: the pool in a shuffled order,
 each candidate at the replay's seed against the baseline's curve at that seed, the rule built from the
 screens before it exactly as the loop builds it (pruning.rule_for: the fitted keep-bar rule once
-MIN_FIT screens ran to the end, the cautious noise-margin rule before). Each progress line goes through
+MIN_FIT screens ran to the end, the cautious noise-margin rule before, and for one screen after
+EXPLORE_AFTER stopped in a row). Each progress line goes through
 pruning.CurveWatch as it would during training.
 
 * good: a candidate whose 8-seed mean paired gain clears the keep bar at two seeds (noise.Bar.margin(2)
@@ -17,7 +18,8 @@ pruning.CurveWatch as it would during training.
   paired seed its screen would have earned, as a share of all the seconds the replays used.
 * wrong kills: stopped candidates that are good.
 * oracle: every bad candidate stopped after its first epoch, no good one: the most any rule can save.
-Side by side: the previous rule (3·√2·σ_e behind the best's curve, after a third of the epochs) alone.
+Side by side: the fitted rule without exploration (it may stop every screen once fitted), and the
+previous rule (3·√2·σ_e behind the best's curve, after a third of the epochs) alone.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ def replay(pool, runs, seeds, base, bar, replay_seed: int, rule_kind: str, good:
     screen_bar = noise.Bar(best_runs=(reference[-1],), noise=setup_noise, paired=noise.paired_prior(
         [r.metric for r in baseline_runs]))
     used = saved = 0.0
-    stops = wrong = changed = 0
+    stops = wrong = changed = in_a_row = 0
     history = []
     for key in order:
         run = runs[(key, seed)]
@@ -75,16 +77,19 @@ def replay(pool, runs, seeds, base, bar, replay_seed: int, rule_kind: str, good:
         if rule_kind == "oracle":
             epoch = 1 if not good[key] else None
         else:
-            history_now = history if rule_kind == "fitted" else []
-            rule = pruning.rule_for(reference, screen_bar, sigmas, history_now)
+            history_now = history if rule_kind in ("fitted", "never exploring") else []
+            stopped = in_a_row if rule_kind == "fitted" else 0
+            rule = pruning.rule_for(reference, screen_bar, sigmas, history_now, stopped)
             epoch = stopped_at(run.curve, rule)
         if epoch is not None and epoch < len(run.curve):
             stops += 1
             wrong += good[key]
             changed += good[key] and passes  # run to the end, its screen would have earned it paired seeds
             saved += run.seconds * (len(run.curve) - epoch) / len(run.curve) + confirm
+            in_a_row += 1
         else:
             history.append((run.curve, reference))
+            in_a_row = 0
     return {"used": used, "saved": saved, "stops": stops, "wrong": wrong, "changed": changed, "candidates": len(order)}
 
 
@@ -104,7 +109,9 @@ def main() -> None:
     good = {k: fmean(d) > keep_bar for k, d in diffs.items()}
     bad_share = sum(not g for g in good.values()) / len(good)
     rows = []
-    for kind, name in (("fitted", "fitted keep-bar rule (default)"), ("cautious", "previous rule: 3·√2·σ_e behind"),
+    for kind, name in (("fitted", "fitted keep-bar rule (default)"),
+                       ("never exploring", f"fitted, without exploration after {pruning.EXPLORE_AFTER:g} stops in a row"),
+                       ("cautious", "previous rule: 3·√2·σ_e behind"),
                        ("oracle", "oracle: every bad candidate after epoch 1")):
         results = [replay(pool, runs, seeds, base, None, r, kind, good) for r in range(args.replays)]
         used = sum(r["used"] for r in results)

@@ -485,7 +485,8 @@ def screen_rule(state: State, trainer: Trainer, bar: noise.Bar, offset: int = 0)
     with_noise = noise.Bar(paired=bar.paired, prior=bar.prior, keep_confidence=bar.keep_confidence,
                            noise=noise.robust_pool(groups) if groups else noise.Noise())
     sigmas = pruning.epoch_noise(state.curve_groups[-pruning.NOISE_ROWS:])
-    return pruning.rule_for(best.curve, with_noise, sigmas, state.screen_history)
+    return pruning.rule_for(best.curve, with_noise, sigmas, state.screen_history,
+                            pruning.stopped_in_a_row(row.status for row in state.rows))
 
 
 def stopped_after(curve: tuple[float, ...], rule: pruning.PruneRule | None) -> int | None:

@@ -44,6 +44,7 @@ from autoraysearch.campaign.path import (
 )
 from autoraysearch.campaign.path import verdict as path_verdict
 from autoraysearch.campaign.results_log import ResultRow
+from autoraysearch.campaign.pruning import EXPLORE_AFTER
 from autoraysearch.campaign.reference_curves import campaign_rule
 from autoraysearch.campaign.seed_watch import seed_stop_for
 from autoraysearch.setup.prechecks import PARALLEL_LETTERS, check_parallel
@@ -437,6 +438,10 @@ def screen_then_confirm(
     if settings.seeds_together:
         return train_seeds_together(campaign, trials, bar, stop_time, best)
     rule = campaign_rule(campaign, bar)
+    if rule is not None and rule.exploring:
+        get_run_logger().info("early stopping: the last %d or more screens were stopped between epochs; "
+                              "this iteration's are stopped only when clearly behind, so the line meets a fresh "
+                              "screen", EXPLORE_AFTER)
     screens = train_all(
         campaign, {label: seeded(t, settings.seed, label, pruning=rule) for label, t in trials.items()}, stop_time
     )

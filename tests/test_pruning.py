@@ -131,3 +131,55 @@ def test_a_pruned_or_short_screen_teaches_the_prediction_nothing():
     from autoraysearch.campaign.pruning import screen_gaps
 
     assert screen_gaps([((0.5, 0.6), REFERENCE), ((), REFERENCE)], True) == []
+
+
+def test_screens_stopped_in_a_row_are_counted_since_the_last_one_that_ran_to_its_end():
+    from autoraysearch.campaign.pruning import stopped_in_a_row
+
+    assert stopped_in_a_row([]) == 0
+    assert stopped_in_a_row(["baseline", "pruned", "keep", "pruned", "crash", "pruned", "confirmed"]) == 2
+    assert stopped_in_a_row(["baseline", "pruned", "discard"]) == 0
+
+
+def test_after_enough_stopped_screens_in_a_row_the_next_is_held_to_the_cautious_rule_so_the_fit_can_learn_again():
+    from autoraysearch.campaign.pruning import EXPLORE_AFTER
+
+    bar = Bar(best_runs=(0.96,), paired=Noise(sigma=0.01, dof=10))
+    # Three early screens ran to the end, all of them behind: a gap at any epoch ended as that gap less 0.02.
+    history = [(tuple(r + g for r in REFERENCE[:-1]) + (REFERENCE[-1] + g - 0.02,), REFERENCE) for g in (-0.01, 0.0, 0.01)]
+    level = list(REFERENCE)
+    # The fitted line now stops even a run level with the best, at its first epoch: had every screen after
+    # it been stopped, the line would never meet a fresh screen.
+    assert first_stop(rule_for(REFERENCE, bar, history=history, stopped=EXPLORE_AFTER - 1), level)[0] == 1
+    # Once EXPLORE_AFTER were stopped in a row, the next runs to the end unless clearly behind.
+    exploring = rule_for(REFERENCE, bar, history=history, stopped=EXPLORE_AFTER)
+    assert first_stop(exploring, level) is None and exploring.exploring  # the loop says so in its log
+    assert not rule_for(REFERENCE, bar, history=history[:1], stopped=EXPLORE_AFTER).exploring  # no fit to explore from
+    assert first_stop(rule_for(REFERENCE, bar, history=history, stopped=EXPLORE_AFTER), [r - 0.2 for r in REFERENCE])[0] == 2
+
+
+def test_the_loop_reads_the_stopped_screens_in_a_row_from_its_results_log(tmp_path):
+    import json
+
+    from autoraysearch.campaign.experiment import Campaign
+    from autoraysearch.campaign.pruning import EXPLORE_AFTER
+    from autoraysearch.campaign.reference_curves import rule_from_log
+    from autoraysearch.campaign.results_log import ResultRow, ResultsLog
+    from autoraysearch.campaign.settings import CampaignSettings
+
+    campaign = Campaign(experiment_dir=str(tmp_path), branch="autoraysearch/x", settings=CampaignSettings(),
+                        trial_timeout=None)
+    campaign.paths.make_state_dir()
+    behind = [tuple(r + g for r in REFERENCE[:-1]) + (REFERENCE[-1] + g - 0.02,) for g in (-0.01, 0.0, 0.01)]
+    for label, curve in [("baseline", REFERENCE), ("1", behind[0]), ("2", behind[1]), ("3", behind[2])]:
+        campaign.paths.trial_curve(label).write_text(json.dumps(list(curve)))
+    rows = [ResultRow("0", "abc", REFERENCE[-1], None, "baseline", "baseline")]
+    rows += [ResultRow(str(i), "-", c[-1], c[-1] - REFERENCE[-1], "discard", "x") for i, c in enumerate(behind, 1)]
+    bar = Bar(best_runs=(0.96,), paired=Noise(sigma=0.01, dof=10))
+
+    def rule_after(stops: int):
+        pruned = [ResultRow(str(4 + i), "-", None, None, "pruned", "x") for i in range(stops)]
+        return rule_from_log(campaign, ResultsLog(rows=tuple(rows + pruned), higher_is_better=True), bar)
+
+    assert first_stop(rule_after(EXPLORE_AFTER - 1), list(REFERENCE))[0] == 1
+    assert first_stop(rule_after(EXPLORE_AFTER), list(REFERENCE)) is None

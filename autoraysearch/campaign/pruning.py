@@ -15,6 +15,9 @@ from the training logs:
 * Check. A screen run is stopped after epoch e (any e before the last) when even its best value so far
   predicts a final gap more than STOP_Z prediction errors below the screen's bar (noise.py): it cannot
   realistically earn the paired seeds a keep needs. An epoch whose line is flat (b ≤ 0) stops nothing.
+* Exploration. A stopped screen never reaches the history, so a line fitted on a few poor screens could
+  stop every screen after them and never be corrected: after EXPLORE_AFTER screens stopped in a row, the
+  next is held to the cautious rule alone, and once it runs to the end the line is fitted again with it.
 * Before MIN_FIT screens: the cautious rule of "clearly behind": after a third of the epochs, behind the
   reference by more than PRUNE_SIGMAS × √2 × σ_e, σ_e the campaign's seed noise at epoch e (the pooled
   spread of the seed curves of every multi-seed row, never less than the noise of final values); with no
@@ -43,6 +46,8 @@ FALLBACK_FLOOR = 1e-3  # ... and at least this, for a reference value near 0
 NOISE_ROWS = 20  # the latest multi-seed rows whose curves measure the per-epoch noise
 MIN_FIT = 3  # past screens run to the end before their fitted prediction may stop a run
 STOP_Z = 0.5  # prediction errors below the screen's bar before a run is stopped (about a 31 % chance of passing the screen left, less of a keep)
+EXPLORE_AFTER = 5  # screens stopped in a row, after which the next is held to the cautious rule alone (see Exploration)
+RAN_TO_THE_END = ("baseline", "keep", "discard")  # results-log rows whose screen run trained every epoch
 _EPOCH = re.compile(r"^\s*epoch=(\d+)(?:/(\d+))?(?:\s|$)")
 _NUMBER = r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan|inf|-inf)"
 
@@ -64,6 +69,7 @@ class PruneRule:
     margins: tuple[float, ...]  # how far behind the reference a run may fall at epoch 1, 2, … (the last for later ones)
     higher_is_better: bool = True
     min_fraction: float = MIN_FRACTION
+    exploring: bool = False  # the cautious rule in place of a fitted one after EXPLORE_AFTER stops in a row
 
     def margin(self, epoch: int) -> float:
         return self.margins[min(epoch, len(self.margins)) - 1]
@@ -196,15 +202,28 @@ def fitted_rule(reference: tuple[float, ...], bar: Bar, history) -> PruneRule | 
     return PruneRule(reference=reference, margins=margins, higher_is_better=bar.higher_is_better, min_fraction=0.0)
 
 
-def rule_for(reference: tuple[float, ...], bar: Bar, sigmas: tuple[float, ...] = (), history=()) -> PruneRule | None:
-    """The rule against the best's curve: fitted on past screens once there are enough, else the cautious one."""
+def stopped_in_a_row(statuses) -> int:
+    """Screens stopped between epochs (`pruned` rows) since the last one that ran to its end; other rows
+    (crashes, confirmations, rollbacks) neither count nor end the run."""
+    count = 0
+    for status in reversed(list(statuses)):
+        if status in RAN_TO_THE_END:
+            break
+        count += status == "pruned"
+    return count
+
+
+def rule_for(reference: tuple[float, ...], bar: Bar, sigmas: tuple[float, ...] = (), history=(),
+             stopped: int = 0) -> PruneRule | None:
+    """The rule against the best's curve: fitted on past screens once there are enough, else the cautious one;
+    the cautious one too after `stopped` screens stopped in a row reach EXPLORE_AFTER."""
     if not reference:
         return None
     fitted = fitted_rule(reference, bar, list(history))
-    if fitted is not None:
+    if fitted is not None and stopped < EXPLORE_AFTER:
         return fitted
     return PruneRule(reference=reference, margins=margins_for(reference, bar.noise, sigmas),
-                     higher_is_better=bar.higher_is_better)
+                     higher_is_better=bar.higher_is_better, exploring=fitted is not None)
 
 
 class CurveWatch:

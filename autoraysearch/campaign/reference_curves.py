@@ -14,7 +14,7 @@ from pathlib import Path
 
 from autoraysearch.campaign.experiment import Campaign
 from autoraysearch.campaign.noise import NOISE_STATUSES, Bar
-from autoraysearch.campaign.pruning import NOISE_ROWS, PruneRule, epoch_noise, rule_for
+from autoraysearch.campaign.pruning import NOISE_ROWS, PruneRule, epoch_noise, rule_for, stopped_in_a_row
 
 
 def curve_log_name(status: str, iteration: str) -> str:
@@ -65,7 +65,7 @@ def rule_from_log(campaign: Campaign, log, bar: Bar) -> PruneRule | None:
     noisy = [r for r in log.rows if r.status in NOISE_STATUSES and r.extra.get("seeds", "1") not in ("", "1")]
     sigmas = epoch_noise([seed_curves(campaign, row) for row in noisy[-NOISE_ROWS:]])
     return rule_for(logged_curve(campaign, curve_log_name(best.status, best.iteration)), bar, sigmas,
-                    screen_history(campaign, log))
+                    screen_history(campaign, log), stopped_in_a_row(row.status for row in log.rows))
 
 
 def screen_history(campaign: Campaign, log) -> list[tuple[tuple[float, ...], tuple[float, ...]]]:
