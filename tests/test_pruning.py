@@ -118,8 +118,11 @@ def test_once_past_screens_show_how_gaps_carry_a_run_that_cannot_clear_the_bar_i
     fit = fit_gap(screen_gaps(history, True)[0])
     assert fit.slope == pytest.approx(0.5) and fit.intercept == pytest.approx(0.0) and fit.screens == 6
     rule = rule_for(REFERENCE, bar, history=history)
-    # 0.1 behind at epoch 1 predicts a final gap of −0.05: no chance of a positive screen; stopped at once.
-    assert first_stop(rule, [r - 0.1 for r in REFERENCE])[0] == 1
+    # 0.1 behind at epoch 1 predicts a final gap of −0.05: no chance of a positive screen; stopped at once,
+    # and the stop says what the line predicted rather than a margin.
+    epoch, reason = first_stop(rule, [r - 0.1 for r in REFERENCE])
+    assert epoch == 1 and reason == ("pruned at epoch 1/6: val_acc=0.4000, best had 0.5000 there (past screens predict "
+                                     f"it ends 0.0500 worse than the best; a screen needs {bar.screen_bar():.4f} better)")
     # A run level with the best could still pass its screen: it runs to the end.
     assert first_stop(rule, REFERENCE) is None
     # With fewer past screens than MIN_FIT, only the cautious rule applies: nothing before a third of the epochs.
@@ -150,7 +153,8 @@ def test_after_enough_stopped_screens_in_a_row_the_next_is_held_to_the_cautious_
     level = list(REFERENCE)
     # The fitted line now stops even a run level with the best, at its first epoch: had every screen after
     # it been stopped, the line would never meet a fresh screen.
-    assert first_stop(rule_for(REFERENCE, bar, history=history, stopped=EXPLORE_AFTER - 1), level)[0] == 1
+    epoch, reason = first_stop(rule_for(REFERENCE, bar, history=history, stopped=EXPLORE_AFTER - 1), level)
+    assert epoch == 1 and "past screens predict it ends 0.0200 worse than the best" in reason
     # Once EXPLORE_AFTER were stopped in a row, the next runs to the end unless clearly behind.
     exploring = rule_for(REFERENCE, bar, history=history, stopped=EXPLORE_AFTER)
     assert first_stop(exploring, level) is None and exploring.exploring  # the loop says so in its log

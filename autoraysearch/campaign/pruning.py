@@ -70,6 +70,8 @@ class PruneRule:
     higher_is_better: bool = True
     min_fraction: float = MIN_FRACTION
     exploring: bool = False  # the cautious rule in place of a fitted one after EXPLORE_AFTER stops in a row
+    fits: tuple[GapFit | None, ...] = ()  # a fitted rule's line per epoch, which its stop message quotes
+    screen_bar: float = 0.0  # ... and the screen's bar those lines are held to
 
     def margin(self, epoch: int) -> float:
         return self.margins[min(epoch, len(self.margins)) - 1]
@@ -199,7 +201,8 @@ def fitted_rule(reference: tuple[float, ...], bar: Bar, history) -> PruneRule | 
         return None
     margins = tuple(fits[e].margin(bar.screen_bar()) if e < len(fits) and fits[e] else math.inf
                     for e in range(len(reference)))
-    return PruneRule(reference=reference, margins=margins, higher_is_better=bar.higher_is_better, min_fraction=0.0)
+    return PruneRule(reference=reference, margins=margins, higher_is_better=bar.higher_is_better, min_fraction=0.0,
+                     fits=tuple(fits), screen_bar=bar.screen_bar())
 
 
 def stopped_in_a_row(statuses) -> int:
@@ -250,13 +253,19 @@ class CurveWatch:
         rule = self.rule
         if rule is None or self.reason or not rule.may_prune_at(point) or not rule.behind(self.best_so_far, point.epoch):
             return False
-        self.reason = pruned_reason(point, rule, self.metric)
+        self.reason = pruned_reason(point, rule, self.metric, self.best_so_far)
         return True
 
 
-def pruned_reason(point: EpochPoint, rule: PruneRule, metric: str) -> str:
-    """'pruned at epoch 2/6: val_acc=0.1000, best had 0.9200 there (margin 0.021)'."""
-    return (
-        f"pruned at epoch {point.epoch}/{rule.budget(point)}: {metric}={point.value:.4f}, "
-        f"best had {rule.reference[point.epoch - 1]:.4f} there (margin {rule.margin(point.epoch):.2g})"
-    )
+def pruned_reason(point: EpochPoint, rule: PruneRule, metric: str, best_so_far: float | None = None) -> str:
+    """'pruned at epoch 2/6: val_acc=0.1000, best had 0.9200 there (margin 0.021)'; a fitted rule says what its
+    line predicts instead: '… there (past screens predict it ends 0.0062 worse than the best; a screen needs 0.0020 better)'."""
+    reference = rule.reference[point.epoch - 1]
+    head = f"pruned at epoch {point.epoch}/{rule.budget(point)}: {metric}={point.value:.4f}, best had {reference:.4f} there"
+    fit = rule.fits[point.epoch - 1] if point.epoch <= len(rule.fits) else None
+    if fit is None:
+        return f"{head} (margin {rule.margin(point.epoch):.2g})"
+    value = point.value if best_so_far is None else best_so_far
+    ends = fit.intercept + fit.slope * (value - reference if rule.higher_is_better else reference - value)
+    return (f"{head} (past screens predict it ends {abs(ends):.4f} {'better' if ends >= 0 else 'worse'} than the best; "
+            f"a screen needs {rule.screen_bar:.4f} better)")
