@@ -84,7 +84,7 @@ import random
 import re
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from statistics import fmean, stdev
 
@@ -116,9 +116,10 @@ RULES = ("greedy", "unpaired", "paired", "racing", "together", "racing-together"
 FIRST_RUNS = {"third": first_run_seeds, "all": lambda seeds: seeds}  # --first-run, besides a number of seeds
 SHARED = ("racing-shared",)
 ROTATING = ("paired-rotating",)
-WHAT_IF = (*SHARED, *ROTATING)  # rules the loop does not have yet, to size them: never in the default tables
+LUCK = ("paired-luck",)
+WHAT_IF = (*SHARED, *ROTATING, *LUCK)  # rules the loop does not have yet, to size them: never in the default tables
 TOGETHER = ("together", "racing-together", *SHARED)
-SEEDS_APART = ("paired", "racing", *ROTATING)  # screen first, a run per seed
+SEEDS_APART = ("paired", "racing", *ROTATING, *LUCK)  # screen first, a run per seed
 CONFIRMING = (*SEEDS_APART, *TOGETHER)  # rules that confirm their path: each keeps room for the final confirmation
 COSTS = RESULTS_DIR / "seeds_in_one_run.json"
 
@@ -472,6 +473,33 @@ def paired_bar(state: State) -> noise.Bar:
                      keep_confidence=noise.keep_confidence(state.keep_chances))
 
 
+@dataclass(frozen=True)
+class LuckBar(noise.Bar):
+    """paired-luck: the bar with its screen bar moved by the best's luck at the screens' seed (best_luck)."""
+
+    luck: float = 0.0
+
+    def screen_bar(self) -> float:
+        return noise.Bar.screen_bar(self) - self.luck
+
+
+def run_noise(state: State) -> noise.Noise:
+    """σ of one run's final value, pooled over the campaign's multi-seed models (as early stopping pools it)."""
+    groups = [[curve[-1] for curve in g] for g in state.curve_groups if len(g) > 1]
+    return noise.robust_pool(groups) if groups else noise.Noise()
+
+
+def best_luck(state: State, bar: noise.Bar) -> float:
+    """paired-luck: how far the best's run at the screens' seed lies above its mean over its seeds, times the share
+    of that luck a paired difference keeps (1 − ρ = σ_d² / 2σ²): a screen's expected bias against a lucky run."""
+    h = training_cache.model_hash(state.best)
+    runs = [v for i in range(SEEDS) if (v := state.known.get((h, state.seed + i))) is not None]
+    sigma = run_noise(state).sigma
+    if state.rule not in LUCK or len(runs) < 2 or not bar.measured or sigma <= noise.IDENTICAL:
+        return 0.0
+    return min(1.0, bar.paired.sigma ** 2 / (2 * sigma ** 2)) * (runs[0] - fmean(runs))
+
+
 def screen_rule(state: State, trainer: Trainer, bar: noise.Bar, offset: int = 0) -> pruning.PruneRule | None:
     """The rule the loop stops this iteration's screen runs by (reference_curves.campaign_rule): the best's curve at
     the screens' seed (the campaign's; paired_seed at `offset` for paired-rotating), the seed noise of the campaign's
@@ -481,9 +509,7 @@ def screen_rule(state: State, trainer: Trainer, bar: noise.Bar, offset: int = 0)
     best = trainer.run(state.best, paired_seed(state, 0, offset))
     if best is None:
         return None
-    groups = [[curve[-1] for curve in g] for g in state.curve_groups if len(g) > 1]  # the runs' final values
-    with_noise = noise.Bar(paired=bar.paired, prior=bar.prior, keep_confidence=bar.keep_confidence,
-                           noise=noise.robust_pool(groups) if groups else noise.Noise())
+    with_noise = replace(bar, noise=run_noise(state))  # the runs' final values
     sigmas = pruning.epoch_noise(state.curve_groups[-pruning.NOISE_ROWS:])
     return pruning.rule_for(best.curve, with_noise, sigmas, state.screen_history,
                             pruning.stopped_in_a_row(row.status for row in state.rows))
@@ -541,7 +567,8 @@ def iterate_paired(state: State, trainer: Trainer, parallel: int = 1) -> None:
         return
     bar = paired_bar(state)
     offsets = {c: first_seed_offset(state, j) for j, c in enumerate(candidates)}
-    rules = {o: screen_rule(state, trainer, bar, o) for o in set(offsets.values())}
+    screening = LuckBar(**vars(bar), luck=best_luck(state, bar))  # = bar but for paired-luck
+    rules = {o: screen_rule(state, trainer, screening, o) for o in set(offsets.values())}
     screens, pruned = {}, set()
     wall = 0.0
     for c in candidates:
@@ -553,7 +580,7 @@ def iterate_paired(state: State, trainer: Trainer, parallel: int = 1) -> None:
             screens[c] = d
             state.screens.append(d[0])
     state.wall += wall
-    passing = sorted((c for c in screens if noise.screen_passes(screens[c][0], bar)), key=lambda c: -screens[c][0])
+    passing = sorted((c for c in screens if noise.screen_passes(screens[c][0], screening)), key=lambda c: -screens[c][0])
     continued = {}
     wall = 0.0
     for c in passing[:RACE_TOP] if parallel > 1 else passing:

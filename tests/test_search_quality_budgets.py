@@ -1,5 +1,7 @@
 """benchmarks/search_quality.py's budgets: a rule that confirms its path pays for the final confirmation within its budget."""
 
+import pytest
+
 
 def test_a_paired_campaign_ends_within_its_budget_with_its_path_confirmed(benchmark_on_a_cache_copy):
     # The paired rules once ran to the budget and confirmed their path after it, for free.
@@ -74,3 +76,22 @@ def test_a_rotating_campaign_screens_each_candidate_at_the_next_of_the_bests_see
     assert [search_quality.paired_seed(rotating, i, 2) - rotating.seed for i in range(3)] == [2, 0, 1]
     assert search_quality.paired_seed(rotating, 5, 2) - rotating.seed == 5  # past the best's seeds: in order
     assert rotating.cost <= budget + 1e-9
+
+
+def test_a_luck_aware_screen_lowers_its_bar_by_the_share_of_the_bests_luck_a_paired_difference_keeps(search_quality):
+    # The what-if paired-luck: the best's run at the campaign's seed lies 0.006 above its mean over its 3 seeds.
+    from autoraysearch.campaign.noise import Bar, Noise
+
+    h = search_quality.training_cache.model_hash
+    state = search_quality.State(rule="paired-luck", campaign=0, baseline="b", best="b", confirmed="b", seed=0)
+    state.known = {(h("b"), 0): 0.986, (h("b"), 1): 0.977, (h("b"), 2): 0.977}
+    state.curve_groups = [[(0.9, 0.986), (0.9, 0.977), (0.9, 0.977)], [(0.9, 0.970), (0.9, 0.982)]]
+    sigma = search_quality.run_noise(state).sigma
+    bar = Bar(paired=Noise(sigma=0.005, dof=20))
+    luck = search_quality.best_luck(state, bar)
+    assert luck == pytest.approx(min(1.0, 0.005 ** 2 / (2 * sigma ** 2)) * 0.006) and luck > 0
+    screening = search_quality.LuckBar(**vars(bar), luck=luck)
+    assert screening.screen_bar() == pytest.approx(bar.screen_bar() - luck)
+    assert screening.needed(3) == bar.needed(3)  # keeps are decided as before: only the screen moves
+    state.rule = "paired"  # the loop's rule: no luck taken into account
+    assert search_quality.best_luck(state, bar) == 0.0
