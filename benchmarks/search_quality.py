@@ -43,7 +43,10 @@ Rules compared, each over the same campaign seeds:
 * paired-rotating (a what-if: `--rules greedy,paired,paired-rotating --start-up 0`): paired with each
   candidate's screen at the next of the best's seeds in turn (its further paired seeds going round them),
   where the loop screens every candidate at the campaign's seed: a best whose run there was lucky makes
-  every screen look worse than it is, and stops most of them between epochs.
+  every screen look worse than it is, and stops most of them between epochs;
+* paired-luck (a what-if, in the same file as paired-rotating): paired with the screen's bar lowered by
+  the share of the best's luck at the campaign's seed that a paired difference keeps, (1 − ρ) × (its run
+  there − its mean over its seeds), 1 − ρ = σ_d² / 2σ²; keeps are decided as paired's.
 
 What a run costs is measured, not assumed: benchmarks/seeds_in_one_run.py times contained trials of
 this train.py and writes a run's start-up and the extra cost of each further seed in one run to
@@ -492,8 +495,7 @@ def run_noise(state: State) -> noise.Noise:
 def best_luck(state: State, bar: noise.Bar) -> float:
     """paired-luck: how far the best's run at the screens' seed lies above its mean over its seeds, times the share
     of that luck a paired difference keeps (1 − ρ = σ_d² / 2σ²): a screen's expected bias against a lucky run."""
-    h = training_cache.model_hash(state.best)
-    runs = [v for i in range(SEEDS) if (v := state.known.get((h, state.seed + i))) is not None]
+    runs = [v for v in best_runs(state, SEEDS) if v is not None]
     sigma = run_noise(state).sigma
     if state.rule not in LUCK or len(runs) < 2 or not bar.measured or sigma <= noise.IDENTICAL:
         return 0.0

@@ -144,12 +144,15 @@ def test_screens_stopped_in_a_row_are_counted_since_the_last_one_that_ran_to_its
     assert stopped_in_a_row(["baseline", "pruned", "discard"]) == 0
 
 
+# Three early screens that ran to the end, all of them behind: a gap at any epoch ended as that gap less 0.02.
+BEHIND = [tuple(r + g for r in REFERENCE[:-1]) + (REFERENCE[-1] + g - 0.02,) for g in (-0.01, 0.0, 0.01)]
+
+
 def test_after_enough_stopped_screens_in_a_row_the_next_is_held_to_the_cautious_rule_so_the_fit_can_learn_again():
     from autoraysearch.campaign.pruning import EXPLORE_AFTER
 
     bar = Bar(best_runs=(0.96,), paired=Noise(sigma=0.01, dof=10))
-    # Three early screens ran to the end, all of them behind: a gap at any epoch ended as that gap less 0.02.
-    history = [(tuple(r + g for r in REFERENCE[:-1]) + (REFERENCE[-1] + g - 0.02,), REFERENCE) for g in (-0.01, 0.0, 0.01)]
+    history = [(curve, REFERENCE) for curve in BEHIND]
     level = list(REFERENCE)
     # The fitted line now stops even a run level with the best, at its first epoch: had every screen after
     # it been stopped, the line would never meet a fresh screen.
@@ -159,7 +162,7 @@ def test_after_enough_stopped_screens_in_a_row_the_next_is_held_to_the_cautious_
     exploring = rule_for(REFERENCE, bar, history=history, stopped=EXPLORE_AFTER)
     assert first_stop(exploring, level) is None and exploring.exploring  # the loop says so in its log
     assert not rule_for(REFERENCE, bar, history=history[:1], stopped=EXPLORE_AFTER).exploring  # no fit to explore from
-    assert first_stop(rule_for(REFERENCE, bar, history=history, stopped=EXPLORE_AFTER), [r - 0.2 for r in REFERENCE])[0] == 2
+    assert first_stop(exploring, [r - 0.2 for r in REFERENCE])[0] == 2
 
 
 def test_the_loop_reads_the_stopped_screens_in_a_row_from_its_results_log(tmp_path):
@@ -174,11 +177,10 @@ def test_the_loop_reads_the_stopped_screens_in_a_row_from_its_results_log(tmp_pa
     campaign = Campaign(experiment_dir=str(tmp_path), branch="autoraysearch/x", settings=CampaignSettings(),
                         trial_timeout=None)
     campaign.paths.make_state_dir()
-    behind = [tuple(r + g for r in REFERENCE[:-1]) + (REFERENCE[-1] + g - 0.02,) for g in (-0.01, 0.0, 0.01)]
-    for label, curve in [("baseline", REFERENCE), ("1", behind[0]), ("2", behind[1]), ("3", behind[2])]:
+    for label, curve in [("baseline", REFERENCE), *((str(i), c) for i, c in enumerate(BEHIND, 1))]:
         campaign.paths.trial_curve(label).write_text(json.dumps(list(curve)))
     rows = [ResultRow("0", "abc", REFERENCE[-1], None, "baseline", "baseline")]
-    rows += [ResultRow(str(i), "-", c[-1], c[-1] - REFERENCE[-1], "discard", "x") for i, c in enumerate(behind, 1)]
+    rows += [ResultRow(str(i), "-", c[-1], c[-1] - REFERENCE[-1], "discard", "x") for i, c in enumerate(BEHIND, 1)]
     bar = Bar(best_runs=(0.96,), paired=Noise(sigma=0.01, dof=10))
 
     def rule_after(stops: int):
