@@ -8,8 +8,9 @@ three known-bad controls (widths ÷ 4, dropout 0.9, normalization removed), each
 8 seeds, its curve logged. A replay is one campaign's stream of screens: the pool in a shuffled order,
 each candidate at the replay's seed against the baseline's curve at that seed, the rule built from the
 screens before it exactly as the loop builds it (pruning.rule_for: the fitted keep-bar rule once
-MIN_FIT screens ran to the end, the cautious noise-margin rule before, and for one screen after
-EXPLORE_AFTER stopped in a row). Each progress line goes through
+MIN_FIT screens ran to the end, with its prior line spread by the baseline's seed noise, loosened to
+EXPLORE_Z after EXPLORE_AFTER stopped in a row; the cautious noise-margin rule before). Each progress
+line goes through
 pruning.CurveWatch as it would during training.
 
 * good: a candidate whose 8-seed mean paired gain clears the keep bar at two seeds (noise.Bar.margin(2)
@@ -18,8 +19,8 @@ pruning.CurveWatch as it would during training.
   paired seed its screen would have earned, as a share of all the seconds the replays used.
 * wrong kills: stopped candidates that are good.
 * oracle: every bad candidate stopped after its first epoch, no good one: the most any rule can save.
-Side by side: the fitted rule without exploration (it may stop every screen once fitted), and the
-previous rule (3·√2·σ_e behind the best's curve, after a third of the epochs) alone.
+Side by side: the fitted rule without exploration (it may stop every screen once fitted), without
+its prior line (a line through the first few screens alone), and the previous rule (3·√2·σ_e behind the best's curve, after a third of the epochs) alone.
 """
 
 from __future__ import annotations
@@ -77,8 +78,8 @@ def replay(pool, runs, seeds, base, bar, replay_seed: int, rule_kind: str, good:
         if rule_kind == "oracle":
             epoch = 1 if not good[key] else None
         else:
-            history_now = history if rule_kind in ("fitted", "never exploring") else []
-            stopped = in_a_row if rule_kind == "fitted" else 0
+            history_now = history if rule_kind in ("fitted", "never exploring", "no prior") else []
+            stopped = in_a_row if rule_kind in ("fitted", "no prior") else 0
             rule = pruning.rule_for(reference, screen_bar, sigmas, history_now, stopped)
             epoch = stopped_at(run.curve, rule)
         if epoch is not None and epoch < len(run.curve):
@@ -111,9 +112,15 @@ def main() -> None:
     rows = []
     for kind, name in (("fitted", "fitted keep-bar rule (default)"),
                        ("never exploring", f"fitted, without exploration after {pruning.EXPLORE_AFTER:g} stops in a row"),
+                       ("no prior", "fitted, without the prior line (PRIOR_SCREENS = 0)"),
                        ("cautious", "previous rule: 3·√2·σ_e behind"),
                        ("oracle", "oracle: every bad candidate after epoch 1")):
-        results = [replay(pool, runs, seeds, base, None, r, kind, good) for r in range(args.replays)]
+        prior = pruning.PRIOR_SCREENS
+        pruning.PRIOR_SCREENS = 0 if kind == "no prior" else prior
+        try:
+            results = [replay(pool, runs, seeds, base, None, r, kind, good) for r in range(args.replays)]
+        finally:
+            pruning.PRIOR_SCREENS = prior
         used = sum(r["used"] for r in results)
         stops = sum(r["stops"] for r in results)
         wrong = sum(r["wrong"] for r in results)

@@ -176,9 +176,11 @@ def constant_overrides(module, text: str) -> dict[str, float]:
             where = module.__name__.removeprefix("autoraysearch.").replace(".", "/")
             raise argparse.ArgumentTypeError(f"{where}.py has no numeric constant {name!r}")
         try:
-            overrides[name] = float(value)
+            number = float(value)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{name} needs a number, not {value!r}") from None
+        # a count (PRIOR_SCREENS, EXPLORE_AFTER) stays a whole number
+        overrides[name] = int(number) if isinstance(getattr(module, name), int) and number.is_integer() else number
     return overrides
 
 

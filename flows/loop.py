@@ -44,7 +44,7 @@ from autoraysearch.campaign.path import (
 )
 from autoraysearch.campaign.path import verdict as path_verdict
 from autoraysearch.campaign.results_log import ResultRow
-from autoraysearch.campaign.pruning import EXPLORE_AFTER
+from autoraysearch.campaign.pruning import EXPLORE_AFTER, EXPLORE_Z
 from autoraysearch.campaign.reference_curves import campaign_rule
 from autoraysearch.campaign.seed_watch import seed_stop_for
 from autoraysearch.setup.prechecks import PARALLEL_LETTERS, check_parallel
@@ -440,8 +440,8 @@ def screen_then_confirm(
     rule = campaign_rule(campaign, bar)
     if rule is not None and rule.exploring:
         get_run_logger().info("early stopping: the last %d or more screens were stopped between epochs; "
-                              "this iteration's are stopped only when clearly behind, so the line meets a fresh "
-                              "screen", EXPLORE_AFTER)
+                              "this iteration's are stopped only where the line puts them %g prediction errors "
+                              "below the bar, so it meets a fresh screen", EXPLORE_AFTER, EXPLORE_Z)
     screens = train_all(
         campaign, {label: seeded(t, settings.seed, label, pruning=rule) for label, t in trials.items()}, stop_time
     )

@@ -144,25 +144,55 @@ def test_screens_stopped_in_a_row_are_counted_since_the_last_one_that_ran_to_its
     assert stopped_in_a_row(["baseline", "pruned", "discard"]) == 0
 
 
-# Three early screens that ran to the end, all of them behind: a gap at any epoch ended as that gap less 0.02.
-BEHIND = [tuple(r + g for r in REFERENCE[:-1]) + (REFERENCE[-1] + g - 0.02,) for g in (-0.01, 0.0, 0.01)]
+# Five screens that ran to the end: a gap g at any epoch ended near g less 0.01 (final = 0.8 g − 0.01, ±0.011).
+BEHIND = [tuple(r + g for r in REFERENCE[:-1]) + (REFERENCE[-1] + g - 0.01 + e,)
+          for g, e in zip((-0.02, -0.01, 0.0, 0.01, 0.02), (0.01, -0.01, 0.0, 0.01, -0.01))]
 
 
-def test_after_enough_stopped_screens_in_a_row_the_next_is_held_to_the_cautious_rule_so_the_fit_can_learn_again():
+def test_after_enough_stopped_screens_in_a_row_the_line_is_loosened_so_it_meets_a_fresh_screen():
     from autoraysearch.campaign.pruning import EXPLORE_AFTER
 
     bar = Bar(best_runs=(0.96,), paired=Noise(sigma=0.01, dof=10))
     history = [(curve, REFERENCE) for curve in BEHIND]
     level = list(REFERENCE)
-    # The fitted line now stops even a run level with the best, at its first epoch: had every screen after
-    # it been stopped, the line would never meet a fresh screen.
+    # The line predicts a run level with the best ends 0.01 behind, half a prediction error short of the
+    # screen's bar: it is stopped at its first epoch. Had every screen after it been stopped, the line
+    # would never meet a fresh screen.
     epoch, reason = first_stop(rule_for(REFERENCE, bar, history=history, stopped=EXPLORE_AFTER - 1), level)
-    assert epoch == 1 and "past screens predict it ends 0.0200 worse than the best" in reason
-    # Once EXPLORE_AFTER were stopped in a row, the next runs to the end unless clearly behind.
+    assert epoch == 1 and "past screens predict it ends 0.0100 worse than the best" in reason
+    # Once EXPLORE_AFTER were stopped in a row, the next stop needs EXPLORE_Z prediction errors: a run level
+    # with the best runs to the end; one far behind is still stopped.
     exploring = rule_for(REFERENCE, bar, history=history, stopped=EXPLORE_AFTER)
     assert first_stop(exploring, level) is None and exploring.exploring  # the loop says so in its log
     assert not rule_for(REFERENCE, bar, history=history[:1], stopped=EXPLORE_AFTER).exploring  # no fit to explore from
-    assert first_stop(exploring, [r - 0.2 for r in REFERENCE])[0] == 2
+    assert first_stop(exploring, [r - 0.05 for r in REFERENCE])[0] == 1
+
+
+# A young GRU campaign (digits, 5 epochs; real curves): its first three screens, each kept far ahead of its
+# best, then a screen level with the new best (0.5042, 0.7604, …) and one far behind (0.3315, 0.5432, …).
+GRU_BASELINE = (0.2981, 0.3565, 0.5348, 0.5738, 0.4401)
+GRU_KEEPS = [(0.3315, 0.5487, 0.6574, 0.7326, 0.7883), (0.3649, 0.6323, 0.7521, 0.7883, 0.8162),
+             (0.5153, 0.7604, 0.8357, 0.8886, 0.8969)]
+
+
+def gru_stop(values):
+    """The epoch the GRU campaign's rule after its three keeps stops a 5-epoch run at, or None."""
+    history = list(zip(GRU_KEEPS, [GRU_BASELINE, *GRU_KEEPS[:-1]]))
+    bar = Bar(best_runs=(0.8969, 0.9304), noise=Noise(sigma=0.031, dof=6), paired=Noise(sigma=0.053, dof=6))
+    rule = rule_for(GRU_KEEPS[-1], bar, (0.055, 0.031, 0.031, 0.019, 0.015), history)
+    watch = CurveWatch(rule, "val_acc")
+    return next((e for e, v in enumerate(values, 1) if watch.see(f"epoch={e}/5 val_acc={v}")), None)
+
+
+def test_a_line_through_a_few_screens_far_ahead_does_not_extrapolate_to_stop_a_run_level_with_the_best(monkeypatch):
+    from autoraysearch.campaign import pruning
+
+    level, far_behind = (0.5042, 0.7604, 0.83, 0.88, 0.89), (0.3315, 0.5432, 0.6, 0.65, 0.7)
+    assert gru_stop(level) is None and gru_stop(far_behind) == 2
+    # Without the prior line, the three keeps' line (slope 3 at epoch 2) predicted the level run ends 0.26
+    # behind, and stopped it.
+    monkeypatch.setattr(pruning, "PRIOR_SCREENS", 0)
+    assert gru_stop(level) == 2
 
 
 def test_the_loop_reads_the_stopped_screens_in_a_row_from_its_results_log(tmp_path):
@@ -184,7 +214,7 @@ def test_the_loop_reads_the_stopped_screens_in_a_row_from_its_results_log(tmp_pa
     bar = Bar(best_runs=(0.96,), paired=Noise(sigma=0.01, dof=10))
 
     def rule_after(stops: int):
-        pruned = [ResultRow(str(4 + i), "-", None, None, "pruned", "x") for i in range(stops)]
+        pruned = [ResultRow(str(len(BEHIND) + 1 + i), "-", None, None, "pruned", "x") for i in range(stops)]
         return rule_from_log(campaign, ResultsLog(rows=tuple(rows + pruned), higher_is_better=True), bar)
 
     assert first_stop(rule_after(EXPLORE_AFTER - 1), list(REFERENCE))[0] == 1

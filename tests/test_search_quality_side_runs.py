@@ -50,6 +50,8 @@ def test_noise_settings_take_only_numeric_constants_the_keep_rule_has(search_qua
     with pytest.raises(argparse.ArgumentTypeError, match="KEEP_CONFIDENCE needs a number"):
         search_quality.noise_overrides("KEEP_CONFIDENCE=high")
     assert search_quality.pruning_overrides("STOP_Z=1.5") == {"STOP_Z": 1.5}
+    counts = search_quality.pruning_overrides("PRIOR_SCREENS=4,EXPLORE_AFTER=10")
+    assert counts == {"PRIOR_SCREENS": 4, "EXPLORE_AFTER": 10} and all(type(v) is int for v in counts.values())
     with pytest.raises(argparse.ArgumentTypeError, match="campaign/pruning.py has no numeric constant 'HOPELESS'"):
         search_quality.pruning_overrides("HOPELESS=0.1")  # noise.py's, not early stopping's
 

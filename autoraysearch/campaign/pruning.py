@@ -12,12 +12,17 @@ from the training logs:
 * Prediction. Once MIN_FIT past screens ran to the end, the campaign's own history says how the gap
   at epoch e carries to the end: a least-squares line, final gap ≈ a + b × gap at e, with its residual
   spread s, fitted per epoch on every past screen (each against the best of its time, at the same seed).
+  The line starts from a prior, "the gap carries to the end as it is" (final gap = gap at e), worth
+  PRIOR_SCREENS screens a seed's noise either side of the best (at ±√2·σ_e); the campaign's screens pull
+  it away from there. Without it, a line through three screens far ahead of their best (a young
+  campaign's big wins) extrapolated to stop runs level with the best, even runs ahead of it.
 * Check. A screen run is stopped after epoch e (any e before the last) when even its best value so far
   predicts a final gap more than STOP_Z prediction errors below the screen's bar (noise.py): it cannot
   realistically earn the paired seeds a keep needs. An epoch whose line is flat (b ≤ 0) stops nothing.
 * Exploration. A stopped screen never reaches the history, so a line fitted on a few poor screens could
   stop every screen after them and never be corrected: after EXPLORE_AFTER screens stopped in a row, the
-  next is held to the cautious rule alone, and once it runs to the end the line is fitted again with it.
+  next ones are stopped only EXPLORE_Z prediction errors below the bar, until one runs to the end and the
+  line is fitted again with it.
 * Before MIN_FIT screens: the cautious rule of "clearly behind": after a third of the epochs, behind the
   reference by more than PRUNE_SIGMAS × √2 × σ_e, σ_e the campaign's seed noise at epoch e (the pooled
   spread of the seed curves of every multi-seed row, never less than the noise of final values); with no
@@ -34,7 +39,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from autoraysearch.campaign.noise import IDENTICAL, Bar, Noise
 
@@ -45,8 +50,10 @@ FALLBACK_FRACTION = 0.05  # the margin without measured noise, as a share of the
 FALLBACK_FLOOR = 1e-3  # ... and at least this, for a reference value near 0
 NOISE_ROWS = 20  # the latest multi-seed rows whose curves measure the per-epoch noise
 MIN_FIT = 3  # past screens run to the end before their fitted prediction may stop a run
+PRIOR_SCREENS = 2  # the weight of the prior line (the gap carries as it is), in screens (see Prediction)
 STOP_Z = 0.5  # prediction errors below the screen's bar before a run is stopped (about a 31 % chance of passing the screen left, less of a keep)
-EXPLORE_AFTER = 5  # screens stopped in a row, after which the next is held to the cautious rule alone (see Exploration)
+EXPLORE_AFTER = 5  # screens stopped in a row, after which the next are held to a looser line (see Exploration)
+EXPLORE_Z = 1.5  # ... stopped only this many prediction errors below the bar (about a 7 % chance of passing the screen left)
 RAN_TO_THE_END = ("baseline", "keep", "discard")  # results-log rows whose screen run trained every epoch
 _EPOCH = re.compile(r"^\s*epoch=(\d+)(?:/(\d+))?(?:\s|$)")
 _NUMBER = r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan|inf|-inf)"
@@ -69,7 +76,7 @@ class PruneRule:
     margins: tuple[float, ...]  # how far behind the reference a run may fall at epoch 1, 2, … (the last for later ones)
     higher_is_better: bool = True
     min_fraction: float = MIN_FRACTION
-    exploring: bool = False  # the cautious rule in place of a fitted one after EXPLORE_AFTER stops in a row
+    exploring: bool = False  # the looser line of EXPLORE_Z after EXPLORE_AFTER stops in a row
     fits: tuple[GapFit | None, ...] = ()  # a fitted rule's line per epoch, which its stop message quotes
     screen_bar: float = 0.0  # ... and the screen's bar those lines are held to
 
@@ -136,11 +143,16 @@ def epoch_noise(groups: list[list[tuple[float, ...]]]) -> tuple[float, ...]:
     raise AssertionError("unreachable")
 
 
+def epoch_sigma(noise: Noise, sigmas: tuple[float, ...], epoch: int) -> float:
+    """The seed noise of one run at `epoch` (0-based): the per-epoch spread, never less than the final values'."""
+    return max(noise.sigma if noise.measured else 0.0, sigmas[epoch] if epoch < len(sigmas) else 0.0)
+
+
 def margins_for(reference: tuple[float, ...], noise: Noise, sigmas: tuple[float, ...] = ()) -> tuple[float, ...]:
     """How far behind the reference a run must be, epoch by epoch, to be pruned (see the module docstring)."""
     margins = []
     for epoch in range(len(reference)):
-        sigma = max(noise.sigma if noise.measured else 0.0, sigmas[epoch] if epoch < len(sigmas) else 0.0)
+        sigma = epoch_sigma(noise, sigmas, epoch)
         if sigma > IDENTICAL:
             margins.append(PRUNE_SIGMAS * math.sqrt(2) * sigma)
         else:
@@ -157,19 +169,23 @@ class GapFit:
     residual: float
     screens: int
 
-    def margin(self, screen_bar: float) -> float:
-        """How far behind the reference a run may be at this epoch before it cannot realistically clear the bar."""
+    def margin(self, screen_bar: float, z: float = STOP_Z) -> float:
+        """How far behind the reference a run may be at this epoch before it cannot realistically clear the bar:
+        where the line's prediction is z prediction errors below it."""
         if self.slope <= IDENTICAL:
             return math.inf
         error = self.residual * math.sqrt(1 + 1 / self.screens)
-        return (self.intercept + STOP_Z * error - screen_bar) / self.slope
+        return (self.intercept + z * error - screen_bar) / self.slope
 
 
-def fit_gap(pairs: list[tuple[float, float]]) -> GapFit | None:
-    """The least-squares line through (gap at an epoch, final gap); None with fewer than MIN_FIT screens."""
-    n = len(pairs)
-    if n < MIN_FIT:
+def fit_gap(pairs: list[tuple[float, float]], spread: float = 0.0) -> GapFit | None:
+    """The least-squares line through (gap at an epoch, final gap) and PRIOR_SCREENS prior points on the line
+    final = gap at ±`spread` (none when it is 0); None with fewer than MIN_FIT screens."""
+    if len(pairs) < MIN_FIT:
         return None
+    if spread > IDENTICAL:
+        pairs = pairs + [(d, d) for d in itertools.islice(itertools.cycle((-spread, spread)), PRIOR_SCREENS)]
+    n = len(pairs)
     mean_x = sum(x for x, _ in pairs) / n
     mean_y = sum(y for _, y in pairs) / n
     sxx = sum((x - mean_x) ** 2 for x, _ in pairs)
@@ -194,12 +210,15 @@ def screen_gaps(history: list[tuple[tuple[float, ...], tuple[float, ...]]], high
     return per_epoch
 
 
-def fitted_rule(reference: tuple[float, ...], bar: Bar, history) -> PruneRule | None:
-    """The keep-bar rule: stop where the predicted final gap cannot clear the screen's bar; None before MIN_FIT."""
-    fits = [fit_gap(pairs) for pairs in screen_gaps(history, bar.higher_is_better)]
+def fitted_rule(reference: tuple[float, ...], bar: Bar, history, sigmas: tuple[float, ...] = (),
+                z: float = STOP_Z) -> PruneRule | None:
+    """The keep-bar rule: stop where the predicted final gap is z prediction errors below the screen's bar;
+    None before MIN_FIT screens. `sigmas`, the per-epoch seed noise, spread the prior's points."""
+    gaps = screen_gaps(history, bar.higher_is_better)
+    fits = [fit_gap(pairs, math.sqrt(2) * epoch_sigma(bar.noise, sigmas, e)) for e, pairs in enumerate(gaps)]
     if not reference or not any(fits):
         return None
-    margins = tuple(fits[e].margin(bar.screen_bar()) if e < len(fits) and fits[e] else math.inf
+    margins = tuple(fits[e].margin(bar.screen_bar(), z) if e < len(fits) and fits[e] else math.inf
                     for e in range(len(reference)))
     return PruneRule(reference=reference, margins=margins, higher_is_better=bar.higher_is_better, min_fraction=0.0,
                      fits=tuple(fits), screen_bar=bar.screen_bar())
@@ -219,14 +238,15 @@ def stopped_in_a_row(statuses) -> int:
 def rule_for(reference: tuple[float, ...], bar: Bar, sigmas: tuple[float, ...] = (), history=(),
              stopped: int = 0) -> PruneRule | None:
     """The rule against the best's curve: fitted on past screens once there are enough, else the cautious one;
-    the cautious one too after `stopped` screens stopped in a row reach EXPLORE_AFTER."""
+    the fitted line loosened to EXPLORE_Z once `stopped` screens stopped in a row reach EXPLORE_AFTER."""
     if not reference:
         return None
-    fitted = fitted_rule(reference, bar, list(history))
-    if fitted is not None and stopped < EXPLORE_AFTER:
-        return fitted
+    exploring = stopped >= EXPLORE_AFTER
+    fitted = fitted_rule(reference, bar, list(history), sigmas, EXPLORE_Z if exploring else STOP_Z)
+    if fitted is not None:
+        return replace(fitted, exploring=exploring)
     return PruneRule(reference=reference, margins=margins_for(reference, bar.noise, sigmas),
-                     higher_is_better=bar.higher_is_better, exploring=fitted is not None)
+                     higher_is_better=bar.higher_is_better)
 
 
 class CurveWatch:
