@@ -14,8 +14,9 @@ from the training logs:
   spread s, fitted per epoch on every past screen (each against the best of its time, at the same seed).
   The line starts from a prior, "the gap carries to the end as it is" (final gap = gap at e), worth
   PRIOR_SCREENS screens a seed's noise either side of the best (at ±√2·σ_e); the campaign's screens pull
-  it away from there. Without it, a line through three screens far ahead of their best (a young
-  campaign's big wins) extrapolated to stop runs level with the best, even runs ahead of it.
+  it away from there (with no seed noise measured, the line has no prior). Without it, a line through
+  three screens far ahead of their best (a young campaign's big wins) extrapolated to stop runs level
+  with the best, even runs ahead of it.
 * Check. A screen run is stopped after epoch e (any e before the last) when even its best value so far
   predicts a final gap more than STOP_Z prediction errors below the screen's bar (noise.py): it cannot
   realistically earn the paired seeds a keep needs. An epoch whose line is flat (b ≤ 0) stops nothing.
