@@ -10,8 +10,7 @@ each candidate at the replay's seed against the baseline's curve at that seed, t
 screens before it exactly as the loop builds it (pruning.rule_for: the fitted keep-bar rule once
 MIN_FIT screens ran to the end, with its prior line spread by the baseline's seed noise, loosened to
 EXPLORE_Z after EXPLORE_AFTER stopped in a row; the cautious noise-margin rule before). Each progress
-line goes through
-pruning.CurveWatch as it would during training.
+line goes through pruning.CurveWatch as it would during training.
 
 * good: a candidate whose 8-seed mean paired gain clears the keep bar at two seeds (noise.Bar.margin(2)
   with σ_d the pool's paired spread, before any screen taught the rule anything); bad: every other one.
@@ -20,7 +19,8 @@ pruning.CurveWatch as it would during training.
 * wrong kills: stopped candidates that are good.
 * oracle: every bad candidate stopped after its first epoch, no good one: the most any rule can save.
 Side by side: the fitted rule without exploration (it may stop every screen once fitted), without
-its prior line (a line through the first few screens alone), and the previous rule (3·√2·σ_e behind the best's curve, after a third of the epochs) alone.
+its prior line (a line through the first few screens alone), and the previous rule (3·√2·σ_e behind
+the best's curve, after a third of the epochs) alone.
 """
 
 from __future__ import annotations
