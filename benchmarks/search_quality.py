@@ -211,9 +211,6 @@ class Trainer:
             self.startup = startup
         self.scratch = Path(tempfile.mkdtemp(prefix="search-quality-"))
         (self.scratch / "train.py").write_text(training_cache.render_train(epochs))
-        os.environ["AUTORAYSEARCH_NUM_THREADS"] = "1"
-        os.environ["AUTORAYSEARCH_SUMMARY_PATH"] = str(self.scratch / "summary.json")
-        sys.path.insert(0, str(self.scratch))
         self.out = training_cache.cache_path(epochs).open("a")
         self.trained = 0
         self.pool_seconds = None  # by model hash, the pool's training seconds (train_seconds)

@@ -135,16 +135,35 @@ def train_once(folder: Path, model: PoolModel, seed: int, split: str, epochs: in
     """One run of the generated train.py in this process, with the model's source as model.py."""
     (folder / "model.py").write_text(model.source)
     sys.modules.pop("model", None)
-    os.environ["AUTORAYSEARCH_SEED"] = str(seed)
-    os.environ["AUTORAYSEARCH_EVAL_SPLIT"] = split
     printed = io.StringIO()
     started = time.perf_counter()
-    with contextlib.redirect_stdout(printed):
+    with run_settings(folder, seed, split), contextlib.redirect_stdout(printed):
         train = import_train(folder / "train.py", "train_for_cache")
         assert train.SEED == seed and train.EVAL_SPLIT == split
         curve = train_in_process(train)
     seconds = time.perf_counter() - started
     return Run(model.key, seed, epochs, split, curve[-1], curve, round(seconds, 3))
+
+
+@contextlib.contextmanager
+def run_settings(folder: Path, seed: int, split: str):
+    """What one in-process run's train.py reads at import (its seed, split, threads, summary file, and model.py
+    on the import path), put back as it was afterwards: a process that trains here and later starts a
+    train.py of its own (a test session) must not hand it this run's seed or split."""
+    values = {"AUTORAYSEARCH_SEED": str(seed), "AUTORAYSEARCH_EVAL_SPLIT": split, "AUTORAYSEARCH_NUM_THREADS": "1",
+              "AUTORAYSEARCH_SUMMARY_PATH": str(folder / "summary.json")}
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    sys.path.insert(0, str(folder))
+    try:
+        yield
+    finally:
+        sys.path.remove(str(folder))
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def import_train(path: Path, name: str):
@@ -178,12 +197,9 @@ def train_in_process(train) -> tuple[float, ...]:
 @contextlib.contextmanager
 def training_folder(epochs: int):
     """A scratch folder holding today's train.py, where train_once trains on one thread; removed afterwards."""
-    os.environ["AUTORAYSEARCH_NUM_THREADS"] = "1"
     with tempfile.TemporaryDirectory(prefix="training-cache-") as scratch:
         folder = Path(scratch)
         (folder / "train.py").write_text(render_train(epochs))
-        os.environ["AUTORAYSEARCH_SUMMARY_PATH"] = str(folder / "summary.json")
-        sys.path.insert(0, str(folder))
         yield folder
 
 
