@@ -19,7 +19,6 @@ the training time whose noise hides it on a busy machine.
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import statistics
 import sys
@@ -29,6 +28,7 @@ from autoraysearch.setup.rendering import TrainSpec, render_train_py
 from autoraysearch.trials.process import run_in_directory
 from autoraysearch.trials.runs import trial_limits
 from autoraysearch.trials.sandbox import LANDLOCK_ABI_ENV, NETWORK_ENV
+from training_cache import environment  # benchmarks/, this script's own folder
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = (ROOT / "examples" / "digits" / "model.py").read_text()
@@ -45,18 +45,10 @@ subprocess.run([*prefix, "{}", sys.executable, "-c", "import model"] if prefix e
 def timed_trial(train_source: str, threads: int, settings: dict[str, str]) -> tuple[float, str]:
     """Seconds one trial took as the campaign's launcher measures it, and the sandbox it reported."""
     contained = settings != UNCONTAINED
-    saved = {name: os.environ.get(name) for name in (LANDLOCK_ABI_ENV, NETWORK_ENV)}
-    os.environ.update(settings)  # the supervisor reads these from the environment it inherits
-    try:
+    with environment(settings):  # the supervisor reads these from the environment it inherits
         outcome = run_in_directory({"train.py": train_source, "model.py": MODEL}, [sys.executable, "train.py"],
                                    timeout=600, env={"AUTORAYSEARCH_NUM_THREADS": str(threads)},
                                    limits=trial_limits(1.0) if contained else None)
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
     if outcome.returncode != 0:
         raise SystemExit(f"a trial failed: {outcome.last_error_line}")
     return outcome.seconds, outcome.sandbox

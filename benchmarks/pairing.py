@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import os
 import statistics
 import sys
 import tempfile
@@ -33,8 +32,7 @@ def metric(folder: Path, source: str, seed: int, layer_seeds: bool) -> float:
     """One run of the generated train.py's training and scoring, in this process."""
     (folder / "model.py").write_text(source)
     sys.modules.pop("model", None)
-    os.environ["AUTORAYSEARCH_SEED"] = str(seed)
-    with contextlib.redirect_stdout(io.StringIO()):
+    with training_cache.run_settings(folder, seed, "validation"), contextlib.redirect_stdout(io.StringIO()):
         train = training_cache.import_train(folder / "train.py", "train_for_pairing")
         if not layer_seeds:
             train.seeded_layers = contextlib.nullcontext  # one global seed for the whole model
@@ -48,14 +46,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     args = parser.parse_args()
     models = [m for m in training_cache.pool() if m.kind in ("baseline", "edit")][: args.edits + 1]
-    os.environ["AUTORAYSEARCH_NUM_THREADS"] = "1"
-    os.environ["AUTORAYSEARCH_EVAL_SPLIT"] = "validation"
     results = {}
     with tempfile.TemporaryDirectory(prefix="pairing-") as scratch:
         folder = Path(scratch)
         (folder / "train.py").write_text(training_cache.render_train(args.epochs))
-        os.environ["AUTORAYSEARCH_SUMMARY_PATH"] = str(folder / "summary.json")
-        sys.path.insert(0, str(folder))
         for layer_seeds in (False, True):
             results[layer_seeds] = {m.key: [metric(folder, m.source, s, layer_seeds) for s in range(args.seeds)]
                                     for m in models}

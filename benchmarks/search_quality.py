@@ -82,7 +82,6 @@ import argparse
 import copy
 import json
 import math
-import os
 import random
 import re
 import sys
@@ -494,9 +493,11 @@ def run_noise(state: State) -> noise.Noise:
 def best_luck(state: State, bar: noise.Bar) -> float:
     """paired-luck: how far the best's run at the screens' seed lies above its mean over its seeds, times the share
     of that luck a paired difference keeps (1 − ρ = σ_d² / 2σ²): a screen's expected bias against a lucky run."""
+    if state.rule not in LUCK or not bar.measured:  # every other rule, each iteration: nothing to pool
+        return 0.0
     runs = [v for v in best_runs(state, SEEDS) if v is not None]
     sigma = run_noise(state).sigma
-    if state.rule not in LUCK or len(runs) < 2 or not bar.measured or sigma <= noise.IDENTICAL:
+    if len(runs) < 2 or sigma <= noise.IDENTICAL:
         return 0.0
     return min(1.0, bar.paired.sigma ** 2 / (2 * sigma ** 2)) * (runs[0] - fmean(runs))
 
@@ -1045,7 +1046,6 @@ def main() -> None:
         if args.seeds < 2:
             parser.error("--seeds takes 2 or more: with 1 the paired rules are greedy")
         SEEDS = args.seeds
-    os.environ.pop("AUTORAYSEARCH_EVAL_SPLIT", None)
     trainer = Trainer(args.epochs, args.truth_seeds, first_run, args.second_run, args.baseline_free, args.start_up,
                       args.early_stop)
     command = training_cache.command_line("search_quality.py")

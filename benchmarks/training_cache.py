@@ -146,24 +146,33 @@ def train_once(folder: Path, model: PoolModel, seed: int, split: str, epochs: in
 
 
 @contextlib.contextmanager
+def environment(values: dict[str, str]):
+    """These environment variables set for the block, each put back as it was (or removed) afterwards."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextlib.contextmanager
 def run_settings(folder: Path, seed: int, split: str):
     """What one in-process run's train.py reads at import (its seed, split, threads, summary file, and model.py
     on the import path), put back as it was afterwards: a process that trains here and later starts a
     train.py of its own (a test session) must not hand it this run's seed or split."""
     values = {"AUTORAYSEARCH_SEED": str(seed), "AUTORAYSEARCH_EVAL_SPLIT": split, "AUTORAYSEARCH_NUM_THREADS": "1",
               "AUTORAYSEARCH_SUMMARY_PATH": str(folder / "summary.json")}
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
     sys.path.insert(0, str(folder))
     try:
-        yield
+        with environment(values):
+            yield
     finally:
         sys.path.remove(str(folder))
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def import_train(path: Path, name: str):
