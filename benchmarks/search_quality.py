@@ -73,7 +73,8 @@ run of its own and the loop uses the paired rule), `--no-early-stop` (every firs
 last seed, and every screen to its last epoch), and
 `--noise NAME=VALUE,…` (constants of campaign/noise.py set for this process only, e.g.
 KEEP_CONFIDENCE=0.8), `--pruning NAME=VALUE,…` (the same for campaign/pruning.py, e.g. STOP_Z=1.5), `--seeds N`
-(the product's --seeds where each seed is a run of its own: the baseline's seeds and the most a candidate gets).
+(the product's --seeds where each seed is a run of its own: the baseline's seeds and the most a candidate gets),
+`--budgets N,M,…` (other budgets than 12 and 48: how the rules compare as a campaign grows).
 """
 
 from __future__ import annotations
@@ -105,7 +106,8 @@ from autoraysearch.trials.runs import confirmation_seeds, first_run_seeds, seeds
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 TRUTH_SEEDS = 10  # test-split seeds per model for the truth, unless --truth-seeds says more
 TRUTH_Z = 1.96  # a false keep is clearly false when its true delta is below zero by this many paired errors
-BUDGETS = (12, 48)
+DEFAULT_BUDGETS = (12, 48)
+BUDGETS = DEFAULT_BUDGETS  # in runs of the baseline, unless --budgets says others
 SEEDS = DEFAULT_SEEDS  # the product's default --seeds (3), unless --seeds says otherwise
 STUCK_AFTER = 3  # the product's default stuck_after
 RACE_TOP = 2  # racing: candidates continued after the screen
@@ -155,6 +157,18 @@ def start_up_seconds(text: str) -> float:
     if not 0 <= seconds < math.inf:
         raise argparse.ArgumentTypeError(f"takes a number of seconds, zero or more, not {text!r}")
     return seconds
+
+
+def budgets_list(text: str) -> tuple[int, ...]:
+    """--budgets N,M,…: the budgets to report, in runs of the baseline, each a whole number of 4 or more (setup alone
+    takes up to 4)."""
+    try:
+        budgets = tuple(sorted({int(part) for part in text.split(",")}))
+    except ValueError:
+        budgets = ()
+    if not budgets or budgets[0] < 4:
+        raise argparse.ArgumentTypeError(f"takes whole numbers of runs, 4 or more, separated by commas, not {text!r}")
+    return budgets
 
 
 def noise_overrides(text: str) -> dict[str, float]:
@@ -997,7 +1011,7 @@ def comparison_lines(comparisons: dict) -> list[str]:
 
 
 def main() -> None:
-    global SEEDS  # --seeds: every campaign of this process
+    global SEEDS, BUDGETS  # --seeds, --budgets: every campaign of this process
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--campaigns", type=int, default=20)
@@ -1030,6 +1044,9 @@ def main() -> None:
                         help=f"where each seed is a run of its own, the product's --seeds (default {DEFAULT_SEEDS}): the baseline's "
                              "seeds in setup and the most a candidate gets (a side run, written to "
                              "search_quality_e<epochs>_seeds_<N>.md)")
+    parser.add_argument("--budgets", default=BUDGETS, type=budgets_list,
+                        help=f"the budgets to report, in runs of the baseline (default {','.join(map(str, BUDGETS))}; others: a side run, "
+                             "written to search_quality_e<epochs>_budgets_<N>_<M>….md)")
     parser.add_argument("--pruning", default="", type=pruning_overrides,
                         help="NAME=VALUE,…: campaign/pruning.py constants for this run only, e.g. STOP_Z=1.5 (a side run, "
                              "written to search_quality_e<epochs>_pruning_<NAME>_<VALUE>….md)")
@@ -1042,6 +1059,7 @@ def main() -> None:
         setattr(noise, name, value)
     for name, value in args.pruning.items():
         setattr(pruning, name, value)
+    BUDGETS = args.budgets
     if args.seeds is not None:
         if args.seeds < 2:
             parser.error("--seeds takes 2 or more: with 1 the paired rules are greedy")
@@ -1123,6 +1141,11 @@ def side_run(args: argparse.Namespace, text: str) -> tuple[str, str]:
         sides.append((f"_seeds_{args.seeds}", f"Search quality at {e} epoch(s) with --seeds {args.seeds} (not the default)",
                       f"Where each seed is a run of its own, the loop's default is --seeds {DEFAULT_SEEDS}: the baseline's seeds in setup "
                       "and the most a candidate gets."))
+    if getattr(args, "budgets", DEFAULT_BUDGETS) != DEFAULT_BUDGETS:
+        runs = ", ".join(map(str, args.budgets))
+        sides.append(("".join(f"_budgets_{b}" if i == 0 else f"_{b}" for i, b in enumerate(args.budgets)),
+                      f"Search quality at {e} epoch(s) with budgets of {runs} runs (not the default)",
+                      f"The default tables report budgets of {' and '.join(map(str, DEFAULT_BUDGETS))} runs ({default})."))
     if getattr(args, "pruning", None):
         settings = ", ".join(f"{k} = {v:g}" for k, v in args.pruning.items())
         sides.append(("".join(f"_pruning_{k}_{v:g}" for k, v in args.pruning.items()),

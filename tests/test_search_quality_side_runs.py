@@ -6,9 +6,10 @@ import pytest
 
 
 def options(first_run="third", second_run=None, baseline_free=False, noise="", rules="greedy,together", epochs=1, start_up=None,
-            early_stop=True, pruning="", seeds=None):
+            early_stop=True, pruning="", seeds=None, budgets=(12, 48)):
     return argparse.Namespace(first_run=first_run, second_run=second_run, baseline_free=baseline_free, noise=noise, rules=rules,
-                              epochs=epochs, start_up=start_up, early_stop=early_stop, pruning=pruning, seeds=seeds)
+                              epochs=epochs, start_up=start_up, early_stop=early_stop, pruning=pruning, seeds=seeds,
+                              budgets=budgets)
 
 
 def test_a_first_run_names_the_loops_rule_all_seeds_or_a_number_of_them(search_quality):
@@ -40,6 +41,15 @@ def test_a_start_up_is_a_number_of_seconds_zero_or_more(search_quality):
             search_quality.start_up_seconds(wrong)
 
 
+def test_budgets_are_whole_numbers_of_runs_that_leave_room_past_setup(search_quality):
+    assert search_quality.budgets_list("24") == (24,)
+    assert search_quality.budgets_list("32,18,24,18") == (18, 24, 32)  # sorted, each once
+    assert search_quality.DEFAULT_BUDGETS == (12, 48)
+    for wrong in ("", "x", "3", "12,2", "12.5", "-12"):
+        with pytest.raises(argparse.ArgumentTypeError, match="whole numbers of runs, 4 or more"):
+            search_quality.budgets_list(wrong)
+
+
 def test_noise_settings_take_only_numeric_constants_the_keep_rule_has(search_quality):
     assert search_quality.noise_overrides("KEEP_CONFIDENCE=0.8,PRIOR_WEIGHT=2") == {"KEEP_CONFIDENCE": 0.8, "PRIOR_WEIGHT": 2.0}
     assert search_quality.noise_overrides("") == {}
@@ -66,6 +76,7 @@ def test_only_the_loops_own_rules_and_settings_write_the_default_table(search_qu
         "search_quality_e1_second_run_rest": options(second_run=0),
         "search_quality_e1_baseline_free": options(baseline_free=True),
         "search_quality_e1_start_up_0": options(start_up=0.0),
+        "search_quality_e1_budgets_18_24_32": options(budgets=(18, 24, 32)),
         "search_quality_e1_no_early_stop": options(early_stop=False),
         "search_quality_e1_noise_KEEP_CONFIDENCE_0.8": options(noise={"KEEP_CONFIDENCE": 0.8}),
         "search_quality_e5_start_up_0_pruning_STOP_Z_1.5": options(start_up=0.0, pruning={"STOP_Z": 1.5}, epochs=5),
