@@ -13,7 +13,7 @@ from prefect import flow, get_run_logger
 from pydantic import SecretStr
 
 from autoraysearch.views.artifacts import publish_campaign_artifacts
-from autoraysearch.campaign.opening import only_a_first_run, open_campaign, roll_back, seconds_before_stop
+from autoraysearch.campaign.opening import only_a_first_run, open_campaign, roll_back, seconds_before_stop, short_campaign
 from autoraysearch.views.ending import close_stopped_campaign, publish_final_artifact
 from autoraysearch.views.identity import loop_run_name
 from autoraysearch.views.step_logs import candidate_line, fmt, summarize_iteration
@@ -145,6 +145,10 @@ def autoraysearch_loop(
         logger.info("campaign %s: best %s=%s at %s", campaign.branch, campaign.settings.metric, fmt(best_metric), best_sha[:7])
         publish_campaign_artifacts(campaign, progress, conditions)
         stop_time = conditions.stop_time(started)  # an overnight run ends by its deadline, mid-iteration if need be
+        if stop_time is not None and (short := short_campaign(
+                read_log(campaign), campaign.settings.seeds, campaign.settings.seeds_together, parallel,
+                (stop_time - datetime.now()).total_seconds())):
+            logger.warning(short)
         iteration_seconds: list[float] = []  # of this run's iterations that trained a first run alone (only_a_first_run)
         # The seeds of a candidate's first run where they train in one run; None where each seed is a run of its own.
         first_seeds = first_run_seeds(campaign.settings.seeds) if campaign.settings.seeds_together else None

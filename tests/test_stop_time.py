@@ -46,3 +46,25 @@ def test_a_trial_running_at_the_stop_time_is_stopped_and_the_branch_left_on_its_
     trial_pids = list(map(int, pids.read_text().split()))
     # the trial's supervisor may still be finishing its kill
     assert wait_until(lambda: not any(map(is_running, trial_pids)), 60), trial_pids
+
+
+def test_a_stop_time_that_leaves_too_few_runs_for_paired_decisions_says_so_and_what_to_do_instead():
+    from autoraysearch.campaign.opening import SHORT_CAMPAIGN_RUNS, short_campaign
+    from autoraysearch.campaign.results_log import ResultRow, ResultsLog
+
+    def log(runs="0.91,0.93,0.92", seconds="1800"):  # three seeds, a run each: 10 minutes a run
+        return ResultsLog(True, (ResultRow("0", "baseline", 0.92, None, "baseline", "x",
+                                           {"seeds": "3", "seconds": seconds, "runs": runs}),))
+
+    hours = 3600.0
+    said = short_campaign(log(), 3, False, 1, 2 * hours)  # a two-hour night: 12 runs
+    assert said is not None and said.startswith("the stop time leaves about 12 runs of the baseline's length")
+    assert "`run --seeds 1`" in said and "final path confirmation 6 runs" in said
+    assert short_campaign(log(), 3, False, 4, 2 * hours) is None  # four at once: 48 runs
+    assert short_campaign(log(), 3, False, 1, SHORT_CAMPAIGN_RUNS * 600.0) is None
+    assert short_campaign(log(), 3, False, 1, SHORT_CAMPAIGN_RUNS * 600.0 - 1) is not None
+    assert short_campaign(log(), 1, False, 1, 2 * hours) is None  # single runs: the greedy loop already
+    assert short_campaign(log(), 3, True, 1, 2 * hours) is None  # seeds in one run: a run holds many seeds
+    assert short_campaign(log(runs="0.92,0.92,0.92"), 3, False, 1, 2 * hours) is None  # identical runs: single runs decide
+    assert short_campaign(log(seconds=""), 3, False, 1, 2 * hours) is None  # no time measured
+    assert short_campaign(ResultsLog(True, ()), 3, False, 1, 2 * hours) is None

@@ -20,8 +20,9 @@ from autoraysearch.campaign.experiment import (
 )
 from autoraysearch.campaign.settings import processes_for
 from autoraysearch.campaign.lock import CampaignLock, read_holder
+from autoraysearch.campaign.noise import runs_of
 from autoraysearch.campaign.model_source import check_model_source
-from autoraysearch.campaign.path import CONFIRMATION_FIRST_RUNS
+from autoraysearch.campaign.path import CONFIRM_SEEDS, CONFIRMATION_FIRST_RUNS
 from autoraysearch.campaign.repository import ExperimentRepo
 from autoraysearch.campaign.results_log import ResultsLog, read_results_log
 from autoraysearch.campaign.resume import recover_campaign, restore_unlogged_model
@@ -161,6 +162,33 @@ def seconds_before_stop(
     if iteration_seconds:
         first = max(first, min(iteration_seconds[-RECENT_CANDIDATES:]))
     return first * (1 + CONFIRMATION_FIRST_RUNS) if seeds > 1 else first
+
+
+# Below this many runs of the baseline's length left after setup (30 in all, setup's 3 included), paired decisions
+# found 0.82 × a greedy loop's true gain or less where runs are all training: 0.55 × at 24 runs, 0 at 12
+# (benchmarks/results/search_quality_e5_start_up_0_budgets_12_18_24_32_48.md).
+SHORT_CAMPAIGN_RUNS = 27
+
+
+def short_campaign(log: ResultsLog, seeds: int, seeds_together: bool, parallel: int, seconds_left: float) -> str | None:
+    """What to tell a user whose stop time leaves a campaign of paired decisions, a run per seed, too few runs to keep
+    much (None: enough, or decisions on single runs, or seeds in one run, where a run holds many seeds).
+
+    Setup's seeds are paid already, but a keep needs paired seeds, and the final path confirmation a run per
+    fresh seed of the best and of the baseline, so a short campaign keeps little; single runs keep more,
+    falsely one time in five.
+    """
+    baseline = log.baseline
+    per_run = trial_seconds(baseline) if baseline is not None else None
+    if seeds <= 1 or seeds_together or per_run is None or len(set(runs_of(baseline))) < 2:
+        return None
+    runs = seconds_left / per_run * parallel
+    if runs >= SHORT_CAMPAIGN_RUNS:
+        return None
+    return (f"the stop time leaves about {runs:.0f} runs of the baseline's length, too few for paired decisions to "
+            f"keep much: each keep needs paired seeds, and the final path confirmation {2 * CONFIRM_SEEDS} runs "
+            f"({SHORT_CAMPAIGN_RUNS} runs or more keep most of what a greedy loop finds); `run --seeds 1` decides on "
+            "single runs as a greedy loop does: more keeps, about one in five of them false, and no confirmed gain")
 
 
 @contextlib.contextmanager
