@@ -165,8 +165,8 @@ def seconds_before_stop(
 
 
 # Below this many runs of the baseline's length left after setup (30 in all, setup's 3 included), paired decisions
-# found 0.82 × a greedy loop's true gain or less where runs are all training: 0.55 × at 24 runs, 0 at 12
-# (benchmarks/results/search_quality_e5_start_up_0_budgets_12_18_24_32_48.md).
+# found about half a greedy loop's true gain or less where runs are all training, and 0.7 × to 0.8 × from 32 runs
+# on (benchmarks/results/search_quality_e<1|5>_start_up_0_budgets_12_18_24_32_48.md).
 SHORT_CAMPAIGN_RUNS = 27
 
 
@@ -187,7 +187,7 @@ def short_campaign(log: ResultsLog, seeds: int, seeds_together: bool, parallel: 
         return None
     return (f"the stop time leaves about {runs:.0f} runs of the baseline's length, too few for paired decisions to "
             f"keep much: each keep needs paired seeds, and the final path confirmation {2 * CONFIRM_SEEDS} runs "
-            f"({SHORT_CAMPAIGN_RUNS} runs or more keep most of what a greedy loop finds); `run --seeds 1` decides on "
+            "(in benchmarks, about half a greedy loop's gain at 24 runs, 0.7 to 0.8 times it from 32); `run --seeds 1` decides on "
             "single runs as a greedy loop does: more keeps, about one in five of them false, and no confirmed gain")
 
 
