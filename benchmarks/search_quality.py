@@ -1044,8 +1044,8 @@ def main() -> None:
                         help=f"where each seed is a run of its own, the product's --seeds (default {DEFAULT_SEEDS}): the baseline's "
                              "seeds in setup and the most a candidate gets (a side run, written to "
                              "search_quality_e<epochs>_seeds_<N>.md)")
-    parser.add_argument("--budgets", default=BUDGETS, type=budgets_list,
-                        help=f"the budgets to report, in runs of the baseline (default {','.join(map(str, BUDGETS))}; others: a side run, "
+    parser.add_argument("--budgets", default=DEFAULT_BUDGETS, type=budgets_list,
+                        help=f"the budgets to report, in runs of the baseline (default {','.join(map(str, DEFAULT_BUDGETS))}; others: a side run, "
                              "written to search_quality_e<epochs>_budgets_<N>_<M>….md)")
     parser.add_argument("--pruning", default="", type=pruning_overrides,
                         help="NAME=VALUE,…: campaign/pruning.py constants for this run only, e.g. STOP_Z=1.5 (a side run, "
@@ -1143,7 +1143,7 @@ def side_run(args: argparse.Namespace, text: str) -> tuple[str, str]:
                       "and the most a candidate gets."))
     if getattr(args, "budgets", DEFAULT_BUDGETS) != DEFAULT_BUDGETS:
         runs = ", ".join(map(str, args.budgets))
-        sides.append(("".join(f"_budgets_{b}" if i == 0 else f"_{b}" for i, b in enumerate(args.budgets)),
+        sides.append(("_budgets_" + "_".join(map(str, args.budgets)),
                       f"Search quality at {e} epoch(s) with budgets of {runs} runs (not the default)",
                       f"The default tables report budgets of {' and '.join(map(str, DEFAULT_BUDGETS))} runs ({default})."))
     if getattr(args, "pruning", None):

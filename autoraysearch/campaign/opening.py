@@ -20,7 +20,7 @@ from autoraysearch.campaign.experiment import (
 )
 from autoraysearch.campaign.settings import processes_for
 from autoraysearch.campaign.lock import CampaignLock, read_holder
-from autoraysearch.campaign.noise import runs_of
+from autoraysearch.campaign.noise import pooled_noise, runs_of
 from autoraysearch.campaign.model_source import check_model_source
 from autoraysearch.campaign.path import CONFIRM_SEEDS, CONFIRMATION_FIRST_RUNS
 from autoraysearch.campaign.repository import ExperimentRepo
@@ -180,7 +180,7 @@ def short_campaign(log: ResultsLog, seeds: int, seeds_together: bool, parallel: 
     """
     baseline = log.baseline
     per_run = trial_seconds(baseline) if baseline is not None else None
-    if seeds <= 1 or seeds_together or per_run is None or len(set(runs_of(baseline))) < 2:
+    if seeds <= 1 or seeds_together or per_run is None or not pooled_noise([runs_of(baseline)]).measured:
         return None
     runs = seconds_left / per_run * parallel
     if runs >= SHORT_CAMPAIGN_RUNS:
