@@ -85,12 +85,13 @@ def autoraysearch_setup(
         first_alone = plan.settings.seeds_can_go_together  # its timing decides how the other seeds train
         trials = {"baseline": trial} if first_alone else {"baseline": trial, **confirmation_trials(trial, seed, plan.settings.seeds)}
         results = train_baseline(campaign, plan.settings, trials, batch_size)
+        timing = start_up_and_training(list(results.values()))  # what a run of k seeds costs, for the loop
         plan = with_seeds_decided(plan, list(results.values()), seeds_given=seeds is not None)
         result = merge_runs(results.pop("baseline"), list(results.values()))
         ahead: tuple[float, ...] = ()
         if first_alone:
             result, ahead = baseline_at_other_seeds(campaign, plan.settings, trial, result, batch_size)
-        row, archived = record_setup(plan, result, ahead)
+        row, archived = record_setup(plan, result, ahead, timing)
     noise = pooled_noise([result.runs])
     logger = get_run_logger()
     if plan.settings.seeds > 1 and not noise.measured:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from helpers import counting_train_py, git, hang, is_running, loop, results, setup
+from autoraysearch.campaign.results_log import run_timing
 
 pytestmark = pytest.mark.slow
 
@@ -138,6 +139,9 @@ def test_status_and_demo_from_the_command_line(services, tmp_path: Path, capsys)
     # The baseline's run of its seeds held the first confirmation's too: that confirmation trained the best alone.
     assert len(log.rows[0].extra["ahead"].split(",")) == confirmation_seeds(settings.seeds)
     assert not list(logs.glob("*.path-point*"))
+    # What its first run took to start and to train its seed is kept, for what a run of k seeds costs (short_campaign).
+    start_up, per_seed = run_timing(log.rows[0])
+    assert 0 < per_seed < start_up
 
     assert main(["status", str(target)]) == 0
     out = capsys.readouterr().out
@@ -156,6 +160,8 @@ def test_a_baseline_that_trains_longer_than_it_starts_gets_a_run_per_seed(servic
     logs = example_repo / ".autoraysearch" / "logs"
     assert (logs / "baseline.log").exists() and (logs / "baseline-seed2.log").exists()
     assert not (logs / "baseline-seeds.log").exists()
+    start_up, per_seed = run_timing(baseline)  # its first run's timing decided, and is kept
+    assert per_seed > start_up
 
 
 def test_setup_refuses_a_train_py_that_prints_no_metric_and_commits_nothing(services, example_repo: Path):

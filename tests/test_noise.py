@@ -216,8 +216,9 @@ def test_a_kept_row_shows_its_paired_gain_and_interval_at_the_end():
             ResultRow("1", "abc1234", 0.9795, 0.0088, "keep", "wider", {**seed_columns((0.98, 0.979)), **cells}))
     text = format_log(ResultsLog(higher_is_better=True, rows=rows))
     header = text.splitlines()[1].split("\t")
-    assert header[-6:] == ["diffs", "gain", "interval", "chance", "at", "ahead"]  # after every column older logs have
-    assert text.splitlines()[3].endswith(f"\t+0.00875\t±0.0047\t{chance}\t\t")
+    # after every column older logs have (the baseline's start_up and per_seed came later)
+    assert header[-8:] == ["diffs", "gain", "interval", "chance", "at", "ahead", "start_up", "per_seed"]
+    assert text.splitlines()[3].endswith(f"\t+0.00875\t±0.0047\t{chance}\t\t\t\t")
     later = bar_from_log(parse_log(text))
     assert later.best_runs == (0.98, 0.979) and later.paired.dof == 3  # the prior's 2 and this comparison's 1
     assert later.keep_confidence == keep_confidence([float(chance)])  # the keep's chance spent the budget

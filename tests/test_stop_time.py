@@ -68,3 +68,28 @@ def test_a_stop_time_that_leaves_too_few_runs_for_paired_decisions_says_so_and_w
     assert short_campaign(log(runs="0.92,0.92,0.92"), 3, False, 1, 2 * hours) is None  # identical runs: single runs decide
     assert short_campaign(log(seconds=""), 3, False, 1, 2 * hours) is None  # no time measured
     assert short_campaign(ResultsLog(True, ()), 3, False, 1, 2 * hours) is None
+
+
+def test_with_seeds_in_one_run_a_short_campaign_is_counted_in_candidates_first_runs_from_setups_timing():
+    from autoraysearch.campaign.opening import SHORT_CAMPAIGN_FIRST_RUNS, SHORT_CAMPAIGN_RUNS, short_campaign
+    from autoraysearch.campaign.results_log import ResultRow, ResultsLog
+
+    # Setup's two runs: the first seed alone, then 7 more and 3 held ahead, in 2 × 4.5 s of start-up and 11 × 1.5 s.
+    def log(**timing):
+        return ResultsLog(True, (ResultRow("0", "baseline", 0.92, None, "baseline", "x", {
+            "seeds": "8", "seconds": "25.5", "runs": "0.91,0.93,0.92,0.90,0.94,0.92,0.91,0.93", **timing}),))
+
+    timed = log(start_up="4.5", per_seed="1.5")  # a run of one seed: 6 s; a first run of 8 seeds: 16.5 s
+    said = short_campaign(timed, 8, True, 1, 100.0)
+    assert said is not None and said.startswith("the stop time leaves about 17 runs of the baseline's length, "
+                                                "time for about 6 candidates' first runs of 8 seeds")
+    assert "`run --seeds 1`" in said
+    assert short_campaign(timed, 8, True, 1, SHORT_CAMPAIGN_FIRST_RUNS * 16.5) is None
+    assert short_campaign(timed, 8, True, 1, SHORT_CAMPAIGN_FIRST_RUNS * 16.5 - 1) is not None
+    assert short_campaign(timed, 8, True, 4, 100.0) is None  # four first runs at once
+    assert short_campaign(timed, 24, True, 1, SHORT_CAMPAIGN_FIRST_RUNS * 16.5) is None  # still 8 seeds first
+    assert short_campaign(log(), 8, True, 1, 100.0) is None  # a log from before setup timed its runs
+    assert short_campaign(log(start_up="4.5", per_seed="x"), 8, True, 1, 100.0) is None
+    # Run with --seeds-apart, a run costs its start-up and one seed: not the row's seconds per seed (3.2 s).
+    assert short_campaign(timed, 8, False, 1, SHORT_CAMPAIGN_RUNS * 6.0) is None
+    assert short_campaign(timed, 8, False, 1, SHORT_CAMPAIGN_RUNS * 6.0 - 1) is not None

@@ -24,9 +24,10 @@ from autoraysearch.campaign.noise import pooled_noise, runs_of
 from autoraysearch.campaign.model_source import check_model_source
 from autoraysearch.campaign.path import CONFIRM_SEEDS, CONFIRMATION_FIRST_RUNS
 from autoraysearch.campaign.repository import ExperimentRepo
-from autoraysearch.campaign.results_log import ResultsLog, read_results_log
+from autoraysearch.campaign.results_log import ResultsLog, read_results_log, run_timing
 from autoraysearch.campaign.resume import recover_campaign, restore_unlogged_model
 from autoraysearch.campaign.settings import CampaignSettings, load_settings
+from autoraysearch.trials.runs import first_run_seeds
 
 BRANCH_PREFIX = "autoraysearch/"
 # The default trial timeout follows the campaign: a multiple of how long its successful trials took.
@@ -168,26 +169,44 @@ def seconds_before_stop(
 # found about half a greedy loop's true gain or less where runs are all training, and 0.7 × to 0.8 × from 32 runs
 # on (benchmarks/results/search_quality_e<1|5>_start_up_0_budgets_12_18_24_32_48.md).
 SHORT_CAMPAIGN_RUNS = 27
+# With seeds in one run, below this many of a candidate's first runs left after setup: the default found 0.74 × greedy's
+# gain with about 7 left (24 runs in all at 5 epochs) and 0.85 × with about 6 (12 at 1 epoch), 1.02 × and 1.18 × with
+# about 10 (32 and 18 runs; benchmarks/results/search_quality_e<1|5>_budgets_12_18_24_32_48.md).
+SHORT_CAMPAIGN_FIRST_RUNS = 9
 
 
 def short_campaign(log: ResultsLog, seeds: int, seeds_together: bool, parallel: int, seconds_left: float) -> str | None:
-    """What to tell a user whose stop time leaves a campaign of paired decisions, a run per seed, too few runs to keep
-    much (None: enough, or decisions on single runs, or seeds in one run, where a run holds many seeds).
+    """What to tell a user whose stop time leaves a campaign of paired decisions too few runs to keep much
+    (None: enough, or decisions on single runs, or a baseline whose runs' time the log does not say).
 
     Setup's seeds are paid already, but a keep needs paired seeds, and the final path confirmation a run per
-    fresh seed of the best and of the baseline, so a short campaign keeps little; single runs keep more,
-    falsely one time in five.
+    fresh seed of the best and of the baseline (with seeds in one run, a candidate's first run holds several
+    seeds' training), so a short campaign keeps little; single runs keep more, falsely one time in five.
     """
     baseline = log.baseline
-    per_run = trial_seconds(baseline) if baseline is not None else None
-    if seeds <= 1 or seeds_together or per_run is None or not pooled_noise([runs_of(baseline)]).measured:
+    if seeds <= 1 or baseline is None or not pooled_noise([runs_of(baseline)]).measured:
+        return None
+    timing = run_timing(baseline)
+    per_run = sum(timing) if timing is not None else trial_seconds(baseline)  # a run of one seed
+    if per_run is None:
         return None
     runs = seconds_left / per_run * parallel
-    if runs >= SHORT_CAMPAIGN_RUNS:
+    if seeds_together:
+        if timing is None:
+            return None  # setup did not time its seeds: the row's seconds hold two runs of several seeds
+        first_seeds = first_run_seeds(seeds)
+        first_runs = seconds_left / (timing[0] + first_seeds * timing[1]) * parallel
+        if first_runs >= SHORT_CAMPAIGN_FIRST_RUNS:
+            return None
+        why = (f"time for about {first_runs:.0f} candidates' first runs of {first_seeds} seeds, too few for paired "
+               "decisions to keep much (in benchmarks, 0.74 times a greedy loop's gain with about 7, as much with 10)")
+    elif runs >= SHORT_CAMPAIGN_RUNS:
         return None
-    return (f"the stop time leaves about {runs:.0f} runs of the baseline's length, too few for paired decisions to "
-            f"keep much: each keep needs paired seeds, and the final path confirmation {2 * CONFIRM_SEEDS} runs "
-            "(in benchmarks, about half a greedy loop's gain at 24 runs, 0.7 to 0.8 times it from 32); `run --seeds 1` decides on "
+    else:
+        why = (f"too few for paired decisions to keep much: each keep needs paired seeds, and the final path confirmation "
+               f"{2 * CONFIRM_SEEDS} runs (in benchmarks, about half a greedy loop's gain at 24 runs, 0.7 to 0.8 times it "
+               "from 32)")
+    return (f"the stop time leaves about {runs:.0f} runs of the baseline's length, {why}; `run --seeds 1` decides on "
             "single runs as a greedy loop does: more keeps, about one in five of them false, and no confirmed gain")
 
 

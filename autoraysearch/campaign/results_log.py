@@ -20,14 +20,36 @@ COLUMNS = ("iteration", "commit", "metric", "delta", "status", "description")
 # at: on a best-seeds row, the number (from 1) of the campaign's seed its first run is at.
 # ahead: on the baseline or a confirmed row, its values at the next path confirmation's seeds (campaign.path),
 # trained ahead and held out of every decision until then.
+# start_up/per_seed: on the baseline, what one of its runs took to start, and each seed to train and evaluate
+# (medians over setup's first runs, where train.py's judge timed its seeds): what a run of k seeds costs.
 EXTRA_COLUMNS = ("candidate", "seconds", "node", "tokens", "seeds", "std", "runs", "node_id", "needed", "diffs", "gain",
-                 "interval", "chance", "at", "ahead")
+                 "interval", "chance", "at", "ahead", "start_up", "per_seed")
 NODE_ID_CHARS = 8  # enough to tell nodes apart; `ray list nodes` matches on a prefix
 
 
 def node_columns(host: str | None, node_id: str | None) -> dict[str, str]:
     """The node/node_id cells of a row: where its trial trained."""
     return {"node": host or "", "node_id": (node_id or "")[:NODE_ID_CHARS]}
+
+
+def timing_columns(timing: tuple[float, float] | None) -> dict[str, str]:
+    """The start_up/per_seed cells of the baseline's row: (start-up, seconds per seed), or nothing unmeasured."""
+    if timing is None:
+        return {}
+    return {"start_up": f"{round(timing[0], 3):g}", "per_seed": f"{round(timing[1], 3):g}"}
+
+
+def run_timing(row: "ResultRow | None") -> tuple[float, float] | None:
+    """What the row says one of its runs took to start and each seed to train (timing_columns); None where it does not."""
+    if row is None:
+        return None
+    try:
+        start_up, per_seed = float(row.extra.get("start_up", "")), float(row.extra.get("per_seed", ""))
+    except ValueError:
+        return None
+    if not (math.isfinite(start_up) and math.isfinite(per_seed)) or start_up < 0 or per_seed <= 0:
+        return None
+    return start_up, per_seed
 
 
 # Statuses whose metric counts towards the best so far.
