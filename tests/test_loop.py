@@ -141,7 +141,7 @@ def test_status_and_demo_from_the_command_line(services, tmp_path: Path, capsys)
     assert not list(logs.glob("*.path-point*"))
     # What its first run took to start and to train its seed is kept, for what a run of k seeds costs (short_campaign).
     start_up, per_seed = run_timing(log.rows[0])
-    assert 0 < per_seed < start_up
+    assert 0 <= per_seed < start_up  # the demo's seed trains in milliseconds
 
     assert main(["status", str(target)]) == 0
     out = capsys.readouterr().out

@@ -90,6 +90,9 @@ def test_with_seeds_in_one_run_a_short_campaign_is_counted_in_candidates_first_r
     assert short_campaign(timed, 24, True, 1, SHORT_CAMPAIGN_FIRST_RUNS * 16.5) is None  # still 8 seeds first
     assert short_campaign(log(), 8, True, 1, 100.0) is None  # a log from before setup timed its runs
     assert short_campaign(log(start_up="4.5", per_seed="x"), 8, True, 1, 100.0) is None
+    assert short_campaign(log(start_up="4.5", per_seed="-1"), 8, True, 1, 100.0) is None
+    # A seed that trains in under a millisecond: a run is its start-up.
+    assert short_campaign(log(start_up="4.5", per_seed="0"), 8, True, 1, SHORT_CAMPAIGN_FIRST_RUNS * 4.5 - 1) is not None
     # Run with --seeds-apart, a run costs its start-up and one seed: not the row's seconds per seed (3.2 s).
     assert short_campaign(timed, 8, False, 1, SHORT_CAMPAIGN_RUNS * 6.0) is None
     assert short_campaign(timed, 8, False, 1, SHORT_CAMPAIGN_RUNS * 6.0 - 1) is not None

@@ -36,10 +36,10 @@ def timing_columns(timing: tuple[float, float] | None) -> dict[str, str]:
     """The start_up/per_seed cells of the baseline's row: (start-up, seconds per seed), or nothing unmeasured."""
     if timing is None:
         return {}
-    return {"start_up": f"{round(timing[0], 3):g}", "per_seed": f"{round(timing[1], 3):g}"}
+    return {"start_up": f"{timing[0]:.4g}", "per_seed": f"{timing[1]:.4g}"}  # a tiny model's seed takes a millisecond
 
 
-def run_timing(row: "ResultRow | None") -> tuple[float, float] | None:
+def run_timing(row: ResultRow | None) -> tuple[float, float] | None:
     """What the row says one of its runs took to start and each seed to train (timing_columns); None where it does not."""
     if row is None:
         return None
@@ -47,7 +47,7 @@ def run_timing(row: "ResultRow | None") -> tuple[float, float] | None:
         start_up, per_seed = float(row.extra.get("start_up", "")), float(row.extra.get("per_seed", ""))
     except ValueError:
         return None
-    if not (math.isfinite(start_up) and math.isfinite(per_seed)) or start_up < 0 or per_seed <= 0:
+    if not (math.isfinite(start_up) and math.isfinite(per_seed)) or min(start_up, per_seed) < 0 or start_up + per_seed <= 0:
         return None
     return start_up, per_seed
 
