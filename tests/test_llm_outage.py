@@ -50,7 +50,8 @@ def test_an_outage_until_the_time_limit_ends_the_run_cleanly(services, example_r
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-outage")
     set_outage_wait(exp, 2.0)
     with ScriptedServer(overloaded(1000)) as server:
-        state = loop(exp, return_state=True, max_hours=20 / 3600, ideator="openai", llm_model="m",
+        # 45 s: more than a first run and the confirmation a keep would need (setup's timing), so a candidate is asked for
+        state = loop(exp, return_state=True, max_hours=45 / 3600, ideator="openai", llm_model="m",
                      llm_base_url=server.url + "/v1")
     assert state.is_completed(), state
     summary = state.result()

@@ -178,6 +178,12 @@ def test_the_next_candidates_first_run_and_the_confirmation_a_keep_would_need_ar
     assert seconds_before_stop(log, 24, 8, [8.5] + [12.0] * 5) == pytest.approx(3 * 12.0)  # the latest five
     assert seconds_before_stop(log, 24, 8, [2.0]) == 19.5
     assert seconds_before_stop(log, 1, None, [8.5]) == 8.5
+    # Before any candidate, setup's timing of the baseline says what a first run takes: its start-up and its seeds.
+    timed = ResultsLog(True, (ResultRow("0", "baseline", 0.9, 0.0, "baseline", "x",
+                                        {"seeds": "8", "seconds": "19", "start_up": "4.5", "per_seed": "1.5"}),))
+    assert first_run_seconds(timed, 8) == 16.5 and first_run_seconds(timed) == 6.0
+    assert seconds_before_stop(timed, 24, 8) == 3 * 16.5 and seconds_before_stop(timed, 1) == 6.0
+    assert first_run_seconds(ResultsLog(True, timed.rows + log.rows[1:]), 8) == 6.5  # candidates say it once there are some
 
 
 def test_only_an_iteration_of_a_first_run_alone_says_what_the_next_first_run_takes_on_the_clock():

@@ -84,6 +84,7 @@ def test_with_seeds_in_one_run_a_short_campaign_is_counted_in_candidates_first_r
     assert said is not None and said.startswith("the stop time leaves about 17 runs of the baseline's length, "
                                                 "time for about 6 candidates' first runs of 8 seeds")
     assert "`run --seeds 1`" in said
+    assert "time for about 1 candidate's first run of 8 seeds" in short_campaign(timed, 8, True, 1, 20.0)
     assert short_campaign(timed, 8, True, 1, SHORT_CAMPAIGN_FIRST_RUNS * 16.5) is None
     assert short_campaign(timed, 8, True, 1, SHORT_CAMPAIGN_FIRST_RUNS * 16.5 - 1) is not None
     assert short_campaign(timed, 8, True, 4, 100.0) is None  # four first runs at once

@@ -118,7 +118,8 @@ RECENT_CANDIDATES = 5  # the latest trained candidates that say how long the nex
 
 def first_run_seconds(log: ResultsLog, first_seeds: int | None = None) -> float | None:
     """How long a candidate's first run takes, as the latest candidates trained to the end say (the shortest
-    of RECENT_CANDIDATES); None before any.
+    of RECENT_CANDIDATES); before any, as setup's timing of the baseline says (its start-up and a first run's
+    seeds), so that a stop time too short for even one candidate ends the campaign at once; else None.
 
     With seeds in one run (`first_seeds`: the seeds of a first run), a row over exactly those seeds took
     one run; otherwise each row's time for one seed is one run's.
@@ -133,6 +134,8 @@ def first_run_seconds(log: ResultsLog, first_seeds: int | None = None) -> float 
                 continue  # its seeds took more than one run
             one *= first_seeds
         seconds.append(one)
+    if not seconds and (timing := run_timing(log.baseline)) is not None:
+        return timing[0] + (first_seeds or 1) * timing[1]
     return min(seconds[-RECENT_CANDIDATES:], default=None)
 
 
@@ -149,7 +152,8 @@ def seconds_before_stop(
     log: ResultsLog, seeds: int, first_seeds: int | None = None, iteration_seconds: Sequence[float] = (),
 ) -> float | None:
     """What the next candidate needs before the stop time: its first run (first_run_seconds) and, where decisions
-    take several seeds, time for the final path confirmation (CONFIRMATION_FIRST_RUNS more); None before any candidate.
+    take several seeds, time for the final path confirmation (CONFIRMATION_FIRST_RUNS more); None while the log says
+    nothing of a first run's time.
 
     A first run counts at least what the shortest of this run's latest iterations took on the clock
     (`iteration_seconds`: ideas, commits, scheduling and the results log included), since where runs
@@ -198,7 +202,8 @@ def short_campaign(log: ResultsLog, seeds: int, seeds_together: bool, parallel: 
         first_runs = seconds_left / (timing[0] + first_seeds * timing[1]) * parallel
         if first_runs >= SHORT_CAMPAIGN_FIRST_RUNS:
             return None
-        why = (f"time for about {first_runs:.0f} candidates' first runs of {first_seeds} seeds, too few for paired "
+        which = "candidate's first run" if round(first_runs) == 1 else "candidates' first runs"
+        why = (f"time for about {first_runs:.0f} {which} of {first_seeds} seeds, too few for paired "
                "decisions to keep much (in benchmarks, 0.74 times a greedy loop's gain with about 7, as much with 10)")
     elif runs >= SHORT_CAMPAIGN_RUNS:
         return None
